@@ -1,0 +1,472 @@
+//! The Converse API: request validation, responses, and `converse-stream` events.
+
+use serde_json::{Value, json};
+
+use super::answer::{Conversation, Reply, Role, StopReason, Turn, fnv1a, stream_pieces};
+use super::catalog::CatalogModel;
+use super::wire::ApiError;
+
+/// A forced tool call (`toolChoice` `any` or `tool`): the model answers with `toolUse`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ToolRequest {
+    pub name: String,
+    pub schema: Value,
+}
+
+/// A validated Converse request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ConverseRequest {
+    pub conversation: Conversation,
+    pub max_tokens: Option<u32>,
+    pub stop_sequences: Vec<String>,
+    pub tool: Option<ToolRequest>,
+}
+
+fn null_member(path: &str) -> ApiError {
+    ApiError::constraint("null", path, "Member must not be null")
+}
+
+fn range(value: f64, path: &str, min: f64, max: f64) -> Result<(), ApiError> {
+    if value < min {
+        return Err(ApiError::constraint(
+            value,
+            path,
+            &format!("Member must have value greater than or equal to {min}"),
+        ));
+    }
+    if value > max {
+        return Err(ApiError::constraint(
+            value,
+            path,
+            &format!("Member must have value less than or equal to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and validates a Converse (or ConverseStream) body for a model.
+pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseRequest, ApiError> {
+    if !model.family.supports_converse() {
+        return Err(ApiError::validation(
+            "This action doesn't support the model that you provided. Try again with a supported text or chat model.",
+        ));
+    }
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| null_member("messages"))?;
+    let conversation = Conversation {
+        system: parse_system(body.get("system"))?,
+        turns: parse_messages(messages)?,
+    };
+    let mut request = ConverseRequest {
+        conversation,
+        max_tokens: None,
+        stop_sequences: Vec::new(),
+        tool: parse_tool_choice(body.get("toolConfig"))?,
+    };
+    if let Some(config) = body.get("inferenceConfig") {
+        if let Some(v) = config.get("maxTokens").and_then(Value::as_f64) {
+            range(v, "inferenceConfig.maxTokens", 1.0, f64::from(i32::MAX))?;
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let v = v as u32;
+            if v > model.max_output_tokens {
+                let max = model.max_output_tokens;
+                return Err(ApiError::validation(format!(
+                    "The maximum tokens you requested exceeds the model limit of {max}. Try again with a maximum tokens value that is lower than {max}."
+                )));
+            }
+            request.max_tokens = Some(v);
+        }
+        for (key, path) in [
+            ("temperature", "inferenceConfig.temperature"),
+            ("topP", "inferenceConfig.topP"),
+        ] {
+            if let Some(v) = config.get(key).and_then(Value::as_f64) {
+                range(v, path, 0.0, 1.0)?;
+            }
+        }
+        if let Some(stops) = config.get("stopSequences").and_then(Value::as_array) {
+            if stops.len() > 2500 {
+                return Err(ApiError::constraint(
+                    stops.len(),
+                    "inferenceConfig.stopSequences",
+                    "Member must have length less than or equal to 2500",
+                ));
+            }
+            request.stop_sequences = stops
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    Ok(request)
+}
+
+pub(crate) fn parse_system(system: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let mut texts = Vec::new();
+    for (i, block) in system.and_then(Value::as_array).into_iter().flatten().enumerate() {
+        if let Some(text) = block.get("text").and_then(Value::as_str) {
+            if text.trim().is_empty() {
+                return Err(ApiError::validation(format!(
+                    "The text field in the SystemContentBlock object at system.{i} is blank. Add text to the text field, and try again."
+                )));
+            }
+            texts.push(text.to_string());
+        }
+    }
+    Ok(texts)
+}
+
+pub(crate) fn parse_messages(messages: &[Value]) -> Result<Vec<Turn>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::validation(
+            "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+        ));
+    }
+    let mut turns: Vec<Turn> = Vec::with_capacity(messages.len());
+    for (i, message) in messages.iter().enumerate() {
+        let role = match message.get("role").and_then(Value::as_str) {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some(other) => {
+                return Err(ApiError::constraint(
+                    other,
+                    &format!("messages.{i}.member.role"),
+                    "Member must satisfy enum value set: [user, assistant]",
+                ));
+            }
+            None => return Err(null_member(&format!("messages.{i}.member.role"))),
+        };
+        if i == 0 && role != Role::User {
+            return Err(ApiError::validation(
+                "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+            ));
+        }
+        if turns.last().is_some_and(|t| t.role == role) {
+            return Err(ApiError::validation(
+                "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.",
+            ));
+        }
+        let content = message
+            .get("content")
+            .and_then(Value::as_array)
+            .ok_or_else(|| null_member(&format!("messages.{i}.member.content")))?;
+        let mut texts = Vec::new();
+        for (j, block) in content.iter().enumerate() {
+            if let Some(text) = block_text(block) {
+                if text.trim().is_empty() {
+                    return Err(ApiError::validation(format!(
+                        "The text field in the ContentBlock object at messages.{i}.content.{j} is blank. Add text to the text field, and try again."
+                    )));
+                }
+                texts.push(text);
+            }
+        }
+        turns.push(Turn {
+            role,
+            texts,
+            blocks: content.len(),
+        });
+    }
+    Ok(turns)
+}
+
+/// The text a content block carries: `text`, guarded text, or a tool result's text.
+fn block_text(block: &Value) -> Option<String> {
+    if let Some(text) = block.get("text").and_then(Value::as_str) {
+        return Some(text.to_string());
+    }
+    if let Some(text) = block.pointer("/guardContent/text/text").and_then(Value::as_str) {
+        return Some(text.to_string());
+    }
+    let results = block.pointer("/toolResult/content")?.as_array()?;
+    let texts: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            r.get("text")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| r.get("json").map(Value::to_string))
+        })
+        .collect();
+    Some(texts.join("\n"))
+}
+
+fn parse_tool_choice(config: Option<&Value>) -> Result<Option<ToolRequest>, ApiError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let tools: Vec<(&str, &Value)> = config
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let spec = t.get("toolSpec")?;
+            Some((
+                spec.get("name")?.as_str()?,
+                spec.pointer("/inputSchema/json").unwrap_or(&Value::Null),
+            ))
+        })
+        .collect();
+    if tools.is_empty() {
+        return Err(ApiError::validation(
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
+        ));
+    }
+    let choice = config.get("toolChoice");
+    let forced = if let Some(name) = choice.and_then(|c| c.pointer("/tool/name")).and_then(Value::as_str)
+    {
+        Some(
+            tools
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| {
+                    ApiError::validation(format!(
+                        "The tool {name} named in toolChoice is not defined in toolConfig.tools."
+                    ))
+                })?,
+        )
+    } else if choice.and_then(|c| c.get("any")).is_some() {
+        tools.first()
+    } else {
+        None
+    };
+    Ok(forced.map(|(name, schema)| ToolRequest {
+        name: (*name).to_string(),
+        schema: (*schema).clone(),
+    }))
+}
+
+/// A deterministic value that satisfies a JSON schema, derived from the user's text: strings are
+/// the text, integers its word count, booleans whether that count is even, enums a choice
+/// hashed from the text, arrays two items, objects every property.
+pub(crate) fn value_for_schema(schema: &Value, text: &str) -> Value {
+    let words = text.split_whitespace().count();
+    if let Some(options) = schema.get("enum").and_then(Value::as_array).filter(|o| !o.is_empty()) {
+        let pick = usize::try_from(fnv1a(&[text.as_bytes()]) % options.len() as u64).unwrap_or(0);
+        return options[pick].clone();
+    }
+    let kind = match schema.get("type") {
+        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).find(|k| *k != "null"),
+        Some(Value::String(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    match kind {
+        Some("object") | None if schema.get("properties").is_some() => {
+            let mut object = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, sub) in props {
+                    object.insert(name.clone(), value_for_schema(sub, text));
+                }
+            }
+            Value::Object(object)
+        }
+        Some("object") => json!({}),
+        Some("array") => {
+            let item = schema.get("items").unwrap_or(&Value::Null);
+            json!([value_for_schema(item, text), value_for_schema(item, text)])
+        }
+        Some("integer") => json!(words),
+        Some("number") => json!(words as f64 + 0.5),
+        Some("boolean") => json!(words % 2 == 0),
+        Some("null") => Value::Null,
+        _ => json!(text),
+    }
+}
+
+/// The model's call of a forced tool.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub input: Value,
+}
+
+/// The tool call answering a forced tool choice.
+pub(crate) fn tool_use(tool: &ToolRequest, conversation: &Conversation) -> ToolCall {
+    let text = conversation.last_user_text();
+    ToolCall {
+        id: format!(
+            "tooluse_{:016x}",
+            fnv1a(&[tool.name.as_bytes(), text.as_bytes()])
+        ),
+        name: tool.name.clone(),
+        input: value_for_schema(&tool.schema, &text),
+    }
+}
+
+/// Converse's `stopReason` string.
+pub(crate) fn stop_reason(stop: &StopReason) -> &'static str {
+    match stop {
+        StopReason::EndTurn => "end_turn",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopSequence(_) => "stop_sequence",
+    }
+}
+
+fn usage(reply: &Reply) -> Value {
+    json!({
+        "inputTokens": reply.input_tokens,
+        "outputTokens": reply.output_tokens,
+        "totalTokens": reply.input_tokens + reply.output_tokens,
+    })
+}
+
+/// The body of a Converse response.
+pub(crate) fn response(reply: &Reply, tool: Option<&ToolCall>, latency_ms: u64) -> Value {
+    let (content, stop) = match tool {
+        Some(call) => (
+            json!([{ "toolUse": { "toolUseId": call.id, "name": call.name, "input": call.input } }]),
+            "tool_use",
+        ),
+        None => (json!([{ "text": reply.text }]), stop_reason(&reply.stop)),
+    };
+    json!({
+        "output": { "message": { "role": "assistant", "content": content } },
+        "stopReason": stop,
+        "usage": usage(reply),
+        "metrics": { "latencyMs": latency_ms },
+    })
+}
+
+/// The `converse-stream` events, as (event type, payload) pairs.
+pub(crate) fn stream_events(
+    reply: &Reply,
+    tool: Option<&ToolCall>,
+    latency_ms: u64,
+) -> Vec<(&'static str, Value)> {
+    let mut events = vec![("messageStart", json!({ "role": "assistant" }))];
+    let stop = match tool {
+        Some(call) => {
+            events.push((
+                "contentBlockStart",
+                json!({ "contentBlockIndex": 0, "start": { "toolUse": { "toolUseId": call.id, "name": call.name } } }),
+            ));
+            events.push((
+                "contentBlockDelta",
+                json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": call.input.to_string() } } }),
+            ));
+            "tool_use"
+        }
+        None => {
+            for piece in stream_pieces(&reply.text) {
+                events.push((
+                    "contentBlockDelta",
+                    json!({ "contentBlockIndex": 0, "delta": { "text": piece } }),
+                ));
+            }
+            stop_reason(&reply.stop)
+        }
+    };
+    events.push(("contentBlockStop", json!({ "contentBlockIndex": 0 })));
+    events.push(("messageStop", json!({ "stopReason": stop })));
+    events.push((
+        "metadata",
+        json!({ "usage": usage(reply), "metrics": { "latencyMs": latency_ms } }),
+    ));
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::catalog;
+
+    fn titan() -> &'static CatalogModel {
+        catalog::find("amazon.titan-text-premier-v1:0").unwrap()
+    }
+
+    fn err(body: Value) -> String {
+        parse(&body, titan()).expect_err("expected a validation error").message
+    }
+
+    #[test]
+    fn reads_messages_system_and_parameters() {
+        let body = json!({
+            "messages": [
+                {"role": "user", "content": [{"text": "a"}, {"text": "b"}]},
+                {"role": "assistant", "content": [{"text": "c"}]},
+                {"role": "user", "content": [{"text": "d"}, {"document": {"name": "x"}}]}
+            ],
+            "system": [{"text": "s"}],
+            "inferenceConfig": {"maxTokens": 10, "temperature": 0.5, "stopSequences": ["x"]}
+        });
+        let r = parse(&body, titan()).unwrap();
+        assert_eq!(r.conversation.turns.len(), 3);
+        assert_eq!(r.conversation.blocks(), 5);
+        assert_eq!(r.conversation.system, vec!["s".to_string()]);
+        assert_eq!(r.conversation.last_user_text(), "d");
+        assert_eq!((r.max_tokens, r.stop_sequences), (Some(10), vec!["x".to_string()]));
+    }
+
+    #[test]
+    fn validation_messages_match_the_service() {
+        let user = json!([{"role": "user", "content": [{"text": "hi"}]}]);
+        assert_eq!(
+            err(json!({"messages": user, "inferenceConfig": {"temperature": 1.5}})),
+            "1 validation error detected: Value '1.5' at 'inferenceConfig.temperature' failed to satisfy constraint: Member must have value less than or equal to 1"
+        );
+        assert_eq!(
+            err(json!({"messages": user, "inferenceConfig": {"topP": -0.1}})),
+            "1 validation error detected: Value '-0.1' at 'inferenceConfig.topP' failed to satisfy constraint: Member must have value greater than or equal to 0"
+        );
+        assert_eq!(
+            err(json!({"messages": user, "inferenceConfig": {"maxTokens": 0}})),
+            "1 validation error detected: Value '0' at 'inferenceConfig.maxTokens' failed to satisfy constraint: Member must have value greater than or equal to 1"
+        );
+        assert_eq!(
+            err(json!({"messages": user, "inferenceConfig": {"maxTokens": 5000}})),
+            "The maximum tokens you requested exceeds the model limit of 3072. Try again with a maximum tokens value that is lower than 3072."
+        );
+        assert_eq!(
+            err(json!({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]})),
+            "A conversation must start with a user message. Try again with a conversation that starts with a user message."
+        );
+        assert_eq!(
+            err(json!({"messages": [{"role": "user", "content": [{"text": "x"}]}, {"role": "user", "content": [{"text": "y"}]}]})),
+            "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again."
+        );
+        assert_eq!(
+            err(json!({"messages": [{"role": "user", "content": [{"text": "  "}]}]})),
+            "The text field in the ContentBlock object at messages.0.content.0 is blank. Add text to the text field, and try again."
+        );
+        assert_eq!(
+            err(json!({})),
+            "1 validation error detected: Value 'null' at 'messages' failed to satisfy constraint: Member must not be null"
+        );
+        let embed = catalog::find("amazon.titan-embed-text-v2:0").unwrap();
+        assert_eq!(
+            parse(&json!({"messages": user}), embed).unwrap_err().message,
+            "This action doesn't support the model that you provided. Try again with a supported text or chat model."
+        );
+    }
+
+    #[test]
+    fn forced_tools_get_schema_shaped_input() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "age": {"type": "integer"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "ok": {"type": "boolean"},
+                "mood": {"enum": ["happy", "sad"]}
+            }
+        });
+        let v = value_for_schema(&schema, "Ada is 36");
+        assert_eq!(v["name"], json!("Ada is 36"));
+        assert_eq!(v["age"], json!(3));
+        assert_eq!(v["tags"], json!(["Ada is 36", "Ada is 36"]));
+        assert_eq!(v["ok"], json!(false));
+        assert!(v["mood"] == json!("happy") || v["mood"] == json!("sad"));
+        let body = json!({
+            "messages": [{"role": "user", "content": [{"text": "Ada is 36"}]}],
+            "toolConfig": {"tools": [{"toolSpec": {"name": "out", "inputSchema": {"json": schema}}}], "toolChoice": {"tool": {"name": "out"}}}
+        });
+        let r = parse(&body, titan()).unwrap();
+        assert_eq!(r.tool.map(|t| t.name), Some("out".to_string()));
+    }
+}

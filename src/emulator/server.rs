@@ -1,0 +1,577 @@
+//! The HTTP server: routing, authentication, the load model, and responses.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::answer::{self, Reply, StopReason};
+use super::catalog::{CatalogModel, Family};
+use super::load::{Fault, LoadModel, QuotaExceeded, Quotas};
+use super::stats::{EmulatorStats, LoggedRequest};
+use super::wire::{ApiError, ErrorCode};
+use super::{
+    EmulatorConfig, auth, control, converse, count_tokens, directive, embed, eventstream, families,
+    model_id,
+};
+
+/// Shared server state.
+pub(crate) struct State {
+    config: EmulatorConfig,
+    load: RwLock<Arc<LoadModel>>,
+    quotas: Quotas,
+    directives: directive::Directives,
+    pub(crate) stats: EmulatorStats,
+    sequence: AtomicU64,
+}
+
+impl State {
+    pub(crate) fn new(config: EmulatorConfig) -> Self {
+        Self {
+            load: RwLock::new(Arc::new(config.load.clone())),
+            quotas: Quotas::default(),
+            directives: directive::Directives::default(),
+            stats: EmulatorStats::new(config.request_log_capacity),
+            sequence: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    pub(crate) fn set_load(&self, load: LoadModel) {
+        *self.load.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(load);
+        self.quotas.clear();
+        self.sequence.store(0, Ordering::SeqCst);
+    }
+
+    fn load(&self) -> Arc<LoadModel> {
+        Arc::clone(&self.load.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Counts a runtime request in flight until dropped (moved into stream tasks).
+struct InFlight(Arc<State>);
+
+impl InFlight {
+    fn enter(state: &Arc<State>) -> Self {
+        state.stats.enter();
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.stats.exit();
+    }
+}
+
+/// A response body: whole, or streamed from a task.
+pub(crate) enum Body {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Returned by the service to close the connection without a response.
+#[derive(Debug)]
+pub(crate) struct DroppedConnection;
+
+impl std::fmt::Display for DroppedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DroppedConnection {}
+
+type Served = Result<Response<Body>, DroppedConnection>;
+
+/// Accepts connections until `stopped` fires, then drains them gracefully.
+pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, stopped: oneshot::Receiver<()>) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let state = Arc::clone(&state);
+                    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "emulator connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "emulator accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// The runtime operations, by their path suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Converse,
+    ConverseStream,
+    InvokeModel,
+    InvokeModelWithResponseStream,
+    CountTokens,
+}
+
+impl Operation {
+    fn from_action(action: &str) -> Option<Self> {
+        Some(match action {
+            "converse" => Self::Converse,
+            "converse-stream" => Self::ConverseStream,
+            "invoke" => Self::InvokeModel,
+            "invoke-with-response-stream" => Self::InvokeModelWithResponseStream,
+            "count-tokens" => Self::CountTokens,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Converse => "Converse",
+            Self::ConverseStream => "ConverseStream",
+            Self::InvokeModel => "InvokeModel",
+            Self::InvokeModelWithResponseStream => "InvokeModelWithResponseStream",
+            Self::CountTokens => "CountTokens",
+        }
+    }
+
+    fn streams(self) -> bool {
+        matches!(self, Self::ConverseStream | Self::InvokeModelWithResponseStream)
+    }
+}
+
+enum Route<'a> {
+    Stats,
+    Reset,
+    List,
+    Get(&'a str),
+    Runtime(Operation, &'a str),
+    Unknown,
+}
+
+fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["_emulator", "stats"]) => Route::Stats,
+        (&Method::POST, ["_emulator", "reset"]) => Route::Reset,
+        (&Method::GET, ["foundation-models"]) => Route::List,
+        (&Method::GET, ["foundation-models", id]) => Route::Get(id),
+        (&Method::POST, ["model", id, action]) => match Operation::from_action(action) {
+            Some(op) => Route::Runtime(op, id),
+            None => Route::Unknown,
+        },
+        _ => Route::Unknown,
+    }
+}
+
+fn request_id(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    full_response(status, "application/json", Bytes::from(body.to_string()))
+}
+
+fn full_response(status: u16, content_type: &str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::Full(Some(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(v) = content_type.parse() {
+        response.headers_mut().insert("content-type", v);
+    }
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<Body> {
+    let mut response = full_response(error.code.status(), "application/json", Bytes::from(error.body()));
+    if let Ok(v) = error.code.header_value().parse() {
+        response.headers_mut().insert("x-amzn-ErrorType", v);
+    }
+    response
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
+    let method = req.method().clone();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query.as_str(), ""));
+    let headers = req.headers().clone();
+    let body = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(DroppedConnection),
+    };
+    let id = request_id(state.sequence.load(Ordering::Relaxed));
+    let route = route(&method, path);
+    let mut response = match route {
+        Route::Stats => json_response(200, &serde_json::to_value(state.stats.snapshot()).unwrap_or_default()),
+        Route::Reset => {
+            state.stats.reset();
+            state.quotas.clear();
+            state.directives.clear();
+            json_response(200, &serde_json::json!({}))
+        }
+        _ => {
+            let signed = auth::SignedRequest {
+                method: method.as_str(),
+                path_and_query: &path_and_query,
+                headers: &headers,
+                body: &body,
+            };
+            if let Err(e) = auth::authenticate(&signed, &state.config.credentials, &state.config.api_keys) {
+                let operation = match route {
+                    Route::List => "ListFoundationModels",
+                    Route::Get(_) => "GetFoundationModel",
+                    Route::Runtime(op, _) => op.name(),
+                    _ => "Unknown",
+                };
+                state.stats.record("", operation, e.code.status());
+                error_response(&e)
+            } else {
+                match route {
+                    Route::List => control_plane(&state, "ListFoundationModels", "", control::list(query)),
+                    Route::Get(raw) => control_plane(&state, "GetFoundationModel", raw, control::get(raw)),
+                    Route::Runtime(op, raw) => runtime(&state, op, raw, &body).await?,
+                    _ => {
+                        state.stats.record("", "Unknown", 404);
+                        error_response(&ApiError::new(ErrorCode::UnknownOperation, "UnknownOperationException"))
+                    }
+                }
+            }
+        }
+    };
+    if let Ok(v) = id.parse() {
+        response.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    Ok(response)
+}
+
+fn control_plane(state: &State, operation: &str, raw_id: &str, result: Result<Value, ApiError>) -> Response<Body> {
+    let model = model_id::percent_decode(raw_id).unwrap_or_default();
+    match result {
+        Ok(body) => {
+            state.stats.record(&model, operation, 200);
+            json_response(200, &body)
+        }
+        Err(e) => {
+            state.stats.record(&model, operation, e.code.status());
+            error_response(&e)
+        }
+    }
+}
+
+/// What a validated runtime request will produce.
+enum Work {
+    Text {
+        conversation: answer::Conversation,
+        max_tokens: u32,
+        stop_sequences: Vec<String>,
+        tool: Option<converse::ToolRequest>,
+    },
+    Embedding(embed::Embedded),
+}
+
+impl Work {
+    /// Tokens reserved against a tokens-per-minute quota when the request starts.
+    fn reservation(&self) -> u32 {
+        match self {
+            Work::Text {
+                conversation,
+                max_tokens,
+                ..
+            } => conversation.input_tokens().saturating_add(*max_tokens),
+            Work::Embedding(e) => e.input_tokens,
+        }
+    }
+}
+
+fn validate(op: Operation, model: &'static CatalogModel, via_profile: bool, body: &Value) -> Result<Work, ApiError> {
+    if !model.on_demand() && !via_profile {
+        return Err(ApiError::validation(format!(
+            "Invocation of model ID {} with on-demand throughput isn\u{2019}t supported. Retry your request with the ID or ARN of an inference profile that contains this model.",
+            model.id
+        )));
+    }
+    if model.family == Family::MetadataOnly {
+        return Err(ApiError::validation(format!(
+            "The emulator lists {} for its metadata only and does not run it.",
+            model.id
+        )));
+    }
+    match op {
+        Operation::Converse | Operation::ConverseStream => {
+            let r = converse::parse(body, model)?;
+            Ok(Work::Text {
+                conversation: r.conversation,
+                max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
+                stop_sequences: r.stop_sequences,
+                tool: r.tool,
+            })
+        }
+        _ if model.family.is_embedding() => {
+            if op.streams() {
+                return Err(ApiError::validation("The model is unsupported for streaming."));
+            }
+            embed::invoke(model, body).map(Work::Embedding)
+        }
+        _ => {
+            let r = families::parse(model, body)?;
+            Ok(Work::Text {
+                conversation: r.conversation,
+                max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
+                stop_sequences: r.stop_sequences,
+                tool: None,
+            })
+        }
+    }
+}
+
+async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) -> Served {
+    let in_flight = InFlight::enter(state);
+    let decoded = model_id::percent_decode(raw_id).unwrap_or_else(|| raw_id.to_string());
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    state.stats.log(LoggedRequest {
+        operation: op.name().to_string(),
+        model_id: decoded.clone(),
+        body: json.clone().unwrap_or(Value::Null),
+    });
+    let fail = |model: &str, e: ApiError| {
+        state.stats.record(model, op.name(), e.code.status());
+        Ok(error_response(&e))
+    };
+    let resolved = match model_id::resolve(&decoded) {
+        Ok(r) => r,
+        Err(e) => return fail(&decoded, e),
+    };
+    let model = resolved.model;
+    let Some(json) = json else {
+        return fail(model.id, ApiError::malformed("#: the request body is not valid JSON"));
+    };
+    if op == Operation::CountTokens {
+        return match count_tokens::count(model, &json) {
+            Ok(v) => {
+                state.stats.record(model.id, op.name(), 200);
+                Ok(json_response(200, &v))
+            }
+            Err(e) => fail(model.id, e),
+        };
+    }
+    let work = match validate(op, model, resolved.via_profile, &json) {
+        Ok(w) => w,
+        Err(e) => return fail(model.id, e),
+    };
+
+    let load = state.load();
+    let reserved = work.reservation();
+    if let Err(which) = state.quotas.admit(&load, model.id, reserved) {
+        state.stats.quota_throttle(which == QuotaExceeded::Tokens);
+        let message = match which {
+            QuotaExceeded::Requests => "Too many requests, please wait before trying again.",
+            QuotaExceeded::Tokens => "Too many tokens, please wait before trying again.",
+        };
+        return fail(model.id, ApiError::new(ErrorCode::Throttling, message));
+    }
+
+    let sequence = state.sequence.fetch_add(1, Ordering::SeqCst);
+    let started = Instant::now();
+    let first_byte = load.first_byte_delay(sequence);
+    let (reply, tool_call) = match &work {
+        Work::Text {
+            conversation,
+            max_tokens,
+            stop_sequences,
+            tool,
+        } => match tool {
+            Some(t) => {
+                let call = converse::tool_use(t, conversation);
+                let text = call.input.to_string();
+                let reply = Reply {
+                    input_tokens: conversation.input_tokens(),
+                    output_tokens: answer::count_text_tokens(&text),
+                    text,
+                    stop: StopReason::EndTurn,
+                };
+                (reply, Some(call))
+            }
+            None => (answer::reply(model.id, conversation, *max_tokens, stop_sequences), None),
+        },
+        Work::Embedding(e) => (
+            Reply {
+                text: String::new(),
+                input_tokens: e.input_tokens,
+                output_tokens: 0,
+                stop: StopReason::EndTurn,
+            },
+            None,
+        ),
+    };
+    let generation = load.per_output_token * reply.output_tokens;
+
+    if let Some(error) = state.directives.error_for(body) {
+        tokio::time::sleep(first_byte).await;
+        state.quotas.refund(model.id, reserved);
+        state.stats.fault(&format!("directive:{}", error.code.name()));
+        return fail(model.id, error);
+    }
+    if let Some(fault) = load.fault_for(sequence) {
+        tokio::time::sleep(first_byte).await;
+        state.stats.fault(fault.name());
+        if fault != Fault::Malformed {
+            state.quotas.refund(model.id, reserved);
+        }
+        let error = match fault {
+            Fault::Throttle => ApiError::new(ErrorCode::Throttling, "Too many requests, please wait before trying again."),
+            Fault::Internal => ApiError::new(ErrorCode::InternalServer, "The server encountered an internal error while processing the request."),
+            Fault::Unavailable => ApiError::new(ErrorCode::ServiceUnavailable, "Bedrock is unable to process your request."),
+            Fault::Timeout => ApiError::new(ErrorCode::ModelTimeout, "Model has timed out in processing the request. Try your request again."),
+            Fault::DropConnection => {
+                state.stats.record(model.id, op.name(), 0);
+                return Err(DroppedConnection);
+            }
+            Fault::Malformed => {
+                state.stats.record(model.id, op.name(), 200);
+                let whole = Bytes::from(r#"{"output":{"message":{"role":"assistant","content":[{"text":"#);
+                return Ok(full_response(200, "application/json", whole));
+            }
+        };
+        return fail(model.id, error);
+    }
+
+    let used = reply.input_tokens.saturating_add(reply.output_tokens);
+    state.quotas.refund(model.id, reserved.saturating_sub(used));
+    state.stats.tokens(reply.input_tokens, reply.output_tokens);
+    state.stats.record(model.id, op.name(), 200);
+
+    if op.streams() {
+        tokio::time::sleep(first_byte).await;
+        let timings = families::Timings {
+            latency_ms: millis(first_byte + generation),
+            first_byte_ms: millis(first_byte),
+        };
+        let frames: Vec<(Bytes, u32)> = if op == Operation::ConverseStream {
+            converse::stream_events(&reply, tool_call.as_ref(), timings.latency_ms)
+                .into_iter()
+                .map(|(kind, payload)| (eventstream::event(kind, &payload), delta_tokens(&payload)))
+                .collect()
+        } else {
+            families::stream_chunks(model, &reply, timings)
+                .iter()
+                .map(|chunk| (eventstream::chunk(chunk), 0))
+                .collect()
+        };
+        let pace = load.per_output_token;
+        let pieces = frames.len().max(1);
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            for (i, (frame, tokens)) in frames.into_iter().enumerate() {
+                let wait = if op == Operation::ConverseStream {
+                    pace * tokens
+                } else {
+                    generation / u32::try_from(pieces).unwrap_or(1)
+                };
+                if i > 0 && !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Response::new(Body::Stream(rx));
+        let headers = response.headers_mut();
+        headers.insert("content-type", hyper::header::HeaderValue::from_static("application/vnd.amazon.eventstream"));
+        headers.insert("x-amzn-bedrock-content-type", hyper::header::HeaderValue::from_static("application/json"));
+        return Ok(response);
+    }
+
+    tokio::time::sleep(first_byte + generation).await;
+    let latency_ms = millis(started.elapsed());
+    let body = match (&work, op) {
+        (_, Operation::Converse) => converse::response(&reply, tool_call.as_ref(), latency_ms),
+        (Work::Embedding(e), _) => e.body.clone(),
+        _ => families::response(model, &reply),
+    };
+    let mut response = json_response(200, &body);
+    if op == Operation::InvokeModel {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("x-amzn-bedrock-input-token-count", reply.input_tokens.to_string()),
+            ("x-amzn-bedrock-output-token-count", reply.output_tokens.to_string()),
+            ("x-amzn-bedrock-invocation-latency", latency_ms.to_string()),
+        ] {
+            if let Ok(v) = value.parse() {
+                headers.insert(name, v);
+            }
+        }
+    }
+    drop(in_flight);
+    Ok(response)
+}
+
+/// Output tokens a converse-stream event carries (its text delta).
+fn delta_tokens(payload: &Value) -> u32 {
+    payload
+        .pointer("/delta/text")
+        .and_then(Value::as_str)
+        .map_or(0, answer::count_text_tokens)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

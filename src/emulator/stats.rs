@@ -1,0 +1,233 @@
+//! Counters that tests read: requests by model, operation and status; tokens; faults; peak
+//! concurrency; and a bounded log of recent request bodies.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+/// Requests counted under one (model, operation, status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestCount {
+    /// The base model id (`""` for requests not tied to a model).
+    pub model: String,
+    /// The operation: `Converse`, `ConverseStream`, `InvokeModel`,
+    /// `InvokeModelWithResponseStream`, `CountTokens`, `ListFoundationModels`,
+    /// `GetFoundationModel`.
+    pub operation: String,
+    /// The HTTP status sent (0 for a dropped connection).
+    pub status: u16,
+    /// How many.
+    pub count: u64,
+}
+
+/// A runtime request as it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoggedRequest {
+    /// The operation name.
+    pub operation: String,
+    /// The model id as the client sent it (decoded).
+    pub model_id: String,
+    /// The JSON body (`null` if it was not JSON).
+    pub body: serde_json::Value,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    /// Requests by (model, operation, status), sorted.
+    pub requests: Vec<RequestCount>,
+    /// Input tokens of successful runtime responses.
+    pub input_tokens: u64,
+    /// Output tokens of successful runtime responses.
+    pub output_tokens: u64,
+    /// Injected faults by name (`throttle`, `internal`, `unavailable`, `timeout`, `malformed`,
+    /// `drop_connection`).
+    pub faults: BTreeMap<String, u64>,
+    /// Requests refused by the requests-per-minute quota.
+    pub quota_throttles_requests: u64,
+    /// Requests refused by the tokens-per-minute quota.
+    pub quota_throttles_tokens: u64,
+    /// Runtime requests being served now.
+    pub in_flight: usize,
+    /// The most runtime requests ever served at once.
+    pub peak_in_flight: usize,
+    /// The most recent runtime requests, oldest first.
+    pub recent: Vec<LoggedRequest>,
+}
+
+impl StatsSnapshot {
+    /// Requests of every model, operation and status.
+    pub fn total(&self) -> u64 {
+        self.requests.iter().map(|r| r.count).sum()
+    }
+
+    /// Requests matching the given filters (`None` matches anything).
+    pub fn count(&self, model: Option<&str>, operation: Option<&str>, status: Option<u16>) -> u64 {
+        self.requests
+            .iter()
+            .filter(|r| model.is_none_or(|m| r.model == m))
+            .filter(|r| operation.is_none_or(|o| r.operation == o))
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// Injected faults of one kind.
+    pub fn fault_count(&self, name: &str) -> u64 {
+        self.faults.get(name).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: BTreeMap<(String, String, u16), u64>,
+    input_tokens: u64,
+    output_tokens: u64,
+    faults: BTreeMap<String, u64>,
+    quota_requests: u64,
+    quota_tokens: u64,
+    recent: VecDeque<LoggedRequest>,
+}
+
+/// The emulator's live counters.
+#[derive(Debug)]
+pub struct EmulatorStats {
+    inner: Mutex<Inner>,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    log_capacity: usize,
+}
+
+impl EmulatorStats {
+    pub(crate) fn new(log_capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            log_capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let inner = self.lock();
+        StatsSnapshot {
+            requests: inner
+                .requests
+                .iter()
+                .map(|((model, operation, status), count)| RequestCount {
+                    model: model.clone(),
+                    operation: operation.clone(),
+                    status: *status,
+                    count: *count,
+                })
+                .collect(),
+            input_tokens: inner.input_tokens,
+            output_tokens: inner.output_tokens,
+            faults: inner.faults.clone(),
+            quota_throttles_requests: inner.quota_requests,
+            quota_throttles_tokens: inner.quota_tokens,
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            peak_in_flight: self.peak.load(Ordering::SeqCst),
+            recent: inner.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// Zeroes every counter and empties the request log (the in-flight gauge is kept).
+    pub fn reset(&self) {
+        *self.lock() = Inner::default();
+        self.peak
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    pub(crate) fn record(&self, model: &str, operation: &str, status: u16) {
+        *self
+            .lock()
+            .requests
+            .entry((model.to_string(), operation.to_string(), status))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn tokens(&self, input: u32, output: u32) {
+        let mut inner = self.lock();
+        inner.input_tokens += u64::from(input);
+        inner.output_tokens += u64::from(output);
+    }
+
+    pub(crate) fn fault(&self, name: &str) {
+        *self.lock().faults.entry(name.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn quota_throttle(&self, tokens: bool) {
+        let mut inner = self.lock();
+        if tokens {
+            inner.quota_tokens += 1;
+        } else {
+            inner.quota_requests += 1;
+        }
+    }
+
+    pub(crate) fn log(&self, request: LoggedRequest) {
+        if self.log_capacity == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.recent.len() == self.log_capacity {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(request);
+    }
+
+    /// A runtime request starts being served.
+    pub(crate) fn enter(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    /// A runtime request has been served (its last byte sent, or it failed).
+    pub(crate) fn exit(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_peaks_and_resets() {
+        let s = EmulatorStats::new(2);
+        s.record("m", "Converse", 200);
+        s.record("m", "Converse", 200);
+        s.record("m", "Converse", 429);
+        s.fault("throttle");
+        for i in 0..3 {
+            s.log(LoggedRequest {
+                operation: "Converse".into(),
+                model_id: format!("m{i}"),
+                body: serde_json::Value::Null,
+            });
+        }
+        s.enter();
+        s.enter();
+        s.exit();
+        s.exit();
+        let snap = s.snapshot();
+        assert_eq!(snap.count(Some("m"), None, Some(200)), 2);
+        assert_eq!(snap.total(), 3);
+        assert_eq!(snap.fault_count("throttle"), 1);
+        assert_eq!((snap.in_flight, snap.peak_in_flight), (0, 2));
+        assert_eq!(
+            snap.recent.iter().map(|r| r.model_id.as_str()).collect::<Vec<_>>(),
+            vec!["m1", "m2"]
+        );
+        s.reset();
+        assert_eq!(s.snapshot(), StatsSnapshot::default());
+    }
+}

@@ -1,0 +1,22 @@
+//! The crate's error type.
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A local I/O failure (binding the emulator's port, reading a file).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A value given by the user is not acceptable; the message names it and the fix.
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        datafusion::error::DataFusionError::External(Box::new(e))
+    }
+}

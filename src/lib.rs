@@ -1,0 +1,16 @@
+//! # datafusion-bedrock
+//!
+//! Amazon Bedrock foundation models inside Apache DataFusion SQL.
+//!
+//! This release provides the foundation every other part stands on: a wire-faithful local
+//! Bedrock emulator ([`emulator`], feature `emulator`) that the real AWS SDK clients talk to
+//! over HTTP on 127.0.0.1, so tests, examples and benchmarks never reach AWS.
+
+#![warn(missing_docs)]
+
+pub mod error;
+
+#[cfg(feature = "emulator")]
+pub mod emulator;
+
+pub use error::{Error, Result};
