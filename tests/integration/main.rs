@@ -1,1 +1,12 @@
-fn main(){}
+//! The integration test binary: every module drives the real AWS SDK clients against the
+//! built-in emulator on 127.0.0.1.
+
+#[cfg(feature = "emulator")]
+mod support;
+
+#[cfg(feature = "emulator")]
+mod emulator_control;
+#[cfg(feature = "emulator")]
+mod emulator_families;
+#[cfg(feature = "emulator")]
+mod emulator_runtime;
