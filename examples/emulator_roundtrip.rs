@@ -4,7 +4,9 @@
 //! cargo run --example emulator_roundtrip
 //! ```
 
-use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, Message,
+};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, StaticCredential};
 
 #[tokio::main]
@@ -15,7 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::start(config).await?;
-    println!("Bedrock emulator listening on {} (answers are emulated)", emulator.url());
+    println!(
+        "Bedrock emulator listening on {} (answers are emulated)",
+        emulator.url()
+    );
 
     let sdk_config = aws_sdk_bedrockruntime::Config::builder()
         .behavior_version(aws_sdk_bedrockruntime::config::BehaviorVersion::latest())
@@ -41,7 +46,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .content(ContentBlock::Text(question.to_string()))
                 .build()?,
         )
-        .inference_config(InferenceConfiguration::builder().max_tokens(100).temperature(0.3).build())
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(100)
+                .temperature(0.3)
+                .build(),
+        )
         .send()
         .await?;
     let answer = response

@@ -20,3 +20,20 @@ impl From<Error> for datafusion::error::DataFusionError {
         datafusion::error::DataFusionError::External(Box::new(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_reach_datafusion_with_their_message() {
+        let e: datafusion::error::DataFusionError =
+            Error::InvalidInput("Unknown parameter 'aws_region'".into()).into();
+        assert_eq!(
+            e.to_string(),
+            "External error: Unknown parameter 'aws_region'"
+        );
+        let io: Error = std::io::Error::new(std::io::ErrorKind::AddrInUse, "port taken").into();
+        assert_eq!(io.to_string(), "I/O error: port taken");
+    }
+}

@@ -99,7 +99,9 @@ impl EmulatorArgs {
             ("--drop-rate", faults.drop_connection),
         ];
         if let Some((flag, rate)) = rates.iter().find(|(_, r)| !(0.0..=1.0).contains(r)) {
-            return Err(format!("{flag} {rate} is outside 0..1: give a probability such as 0.05"));
+            return Err(format!(
+                "{flag} {rate} is outside 0..1: give a probability such as 0.05"
+            ));
         }
         if faults.total() > 1.0 {
             return Err(format!(
@@ -146,7 +148,10 @@ async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot start the emulator: {e}"))?;
     println!("Bedrock emulator listening on {}", emulator.url());
-    println!("Point the AWS SDK at it with AWS_ENDPOINT_URL={}", emulator.url());
+    println!(
+        "Point the AWS SDK at it with AWS_ENDPOINT_URL={}",
+        emulator.url()
+    );
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
@@ -156,7 +161,10 @@ async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");

@@ -143,7 +143,9 @@ pub(crate) fn reply(
         text = &full[..at];
         stop = StopReason::StopSequence(seq.clone());
     }
-    let limit_chars = usize::try_from(max_tokens).unwrap_or(usize::MAX).saturating_mul(4);
+    let limit_chars = usize::try_from(max_tokens)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4);
     if let Some((cut, _)) = text.char_indices().nth(limit_chars) {
         text = &text[..cut];
         stop = StopReason::MaxTokens;
@@ -234,7 +236,11 @@ pub fn embedding_for(model_id: &str, text: &str, dimensions: usize, normalize: b
         }
     }
     let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let scale = if normalize && norm > 0.0 { 1.0 / norm } else { 1.0 };
+    let scale = if normalize && norm > 0.0 {
+        1.0 / norm
+    } else {
+        1.0
+    };
     #[allow(clippy::cast_possible_truncation)]
     sum.iter().map(|x| (x * scale) as f32).collect()
 }
@@ -276,11 +282,17 @@ mod tests {
     fn max_tokens_and_stop_sequences_cut_the_answer() {
         let c = Conversation::single("one two three");
         let r = reply("m", &c, 3, &[]);
-        assert_eq!((r.text.as_str(), r.output_tokens, r.stop), ("Emulated m (", 3, StopReason::MaxTokens));
+        assert_eq!(
+            (r.text.as_str(), r.output_tokens, r.stop),
+            ("Emulated m (", 3, StopReason::MaxTokens)
+        );
         let r = reply("m", &c, 100, &["two".into(), "three".into()]);
         assert_eq!(
             (r.text.as_str(), r.stop),
-            ("Emulated m (messages: 1, blocks: 1): one ", StopReason::StopSequence("two".into()))
+            (
+                "Emulated m (messages: 1, blocks: 1): one ",
+                StopReason::StopSequence("two".into())
+            )
         );
     }
 
@@ -288,7 +300,14 @@ mod tests {
     fn stream_pieces_concatenate_to_the_text() {
         let text = "Emulated m (messages: 1, blocks: 1): one two  three\nfour";
         let pieces = stream_pieces(text);
-        assert_eq!(pieces, vec!["Emulated m (messages: 1, ", "blocks: 1): one two  ", "three\nfour"]);
+        assert_eq!(
+            pieces,
+            vec![
+                "Emulated m (messages: 1, ",
+                "blocks: 1): one two  ",
+                "three\nfour"
+            ]
+        );
         assert_eq!(pieces.concat(), text);
         assert_eq!(stream_pieces(""), vec![""]);
     }
@@ -303,6 +322,11 @@ mod tests {
         let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
         let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
-        assert!(cos(&a, &c) > cos(&a, &d) + 0.2, "{} vs {}", cos(&a, &c), cos(&a, &d));
+        assert!(
+            cos(&a, &c) > cos(&a, &d) + 0.2,
+            "{} vs {}",
+            cos(&a, &c),
+            cos(&a, &d)
+        );
     }
 }

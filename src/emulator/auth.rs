@@ -160,13 +160,13 @@ fn verify_signature(
         ));
     }
     let now = SystemTime::now();
-    let skew = now
-        .duration_since(time)
-        .unwrap_or_else(|e| e.duration());
+    let skew = now.duration_since(time).unwrap_or_else(|e| e.duration());
     if skew > MAX_SKEW {
         return Err(ApiError::new(
             ErrorCode::InvalidSignature,
-            format!("Signature expired: {amz_date} is now outside the 15 minute window around the server time."),
+            format!(
+                "Signature expired: {amz_date} is now outside the 15 minute window around the server time."
+            ),
         ));
     }
 
@@ -230,7 +230,12 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
     let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let days = days_from_civil(year, month, day)?;
@@ -239,7 +244,11 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let y = if month <= 2 { year.checked_sub(1)? } else { year };
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let mp = (month + 9) % 12;

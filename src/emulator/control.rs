@@ -36,17 +36,48 @@ pub(crate) fn list(query: &str) -> Result<Value, ApiError> {
         let value = model_id::percent_decode(&value.replace('+', " ")).unwrap_or_default();
         match key {
             "byProvider" => provider = Some(value),
-            "byOutputModality" => modality = Some(check_enum(value, "byOutputModality", &["TEXT", "IMAGE", "EMBEDDING"])?),
-            "byInferenceType" => inference = Some(check_enum(value, "byInferenceType", &["ON_DEMAND", "PROVISIONED"])?),
-            "byCustomizationType" => customization = Some(check_enum(value, "byCustomizationType", &["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"])?),
+            "byOutputModality" => {
+                modality = Some(check_enum(
+                    value,
+                    "byOutputModality",
+                    &["TEXT", "IMAGE", "EMBEDDING"],
+                )?)
+            }
+            "byInferenceType" => {
+                inference = Some(check_enum(
+                    value,
+                    "byInferenceType",
+                    &["ON_DEMAND", "PROVISIONED"],
+                )?)
+            }
+            "byCustomizationType" => {
+                customization = Some(check_enum(
+                    value,
+                    "byCustomizationType",
+                    &["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"],
+                )?)
+            }
             _ => {}
         }
     }
     let models: Vec<Value> = catalog()
         .iter()
-        .filter(|m| provider.as_ref().is_none_or(|p| m.provider.eq_ignore_ascii_case(p) || m.id.starts_with(&format!("{}.", p.to_lowercase()))))
-        .filter(|m| modality.as_ref().is_none_or(|x| m.output_modalities.contains(&x.as_str())))
-        .filter(|m| inference.as_ref().is_none_or(|x| m.inference_types.contains(&x.as_str())))
+        .filter(|m| {
+            provider.as_ref().is_none_or(|p| {
+                m.provider.eq_ignore_ascii_case(p)
+                    || m.id.starts_with(&format!("{}.", p.to_lowercase()))
+            })
+        })
+        .filter(|m| {
+            modality
+                .as_ref()
+                .is_none_or(|x| m.output_modalities.contains(&x.as_str()))
+        })
+        .filter(|m| {
+            inference
+                .as_ref()
+                .is_none_or(|x| m.inference_types.contains(&x.as_str()))
+        })
         // No built-in model is customizable.
         .filter(|_| customization.is_none())
         .map(summary)
@@ -61,7 +92,10 @@ fn check_enum(value: String, field: &str, allowed: &[&str]) -> Result<String, Ap
         Err(ApiError::constraint(
             &value,
             field,
-            &format!("Member must satisfy enum value set: [{}]", allowed.join(", ")),
+            &format!(
+                "Member must satisfy enum value set: [{}]",
+                allowed.join(", ")
+            ),
         ))
     }
 }
@@ -82,7 +116,9 @@ pub(crate) fn get(raw_id: &str) -> Result<Value, ApiError> {
     if resolved.via_profile {
         return Err(ApiError::new(
             ErrorCode::ResourceNotFound,
-            format!("The model identifier {id} is not found. Inference profiles are described by GetInferenceProfile."),
+            format!(
+                "The model identifier {id} is not found. Inference profiles are described by GetInferenceProfile."
+            ),
         ));
     }
     Ok(json!({ "modelDetails": summary(resolved.model) }))
@@ -104,10 +140,16 @@ mod tests {
     #[test]
     fn filters_by_provider_and_modality() {
         let cohere_embed = list("byProvider=cohere&byOutputModality=EMBEDDING").unwrap();
-        assert_eq!(ids(&cohere_embed), vec!["cohere.embed-english-v3", "cohere.embed-multilingual-v3"]);
+        assert_eq!(
+            ids(&cohere_embed),
+            vec!["cohere.embed-english-v3", "cohere.embed-multilingual-v3"]
+        );
         let on_demand_claude = list("byProvider=Anthropic&byInferenceType=ON_DEMAND").unwrap();
         assert_eq!(ids(&on_demand_claude).len(), 3);
-        assert_eq!(ids(&list("byCustomizationType=FINE_TUNING").unwrap()).len(), 0);
+        assert_eq!(
+            ids(&list("byCustomizationType=FINE_TUNING").unwrap()).len(),
+            0
+        );
         assert!(list("byOutputModality=SOUND").is_err());
     }
 
@@ -115,8 +157,17 @@ mod tests {
     fn get_returns_details_or_not_found() {
         let d = get("amazon.titan-text-premier-v1%3A0").unwrap();
         assert_eq!(d["modelDetails"]["outputModalities"], json!(["TEXT"]));
-        assert_eq!(d["modelDetails"]["modelLifecycle"]["status"], json!("ACTIVE"));
+        assert_eq!(
+            d["modelDetails"]["modelLifecycle"]["status"],
+            json!("ACTIVE")
+        );
         let e = get("amazon.nothing-v9").unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (ErrorCode::ResourceNotFound, "The model identifier amazon.nothing-v9 is not found."));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                ErrorCode::ResourceNotFound,
+                "The model identifier amazon.nothing-v9 is not found."
+            )
+        );
     }
 }

@@ -106,7 +106,12 @@ pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseReques
 
 pub(crate) fn parse_system(system: Option<&Value>) -> Result<Vec<String>, ApiError> {
     let mut texts = Vec::new();
-    for (i, block) in system.and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, block) in system
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         if let Some(text) = block.get("text").and_then(Value::as_str) {
             if text.trim().is_empty() {
                 return Err(ApiError::validation(format!(
@@ -178,7 +183,10 @@ fn block_text(block: &Value) -> Option<String> {
     if let Some(text) = block.get("text").and_then(Value::as_str) {
         return Some(text.to_string());
     }
-    if let Some(text) = block.pointer("/guardContent/text/text").and_then(Value::as_str) {
+    if let Some(text) = block
+        .pointer("/guardContent/text/text")
+        .and_then(Value::as_str)
+    {
         return Some(text.to_string());
     }
     let results = block.pointer("/toolResult/content")?.as_array()?;
@@ -217,18 +225,15 @@ fn parse_tool_choice(config: Option<&Value>) -> Result<Option<ToolRequest>, ApiE
         ));
     }
     let choice = config.get("toolChoice");
-    let forced = if let Some(name) = choice.and_then(|c| c.pointer("/tool/name")).and_then(Value::as_str)
+    let forced = if let Some(name) = choice
+        .and_then(|c| c.pointer("/tool/name"))
+        .and_then(Value::as_str)
     {
-        Some(
-            tools
-                .iter()
-                .find(|(n, _)| *n == name)
-                .ok_or_else(|| {
-                    ApiError::validation(format!(
-                        "The tool {name} named in toolChoice is not defined in toolConfig.tools."
-                    ))
-                })?,
-        )
+        Some(tools.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            ApiError::validation(format!(
+                "The tool {name} named in toolChoice is not defined in toolConfig.tools."
+            ))
+        })?)
     } else if choice.and_then(|c| c.get("any")).is_some() {
         tools.first()
     } else {
@@ -245,12 +250,19 @@ fn parse_tool_choice(config: Option<&Value>) -> Result<Option<ToolRequest>, ApiE
 /// hashed from the text, arrays two items, objects every property.
 pub(crate) fn value_for_schema(schema: &Value, text: &str) -> Value {
     let words = text.split_whitespace().count();
-    if let Some(options) = schema.get("enum").and_then(Value::as_array).filter(|o| !o.is_empty()) {
+    if let Some(options) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .filter(|o| !o.is_empty())
+    {
         let pick = usize::try_from(fnv1a(&[text.as_bytes()]) % options.len() as u64).unwrap_or(0);
         return options[pick].clone();
     }
     let kind = match schema.get("type") {
-        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).find(|k| *k != "null"),
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null"),
         Some(Value::String(k)) => Some(k.as_str()),
         _ => None,
     };
@@ -271,7 +283,7 @@ pub(crate) fn value_for_schema(schema: &Value, text: &str) -> Value {
         }
         Some("integer") => json!(words),
         Some("number") => json!(words as f64 + 0.5),
-        Some("boolean") => json!(words % 2 == 0),
+        Some("boolean") => json!(words.is_multiple_of(2)),
         Some("null") => Value::Null,
         _ => json!(text),
     }
@@ -380,7 +392,9 @@ mod tests {
     }
 
     fn err(body: Value) -> String {
-        parse(&body, titan()).expect_err("expected a validation error").message
+        parse(&body, titan())
+            .expect_err("expected a validation error")
+            .message
     }
 
     #[test]
@@ -399,7 +413,10 @@ mod tests {
         assert_eq!(r.conversation.blocks(), 5);
         assert_eq!(r.conversation.system, vec!["s".to_string()]);
         assert_eq!(r.conversation.last_user_text(), "d");
-        assert_eq!((r.max_tokens, r.stop_sequences), (Some(10), vec!["x".to_string()]));
+        assert_eq!(
+            (r.max_tokens, r.stop_sequences),
+            (Some(10), vec!["x".to_string()])
+        );
     }
 
     #[test]
@@ -426,7 +443,9 @@ mod tests {
             "A conversation must start with a user message. Try again with a conversation that starts with a user message."
         );
         assert_eq!(
-            err(json!({"messages": [{"role": "user", "content": [{"text": "x"}]}, {"role": "user", "content": [{"text": "y"}]}]})),
+            err(
+                json!({"messages": [{"role": "user", "content": [{"text": "x"}]}, {"role": "user", "content": [{"text": "y"}]}]})
+            ),
             "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again."
         );
         assert_eq!(
@@ -439,7 +458,9 @@ mod tests {
         );
         let embed = catalog::find("amazon.titan-embed-text-v2:0").unwrap();
         assert_eq!(
-            parse(&json!({"messages": user}), embed).unwrap_err().message,
+            parse(&json!({"messages": user}), embed)
+                .unwrap_err()
+                .message,
             "This action doesn't support the model that you provided. Try again with a supported text or chat model."
         );
     }

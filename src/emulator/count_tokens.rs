@@ -16,7 +16,9 @@ pub(crate) fn count(model: &CatalogModel, body: &Value) -> Result<Value, ApiErro
         let messages = request
             .get("messages")
             .and_then(Value::as_array)
-            .ok_or_else(|| ApiError::constraint("null", "input.converse.messages", "Member must not be null"))?;
+            .ok_or_else(|| {
+                ApiError::constraint("null", "input.converse.messages", "Member must not be null")
+            })?;
         Conversation {
             system: converse::parse_system(request.get("system"))?,
             turns: converse::parse_messages(messages)?,

@@ -70,11 +70,17 @@ mod tests {
     fn parses_names_and_counts() {
         assert_eq!(
             find(r#"{"text":"hi [[emulate:ModelErrorException]]"}"#),
-            Some(Directive { code: ErrorCode::ModelError, times: None })
+            Some(Directive {
+                code: ErrorCode::ModelError,
+                times: None
+            })
         );
         assert_eq!(
             find("[[emulate:Throttling:2]]"),
-            Some(Directive { code: ErrorCode::Throttling, times: Some(2) })
+            Some(Directive {
+                code: ErrorCode::Throttling,
+                times: Some(2)
+            })
         );
         assert_eq!(find("[[emulate:NoSuchError]]"), None);
         assert_eq!(find("[[emulate:Throttling"), None);
@@ -87,7 +93,11 @@ mod tests {
         let codes: Vec<_> = (0..3).map(|_| d.error_for(body).map(|e| e.code)).collect();
         assert_eq!(
             codes,
-            vec![Some(ErrorCode::ServiceUnavailable), Some(ErrorCode::ServiceUnavailable), None]
+            vec![
+                Some(ErrorCode::ServiceUnavailable),
+                Some(ErrorCode::ServiceUnavailable),
+                None
+            ]
         );
         assert_eq!(d.error_for(b"other").map(|e| e.code), None);
     }

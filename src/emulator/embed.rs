@@ -17,8 +17,11 @@ pub(crate) struct Embedded {
 /// Validates an embedding body, without computing anything (for quota reservation).
 pub(crate) fn input_tokens(model: &CatalogModel, body: &Value) -> Result<u32, ApiError> {
     match model.family {
-        Family::TitanEmbed => titan_text(model, body).map(|(text, ..)| count_text_tokens(text).max(1)),
-        _ => cohere_texts(body).map(|(texts, _)| texts.iter().map(|t| count_text_tokens(t).max(1)).sum()),
+        Family::TitanEmbed => {
+            titan_text(model, body).map(|(text, ..)| count_text_tokens(text).max(1))
+        }
+        _ => cohere_texts(body)
+            .map(|(texts, _)| texts.iter().map(|t| count_text_tokens(t).max(1)).sum()),
     }
 }
 
@@ -34,7 +37,12 @@ pub(crate) fn invoke(model: &CatalogModel, body: &Value) -> Result<Embedded, Api
                 let mut by_type = serde_json::Map::new();
                 for t in &types {
                     let v = if t == "binary" {
-                        json!(vector.iter().map(|x| u8::from(*x > 0.0)).collect::<Vec<_>>())
+                        json!(
+                            vector
+                                .iter()
+                                .map(|x| u8::from(*x > 0.0))
+                                .collect::<Vec<_>>()
+                        )
                     } else {
                         json!(vector)
                     };
@@ -54,7 +62,10 @@ pub(crate) fn invoke(model: &CatalogModel, body: &Value) -> Result<Embedded, Api
                 .map(|t| embedding_for(model.id, t, model.embedding_dimensions as usize, true))
                 .collect();
             let tokens = texts.iter().map(|t| count_text_tokens(t).max(1)).sum();
-            let id = format!("{:016x}", fnv1a(&[model.id.as_bytes(), texts.concat().as_bytes()]));
+            let id = format!(
+                "{:016x}",
+                fnv1a(&[model.id.as_bytes(), texts.concat().as_bytes()])
+            );
             let body = if types.is_empty() {
                 json!({ "id": id, "embeddings": vectors, "response_type": "embeddings_floats", "texts": texts })
             } else {
@@ -109,15 +120,33 @@ fn titan_text<'a>(model: &CatalogModel, body: &'a Value) -> Result<TitanInput<'a
             "#/embeddingTypes: {bad} is not a valid enum value"
         )));
     }
-    let types = if types.is_empty() { vec!["float".to_string()] } else { types };
+    let types = if types.is_empty() {
+        vec!["float".to_string()]
+    } else {
+        types
+    };
     Ok((text, dims, normalize, types))
 }
 
 fn cohere_texts(body: &Value) -> Result<(Vec<String>, Vec<String>), ApiError> {
     let o = Obj::root(body)?;
-    o.allow_only(&["texts", "images", "input_type", "truncate", "embedding_types"])?;
+    o.allow_only(&[
+        "texts",
+        "images",
+        "input_type",
+        "truncate",
+        "embedding_types",
+    ])?;
     let input_type = o.req_str("input_type")?;
-    if !["search_document", "search_query", "classification", "clustering", "image"].contains(&input_type) {
+    if ![
+        "search_document",
+        "search_query",
+        "classification",
+        "clustering",
+        "image",
+    ]
+    .contains(&input_type)
+    {
         return Err(ApiError::malformed(format!(
             "#/input_type: {input_type} is not a valid enum value"
         )));
@@ -180,9 +209,30 @@ fn cohere_typed(vectors: &[Vec<f32>], kind: &str) -> Value {
             .collect()
     };
     match kind {
-        "int8" => json!(vectors.iter().map(|v| v.iter().map(|x| scale(*x) as i8).collect::<Vec<_>>()).collect::<Vec<_>>()),
-        "uint8" => json!(vectors.iter().map(|v| v.iter().map(|x| (scale(*x) + 128.0) as u8).collect::<Vec<_>>()).collect::<Vec<_>>()),
-        "binary" => json!(vectors.iter().map(|v| packed(v).into_iter().map(|b| b.wrapping_sub(128) as i8).collect::<Vec<_>>()).collect::<Vec<_>>()),
+        "int8" => json!(
+            vectors
+                .iter()
+                .map(|v| v.iter().map(|x| scale(*x) as i8).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        ),
+        "uint8" => json!(
+            vectors
+                .iter()
+                .map(|v| v
+                    .iter()
+                    .map(|x| (scale(*x) + 128.0) as u8)
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        ),
+        "binary" => json!(
+            vectors
+                .iter()
+                .map(|v| packed(v)
+                    .into_iter()
+                    .map(|b| b.wrapping_sub(128) as i8)
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        ),
         "ubinary" => json!(vectors.iter().map(packed).collect::<Vec<_>>()),
         _ => json!(vectors),
     }
@@ -199,12 +249,18 @@ mod tests {
         let out = invoke(m, &json!({"inputText": "hello world", "dimensions": 256})).unwrap();
         let v = out.body["embedding"].as_array().unwrap();
         assert_eq!(v.len(), 256);
-        let norm: f64 = v.iter().map(|x| x.as_f64().unwrap().powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = v
+            .iter()
+            .map(|x| x.as_f64().unwrap().powi(2))
+            .sum::<f64>()
+            .sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
         assert_eq!(out.body["inputTextTokenCount"], json!(3));
         assert_eq!(out.body["embeddingsByType"]["float"], out.body["embedding"]);
         assert_eq!(
-            invoke(m, &json!({"inputText": "x", "dimensions": 300})).unwrap_err().message,
+            invoke(m, &json!({"inputText": "x", "dimensions": 300}))
+                .unwrap_err()
+                .message,
             "Malformed input request: #/dimensions: 300 is not a valid enum value, please reformat your input and try again."
         );
     }
@@ -218,11 +274,22 @@ mod tests {
         assert_eq!(out.body["response_type"], json!("embeddings_floats"));
         let too_many: Vec<String> = (0..97).map(|i| format!("t{i}")).collect();
         assert_eq!(
-            invoke(m, &json!({"texts": too_many, "input_type": "search_document"})).unwrap_err().message,
+            invoke(
+                m,
+                &json!({"texts": too_many, "input_type": "search_document"})
+            )
+            .unwrap_err()
+            .message,
             "Malformed input request: #/texts: expected maximum item count: 96, found: 97, please reformat your input and try again."
         );
         let typed = invoke(m, &json!({"texts": ["a"], "input_type": "search_query", "embedding_types": ["float", "int8"]})).unwrap();
-        assert_eq!(typed.body["embeddings"]["int8"][0].as_array().unwrap().len(), 1024);
+        assert_eq!(
+            typed.body["embeddings"]["int8"][0]
+                .as_array()
+                .unwrap()
+                .len(),
+            1024
+        );
         assert_eq!(typed.body["response_type"], json!("embeddings_by_type"));
         assert_eq!(
             invoke(m, &json!({"texts": ["a"]})).unwrap_err().message,

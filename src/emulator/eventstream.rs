@@ -44,7 +44,11 @@ mod tests {
         assert_eq!(total, frame.len());
         let decoded = aws_smithy_eventstream::frame::read_message_from(frame.clone()).unwrap();
         assert_eq!(decoded.payload().as_ref(), br#"{"role":"assistant"}"#);
-        let names: Vec<&str> = decoded.headers().iter().map(|h| h.name().as_str()).collect();
+        let names: Vec<&str> = decoded
+            .headers()
+            .iter()
+            .map(|h| h.name().as_str())
+            .collect();
         assert_eq!(names, vec![":event-type", ":content-type", ":message-type"]);
     }
 }

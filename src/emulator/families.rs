@@ -58,7 +58,13 @@ pub(crate) fn parse(model: &CatalogModel, body: &Value) -> Result<InvokeRequest,
             Ok(request)
         }
         Family::Nova => {
-            o.allow_only(&["schemaVersion", "system", "messages", "inferenceConfig", "toolConfig"])?;
+            o.allow_only(&[
+                "schemaVersion",
+                "system",
+                "messages",
+                "inferenceConfig",
+                "toolConfig",
+            ])?;
             let messages = o.req_array("messages")?;
             let conversation = Conversation {
                 system: converse::parse_system(o.get("system"))?,
@@ -70,7 +76,13 @@ pub(crate) fn parse(model: &CatalogModel, body: &Value) -> Result<InvokeRequest,
                 stop_sequences: Vec::new(),
             };
             if let Some(config) = o.opt_obj("inferenceConfig")? {
-                config.allow_only(&["max_new_tokens", "temperature", "top_p", "top_k", "stopSequences"])?;
+                config.allow_only(&[
+                    "max_new_tokens",
+                    "temperature",
+                    "top_p",
+                    "top_k",
+                    "stopSequences",
+                ])?;
                 config.opt_f64("temperature", 0.0, 1.0)?;
                 config.opt_f64("top_p", 0.0, 1.0)?;
                 config.opt_u32("top_k", 0, 128)?;
@@ -148,7 +160,14 @@ pub(crate) fn parse(model: &CatalogModel, body: &Value) -> Result<InvokeRequest,
             })
         }
         Family::Mistral => {
-            o.allow_only(&["prompt", "max_tokens", "stop", "temperature", "top_p", "top_k"])?;
+            o.allow_only(&[
+                "prompt",
+                "max_tokens",
+                "stop",
+                "temperature",
+                "top_p",
+                "top_k",
+            ])?;
             let prompt = o.req_str("prompt")?;
             o.opt_f64("temperature", 0.0, 1.0)?;
             o.opt_f64("top_p", 0.0, 1.0)?;
@@ -161,9 +180,9 @@ pub(crate) fn parse(model: &CatalogModel, body: &Value) -> Result<InvokeRequest,
         }
         Family::CohereCommandR => parse_cohere(&o, max),
         Family::Jamba => parse_jamba(&o, max),
-        Family::TitanEmbed | Family::CohereEmbed | Family::MetadataOnly => Err(ApiError::validation(
-            "The provided model doesn't support text generation.",
-        )),
+        Family::TitanEmbed | Family::CohereEmbed | Family::MetadataOnly => Err(
+            ApiError::validation("The provided model doesn't support text generation."),
+        ),
     }
 }
 
@@ -238,7 +257,11 @@ fn parse_cohere(o: &Obj<'_>, max: u32) -> Result<InvokeRequest, ApiError> {
     o.opt_f64("temperature", 0.0, 1.0)?;
     o.opt_f64("p", 0.01, 0.99)?;
     o.opt_u32("k", 0, 500)?;
-    let mut system: Vec<String> = o.opt_str("preamble")?.map(str::to_string).into_iter().collect();
+    let mut system: Vec<String> = o
+        .opt_str("preamble")?
+        .map(str::to_string)
+        .into_iter()
+        .collect();
     let mut turns = Vec::new();
     for (i, entry) in o.opt_array("chat_history")?.iter().enumerate() {
         let entry = o.item("chat_history", i, entry)?;
@@ -335,7 +358,11 @@ fn mistral_conversation(prompt: &str) -> Conversation {
     for segment in prompt.split("[INST]").skip(1) {
         let (user, answer) = segment.split_once("[/INST]").unwrap_or((segment, ""));
         conversation.turns.push(Turn::user(user.trim()));
-        let answer = answer.trim().trim_end_matches("<s>").trim_end_matches("</s>").trim();
+        let answer = answer
+            .trim()
+            .trim_end_matches("<s>")
+            .trim_end_matches("</s>")
+            .trim();
         if !answer.is_empty() {
             conversation.turns.push(Turn::assistant(answer));
         }
@@ -508,14 +535,20 @@ pub(crate) fn stream_chunks(model: &CatalogModel, reply: &Reply, t: Timings) -> 
         }
         Family::Mistral => {
             for (i, piece) in pieces.iter().enumerate() {
-                let reason = if i == last { json!(short_reason(stop)) } else { Value::Null };
+                let reason = if i == last {
+                    json!(short_reason(stop))
+                } else {
+                    Value::Null
+                };
                 chunks.push(json!({ "outputs": [{ "text": piece, "stop_reason": reason }] }));
             }
         }
         Family::CohereCommandR => {
             chunks.push(json!({ "is_finished": false, "event_type": "stream-start", "generation_id": response_id("gen-", model, reply) }));
             for piece in &pieces {
-                chunks.push(json!({ "is_finished": false, "event_type": "text-generation", "text": piece }));
+                chunks.push(
+                    json!({ "is_finished": false, "event_type": "text-generation", "text": piece }),
+                );
             }
             chunks.push(json!({
                 "is_finished": true,
@@ -568,26 +601,72 @@ mod tests {
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWhy?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
         );
         assert_eq!(llama.system, vec!["Be brief.".to_string()]);
-        assert_eq!(llama.turns, vec![Turn::user("Hi"), Turn::assistant("Hello"), Turn::user("Why?")]);
+        assert_eq!(
+            llama.turns,
+            vec![
+                Turn::user("Hi"),
+                Turn::assistant("Hello"),
+                Turn::user("Why?")
+            ]
+        );
         let mistral = mistral_conversation("<s>[INST] Hi [/INST] Hello</s>[INST] Why? [/INST]");
-        assert_eq!(mistral.turns, vec![Turn::user("Hi"), Turn::assistant("Hello"), Turn::user("Why?")]);
+        assert_eq!(
+            mistral.turns,
+            vec![
+                Turn::user("Hi"),
+                Turn::assistant("Hello"),
+                Turn::user("Why?")
+            ]
+        );
         assert_eq!(llama_conversation("plain").turns, vec![Turn::user("plain")]);
     }
 
     #[test]
     fn each_family_reads_its_native_body() {
         let cases = [
-            ("amazon.titan-text-premier-v1:0", json!({"inputText": "q", "textGenerationConfig": {"maxTokenCount": 7, "stopSequences": ["|"]}}), Some(7)),
-            ("amazon.nova-micro-v1:0", json!({"messages": [{"role": "user", "content": [{"text": "q"}]}], "inferenceConfig": {"max_new_tokens": 7}}), Some(7)),
-            ("anthropic.claude-3-haiku-20240307-v1:0", json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 7, "messages": [{"role": "user", "content": "q"}]}), Some(7)),
-            ("meta.llama3-8b-instruct-v1:0", json!({"prompt": "q", "max_gen_len": 7}), Some(7)),
-            ("mistral.mistral-7b-instruct-v0:2", json!({"prompt": "<s>[INST] q [/INST]", "max_tokens": 7}), Some(7)),
-            ("cohere.command-r-v1:0", json!({"message": "q", "max_tokens": 7}), Some(7)),
-            ("ai21.jamba-1-5-mini-v1:0", json!({"messages": [{"role": "user", "content": "q"}], "max_tokens": 7}), Some(7)),
+            (
+                "amazon.titan-text-premier-v1:0",
+                json!({"inputText": "q", "textGenerationConfig": {"maxTokenCount": 7, "stopSequences": ["|"]}}),
+                Some(7),
+            ),
+            (
+                "amazon.nova-micro-v1:0",
+                json!({"messages": [{"role": "user", "content": [{"text": "q"}]}], "inferenceConfig": {"max_new_tokens": 7}}),
+                Some(7),
+            ),
+            (
+                "anthropic.claude-3-haiku-20240307-v1:0",
+                json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 7, "messages": [{"role": "user", "content": "q"}]}),
+                Some(7),
+            ),
+            (
+                "meta.llama3-8b-instruct-v1:0",
+                json!({"prompt": "q", "max_gen_len": 7}),
+                Some(7),
+            ),
+            (
+                "mistral.mistral-7b-instruct-v0:2",
+                json!({"prompt": "<s>[INST] q [/INST]", "max_tokens": 7}),
+                Some(7),
+            ),
+            (
+                "cohere.command-r-v1:0",
+                json!({"message": "q", "max_tokens": 7}),
+                Some(7),
+            ),
+            (
+                "ai21.jamba-1-5-mini-v1:0",
+                json!({"messages": [{"role": "user", "content": "q"}], "max_tokens": 7}),
+                Some(7),
+            ),
         ];
         for (id, body, max) in cases {
             let r = parsed(id, body).unwrap_or_else(|e| panic!("{id}: {e}"));
-            assert_eq!((r.conversation.last_user_text().as_str(), r.max_tokens), ("q", max), "{id}");
+            assert_eq!(
+                (r.conversation.last_user_text().as_str(), r.max_tokens),
+                ("q", max),
+                "{id}"
+            );
         }
     }
 
@@ -615,15 +694,26 @@ mod tests {
     #[test]
     fn stream_chunks_carry_the_whole_answer_and_metrics() {
         let m = model("ai21.jamba-1-5-mini-v1:0");
-        let r = reply(m.id, &Conversation::single("one two three four five six"), 100, &[]);
+        let r = reply(
+            m.id,
+            &Conversation::single("one two three four five six"),
+            100,
+            &[],
+        );
         let chunks = stream_chunks(m, &r, Timings::default());
         let text: String = chunks
             .iter()
-            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
             .collect();
         assert_eq!(text, r.text);
         let last = chunks.last().unwrap();
-        assert_eq!(last["amazon-bedrock-invocationMetrics"]["outputTokenCount"], json!(r.output_tokens));
+        assert_eq!(
+            last["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+            json!(r.output_tokens)
+        );
         assert_eq!(last["choices"][0]["finish_reason"], json!("stop"));
     }
 }

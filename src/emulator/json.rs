@@ -72,7 +72,8 @@ impl<'a> Obj<'a> {
 
     pub(crate) fn req_str(&self, key: &str) -> Result<&'a str, ApiError> {
         let v = self.required(key)?;
-        v.as_str().ok_or_else(|| wrong_type(&self.child(key), "String", v))
+        v.as_str()
+            .ok_or_else(|| wrong_type(&self.child(key), "String", v))
     }
 
     pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>, ApiError> {
@@ -129,8 +130,7 @@ impl<'a> Obj<'a> {
     /// A required integer within `[min, max]`.
     pub(crate) fn req_u32(&self, key: &str, min: u32, max: u32) -> Result<u32, ApiError> {
         self.required(key)?;
-        self.opt_u32(key, min, max)
-            .map(|v| v.unwrap_or_default())
+        self.opt_u32(key, min, max).map(|v| v.unwrap_or_default())
     }
 
     /// An optional list of strings (`stop_sequences`).

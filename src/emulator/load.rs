@@ -175,10 +175,13 @@ pub(crate) enum QuotaExceeded {
     Tokens,
 }
 
+/// A model's request bucket and token bucket (each present when its quota is set).
+type ModelBuckets = (Option<Bucket>, Option<Bucket>);
+
 /// Per-model request and token buckets.
 #[derive(Debug, Default)]
 pub(crate) struct Quotas {
-    buckets: Mutex<HashMap<&'static str, (Option<Bucket>, Option<Bucket>)>>,
+    buckets: Mutex<HashMap<&'static str, ModelBuckets>>,
 }
 
 impl Quotas {
@@ -196,8 +199,10 @@ impl Quotas {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let (requests, token_bucket) = buckets.entry(model).or_insert_with(|| {
             (
-                load.requests_per_minute.map(|r| Bucket::new(r, load.quota_window)),
-                load.tokens_per_minute.map(|t| Bucket::new(t, load.quota_window)),
+                load.requests_per_minute
+                    .map(|r| Bucket::new(r, load.quota_window)),
+                load.tokens_per_minute
+                    .map(|t| Bucket::new(t, load.quota_window)),
             )
         });
         if let Some(b) = requests.as_mut() {
@@ -257,14 +262,26 @@ mod tests {
         };
         let draws: Vec<_> = (0..10_000).map(|i| load.fault_for(i)).collect();
         let count = |f| draws.iter().filter(|d| **d == Some(f)).count();
-        assert!((1850..2150).contains(&count(Fault::Throttle)), "{}", count(Fault::Throttle));
+        assert!(
+            (1850..2150).contains(&count(Fault::Throttle)),
+            "{}",
+            count(Fault::Throttle)
+        );
         assert!((420..580).contains(&count(Fault::Internal)));
         assert!((420..580).contains(&count(Fault::DropConnection)));
         assert_eq!(count(Fault::Timeout), 0);
         let again: Vec<_> = (0..10_000).map(|i| load.fault_for(i)).collect();
         assert_eq!(draws, again);
-        let other_seed = LoadModel { seed: 8, ..load.clone() };
-        assert_ne!(draws, (0..10_000).map(|i| other_seed.fault_for(i)).collect::<Vec<_>>());
+        let other_seed = LoadModel {
+            seed: 8,
+            ..load.clone()
+        };
+        assert_ne!(
+            draws,
+            (0..10_000)
+                .map(|i| other_seed.fault_for(i))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -135,7 +135,9 @@ mod tests {
         assert_eq!(id_of(&format!("us.{claude}")), Ok((claude, true)));
         assert_eq!(id_of(&format!("global.{claude}")), Ok((claude, true)));
         assert_eq!(
-            id_of(&format!("arn:aws:bedrock:us-east-1::foundation-model/{claude}")),
+            id_of(&format!(
+                "arn:aws:bedrock:us-east-1::foundation-model/{claude}"
+            )),
             Ok((claude, false))
         );
         assert_eq!(

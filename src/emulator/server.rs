@@ -126,7 +126,11 @@ impl std::error::Error for DroppedConnection {}
 type Served = Result<Response<Body>, DroppedConnection>;
 
 /// Accepts connections until `stopped` fires, then drains them gracefully.
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, stopped: oneshot::Receiver<()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    stopped: oneshot::Receiver<()>,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(stopped);
     loop {
@@ -189,7 +193,10 @@ impl Operation {
     }
 
     fn streams(self) -> bool {
-        matches!(self, Self::ConverseStream | Self::InvokeModelWithResponseStream)
+        matches!(
+            self,
+            Self::ConverseStream | Self::InvokeModelWithResponseStream
+        )
     }
 }
 
@@ -235,7 +242,11 @@ fn full_response(status: u16, content_type: &str, body: Bytes) -> Response<Body>
 }
 
 fn error_response(error: &ApiError) -> Response<Body> {
-    let mut response = full_response(error.code.status(), "application/json", Bytes::from(error.body()));
+    let mut response = full_response(
+        error.code.status(),
+        "application/json",
+        Bytes::from(error.body()),
+    );
     if let Ok(v) = error.code.header_value().parse() {
         response.headers_mut().insert("x-amzn-ErrorType", v);
     }
@@ -259,7 +270,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
     let id = request_id(state.sequence.load(Ordering::Relaxed));
     let route = route(&method, path);
     let mut response = match route {
-        Route::Stats => json_response(200, &serde_json::to_value(state.stats.snapshot()).unwrap_or_default()),
+        Route::Stats => json_response(
+            200,
+            &serde_json::to_value(state.stats.snapshot()).unwrap_or_default(),
+        ),
         Route::Reset => {
             state.stats.reset();
             state.quotas.clear();
@@ -273,7 +287,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
                 headers: &headers,
                 body: &body,
             };
-            if let Err(e) = auth::authenticate(&signed, &state.config.credentials, &state.config.api_keys) {
+            if let Err(e) =
+                auth::authenticate(&signed, &state.config.credentials, &state.config.api_keys)
+            {
                 let operation = match route {
                     Route::List => "ListFoundationModels",
                     Route::Get(_) => "GetFoundationModel",
@@ -284,12 +300,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
                 error_response(&e)
             } else {
                 match route {
-                    Route::List => control_plane(&state, "ListFoundationModels", "", control::list(query)),
-                    Route::Get(raw) => control_plane(&state, "GetFoundationModel", raw, control::get(raw)),
+                    Route::List => {
+                        control_plane(&state, "ListFoundationModels", "", control::list(query))
+                    }
+                    Route::Get(raw) => {
+                        control_plane(&state, "GetFoundationModel", raw, control::get(raw))
+                    }
                     Route::Runtime(op, raw) => runtime(&state, op, raw, &body).await?,
                     _ => {
                         state.stats.record("", "Unknown", 404);
-                        error_response(&ApiError::new(ErrorCode::UnknownOperation, "UnknownOperationException"))
+                        error_response(&ApiError::new(
+                            ErrorCode::UnknownOperation,
+                            "UnknownOperationException",
+                        ))
                     }
                 }
             }
@@ -301,7 +324,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
     Ok(response)
 }
 
-fn control_plane(state: &State, operation: &str, raw_id: &str, result: Result<Value, ApiError>) -> Response<Body> {
+fn control_plane(
+    state: &State,
+    operation: &str,
+    raw_id: &str,
+    result: Result<Value, ApiError>,
+) -> Response<Body> {
     let model = model_id::percent_decode(raw_id).unwrap_or_default();
     match result {
         Ok(body) => {
@@ -340,7 +368,12 @@ impl Work {
     }
 }
 
-fn validate(op: Operation, model: &'static CatalogModel, via_profile: bool, body: &Value) -> Result<Work, ApiError> {
+fn validate(
+    op: Operation,
+    model: &'static CatalogModel,
+    via_profile: bool,
+    body: &Value,
+) -> Result<Work, ApiError> {
     if !model.on_demand() && !via_profile {
         return Err(ApiError::validation(format!(
             "Invocation of model ID {} with on-demand throughput isn\u{2019}t supported. Retry your request with the ID or ARN of an inference profile that contains this model.",
@@ -365,7 +398,9 @@ fn validate(op: Operation, model: &'static CatalogModel, via_profile: bool, body
         }
         _ if model.family.is_embedding() => {
             if op.streams() {
-                return Err(ApiError::validation("The model is unsupported for streaming."));
+                return Err(ApiError::validation(
+                    "The model is unsupported for streaming.",
+                ));
             }
             embed::invoke(model, body).map(Work::Embedding)
         }
@@ -400,7 +435,10 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
     };
     let model = resolved.model;
     let Some(json) = json else {
-        return fail(model.id, ApiError::malformed("#: the request body is not valid JSON"));
+        return fail(
+            model.id,
+            ApiError::malformed("#: the request body is not valid JSON"),
+        );
     };
     if op == Operation::CountTokens {
         return match count_tokens::count(model, &json) {
@@ -448,7 +486,10 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
                 };
                 (reply, Some(call))
             }
-            None => (answer::reply(model.id, conversation, *max_tokens, stop_sequences), None),
+            None => (
+                answer::reply(model.id, conversation, *max_tokens, stop_sequences),
+                None,
+            ),
         },
         Work::Embedding(e) => (
             Reply {
@@ -465,7 +506,9 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
     if let Some(error) = state.directives.error_for(body) {
         tokio::time::sleep(first_byte).await;
         state.quotas.refund(model.id, reserved);
-        state.stats.fault(&format!("directive:{}", error.code.name()));
+        state
+            .stats
+            .fault(&format!("directive:{}", error.code.name()));
         return fail(model.id, error);
     }
     if let Some(fault) = load.fault_for(sequence) {
@@ -475,17 +518,30 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
             state.quotas.refund(model.id, reserved);
         }
         let error = match fault {
-            Fault::Throttle => ApiError::new(ErrorCode::Throttling, "Too many requests, please wait before trying again."),
-            Fault::Internal => ApiError::new(ErrorCode::InternalServer, "The server encountered an internal error while processing the request."),
-            Fault::Unavailable => ApiError::new(ErrorCode::ServiceUnavailable, "Bedrock is unable to process your request."),
-            Fault::Timeout => ApiError::new(ErrorCode::ModelTimeout, "Model has timed out in processing the request. Try your request again."),
+            Fault::Throttle => ApiError::new(
+                ErrorCode::Throttling,
+                "Too many requests, please wait before trying again.",
+            ),
+            Fault::Internal => ApiError::new(
+                ErrorCode::InternalServer,
+                "The server encountered an internal error while processing the request.",
+            ),
+            Fault::Unavailable => ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "Bedrock is unable to process your request.",
+            ),
+            Fault::Timeout => ApiError::new(
+                ErrorCode::ModelTimeout,
+                "Model has timed out in processing the request. Try your request again.",
+            ),
             Fault::DropConnection => {
                 state.stats.record(model.id, op.name(), 0);
                 return Err(DroppedConnection);
             }
             Fault::Malformed => {
                 state.stats.record(model.id, op.name(), 200);
-                let whole = Bytes::from(r#"{"output":{"message":{"role":"assistant","content":[{"text":"#);
+                let whole =
+                    Bytes::from(r#"{"output":{"message":{"role":"assistant","content":[{"text":"#);
                 return Ok(full_response(200, "application/json", whole));
             }
         };
@@ -535,8 +591,14 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
         });
         let mut response = Response::new(Body::Stream(rx));
         let headers = response.headers_mut();
-        headers.insert("content-type", hyper::header::HeaderValue::from_static("application/vnd.amazon.eventstream"));
-        headers.insert("x-amzn-bedrock-content-type", hyper::header::HeaderValue::from_static("application/json"));
+        headers.insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/vnd.amazon.eventstream"),
+        );
+        headers.insert(
+            "x-amzn-bedrock-content-type",
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
         return Ok(response);
     }
 
@@ -551,8 +613,14 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
     if op == Operation::InvokeModel {
         let headers = response.headers_mut();
         for (name, value) in [
-            ("x-amzn-bedrock-input-token-count", reply.input_tokens.to_string()),
-            ("x-amzn-bedrock-output-token-count", reply.output_tokens.to_string()),
+            (
+                "x-amzn-bedrock-input-token-count",
+                reply.input_tokens.to_string(),
+            ),
+            (
+                "x-amzn-bedrock-output-token-count",
+                reply.output_tokens.to_string(),
+            ),
             ("x-amzn-bedrock-invocation-latency", latency_ms.to_string()),
         ] {
             if let Ok(v) = value.parse() {

@@ -224,7 +224,10 @@ mod tests {
         assert_eq!(snap.fault_count("throttle"), 1);
         assert_eq!((snap.in_flight, snap.peak_in_flight), (0, 2));
         assert_eq!(
-            snap.recent.iter().map(|r| r.model_id.as_str()).collect::<Vec<_>>(),
+            snap.recent
+                .iter()
+                .map(|r| r.model_id.as_str())
+                .collect::<Vec<_>>(),
             vec!["m1", "m2"]
         );
         s.reset();

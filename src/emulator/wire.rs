@@ -63,7 +63,9 @@ impl ErrorCode {
             Self::InvalidSignature
             | Self::UnrecognizedClient
             | Self::MissingAuthenticationToken
-            | Self::UnknownOperation => "http://internal.amazon.com/coral/com.amazon.coral.service/",
+            | Self::UnknownOperation => {
+                "http://internal.amazon.com/coral/com.amazon.coral.service/"
+            }
             _ => "http://internal.amazon.com/coral/com.amazon.bedrock/",
         }
     }
@@ -97,14 +99,24 @@ impl ErrorCode {
             Self::Validation => "The request failed validation.",
             Self::AccessDenied => "You don't have access to the model with the specified model ID.",
             Self::ResourceNotFound => "The specified resource ARN was not found.",
-            Self::ModelTimeout => "Model has timed out in processing the request. Try your request again.",
+            Self::ModelTimeout => {
+                "Model has timed out in processing the request. Try your request again."
+            }
             Self::ModelError => "The model encountered an error processing the request.",
             Self::Throttling => "Too many requests, please wait before trying again.",
-            Self::ModelNotReady => "Model is not ready for inference. Wait and try your request again.",
-            Self::ServiceQuotaExceeded => "Your request exceeds the service quota for your account.",
-            Self::InternalServer => "The server encountered an internal error while processing the request.",
+            Self::ModelNotReady => {
+                "Model is not ready for inference. Wait and try your request again."
+            }
+            Self::ServiceQuotaExceeded => {
+                "Your request exceeds the service quota for your account."
+            }
+            Self::InternalServer => {
+                "The server encountered an internal error while processing the request."
+            }
             Self::ServiceUnavailable => "Bedrock is unable to process your request.",
-            Self::InvalidSignature => "The request signature we calculated does not match the signature you provided.",
+            Self::InvalidSignature => {
+                "The request signature we calculated does not match the signature you provided."
+            }
             Self::UnrecognizedClient => "The security token included in the request is invalid.",
             Self::MissingAuthenticationToken => "Missing Authentication Token",
             Self::UnknownOperation => "UnknownOperationException",
@@ -170,7 +182,11 @@ mod tests {
         let expected = [
             (ErrorCode::Validation, 400, "ValidationException"),
             (ErrorCode::AccessDenied, 403, "AccessDeniedException"),
-            (ErrorCode::ResourceNotFound, 404, "ResourceNotFoundException"),
+            (
+                ErrorCode::ResourceNotFound,
+                404,
+                "ResourceNotFoundException",
+            ),
             (ErrorCode::ModelTimeout, 408, "ModelTimeoutException"),
             (ErrorCode::ModelError, 424, "ModelErrorException"),
             (ErrorCode::Throttling, 429, "ThrottlingException"),
@@ -198,7 +214,12 @@ mod tests {
             "Malformed input request: #: required key [inputText] not found, please reformat your input and try again."
         );
         assert_eq!(
-            ApiError::constraint(2.0, "inferenceConfig.temperature", "Member must have value less than or equal to 1").message,
+            ApiError::constraint(
+                2.0,
+                "inferenceConfig.temperature",
+                "Member must have value less than or equal to 1"
+            )
+            .message,
             "1 validation error detected: Value '2' at 'inferenceConfig.temperature' failed to satisfy constraint: Member must have value less than or equal to 1"
         );
     }

@@ -14,7 +14,10 @@ async fn list_foundation_models_applies_its_filters() {
     let emulator = signed_emulator(EmulatorConfig::default()).await;
     let client = control(emulator.url());
     let all = client.list_foundation_models().send().await.expect("list");
-    assert_eq!(all.model_summaries().len(), datafusion_bedrock::emulator::catalog().len());
+    assert_eq!(
+        all.model_summaries().len(),
+        datafusion_bedrock::emulator::catalog().len()
+    );
 
     let embeddings = client
         .list_foundation_models()
@@ -22,7 +25,11 @@ async fn list_foundation_models_applies_its_filters() {
         .send()
         .await
         .expect("list embeddings");
-    let ids: Vec<&str> = embeddings.model_summaries().iter().map(|m| m.model_id()).collect();
+    let ids: Vec<&str> = embeddings
+        .model_summaries()
+        .iter()
+        .map(|m| m.model_id())
+        .collect();
     assert_eq!(
         ids,
         vec![
@@ -40,7 +47,11 @@ async fn list_foundation_models_applies_its_filters() {
         .send()
         .await
         .expect("list meta");
-    let ids: Vec<&str> = meta.model_summaries().iter().map(|m| m.model_id()).collect();
+    let ids: Vec<&str> = meta
+        .model_summaries()
+        .iter()
+        .map(|m| m.model_id())
+        .collect();
     assert_eq!(
         ids,
         vec![
@@ -68,7 +79,10 @@ async fn get_foundation_model_returns_details_or_not_found() {
     assert_eq!(details.provider_name(), Some("Amazon"));
     assert_eq!(details.input_modalities(), &[ModelModality::Text]);
     assert_eq!(details.output_modalities(), &[ModelModality::Text]);
-    assert_eq!(details.inference_types_supported(), &[InferenceType::OnDemand]);
+    assert_eq!(
+        details.inference_types_supported(),
+        &[InferenceType::OnDemand]
+    );
     assert_eq!(details.response_streaming_supported(), Some(true));
     assert_eq!(
         details.model_lifecycle().map(|l| l.status()),
@@ -86,7 +100,9 @@ async fn get_foundation_model_returns_details_or_not_found() {
         .await
         .expect("get by ARN");
     assert_eq!(
-        by_arn.model_details().map(|d| d.output_modalities().to_vec()),
+        by_arn
+            .model_details()
+            .map(|d| d.output_modalities().to_vec()),
         Some(vec![ModelModality::Embedding])
     );
 
@@ -103,14 +119,22 @@ async fn get_foundation_model_returns_details_or_not_found() {
         Some("The model identifier amazon.no-such-model-v1:0 is not found.")
     );
     let snapshot = emulator.stats().snapshot();
-    assert_eq!(snapshot.count(None, Some("GetFoundationModel"), Some(200)), 2);
-    assert_eq!(snapshot.count(None, Some("GetFoundationModel"), Some(404)), 1);
+    assert_eq!(
+        snapshot.count(None, Some("GetFoundationModel"), Some(200)),
+        2
+    );
+    assert_eq!(
+        snapshot.count(None, Some("GetFoundationModel"), Some(404)),
+        1
+    );
 }
 
 /// A bare HTTP/1.1 request, so the test routes are checked without any SDK in between.
 async fn raw_http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
@@ -119,7 +143,10 @@ async fn raw_http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16,
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -142,7 +169,10 @@ async fn stats_and_reset_routes_serve_the_counters() {
         serde_json::json!([{"model": "amazon.nova-lite-v1:0", "operation": "Converse", "status": 200, "count": 1}])
     );
     assert_eq!(stats["peak_in_flight"], serde_json::json!(1));
-    assert_eq!(stats["recent"][0]["body"]["messages"][0]["content"][0]["text"], serde_json::json!("hello"));
+    assert_eq!(
+        stats["recent"][0]["body"]["messages"][0]["content"][0]["text"],
+        serde_json::json!("hello")
+    );
 
     let (status, _) = raw_http(emulator.addr(), "POST", "/_emulator/reset").await;
     assert_eq!(status, 200);
@@ -150,12 +180,17 @@ async fn stats_and_reset_routes_serve_the_counters() {
 
     // Unsigned requests to the Bedrock routes are refused when credentials are configured.
     let (status, body) = raw_http(emulator.addr(), "GET", "/foundation-models").await;
-    assert_eq!((status, body.as_str()), (403, r#"{"message":"Missing Authentication Token"}"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (403, r#"{"message":"Missing Authentication Token"}"#)
+    );
 }
 
 #[tokio::test]
 async fn shutdown_stops_the_server() {
-    let emulator = Emulator::start(EmulatorConfig::default()).await.expect("start");
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("start");
     let addr = emulator.addr();
     assert_eq!(raw_http(addr, "GET", "/_emulator/stats").await.0, 200);
     emulator.shutdown().await;
@@ -167,15 +202,32 @@ async fn shutdown_stops_the_server() {
 async fn the_emulator_subcommand_serves_until_killed() {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_datafusion-bedrock"))
-        .args(["emulator", "--port", "0", "--latency-ms", "5", "--seed", "3"])
-        .args(["--access-key-id", ACCESS_KEY, "--secret-access-key", SECRET_KEY])
+        .args([
+            "emulator",
+            "--port",
+            "0",
+            "--latency-ms",
+            "5",
+            "--seed",
+            "3",
+        ])
+        .args([
+            "--access-key-id",
+            ACCESS_KEY,
+            "--secret-access-key",
+            SECRET_KEY,
+        ])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("the binary starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let first = lines.next_line().await.expect("read").expect("a first line");
+    let first = lines
+        .next_line()
+        .await
+        .expect("read")
+        .expect("a first line");
     let url = first
         .strip_prefix("Bedrock emulator listening on ")
         .expect("the URL is announced")

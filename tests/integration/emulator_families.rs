@@ -100,7 +100,13 @@ async fn every_family_round_trips_its_native_body_and_stream() {
     let emulator = signed_emulator(EmulatorConfig::default()).await;
     let client = runtime(emulator.url());
     for case in cases() {
-        let expected = expected_answer(case.model, case.messages, case.messages, case.system, case.expected_text);
+        let expected = expected_answer(
+            case.model,
+            case.messages,
+            case.messages,
+            case.system,
+            case.expected_text,
+        );
         let out = client
             .invoke_model()
             .model_id(case.model)
@@ -111,7 +117,12 @@ async fn every_family_round_trips_its_native_body_and_stream() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e:?}", case.model));
         let response: Value = serde_json::from_slice(out.body().as_ref()).expect("JSON response");
-        assert_eq!(response.pointer(case.answer_at), Some(&json!(expected)), "{}: {response}", case.model);
+        assert_eq!(
+            response.pointer(case.answer_at),
+            Some(&json!(expected)),
+            "{}: {response}",
+            case.model
+        );
 
         let mut stream = client
             .invoke_model_with_response_stream()
@@ -134,11 +145,19 @@ async fn every_family_round_trips_its_native_body_and_stream() {
         assert_eq!(streamed, expected, "{} stream", case.model);
         assert!(chunks.len() > 2, "{}: {} chunks", case.model, chunks.len());
         let metrics = &chunks.last().expect("a last chunk")["amazon-bedrock-invocationMetrics"];
-        assert_eq!(metrics["outputTokenCount"], json!(count_text_tokens(&expected)), "{}", case.model);
+        assert_eq!(
+            metrics["outputTokenCount"],
+            json!(count_text_tokens(&expected)),
+            "{}",
+            case.model
+        );
     }
     let snapshot = emulator.stats().snapshot();
     assert_eq!(snapshot.count(None, Some("InvokeModel"), Some(200)), 7);
-    assert_eq!(snapshot.count(None, Some("InvokeModelWithResponseStream"), Some(200)), 7);
+    assert_eq!(
+        snapshot.count(None, Some("InvokeModelWithResponseStream"), Some(200)),
+        7
+    );
     assert_eq!(snapshot.total(), 14);
 }
 
@@ -193,7 +212,10 @@ async fn native_schema_violations_are_validation_errors() {
         .await
         .expect_err("embeddings do not stream")
         .into_service_error();
-    assert_eq!(err.message(), Some("The model is unsupported for streaming."));
+    assert_eq!(
+        err.message(),
+        Some("The model is unsupported for streaming.")
+    );
 }
 
 #[tokio::test]
@@ -212,14 +234,18 @@ async fn titan_embeddings_are_deterministic_vectors_of_the_requested_size() {
             .await
             .expect("embedding");
         let response: Value = serde_json::from_slice(out.body().as_ref()).expect("JSON");
-        let vector: Vec<f32> = serde_json::from_value(response["embedding"].clone()).expect("floats");
+        let vector: Vec<f32> =
+            serde_json::from_value(response["embedding"].clone()).expect("floats");
         assert_eq!(vector, embedding_for(model, text, dimensions, normalize));
         assert_eq!(response["inputTextTokenCount"], json!(5));
         let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
         if normalize {
             assert!((norm - 1.0).abs() < 1e-4, "{norm}");
         } else {
-            assert!(norm > 1.5, "an unnormalized sum of four word vectors, got {norm}");
+            assert!(
+                norm > 1.5,
+                "an unnormalized sum of four word vectors, got {norm}"
+            );
         }
     }
 }
@@ -239,8 +265,12 @@ async fn cohere_embeds_up_to_96_texts_a_call() {
         .await
         .expect("embeddings");
     let response: Value = serde_json::from_slice(out.body().as_ref()).expect("JSON");
-    let vectors: Vec<Vec<f32>> = serde_json::from_value(response["embeddings"].clone()).expect("floats");
-    let expected: Vec<Vec<f32>> = texts.iter().map(|t| embedding_for(model, t, 1024, true)).collect();
+    let vectors: Vec<Vec<f32>> =
+        serde_json::from_value(response["embeddings"].clone()).expect("floats");
+    let expected: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| embedding_for(model, t, 1024, true))
+        .collect();
     assert_eq!(vectors, expected);
     assert_eq!(response["texts"], json!(texts));
 
@@ -248,14 +278,18 @@ async fn cohere_embeds_up_to_96_texts_a_call() {
     let err = client
         .invoke_model()
         .model_id(model)
-        .body(Blob::new(json!({"texts": too_many, "input_type": "search_document"}).to_string()))
+        .body(Blob::new(
+            json!({"texts": too_many, "input_type": "search_document"}).to_string(),
+        ))
         .send()
         .await
         .expect_err("97 texts are too many")
         .into_service_error();
     assert_eq!(
         err.message(),
-        Some("Malformed input request: #/texts: expected maximum item count: 96, found: 97, please reformat your input and try again.")
+        Some(
+            "Malformed input request: #/texts: expected maximum item count: 96, found: 97, please reformat your input and try again."
+        )
     );
 }
 
@@ -289,5 +323,11 @@ async fn count_tokens_counts_converse_and_native_inputs() {
         .await
         .expect("count tokens");
     assert_eq!(out.input_tokens(), 2);
-    assert_eq!(emulator.stats().snapshot().count(Some(model), Some("CountTokens"), Some(200)), 2);
+    assert_eq!(
+        emulator
+            .stats()
+            .snapshot()
+            .count(Some(model), Some("CountTokens"), Some(200)),
+        2
+    );
 }

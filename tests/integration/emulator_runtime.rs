@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{
-    ContentBlockDelta, ConverseStreamOutput as Event, ConversationRole, InferenceConfiguration,
+    ContentBlockDelta, ConversationRole, ConverseStreamOutput as Event, InferenceConfiguration,
     StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
     ToolSpecification,
 };
@@ -18,11 +18,15 @@ use crate::support::*;
 const TITAN: &str = "amazon.titan-text-premier-v1:0";
 
 /// The error code of a failed call, or how it failed when there was no service error.
-fn outcome<E: ProvideErrorMetadata + std::fmt::Debug, R>(result: Result<R, SdkError<E, impl std::fmt::Debug>>) -> String {
+fn outcome<E: ProvideErrorMetadata + std::fmt::Debug, R>(
+    result: Result<R, SdkError<E, impl std::fmt::Debug>>,
+) -> String {
     match result {
         Ok(_) => "ok".to_string(),
         // A 200 whose body does not parse surfaces as a service error without a code.
-        Err(SdkError::ServiceError(e)) => e.err().code().unwrap_or("unparseable response").to_string(),
+        Err(SdkError::ServiceError(e)) => {
+            e.err().code().unwrap_or("unparseable response").to_string()
+        }
         Err(SdkError::DispatchFailure(_)) => "dispatch failure".to_string(),
         Err(SdkError::ResponseError(_)) => "response error".to_string(),
         Err(SdkError::TimeoutError(_)) => "timeout".to_string(),
@@ -55,7 +59,8 @@ async fn converse_and_converse_stream_give_the_same_answer() {
         .send()
         .await
         .expect("converse-stream starts");
-    let (mut text, mut deltas, mut events, mut stop, mut tokens) = (String::new(), 0, Vec::new(), None, None);
+    let (mut text, mut deltas, mut events, mut stop, mut tokens) =
+        (String::new(), 0, Vec::new(), None, None);
     while let Some(event) = stream.stream.recv().await.expect("stream event") {
         match &event {
             Event::MessageStart(_) => events.push("messageStart"),
@@ -81,10 +86,19 @@ async fn converse_and_converse_stream_give_the_same_answer() {
         }
     }
     assert_eq!(text, expected);
-    assert!(deltas > 1, "the answer arrives in several deltas, got {deltas}");
+    assert!(
+        deltas > 1,
+        "the answer arrives in several deltas, got {deltas}"
+    );
     assert_eq!(
         events,
-        vec!["messageStart", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata"]
+        vec![
+            "messageStart",
+            "contentBlockDelta",
+            "contentBlockStop",
+            "messageStop",
+            "metadata"
+        ]
     );
     assert_eq!(stop, Some(StopReason::EndTurn));
     assert_eq!(tokens, Some((8, 24)));
@@ -104,8 +118,12 @@ async fn the_answer_reveals_messages_blocks_and_system() {
         .messages(
             aws_sdk_bedrockruntime::types::Message::builder()
                 .role(ConversationRole::User)
-                .content(aws_sdk_bedrockruntime::types::ContentBlock::Text("What about Norway?".into()))
-                .content(aws_sdk_bedrockruntime::types::ContentBlock::Text("One word.".into()))
+                .content(aws_sdk_bedrockruntime::types::ContentBlock::Text(
+                    "What about Norway?".into(),
+                ))
+                .content(aws_sdk_bedrockruntime::types::ContentBlock::Text(
+                    "One word.".into(),
+                ))
                 .build()
                 .expect("message"),
         )
@@ -155,7 +173,11 @@ async fn inference_parameters_arrive_as_set_and_limit_the_answer() {
         .converse()
         .model_id(TITAN)
         .messages(user("one two three"))
-        .inference_config(InferenceConfiguration::builder().stop_sequences("two").build())
+        .inference_config(
+            InferenceConfiguration::builder()
+                .stop_sequences("two")
+                .build(),
+        )
         .send()
         .await
         .expect("converse succeeds");
@@ -193,12 +215,18 @@ async fn a_forced_tool_returns_input_shaped_by_its_schema() {
         .await
         .expect("converse succeeds");
     assert_eq!(out.stop_reason(), &StopReason::ToolUse);
-    let message = out.output().and_then(|o| o.as_message().ok()).expect("message");
+    let message = out
+        .output()
+        .and_then(|o| o.as_message().ok())
+        .expect("message");
     let call = message.content()[0].as_tool_use().expect("a toolUse block");
     assert_eq!(call.name(), "record");
     let mut expected = std::collections::HashMap::new();
     expected.insert("name".to_string(), Document::String("Ada Lovelace".into()));
-    expected.insert("words".to_string(), Document::Number(aws_smithy_types::Number::PosInt(2)));
+    expected.insert(
+        "words".to_string(),
+        Document::Number(aws_smithy_types::Number::PosInt(2)),
+    );
     assert_eq!(call.input(), &Document::Object(expected));
 }
 
@@ -206,7 +234,9 @@ fn to_document(v: &serde_json::Value) -> Document {
     match v {
         serde_json::Value::Null => Document::Null,
         serde_json::Value::Bool(b) => Document::Bool(*b),
-        serde_json::Value::Number(n) => Document::Number(aws_smithy_types::Number::Float(n.as_f64().unwrap_or_default())),
+        serde_json::Value::Number(n) => Document::Number(aws_smithy_types::Number::Float(
+            n.as_f64().unwrap_or_default(),
+        )),
         serde_json::Value::String(s) => Document::String(s.clone()),
         serde_json::Value::Array(a) => Document::Array(a.iter().map(to_document).collect()),
         serde_json::Value::Object(o) => {
@@ -250,7 +280,11 @@ async fn every_error_type_arrives_as_the_sdks_typed_error() {
             err.is_internal_server_exception(),
             err.is_service_unavailable_exception(),
         ];
-        let index = typed.iter().position(|t| *t).map(|i| i as i32).unwrap_or(-1);
+        let index = typed
+            .iter()
+            .position(|t| *t)
+            .map(|i| i as i32)
+            .unwrap_or(-1);
         seen.push((name, index, err.code().map(str::to_string)));
     }
     let expected: Vec<_> = seen
@@ -263,7 +297,9 @@ async fn every_error_type_arrives_as_the_sdks_typed_error() {
     let err = client
         .invoke_model()
         .model_id(TITAN)
-        .body(aws_smithy_types::Blob::new(r#"{"inputText": "[[emulate:ServiceQuotaExceededException]]"}"#))
+        .body(aws_smithy_types::Blob::new(
+            r#"{"inputText": "[[emulate:ServiceQuotaExceededException]]"}"#,
+        ))
         .send()
         .await
         .expect_err("quota error")
@@ -279,11 +315,12 @@ async fn every_error_type_arrives_as_the_sdks_typed_error() {
 async fn validation_errors_carry_the_services_messages() {
     let emulator = signed_emulator(EmulatorConfig::default()).await;
     let client = runtime(emulator.url());
-    let message = |r: Result<_, SdkError<aws_sdk_bedrockruntime::operation::converse::ConverseError, _>>| {
-        let e = r.expect_err("validation fails").into_service_error();
-        assert!(e.is_validation_exception(), "{e:?}");
-        e.message().unwrap_or_default().to_string()
-    };
+    let message =
+        |r: Result<_, SdkError<aws_sdk_bedrockruntime::operation::converse::ConverseError, _>>| {
+            let e = r.expect_err("validation fails").into_service_error();
+            assert!(e.is_validation_exception(), "{e:?}");
+            e.message().unwrap_or_default().to_string()
+        };
     let too_hot = client
         .converse()
         .model_id(TITAN)
@@ -306,8 +343,16 @@ async fn validation_errors_carry_the_services_messages() {
         message(no_tokens),
         "1 validation error detected: Value '0' at 'inferenceConfig.maxTokens' failed to satisfy constraint: Member must have value greater than or equal to 1"
     );
-    let unknown = client.converse().model_id("amazon.unknown-v1:0").messages(user("hi")).send().await;
-    assert_eq!(message(unknown), "The provided model identifier is invalid.");
+    let unknown = client
+        .converse()
+        .model_id("amazon.unknown-v1:0")
+        .messages(user("hi"))
+        .send()
+        .await;
+    assert_eq!(
+        message(unknown),
+        "The provided model identifier is invalid."
+    );
     let embedding = client
         .converse()
         .model_id("amazon.titan-embed-text-v2:0")
@@ -341,10 +386,19 @@ async fn inference_profiles_and_arns_resolve_to_their_model() {
         format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.{base}"),
         format!("arn:aws:bedrock:us-east-1::foundation-model/{TITAN}"),
     ] {
-        let out = client.converse().model_id(&id).messages(user("hi")).send().await;
+        let out = client
+            .converse()
+            .model_id(&id)
+            .messages(user("hi"))
+            .send()
+            .await;
         let out = out.unwrap_or_else(|e| panic!("{id}: {e:?}"));
         let expected_model = if id.ends_with(TITAN) { TITAN } else { base };
-        assert_eq!(converse_text(&out), expected_answer(expected_model, 1, 1, 0, "hi"), "{id}");
+        assert_eq!(
+            converse_text(&out),
+            expected_answer(expected_model, 1, 1, 0, "hi"),
+            "{id}"
+        );
     }
     let snapshot = emulator.stats().snapshot();
     assert_eq!(snapshot.count(Some(base), Some("Converse"), Some(200)), 3);
@@ -356,7 +410,16 @@ async fn signatures_are_verified_against_the_configured_keys() {
     let emulator = signed_emulator(EmulatorConfig::default()).await;
     let call = |creds| {
         let client = runtime_with(emulator.url(), creds);
-        async move { outcome(client.converse().model_id(TITAN).messages(user("hi")).send().await) }
+        async move {
+            outcome(
+                client
+                    .converse()
+                    .model_id(TITAN)
+                    .messages(user("hi"))
+                    .send()
+                    .await,
+            )
+        }
     };
     assert_eq!(call(credentials(ACCESS_KEY, SECRET_KEY, None)).await, "ok");
     assert_eq!(
@@ -379,11 +442,26 @@ async fn signatures_are_verified_against_the_configured_keys() {
     .await
     .expect("emulator starts");
     let call = |token: Option<&str>| {
-        let client = runtime_with(temporary.url(), credentials("ASIATEMP", "temp-secret", token));
-        async move { outcome(client.converse().model_id(TITAN).messages(user("hi")).send().await) }
+        let client = runtime_with(
+            temporary.url(),
+            credentials("ASIATEMP", "temp-secret", token),
+        );
+        async move {
+            outcome(
+                client
+                    .converse()
+                    .model_id(TITAN)
+                    .messages(user("hi"))
+                    .send()
+                    .await,
+            )
+        }
     };
     assert_eq!(call(Some("session-token-1")).await, "ok");
-    assert_eq!(call(Some("session-token-2")).await, "UnrecognizedClientException");
+    assert_eq!(
+        call(Some("session-token-2")).await,
+        "UnrecognizedClientException"
+    );
     assert_eq!(call(None).await, "UnrecognizedClientException");
 }
 
@@ -401,10 +479,21 @@ async fn bedrock_api_keys_are_accepted_as_bearer_tokens() {
             .region(aws_sdk_bedrockruntime::config::Region::new("us-east-1"))
             .endpoint_url(emulator.url())
             .bearer_token(aws_sdk_bedrockruntime::config::Token::new(key, None))
-            .auth_scheme_preference([aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID])
+            .auth_scheme_preference([
+                aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID,
+            ])
             .build();
         let client = aws_sdk_bedrockruntime::Client::from_conf(config);
-        async move { outcome(client.converse().model_id(TITAN).messages(user("hi")).send().await) }
+        async move {
+            outcome(
+                client
+                    .converse()
+                    .model_id(TITAN)
+                    .messages(user("hi"))
+                    .send()
+                    .await,
+            )
+        }
     };
     assert_eq!(call("bedrock-api-key-1").await, "ok");
     assert_eq!(call("bedrock-api-key-2").await, "AccessDeniedException");
@@ -426,18 +515,42 @@ async fn request_quota_throttles_then_recovers() {
     let client = runtime(emulator.url());
     let mut outcomes = Vec::new();
     for _ in 0..4 {
-        outcomes.push(outcome(client.converse().model_id(TITAN).messages(user("hi")).send().await));
+        outcomes.push(outcome(
+            client
+                .converse()
+                .model_id(TITAN)
+                .messages(user("hi"))
+                .send()
+                .await,
+        ));
     }
     assert_eq!(outcomes, vec!["ok", "ok", "ok", "ThrottlingException"]);
     // One request a second refills the bucket.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(outcome(client.converse().model_id(TITAN).messages(user("hi")).send().await), "ok");
+    assert_eq!(
+        outcome(
+            client
+                .converse()
+                .model_id(TITAN)
+                .messages(user("hi"))
+                .send()
+                .await
+        ),
+        "ok"
+    );
     let snapshot = emulator.stats().snapshot();
     assert_eq!(snapshot.quota_throttles_requests, 1);
     assert_eq!(snapshot.count(Some(TITAN), Some("Converse"), Some(429)), 1);
     // Another model has its own quota.
     assert_eq!(
-        outcome(client.converse().model_id("amazon.nova-micro-v1:0").messages(user("hi")).send().await),
+        outcome(
+            client
+                .converse()
+                .model_id("amazon.nova-micro-v1:0")
+                .messages(user("hi"))
+                .send()
+                .await
+        ),
         "ok"
     );
 }
@@ -465,11 +578,18 @@ async fn token_quota_reserves_max_tokens_and_recovers() {
             .await;
         match err {
             Ok(_) => "ok".to_string(),
-            Err(e) => e.into_service_error().message().unwrap_or_default().to_string(),
+            Err(e) => e
+                .into_service_error()
+                .message()
+                .unwrap_or_default()
+                .to_string(),
         }
     };
     assert_eq!(call().await, "ok");
-    assert_eq!(call().await, "Too many tokens, please wait before trying again.");
+    assert_eq!(
+        call().await,
+        "Too many tokens, please wait before trying again."
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(call().await, "ok");
     let snapshot = emulator.stats().snapshot();
@@ -491,12 +611,21 @@ async fn injected_faults_follow_the_seeded_plan() {
         seed: 42,
         ..LoadModel::default()
     };
-    let emulator = signed_emulator(EmulatorConfig { load: load.clone(), ..EmulatorConfig::default() }).await;
+    let emulator = signed_emulator(EmulatorConfig {
+        load: load.clone(),
+        ..EmulatorConfig::default()
+    })
+    .await;
     let client = runtime(emulator.url());
     let n = 200;
     let mut seen = Vec::new();
     for i in 0..n {
-        let result = client.converse().model_id(TITAN).messages(user(&format!("question {i}"))).send().await;
+        let result = client
+            .converse()
+            .model_id(TITAN)
+            .messages(user(&format!("question {i}")))
+            .send()
+            .await;
         seen.push(outcome(result));
     }
     let expected: Vec<String> = (0..n)
@@ -517,7 +646,14 @@ async fn injected_faults_follow_the_seeded_plan() {
     let faults = emulator.stats().snapshot().faults;
     let planned = |f: Fault| (0..n).filter(|i| load.fault_for(*i) == Some(f)).count() as u64;
     let mut expected_faults = std::collections::BTreeMap::new();
-    for f in [Fault::Throttle, Fault::Internal, Fault::Unavailable, Fault::Timeout, Fault::Malformed, Fault::DropConnection] {
+    for f in [
+        Fault::Throttle,
+        Fault::Internal,
+        Fault::Unavailable,
+        Fault::Timeout,
+        Fault::Malformed,
+        Fault::DropConnection,
+    ] {
         if planned(f) > 0 {
             expected_faults.insert(f.name().to_string(), planned(f));
         }
@@ -526,20 +662,34 @@ async fn injected_faults_follow_the_seeded_plan() {
     // The plan honours the rates: 40% faults in all, 15% throttles.
     let total: u64 = faults.values().sum();
     assert!((60..=100).contains(&total), "{total} faults of {n}");
-    assert!((15..=45).contains(&planned(Fault::Throttle)), "{}", planned(Fault::Throttle));
+    assert!(
+        (15..=45).contains(&planned(Fault::Throttle)),
+        "{}",
+        planned(Fault::Throttle)
+    );
 }
 
 #[tokio::test]
 async fn peak_in_flight_counts_concurrent_requests() {
     let emulator = signed_emulator(EmulatorConfig {
-        load: LoadModel { latency: Duration::from_millis(300), ..LoadModel::default() },
+        load: LoadModel {
+            latency: Duration::from_millis(300),
+            ..LoadModel::default()
+        },
         ..EmulatorConfig::default()
     })
     .await;
     let client = runtime(emulator.url());
     let calls = (0..5).map(|i| {
         let client = client.clone();
-        async move { client.converse().model_id(TITAN).messages(user(&format!("q{i}"))).send().await }
+        async move {
+            client
+                .converse()
+                .model_id(TITAN)
+                .messages(user(&format!("q{i}")))
+                .send()
+                .await
+        }
     });
     let results = futures::future::join_all(calls).await;
     assert!(results.iter().all(Result::is_ok));

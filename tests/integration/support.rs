@@ -77,7 +77,17 @@ pub fn converse_text(out: &aws_sdk_bedrockruntime::operation::converse::Converse
 }
 
 /// The emulator's answer format, for expected values.
-pub fn expected_answer(model: &str, messages: usize, blocks: usize, system: usize, text: &str) -> String {
-    let system = if system > 0 { format!(", system: {system}") } else { String::new() };
+pub fn expected_answer(
+    model: &str,
+    messages: usize,
+    blocks: usize,
+    system: usize,
+    text: &str,
+) -> String {
+    let system = if system > 0 {
+        format!(", system: {system}")
+    } else {
+        String::new()
+    };
     format!("Emulated {model} (messages: {messages}, blocks: {blocks}{system}): {text}")
 }
