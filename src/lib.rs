@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bedrock;
 pub mod error;
 
 #[cfg(feature = "emulator")]

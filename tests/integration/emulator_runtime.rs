@@ -698,3 +698,39 @@ async fn peak_in_flight_counts_concurrent_requests() {
     emulator.stats().reset();
     assert_eq!(emulator.stats().snapshot().peak_in_flight, 0);
 }
+
+#[tokio::test]
+async fn latency_jitter_and_per_token_time_are_applied() {
+    let load = LoadModel {
+        latency: Duration::from_millis(40),
+        jitter: Duration::from_millis(30),
+        per_output_token: Duration::from_millis(2),
+        seed: 11,
+        ..LoadModel::default()
+    };
+    let emulator = signed_emulator(EmulatorConfig {
+        load: load.clone(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = runtime(emulator.url());
+    for sequence in 0..3 {
+        let out = client
+            .converse()
+            .model_id(TITAN)
+            .messages(user("hi"))
+            .send()
+            .await
+            .expect("converse");
+        let reported = out.metrics().map(|m| m.latency_ms()).expect("metrics");
+        // 17 output tokens at 2 ms each on top of the seeded first-byte delay: a lower bound,
+        // since the server may only sleep longer than asked.
+        let floor =
+            (load.first_byte_delay(sequence) + Duration::from_millis(2 * 17)).as_millis() as i64;
+        assert!(
+            reported >= floor,
+            "request {sequence}: {reported} ms < {floor} ms"
+        );
+        assert!(load.first_byte_delay(sequence) < Duration::from_millis(70));
+    }
+}

@@ -5,6 +5,8 @@
 mod support;
 
 #[cfg(feature = "emulator")]
+mod client_engine;
+#[cfg(feature = "emulator")]
 mod emulator_control;
 #[cfg(feature = "emulator")]
 mod emulator_families;

@@ -1,0 +1,873 @@
+//! An engine: AWS clients for one identity and region, with the limiter, cache and usage
+//! counters that every query using it shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, Message, SystemContentBlock,
+};
+use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
+use aws_smithy_types::Document;
+use futures::StreamExt;
+
+use super::cache::{CacheKey, ResponseCache, Source, cache_key};
+use super::config::{CredentialSource, EngineConfig};
+use super::families::{self, EmbedOptions, ModelFamily};
+use super::limiter::Limiter;
+use super::request::{ChatRole, TextRequest, TextResponse};
+use super::retry::{CallFailure, FailureKind, RetryPolicy};
+use super::usage::{ModelCounters, Usage, UsageSnapshot};
+use crate::error::{Error, Result};
+
+/// The region used when neither the engine nor the environment names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Output tokens reserved against a tokens-per-minute budget when a request sets no maximum.
+pub const DEFAULT_TOKEN_RESERVATION: u64 = 512;
+
+/// How a model is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Api {
+    /// The Converse API: one request shape for every chat model (the default).
+    #[default]
+    Converse,
+    /// InvokeModel with the model family's native body.
+    Invoke,
+}
+
+impl Api {
+    /// `converse` or `invoke`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Converse => "converse",
+            Self::Invoke => "invoke",
+        }
+    }
+}
+
+/// A model to call and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelTarget {
+    /// A model id, inference-profile id or ARN.
+    pub model_id: String,
+    /// The API to call it with.
+    pub api: Api,
+}
+
+/// What the control plane says of a foundation model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundationModelInfo {
+    /// The base model id.
+    pub model_id: String,
+    /// The model's ARN.
+    pub model_arn: String,
+    /// The display name.
+    pub name: String,
+    /// The provider.
+    pub provider: String,
+    /// Input modalities (`TEXT`, `IMAGE`, …).
+    pub input_modalities: Vec<String>,
+    /// Output modalities (`TEXT`, `EMBEDDING`, `IMAGE`).
+    pub output_modalities: Vec<String>,
+    /// Whether responses can stream.
+    pub streaming: bool,
+    /// `ON_DEMAND`, `PROVISIONED`, `INFERENCE_PROFILE`.
+    pub inference_types: Vec<String>,
+    /// `ACTIVE` or `LEGACY`.
+    pub lifecycle: String,
+}
+
+/// One result per input row: `None` where the input was NULL.
+pub type RowResults<T> = Vec<Option<std::result::Result<T, CallFailure>>>;
+
+/// An engine: `CREATE ML_ENGINE name FROM bedrock USING …`.
+pub struct Engine {
+    name: String,
+    config: EngineConfig,
+    region: String,
+    runtime: aws_sdk_bedrockruntime::Client,
+    control: aws_sdk_bedrock::Client,
+    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    text_cache: ResponseCache<TextResponse>,
+    embed_cache: ResponseCache<Vec<f32>>,
+    usage: Usage,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.name)
+            .field("region", &self.region)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Replaces every secret of the configuration found in a message.
+fn scrub(message: &str, config: &EngineConfig) -> String {
+    let secrets: Vec<&str> = match &config.credentials {
+        CredentialSource::Static {
+            secret_access_key,
+            session_token,
+            ..
+        } => std::iter::once(secret_access_key.expose())
+            .chain(session_token.as_ref().map(super::config::Secret::expose))
+            .collect(),
+        CredentialSource::ApiKey(k) => vec![k.expose()],
+        _ => Vec::new(),
+    };
+    secrets
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .fold(message.to_string(), |m, s| m.replace(s, "** redacted **"))
+}
+
+impl Engine {
+    /// Builds the AWS clients and, unless `verify_credentials = false`, checks the identity with
+    /// a ListFoundationModels call bounded by `connect_timeout`.
+    ///
+    /// # Errors
+    /// When the cache directory cannot be opened, or the check fails; the message says which
+    /// check failed and never contains a secret.
+    pub async fn connect(name: &str, config: EngineConfig) -> Result<Arc<Self>> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // This layer retries itself; SDK retries would double attempts and hide them.
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(config.request_timeout)
+                    .connect_timeout(config.connect_timeout)
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        match &config.credentials {
+            CredentialSource::DefaultChain => {}
+            CredentialSource::Profile(profile) => loader = loader.profile_name(profile),
+            CredentialSource::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
+                loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                    access_key_id,
+                    secret_access_key.expose(),
+                    session_token.as_ref().map(|t| t.expose().to_string()),
+                    None,
+                    "engine",
+                ));
+            }
+            CredentialSource::ApiKey(_) => loader = loader.no_credentials(),
+        }
+        let mut sdk = loader.load().await;
+        if sdk.region().is_none() {
+            sdk = sdk
+                .into_builder()
+                .region(aws_config::Region::new(DEFAULT_REGION))
+                .build();
+        }
+        let region = sdk
+            .region()
+            .map_or(DEFAULT_REGION.to_string(), ToString::to_string);
+        let mut runtime = aws_sdk_bedrockruntime::config::Builder::from(&sdk);
+        let mut control = aws_sdk_bedrock::config::Builder::from(&sdk);
+        if let CredentialSource::ApiKey(key) = &config.credentials {
+            runtime = runtime
+                .bearer_token(aws_sdk_bedrockruntime::config::Token::new(
+                    key.expose(),
+                    None,
+                ))
+                .auth_scheme_preference([HTTP_BEARER_AUTH_SCHEME_ID]);
+            control = control
+                .bearer_token(aws_sdk_bedrock::config::Token::new(key.expose(), None))
+                .auth_scheme_preference([HTTP_BEARER_AUTH_SCHEME_ID]);
+        }
+        let cache_dir = config.cache_dir.as_deref();
+        let engine = Arc::new(Self {
+            name: name.to_string(),
+            region,
+            runtime: aws_sdk_bedrockruntime::Client::from_conf(runtime.build()),
+            control: aws_sdk_bedrock::Client::from_conf(control.build()),
+            limiters: Mutex::default(),
+            text_cache: ResponseCache::open("text", config.cache_size, cache_dir)?,
+            embed_cache: ResponseCache::open("embeddings", config.cache_size, cache_dir)?,
+            usage: Usage::default(),
+            retry: RetryPolicy {
+                max_retries: config.max_retries,
+                ..RetryPolicy::default()
+            },
+            config,
+        });
+        if engine.config.verify_credentials {
+            engine.verify().await?;
+        }
+        Ok(engine)
+    }
+
+    async fn verify(&self) -> Result<()> {
+        let call = self.control.list_foundation_models().send();
+        match tokio::time::timeout(self.config.connect_timeout, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let failure = CallFailure::from_sdk(&e);
+                Err(Error::InvalidInput(scrub(
+                    &format!(
+                        "Engine '{}': the credential check failed — ListFoundationModels in {} returned {failure}. Check the engine's credentials (aws_access_key_id / aws_secret_access_key / aws_session_token, profile_name or api_key), region_name and endpoint_url.",
+                        self.name, self.region
+                    ),
+                    &self.config,
+                )))
+            }
+            Err(_) => Err(Error::InvalidInput(format!(
+                "Engine '{}': no answer from Bedrock within {:?} while checking credentials (ListFoundationModels in {}). Check region_name, endpoint_url and network access, or create the engine with verify_credentials = false.",
+                self.name, self.config.connect_timeout, self.region
+            ))),
+        }
+    }
+
+    /// The engine's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The region its clients use.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Its configuration (secrets redacted in `Debug`).
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Usage of every model called through this engine.
+    pub fn usage(&self) -> Vec<UsageSnapshot> {
+        self.usage.snapshot()
+    }
+
+    /// Overrides a model's price (USD per 1K input tokens, per 1K output tokens).
+    pub fn set_price(&self, model_id: &str, input_per_1k: f64, output_per_1k: f64) {
+        self.usage.set_price(model_id, input_per_1k, output_per_1k);
+    }
+
+    /// The limiter shared by every query calling `model_id` through this engine.
+    pub fn limiter(&self, model_id: &str) -> Arc<Limiter> {
+        let mut limiters = self
+            .limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(limiters.entry(model_id.to_string()).or_insert_with(|| {
+            Arc::new(Limiter::new(
+                self.config.max_concurrency,
+                self.config.requests_per_minute,
+                self.config.tokens_per_minute,
+            ))
+        }))
+    }
+
+    /// GetFoundationModel for the base model of an id, profile id or ARN.
+    ///
+    /// # Errors
+    /// When Bedrock does not know the model; the message names it and where to look.
+    pub async fn foundation_model(&self, model_id: &str) -> Result<FoundationModelInfo> {
+        let base = families::base_model_id(model_id);
+        let out = self
+            .control
+            .get_foundation_model()
+            .model_identifier(base)
+            .send()
+            .await
+            .map_err(|e| {
+                let failure = CallFailure::from_sdk(&e);
+                Error::InvalidInput(scrub(
+                    &format!(
+                        "Model '{model_id}' is not available through engine '{}' in {} ({failure}). Check model_id against https://docs.aws.amazon.com/bedrock/latest/userguide/model-ids.html and the models enabled for the account.",
+                        self.name, self.region
+                    ),
+                    &self.config,
+                ))
+            })?;
+        let d = out.model_details().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "Model '{model_id}': GetFoundationModel returned no details"
+            ))
+        })?;
+        let names = |items: &[_]| -> Vec<String> {
+            items
+                .iter()
+                .map(|m: &aws_sdk_bedrock::types::ModelModality| m.as_str().to_string())
+                .collect()
+        };
+        Ok(FoundationModelInfo {
+            model_id: d.model_id().to_string(),
+            model_arn: d.model_arn().to_string(),
+            name: d.model_name().unwrap_or_default().to_string(),
+            provider: d.provider_name().unwrap_or_default().to_string(),
+            input_modalities: names(d.input_modalities()),
+            output_modalities: names(d.output_modalities()),
+            streaming: d.response_streaming_supported().unwrap_or(false),
+            inference_types: d
+                .inference_types_supported()
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect(),
+            lifecycle: d
+                .model_lifecycle()
+                .map(|l| l.status().as_str().to_string())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Checks that a model exists and generates text, before any query pays for it.
+    ///
+    /// # Errors
+    /// Unknown model, or a model without TEXT output.
+    pub async fn check_text_model(&self, model_id: &str) -> Result<FoundationModelInfo> {
+        let info = self.foundation_model(model_id).await?;
+        if !info.output_modalities.iter().any(|m| m == "TEXT") {
+            return Err(Error::InvalidInput(format!(
+                "Model '{model_id}' produces {} output, not TEXT: choose a text model (for example amazon.titan-text-premier-v1:0) to generate answers",
+                info.output_modalities.join(", ")
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Checks that a model exists and produces embeddings.
+    ///
+    /// # Errors
+    /// Unknown model, a model without EMBEDDING output, or one without a native codec.
+    pub async fn check_embedding_model(&self, model_id: &str) -> Result<FoundationModelInfo> {
+        let info = self.foundation_model(model_id).await?;
+        let family = ModelFamily::from_model_id(model_id);
+        if !info.output_modalities.iter().any(|m| m == "EMBEDDING")
+            || !family.is_some_and(ModelFamily::is_embedding)
+        {
+            return Err(Error::InvalidInput(format!(
+                "Model '{model_id}' is not a supported embedding model: use amazon.titan-embed-text-v2:0 or cohere.embed-english-v3"
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Answers a batch of requests, one result per input in input order (`None` for `None`
+    /// inputs). Identical requests are sent once; cached answers cost nothing; up to the
+    /// limiter's concurrency run at once. Dropping the future stops sending new requests.
+    pub async fn generate(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        requests: &[Option<TextRequest>],
+    ) -> RowResults<TextResponse> {
+        let counters = self.usage.model(&target.model_id);
+        let limiter = self.limiter(&target.model_id);
+        let groups = group_by_key(requests.iter().map(|r| {
+            r.as_ref()
+                .map(|r| cache_key(target.api.name(), &target.model_id, r))
+        }));
+        counters.deduplicated(groups.duplicates);
+        // Futures are built in a loop, not a lazy `map`: a closure type inside the stream would
+        // keep the compiler from proving the batch future `Send`.
+        let mut calls = Vec::with_capacity(groups.distinct.len());
+        for (slot, (key, first)) in groups.distinct.iter().enumerate() {
+            if let Some(request) = &requests[*first] {
+                calls.push(self.answer_distinct(slot, *key, target, request, &limiter, &counters));
+            }
+        }
+        let mut answers: Vec<Shared<TextResponse>> = vec![None; groups.distinct.len()];
+        let mut stream = futures::stream::iter(calls).buffer_unordered(limiter.ceiling());
+        while let Some((slot, result)) = stream.next().await {
+            answers[slot] = Some(result);
+        }
+        spread(&groups.slots, &answers)
+    }
+
+    async fn answer_distinct(
+        &self,
+        slot: usize,
+        key: CacheKey,
+        target: &ModelTarget,
+        request: &TextRequest,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+    ) -> (
+        usize,
+        std::result::Result<Arc<TextResponse>, Arc<CallFailure>>,
+    ) {
+        let fetch = self.call_text(target, request, limiter, counters);
+        let (result, source) = self.text_cache.get_or_fetch(key, fetch).await;
+        if source != Source::Fetched && result.is_ok() {
+            counters.cache_hit();
+        }
+        (slot, result)
+    }
+
+    async fn call_text(
+        &self,
+        target: &ModelTarget,
+        request: &TextRequest,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        let reserve = request.estimated_input_tokens()
+            + request
+                .params
+                .max_tokens
+                .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
+        let mut attempt = 0;
+        loop {
+            let permit = limiter.acquire(reserve).await;
+            counters.request();
+            if attempt > 0 {
+                counters.retry();
+            }
+            let started = Instant::now();
+            let failure = match self.call_text_once(target, request).await {
+                Ok(response) => {
+                    permit.succeeded(response.input_tokens + response.output_tokens);
+                    counters.success(
+                        response.input_tokens,
+                        response.output_tokens,
+                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    );
+                    return Ok(response);
+                }
+                Err(failure) => failure,
+            };
+            if failure.kind == FailureKind::Throttled {
+                counters.throttle();
+                permit.throttled();
+            } else {
+                drop(permit);
+            }
+            if failure.kind == FailureKind::Fatal || attempt >= self.retry.max_retries {
+                counters.failure();
+                return Err(with_attempts(failure, attempt + 1));
+            }
+            tracing::debug!(model = %target.model_id, attempt, %failure, "retrying");
+            tokio::time::sleep(self.retry.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn call_text_once(
+        &self,
+        target: &ModelTarget,
+        request: &TextRequest,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        match target.api {
+            Api::Converse => self.converse_once(&target.model_id, request).await,
+            Api::Invoke => {
+                let family = ModelFamily::from_model_id(&target.model_id).ok_or_else(|| {
+                    CallFailure::fatal(
+                        "UnsupportedModel",
+                        format!(
+                            "model '{}' has no native InvokeModel codec here: use api = 'converse'",
+                            target.model_id
+                        ),
+                    )
+                })?;
+                let body = families::encode_text_request(family, request)
+                    .map_err(|e| CallFailure::fatal("InvalidRequest", e.to_string()))?;
+                let out = self
+                    .runtime
+                    .invoke_model()
+                    .model_id(&target.model_id)
+                    .content_type("application/json")
+                    .accept("application/json")
+                    .body(Blob::new(body.to_string()))
+                    .send()
+                    .await
+                    .map_err(|e| CallFailure::from_sdk(&e))?;
+                families::decode_text_response(family, out.body().as_ref()).map_err(|e| {
+                    CallFailure {
+                        kind: FailureKind::Transient,
+                        code: "ResponseError".into(),
+                        message: e.to_string(),
+                    }
+                })
+            }
+        }
+    }
+
+    async fn converse_once(
+        &self,
+        model_id: &str,
+        request: &TextRequest,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        let invalid =
+            |e: &dyn std::fmt::Display| CallFailure::fatal("InvalidRequest", e.to_string());
+        let mut call = self.runtime.converse().model_id(model_id);
+        for message in &request.messages {
+            let role = match message.role {
+                ChatRole::User => ConversationRole::User,
+                ChatRole::Assistant => ConversationRole::Assistant,
+            };
+            let mut builder = Message::builder().role(role);
+            for text in &message.texts {
+                builder = builder.content(ContentBlock::Text(text.clone()));
+            }
+            call = call.messages(builder.build().map_err(|e| invalid(&e))?);
+        }
+        if let Some(system) = &request.system {
+            call = call.system(SystemContentBlock::Text(system.clone()));
+        }
+        let p = &request.params;
+        if p.max_tokens.is_some()
+            || p.temperature.is_some()
+            || p.top_p.is_some()
+            || !p.stop.is_empty()
+        {
+            call = call.inference_config(
+                InferenceConfiguration::builder()
+                    .set_max_tokens(p.max_tokens.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
+                    .set_temperature(p.temperature)
+                    .set_top_p(p.top_p)
+                    .set_stop_sequences((!p.stop.is_empty()).then(|| p.stop.clone()))
+                    .build(),
+            );
+        }
+        if let Some(extra) = &p.extra {
+            call = call.additional_model_request_fields(to_document(extra));
+        }
+        let out = call.send().await.map_err(|e| CallFailure::from_sdk(&e))?;
+        let text = out
+            .output()
+            .and_then(|o| o.as_message().ok())
+            .map(|m| {
+                m.content()
+                    .iter()
+                    .filter_map(|c| c.as_text().ok().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join("")
+            })
+            .unwrap_or_default();
+        let (input_tokens, output_tokens) = out.usage().map_or((0, 0), |u| {
+            (
+                u64::try_from(u.input_tokens()).unwrap_or(0),
+                u64::try_from(u.output_tokens()).unwrap_or(0),
+            )
+        });
+        Ok(TextResponse {
+            text,
+            input_tokens,
+            output_tokens,
+            stop_reason: out.stop_reason().as_str().to_string(),
+        })
+    }
+
+    /// Embeds texts, one vector per input in input order (`None` for `None` inputs). Identical
+    /// texts are embedded once, cached vectors cost nothing, and families that take several
+    /// texts a call (Cohere: 96) get them batched.
+    pub async fn embed(
+        self: &Arc<Self>,
+        model_id: &str,
+        texts: &[Option<String>],
+        options: &EmbedOptions,
+    ) -> Result<RowResults<Vec<f32>>> {
+        let family = ModelFamily::from_model_id(model_id)
+            .filter(|f| f.is_embedding())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "Model '{model_id}' is not a supported embedding model: use amazon.titan-embed-text-v2:0 or cohere.embed-english-v3"
+                ))
+            })?;
+        let counters = self.usage.model(model_id);
+        let limiter = self.limiter(model_id);
+        let option_key = (
+            options.dimensions,
+            options.normalize,
+            options.input_type.clone(),
+        );
+        let groups = group_by_key(texts.iter().map(|t| {
+            t.as_ref()
+                .map(|t| cache_key("embed", model_id, &(&option_key, t)))
+        }));
+        counters.deduplicated(groups.duplicates);
+        let mut vectors: Vec<Shared<Vec<f32>>> = vec![None; groups.distinct.len()];
+        let mut missing = Vec::new();
+        for (slot, (key, _)) in groups.distinct.iter().enumerate() {
+            match self.embed_cache.get(key).await {
+                Some(v) => {
+                    counters.cache_hit();
+                    vectors[slot] = Some(Ok(v));
+                }
+                None => missing.push(slot),
+            }
+        }
+        let per_call = family.max_texts_per_call().max(1);
+        let mut calls = Vec::new();
+        for slots in missing.chunks(per_call) {
+            let batch: Vec<&str> = slots
+                .iter()
+                .filter_map(|s| texts[groups.distinct[*s].1].as_deref())
+                .collect();
+            calls.push(
+                self.embed_chunk(slots, batch, model_id, family, options, &limiter, &counters),
+            );
+        }
+        let mut stream = futures::stream::iter(calls).buffer_unordered(limiter.ceiling());
+        while let Some((slots, result)) = stream.next().await {
+            match result {
+                Ok(batch) if batch.len() == slots.len() => {
+                    for (slot, vector) in slots.iter().zip(batch) {
+                        let vector = Arc::new(vector);
+                        self.embed_cache
+                            .insert(groups.distinct[*slot].0, Arc::clone(&vector))
+                            .await;
+                        vectors[*slot] = Some(Ok(vector));
+                    }
+                }
+                Ok(batch) => {
+                    let failure = Arc::new(CallFailure::fatal(
+                        "ResponseError",
+                        format!(
+                            "{} vectors came back for {} texts",
+                            batch.len(),
+                            slots.len()
+                        ),
+                    ));
+                    for slot in slots {
+                        vectors[*slot] = Some(Err(Arc::clone(&failure)));
+                    }
+                }
+                Err(failure) => {
+                    let failure = Arc::new(failure);
+                    for slot in slots {
+                        vectors[*slot] = Some(Err(Arc::clone(&failure)));
+                    }
+                }
+            }
+        }
+        Ok(spread(&groups.slots, &vectors))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn embed_chunk<'s>(
+        &self,
+        slots: &'s [usize],
+        batch: Vec<&str>,
+        model_id: &str,
+        family: ModelFamily,
+        options: &EmbedOptions,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+    ) -> (&'s [usize], std::result::Result<Vec<Vec<f32>>, CallFailure>) {
+        let result = self
+            .call_embed(model_id, family, &batch, options, limiter, counters)
+            .await;
+        (slots, result)
+    }
+
+    async fn call_embed(
+        &self,
+        model_id: &str,
+        family: ModelFamily,
+        texts: &[&str],
+        options: &EmbedOptions,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+    ) -> std::result::Result<Vec<Vec<f32>>, CallFailure> {
+        let body = families::encode_embed_request(family, texts, options)
+            .map_err(|e| CallFailure::fatal("InvalidRequest", e.to_string()))?
+            .to_string();
+        let reserve = texts
+            .iter()
+            .map(|t| (t.chars().count() as u64).div_ceil(4))
+            .sum::<u64>()
+            .max(1);
+        let mut attempt = 0;
+        loop {
+            let permit = limiter.acquire(reserve).await;
+            counters.request();
+            if attempt > 0 {
+                counters.retry();
+            }
+            let started = Instant::now();
+            let sent = self
+                .runtime
+                .invoke_model()
+                .model_id(model_id)
+                .content_type("application/json")
+                .accept("application/json")
+                .body(Blob::new(body.clone()))
+                .send()
+                .await;
+            let failure = match sent {
+                Ok(out) => match families::decode_embed_response(family, out.body().as_ref()) {
+                    Ok((vectors, tokens)) => {
+                        permit.succeeded(tokens);
+                        counters.success(
+                            tokens,
+                            0,
+                            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        );
+                        return Ok(vectors);
+                    }
+                    Err(e) => CallFailure {
+                        kind: FailureKind::Transient,
+                        code: "ResponseError".into(),
+                        message: e.to_string(),
+                    },
+                },
+                Err(e) => CallFailure::from_sdk(&e),
+            };
+            if failure.kind == FailureKind::Throttled {
+                counters.throttle();
+                permit.throttled();
+            } else {
+                drop(permit);
+            }
+            if failure.kind == FailureKind::Fatal || attempt >= self.retry.max_retries {
+                counters.failure();
+                return Err(with_attempts(failure, attempt + 1));
+            }
+            tokio::time::sleep(self.retry.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// The default per-attempt timeout, for callers that bound whole batches.
+    pub fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+}
+
+fn with_attempts(mut failure: CallFailure, attempts: u32) -> CallFailure {
+    if attempts > 1 {
+        failure.message = format!(
+            "{} (after {attempts} attempts)",
+            failure.message.trim_end_matches('.')
+        );
+    }
+    failure
+}
+
+/// The outcome of one distinct input, shared by every row that repeats it.
+type Shared<T> = Option<std::result::Result<Arc<T>, Arc<CallFailure>>>;
+
+/// One result per row from the results of the distinct inputs.
+fn spread<T: Clone>(slots: &[Option<usize>], shared: &[Shared<T>]) -> RowResults<T> {
+    slots
+        .iter()
+        .map(|slot| {
+            slot.and_then(|s| shared[s].as_ref()).map(|r| match r {
+                Ok(v) => Ok(T::clone(v)),
+                Err(e) => Err(CallFailure::clone(e)),
+            })
+        })
+        .collect()
+}
+
+/// Inputs grouped by key: the distinct keys with the index of their first input, each input's
+/// slot among the distinct keys, and how many inputs repeated an earlier one.
+struct Groups {
+    distinct: Vec<(CacheKey, usize)>,
+    slots: Vec<Option<usize>>,
+    duplicates: u64,
+}
+
+fn group_by_key(keys: impl Iterator<Item = Option<CacheKey>>) -> Groups {
+    let mut index: HashMap<CacheKey, usize> = HashMap::new();
+    let mut groups = Groups {
+        distinct: Vec::new(),
+        slots: Vec::new(),
+        duplicates: 0,
+    };
+    for (i, key) in keys.enumerate() {
+        let slot = key.map(|key| {
+            *index.entry(key).or_insert_with(|| {
+                groups.distinct.push((key, i));
+                groups.distinct.len() - 1
+            })
+        });
+        groups.slots.push(slot);
+    }
+    let non_null = groups.slots.iter().flatten().count();
+    groups.duplicates = (non_null - groups.distinct.len()) as u64;
+    groups
+}
+
+/// A JSON value as a Smithy document (Converse's `additionalModelRequestFields`).
+pub(crate) fn to_document(value: &serde_json::Value) -> Document {
+    use aws_smithy_types::Number;
+    match value {
+        serde_json::Value::Null => Document::Null,
+        serde_json::Value::Bool(b) => Document::Bool(*b),
+        serde_json::Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
+            Number::PosInt(u)
+        } else if let Some(i) = n.as_i64() {
+            Number::NegInt(i)
+        } else {
+            Number::Float(n.as_f64().unwrap_or_default())
+        }),
+        serde_json::Value::String(s) => Document::String(s.clone()),
+        serde_json::Value::Array(items) => Document::Array(items.iter().map(to_document).collect()),
+        serde_json::Value::Object(map) => Document::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_document(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Compile-time check: batches can run on any tokio worker (DataFusion's async UDFs need it).
+#[allow(dead_code)]
+fn batch_futures_are_send(
+    engine: Arc<Engine>,
+    target: ModelTarget,
+    requests: Vec<Option<TextRequest>>,
+) {
+    fn send<T: Send>(_: T) {}
+    let texts: Vec<Option<String>> = Vec::new();
+    send(async move {
+        engine.generate(&target, &requests).await;
+        engine.embed("m", &texts, &EmbedOptions::default()).await
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_keeps_order_and_counts_duplicates() {
+        let k = |b: u8| Some([b; 32]);
+        let g = group_by_key([k(1), None, k(2), k(1), k(1), None, k(3)].into_iter());
+        assert_eq!(
+            g.distinct
+                .iter()
+                .map(|(_, first)| *first)
+                .collect::<Vec<_>>(),
+            vec![0, 2, 6]
+        );
+        assert_eq!(
+            g.slots,
+            vec![Some(0), None, Some(1), Some(0), Some(0), None, Some(2)]
+        );
+        assert_eq!(g.duplicates, 2);
+    }
+
+    #[test]
+    fn scrub_removes_secrets_from_messages() {
+        let config = EngineConfig {
+            credentials: CredentialSource::Static {
+                access_key_id: "AKID".into(),
+                secret_access_key: super::super::config::Secret::new("s3cr3t"),
+                session_token: None,
+            },
+            ..EngineConfig::default()
+        };
+        assert_eq!(scrub("bad s3cr3t here", &config), "bad ** redacted ** here");
+    }
+}

@@ -1,0 +1,109 @@
+//! Model-agnostic requests and responses of the client layer.
+
+use serde::{Deserialize, Serialize};
+
+/// Who speaks a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChatRole {
+    /// The user (the prompt).
+    User,
+    /// The model (earlier answers, as conversation history).
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: ChatRole,
+    /// The text blocks of the message (usually one).
+    pub texts: Vec<String>,
+}
+
+impl ChatMessage {
+    /// A one-block user message.
+    pub fn user(text: impl Into<String>) -> Self {
+        Self {
+            role: ChatRole::User,
+            texts: vec![text.into()],
+        }
+    }
+
+    /// A one-block assistant message.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self {
+            role: ChatRole::Assistant,
+            texts: vec![text.into()],
+        }
+    }
+
+    /// The blocks joined by newlines (for families that take one string per message).
+    pub fn joined(&self) -> String {
+        self.texts.join("\n")
+    }
+}
+
+/// Inference parameters. `None` leaves the model's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InferenceParams {
+    /// The most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature, 0..=1.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling, 0..=1.
+    pub top_p: Option<f32>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Extra model-specific fields (Converse `additionalModelRequestFields`, or merged into a
+    /// native body).
+    pub extra: Option<serde_json::Value>,
+}
+
+/// A text-generation request: an optional system prompt and a conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextRequest {
+    /// The system prompt.
+    pub system: Option<String>,
+    /// The conversation; the last message is the user's.
+    pub messages: Vec<ChatMessage>,
+    /// Inference parameters.
+    pub params: InferenceParams,
+}
+
+impl TextRequest {
+    /// A single user prompt with parameters.
+    pub fn prompt(text: impl Into<String>, params: InferenceParams) -> Self {
+        Self {
+            system: None,
+            messages: vec![ChatMessage::user(text)],
+            params,
+        }
+    }
+
+    /// A rough input-token estimate (one token per four characters), used to reserve a
+    /// tokens-per-minute budget before the service reports the real count.
+    pub fn estimated_input_tokens(&self) -> u64 {
+        let chars: usize = self.system.as_ref().map_or(0, |s| s.chars().count())
+            + self
+                .messages
+                .iter()
+                .flat_map(|m| m.texts.iter())
+                .map(|t| t.chars().count())
+                .sum::<usize>();
+        (chars as u64).div_ceil(4).max(1)
+    }
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextResponse {
+    /// The generated text.
+    pub text: String,
+    /// Input tokens the service counted.
+    pub input_tokens: u64,
+    /// Output tokens the service counted.
+    pub output_tokens: u64,
+    /// Why generation stopped, normalised to Converse's vocabulary: `end_turn`, `max_tokens`,
+    /// `stop_sequence`, `tool_use`, `content_filtered`, `guardrail_intervened`.
+    pub stop_reason: String,
+}
