@@ -424,6 +424,29 @@ impl Engine {
                 .params
                 .max_tokens
                 .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
+        self.with_retries(&target.model_id, limiter, counters, reserve, || async {
+            let response = self.call_text_once(target, request).await?;
+            let (input, output) = (response.input_tokens, response.output_tokens);
+            Ok((response, input, output))
+        })
+        .await
+    }
+
+    /// Runs attempts until one succeeds, a failure is fatal or the retries run out. Every
+    /// attempt holds a limiter slot and is counted; throttling shrinks the limit. `attempt`
+    /// returns the value with its input and output tokens.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        model_id: &str,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+        reserve: u64,
+        mut attempt_once: F,
+    ) -> std::result::Result<T, CallFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(T, u64, u64), CallFailure>>,
+    {
         let mut attempt = 0;
         loop {
             let permit = limiter.acquire(reserve).await;
@@ -432,15 +455,12 @@ impl Engine {
                 counters.retry();
             }
             let started = Instant::now();
-            let failure = match self.call_text_once(target, request).await {
-                Ok(response) => {
-                    permit.succeeded(response.input_tokens + response.output_tokens);
-                    counters.success(
-                        response.input_tokens,
-                        response.output_tokens,
-                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    );
-                    return Ok(response);
+            let failure = match attempt_once().await {
+                Ok((value, input, output)) => {
+                    permit.succeeded(input + output);
+                    let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    counters.success(input, output, latency);
+                    return Ok(value);
                 }
                 Err(failure) => failure,
             };
@@ -454,7 +474,7 @@ impl Engine {
                 counters.failure();
                 return Err(with_attempts(failure, attempt + 1));
             }
-            tracing::debug!(model = %target.model_id, attempt, %failure, "retrying");
+            tracing::debug!(model = %model_id, attempt, %failure, "retrying");
             tokio::time::sleep(self.retry.backoff(attempt)).await;
             attempt += 1;
         }
@@ -489,13 +509,8 @@ impl Engine {
                     .send()
                     .await
                     .map_err(|e| CallFailure::from_sdk(&e))?;
-                families::decode_text_response(family, out.body().as_ref()).map_err(|e| {
-                    CallFailure {
-                        kind: FailureKind::Transient,
-                        code: "ResponseError".into(),
-                        message: e.to_string(),
-                    }
-                })
+                families::decode_text_response(family, out.body().as_ref())
+                    .map_err(|e| unreadable(&e))
             }
         }
     }
@@ -686,15 +701,8 @@ impl Engine {
             .map(|t| (t.chars().count() as u64).div_ceil(4))
             .sum::<u64>()
             .max(1);
-        let mut attempt = 0;
-        loop {
-            let permit = limiter.acquire(reserve).await;
-            counters.request();
-            if attempt > 0 {
-                counters.retry();
-            }
-            let started = Instant::now();
-            let sent = self
+        self.with_retries(model_id, limiter, counters, reserve, || async {
+            let out = self
                 .runtime
                 .invoke_model()
                 .model_id(model_id)
@@ -702,44 +710,27 @@ impl Engine {
                 .accept("application/json")
                 .body(Blob::new(body.clone()))
                 .send()
-                .await;
-            let failure = match sent {
-                Ok(out) => match families::decode_embed_response(family, out.body().as_ref()) {
-                    Ok((vectors, tokens)) => {
-                        permit.succeeded(tokens);
-                        counters.success(
-                            tokens,
-                            0,
-                            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                        );
-                        return Ok(vectors);
-                    }
-                    Err(e) => CallFailure {
-                        kind: FailureKind::Transient,
-                        code: "ResponseError".into(),
-                        message: e.to_string(),
-                    },
-                },
-                Err(e) => CallFailure::from_sdk(&e),
-            };
-            if failure.kind == FailureKind::Throttled {
-                counters.throttle();
-                permit.throttled();
-            } else {
-                drop(permit);
-            }
-            if failure.kind == FailureKind::Fatal || attempt >= self.retry.max_retries {
-                counters.failure();
-                return Err(with_attempts(failure, attempt + 1));
-            }
-            tokio::time::sleep(self.retry.backoff(attempt)).await;
-            attempt += 1;
-        }
+                .await
+                .map_err(|e| CallFailure::from_sdk(&e))?;
+            let (vectors, tokens) = families::decode_embed_response(family, out.body().as_ref())
+                .map_err(|e| unreadable(&e))?;
+            Ok((vectors, tokens, 0))
+        })
+        .await
     }
 
     /// The default per-attempt timeout, for callers that bound whole batches.
     pub fn request_timeout(&self) -> Duration {
         self.config.request_timeout
+    }
+}
+
+/// A response body the codec could not read: retried like a dropped connection.
+fn unreadable(e: &Error) -> CallFailure {
+    CallFailure {
+        kind: FailureKind::Transient,
+        code: "ResponseError".into(),
+        message: e.to_string(),
     }
 }
 
