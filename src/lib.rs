@@ -10,6 +10,7 @@
 
 pub mod bedrock;
 pub mod error;
+pub mod sql;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
