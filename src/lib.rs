@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod bedrock;
+pub mod catalog;
 pub mod error;
 pub mod sql;
 

@@ -1,0 +1,3 @@
+//! The extension's catalog: engines and models, validated, with secrets redacted.
+
+pub mod model;

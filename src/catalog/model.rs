@@ -1,0 +1,545 @@
+//! Model specifications: what `CREATE MODEL … PREDICT column USING …` holds, validated.
+
+use std::fmt;
+
+use crate::bedrock::engine::Api;
+use crate::bedrock::params::{ParamValue, unknown_parameter};
+use crate::bedrock::request::InferenceParams;
+use crate::error::{Error, Result};
+
+/// The model id used when `model_id` is not given (MindsDB's default).
+pub const DEFAULT_MODEL_ID: &str = "amazon.titan-text-premier-v1:0";
+
+/// Every model parameter, as written in `USING`.
+pub const MODEL_PARAMETERS: &[&str] = &[
+    "engine",
+    "mode",
+    "model_id",
+    "question_column",
+    "context_column",
+    "prompt_template",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "system_prompt",
+    "api",
+];
+
+/// How rows become requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One request per distinct row; no context between rows.
+    #[default]
+    Default,
+    /// All rows form one conversation and one request; the answer is in the last row.
+    Conversational,
+    /// Every row is answered, with the earlier rows as prior turns.
+    ConversationalFull,
+}
+
+impl Mode {
+    /// The name used in SQL.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Conversational => "conversational",
+            Self::ConversationalFull => "conversational-full",
+        }
+    }
+}
+
+/// A piece of a prompt template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Text sent as written.
+    Literal(String),
+    /// `{{ column }}`: the column's value.
+    Column(String),
+}
+
+/// A parsed `prompt_template`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// The template as written.
+    pub text: String,
+    /// Its pieces, in order.
+    pub parts: Vec<TemplatePart>,
+}
+
+impl Template {
+    /// Parses `{{column}}` placeholders (whitespace inside the braces tolerated).
+    ///
+    /// # Errors
+    /// Unbalanced braces, an empty placeholder, or no placeholder at all.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut offset = 0;
+        while let Some(open) = rest.find("{{") {
+            if let Some(close) = rest[..open].find("}}") {
+                return Err(unbalanced("'}}' without a '{{' before it", offset + close));
+            }
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or_else(|| unbalanced("'{{' that is never closed", offset + open))?;
+            let name = after[..close].trim();
+            if name.is_empty() || name.contains("{{") {
+                return Err(unbalanced("an empty or nested placeholder", offset + open));
+            }
+            if open > 0 {
+                parts.push(TemplatePart::Literal(rest[..open].to_string()));
+            }
+            parts.push(TemplatePart::Column(name.to_string()));
+            let consumed = open + 2 + close + 2;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        if let Some(close) = rest.find("}}") {
+            return Err(unbalanced("'}}' without a '{{' before it", offset + close));
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Literal(rest.to_string()));
+        }
+        if !parts.iter().any(|p| matches!(p, TemplatePart::Column(_))) {
+            return Err(Error::InvalidInput(
+                "Parameter 'prompt_template' has no {{column}} placeholder, so every row would send the same prompt: write e.g. prompt_template = 'Answer this: {{question}}'".into(),
+            ));
+        }
+        Ok(Self {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The distinct placeholder columns, in order of first use.
+    pub fn columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = Vec::new();
+        for part in &self.parts {
+            if let TemplatePart::Column(c) = part
+                && !columns.contains(c)
+            {
+                columns.push(c.clone());
+            }
+        }
+        columns
+    }
+}
+
+fn unbalanced(what: &str, at: usize) -> Error {
+    Error::InvalidInput(format!(
+        "Parameter 'prompt_template' has {what} at character {}: placeholders are written {{{{column}}}}",
+        at + 1
+    ))
+}
+
+/// Where a model's prompt comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptSource {
+    /// `prompt_template` with `{{column}}` placeholders.
+    Template(Template),
+    /// `question_column`, with an optional `context_column`.
+    Question {
+        /// The column holding the user's input.
+        question: String,
+        /// The column holding context for it.
+        context: Option<String>,
+    },
+}
+
+/// A validated model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The model's name.
+    pub name: String,
+    /// The column it predicts.
+    pub target: String,
+    /// The engine's name.
+    pub engine: String,
+    /// The Bedrock model id, inference profile or ARN.
+    pub model_id: String,
+    /// How rows become requests.
+    pub mode: Mode,
+    /// Where the prompt comes from.
+    pub prompt: PromptSource,
+    /// Inference parameters.
+    pub params: InferenceParams,
+    /// A system prompt sent with every request.
+    pub system_prompt: Option<String>,
+    /// Converse or InvokeModel.
+    pub api: Api,
+}
+
+impl ModelSpec {
+    /// Reads and validates `USING` parameters (no engine or model-id lookups: those need the
+    /// catalog and the control plane).
+    ///
+    /// # Errors
+    /// Each names the parameter and the fix.
+    pub fn from_params(name: &str, target: &str, params: &[(String, ParamValue)]) -> Result<Self> {
+        let mut engine = None;
+        let mut mode = Mode::Default;
+        let mut model_id = DEFAULT_MODEL_ID.to_string();
+        let (mut question, mut context, mut template) = (None, None, None);
+        let mut inference = InferenceParams::default();
+        let mut system_prompt = None;
+        let mut api = Api::Converse;
+        for (raw_key, value) in params {
+            let key = raw_key.to_lowercase();
+            match key.as_str() {
+                "engine" => engine = Some(value.as_text(&key)?),
+                "mode" => {
+                    mode = match value.as_text(&key)?.to_lowercase().as_str() {
+                        "default" => Mode::Default,
+                        "conversational" => Mode::Conversational,
+                        "conversational-full" | "conversational_full" => Mode::ConversationalFull,
+                        other => {
+                            return Err(Error::InvalidInput(format!(
+                                "Parameter 'mode' = '{other}' is not supported: use 'default', 'conversational' or 'conversational-full'"
+                            )));
+                        }
+                    }
+                }
+                "model_id" => {
+                    let id = value.as_text(&key)?;
+                    if id.trim().is_empty() {
+                        return Err(Error::InvalidInput(
+                            "Parameter 'model_id' is empty: write e.g. model_id = 'amazon.titan-text-premier-v1:0'".into(),
+                        ));
+                    }
+                    model_id = id;
+                }
+                "question_column" => question = Some(value.as_text(&key)?),
+                "context_column" => context = Some(value.as_text(&key)?),
+                "prompt_template" => template = Some(value.as_text(&key)?),
+                "max_tokens" => {
+                    inference.max_tokens = Some(
+                        u32::try_from(value.as_integer_in(&key, 1, 1_000_000)?).unwrap_or(u32::MAX),
+                    );
+                }
+                #[allow(clippy::cast_possible_truncation)]
+                "temperature" => {
+                    inference.temperature = Some(value.as_number_in(&key, 0.0, 1.0)? as f32)
+                }
+                #[allow(clippy::cast_possible_truncation)]
+                "top_p" => inference.top_p = Some(value.as_number_in(&key, 0.0, 1.0)? as f32),
+                "stop" => inference.stop = value.as_string_list(&key)?,
+                "system_prompt" => system_prompt = Some(value.as_text(&key)?),
+                "api" => {
+                    api = match value.as_text(&key)?.to_lowercase().as_str() {
+                        "converse" => Api::Converse,
+                        "invoke" => Api::Invoke,
+                        other => {
+                            return Err(Error::InvalidInput(format!(
+                                "Parameter 'api' = '{other}' is not supported: use 'converse' (the default) or 'invoke'"
+                            )));
+                        }
+                    }
+                }
+                _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
+            }
+        }
+        let engine = engine.ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "Model '{name}' needs an engine: add USING engine = 'bedrock_engine' (create one first with CREATE ML_ENGINE bedrock_engine FROM bedrock USING …)"
+            ))
+        })?;
+        let prompt = match (template, question, context) {
+            (Some(t), None, None) => PromptSource::Template(Template::parse(&t)?),
+            (None, Some(question), context) => PromptSource::Question { question, context },
+            (Some(_), Some(_), _) => {
+                return Err(Error::InvalidInput(
+                    "Give either prompt_template or question_column, not both".into(),
+                ));
+            }
+            (Some(_), None, Some(_)) | (None, None, Some(_)) => {
+                return Err(Error::InvalidInput(
+                    "Parameter 'context_column' goes with question_column: add question_column = '…', or put the context into prompt_template".into(),
+                ));
+            }
+            (None, None, None) => {
+                return Err(Error::InvalidInput(format!(
+                    "Model '{name}' needs a prompt: add prompt_template = '… {{{{column}}}} …' or question_column = 'column' (with an optional context_column)"
+                )));
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            target: target.to_string(),
+            engine,
+            model_id,
+            mode,
+            prompt,
+            params: inference,
+            system_prompt,
+            api,
+        })
+    }
+
+    /// The input columns a row must provide, in order.
+    pub fn input_columns(&self) -> Vec<String> {
+        match &self.prompt {
+            PromptSource::Template(t) => t.columns(),
+            PromptSource::Question { question, context } => std::iter::once(question.clone())
+                .chain(context.clone())
+                .collect(),
+        }
+    }
+
+    /// The prompt of one row from its input values (in [`ModelSpec::input_columns`] order):
+    /// `None` when every input is NULL (no request is sent); NULL inputs among others render as
+    /// empty text.
+    pub fn render(&self, values: &[Option<&str>]) -> Option<String> {
+        if values.iter().all(Option::is_none) {
+            return None;
+        }
+        let columns = self.input_columns();
+        let value_of = |column: &str| {
+            columns
+                .iter()
+                .position(|c| c == column)
+                .and_then(|i| values.get(i).copied().flatten())
+                .unwrap_or("")
+        };
+        Some(match &self.prompt {
+            PromptSource::Template(t) => t
+                .parts
+                .iter()
+                .map(|p| match p {
+                    TemplatePart::Literal(text) => text.as_str(),
+                    TemplatePart::Column(c) => value_of(c),
+                })
+                .collect(),
+            PromptSource::Question {
+                question,
+                context: None,
+            } => value_of(question).to_string(),
+            PromptSource::Question {
+                question,
+                context: Some(context),
+            } => format!(
+                "Context: {}\nQuestion: {}\nAnswer: ",
+                value_of(context),
+                value_of(question)
+            ),
+        })
+    }
+
+    /// The parameters as `(name, value)` pairs for DESCRIBE, in a fixed order.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            ("engine".to_string(), self.engine.clone()),
+            ("model_id".to_string(), self.model_id.clone()),
+            ("mode".to_string(), self.mode.name().to_string()),
+            ("api".to_string(), self.api.name().to_string()),
+            ("target".to_string(), self.target.clone()),
+            ("inputs".to_string(), self.input_columns().join(", ")),
+        ];
+        match &self.prompt {
+            PromptSource::Template(t) => rows.push(("prompt_template".into(), t.text.clone())),
+            PromptSource::Question { question, context } => {
+                rows.push(("question_column".into(), question.clone()));
+                if let Some(c) = context {
+                    rows.push(("context_column".into(), c.clone()));
+                }
+            }
+        }
+        let p = &self.params;
+        let optional = [
+            ("max_tokens", p.max_tokens.map(|v| v.to_string())),
+            ("temperature", p.temperature.map(|v| v.to_string())),
+            ("top_p", p.top_p.map(|v| v.to_string())),
+            (
+                "stop",
+                (!p.stop.is_empty()).then(|| format!("{:?}", p.stop)),
+            ),
+            ("system_prompt", self.system_prompt.clone()),
+        ];
+        rows.extend(
+            optional
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_string(), v))),
+        );
+        rows
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} via {})", self.name, self.model_id, self.engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> ParamValue {
+        ParamValue::String(v.into())
+    }
+
+    fn spec(params: &[(&str, ParamValue)]) -> Result<ModelSpec> {
+        let owned: Vec<(String, ParamValue)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect();
+        ModelSpec::from_params("m", "answer", &owned)
+    }
+
+    #[test]
+    fn reads_the_seed_models() {
+        let m = spec(&[
+            ("engine", s("bedrock_engine")),
+            ("question_column", s("question")),
+            ("max_tokens", ParamValue::Number(100.0)),
+            ("temperature", ParamValue::Number(0.3)),
+        ])
+        .unwrap();
+        assert_eq!(m.model_id, DEFAULT_MODEL_ID);
+        assert_eq!(m.input_columns(), vec!["question".to_string()]);
+        assert_eq!(m.params.max_tokens, Some(100));
+        assert_eq!(
+            m.render(&[Some("What is the capital of Sweden?")])
+                .as_deref(),
+            Some("What is the capital of Sweden?")
+        );
+
+        let t = spec(&[
+            ("engine", s("bedrock_engine")),
+            (
+                "prompt_template",
+                s("Answer the users input in a helpful way: {{question}}"),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            t.render(&[Some("What is the capital of Sweden?")])
+                .as_deref(),
+            Some("Answer the users input in a helpful way: What is the capital of Sweden?")
+        );
+        let c = spec(&[
+            ("engine", s("e")),
+            ("mode", s("conversational")),
+            ("question_column", s("question")),
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::Conversational);
+    }
+
+    #[test]
+    fn templates_render_several_columns_and_nulls() {
+        let m = spec(&[
+            ("engine", s("e")),
+            ("prompt_template", s("{{ a }} and {{b}} then {{a}}")),
+        ])
+        .unwrap();
+        assert_eq!(m.input_columns(), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            m.render(&[Some("x"), Some("y")]).as_deref(),
+            Some("x and y then x")
+        );
+        assert_eq!(
+            m.render(&[None, Some("y")]).as_deref(),
+            Some(" and y then ")
+        );
+        assert_eq!(m.render(&[None, None]), None);
+        let q = spec(&[
+            ("engine", s("e")),
+            ("question_column", s("q")),
+            ("context_column", s("c")),
+        ])
+        .unwrap();
+        assert_eq!(
+            q.render(&[Some("Why?"), Some("Sky")]).as_deref(),
+            Some("Context: Sky\nQuestion: Why?\nAnswer: ")
+        );
+    }
+
+    #[test]
+    fn validation_errors_name_the_parameter_and_the_fix() {
+        let err = |params: &[(&str, ParamValue)]| spec(params).unwrap_err().to_string();
+        assert_eq!(
+            err(&[("question_column", s("q"))]),
+            "Model 'm' needs an engine: add USING engine = 'bedrock_engine' (create one first with CREATE ML_ENGINE bedrock_engine FROM bedrock USING …)"
+        );
+        assert_eq!(
+            err(&[("engine", s("e")), ("question_colum", s("q"))]),
+            "Unknown model parameter 'question_colum' — did you mean 'question_column'?"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("mode", s("chat")),
+                ("question_column", s("q"))
+            ]),
+            "Parameter 'mode' = 'chat' is not supported: use 'default', 'conversational' or 'conversational-full'"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("prompt_template", s("{{q}}")),
+                ("question_column", s("q"))
+            ]),
+            "Give either prompt_template or question_column, not both"
+        );
+        assert_eq!(
+            err(&[("engine", s("e")), ("context_column", s("c"))]),
+            "Parameter 'context_column' goes with question_column: add question_column = '…', or put the context into prompt_template"
+        );
+        assert_eq!(
+            err(&[("engine", s("e"))]),
+            "Model 'm' needs a prompt: add prompt_template = '… {{column}} …' or question_column = 'column' (with an optional context_column)"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("prompt_template", s("no placeholders"))
+            ]),
+            "Parameter 'prompt_template' has no {{column}} placeholder, so every row would send the same prompt: write e.g. prompt_template = 'Answer this: {{question}}'"
+        );
+        assert_eq!(
+            err(&[("engine", s("e")), ("prompt_template", s("Hi {{name"))]),
+            "Parameter 'prompt_template' has '{{' that is never closed at character 4: placeholders are written {{column}}"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("prompt_template", s("Hi name}} {{x}}"))
+            ]),
+            "Parameter 'prompt_template' has '}}' without a '{{' before it at character 8: placeholders are written {{column}}"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("question_column", s("q")),
+                ("temperature", ParamValue::Number(2.0))
+            ]),
+            "Parameter 'temperature' = 2 is out of range: it must be between 0 and 1"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("question_column", s("q")),
+                ("max_tokens", ParamValue::Number(0.0))
+            ]),
+            "Parameter 'max_tokens' = 0 is out of range: it must be between 1 and 1000000"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("question_column", s("q")),
+                ("stop", ParamValue::Bool(true))
+            ]),
+            "Parameter 'stop' must be a string or a list of strings, got a boolean: write stop = ['\\n\\n', 'Human:']"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("question_column", s("q")),
+                ("api", s("rest"))
+            ]),
+            "Parameter 'api' = 'rest' is not supported: use 'converse' (the default) or 'invoke'"
+        );
+    }
+}
