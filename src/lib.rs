@@ -10,10 +10,12 @@
 
 pub mod bedrock;
 pub mod catalog;
+pub mod context;
 pub mod error;
 pub mod sql;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
+pub use context::BedrockContext;
 pub use error::{Error, Result};

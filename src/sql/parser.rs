@@ -104,12 +104,24 @@ fn found(t: &TokenWithSpan) -> String {
     }
 }
 
+/// An identifier as SQL means it: unquoted names are case-insensitive (lower-cased, as
+/// DataFusion does), quoted ones are kept as written.
+fn normalize(value: &str, quoted: bool) -> String {
+    if quoted {
+        value.to_string()
+    } else {
+        value.to_lowercase()
+    }
+}
+
 fn name_parts(name: &ObjectName) -> QualifiedName {
     name.0
         .iter()
         .map(|p| {
-            p.as_ident()
-                .map_or_else(|| p.to_string(), |i| i.value.clone())
+            p.as_ident().map_or_else(
+                || p.to_string(),
+                |i| normalize(&i.value, i.quote_style.is_some()),
+            )
         })
         .collect()
 }
@@ -288,7 +300,7 @@ fn parse_create_model(p: &mut Parser<'_>, or_replace: bool) -> Result<BedrockSta
         TokenWithSpan {
             token: Token::Word(w),
             ..
-        } => w.value,
+        } => normalize(&w.value, w.quote_style.is_some()),
         other => {
             return Err(Error::InvalidInput(format!(
                 "Expected the column to predict after PREDICT, found {}: write {MODEL_USAGE}",

@@ -12,3 +12,5 @@ mod emulator_control;
 mod emulator_families;
 #[cfg(feature = "emulator")]
 mod emulator_runtime;
+#[cfg(feature = "emulator")]
+mod sql_ddl;
