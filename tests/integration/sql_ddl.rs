@@ -281,3 +281,69 @@ async fn plain_datafusion_sql_runs_as_before() {
         ])
     );
 }
+
+#[tokio::test]
+async fn the_files_schema_serves_a_directory() {
+    let dir = std::env::temp_dir().join(format!("dfb-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("unrelated_questions.csv"),
+        "question\nWhat is the capital of Sweden?\nWhat is the second planet in the solar system?\n",
+    )
+    .expect("csv");
+    std::fs::write(
+        dir.join("Related.json"),
+        "{\"question\": \"a\"}\n{\"question\": \"b\"}\n",
+    )
+    .expect("json");
+    std::fs::write(dir.join("notes.txt"), "not a table").expect("txt");
+    let parquet = dir.join("numbers.parquet");
+    SessionContext::new()
+        .sql(&format!(
+            "COPY (VALUES (1), (2)) TO '{}' STORED AS PARQUET",
+            parquet.display()
+        ))
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("write parquet");
+
+    let ctx = BedrockContext::new(SessionContext::new());
+    let names = ctx.register_files_dir(&dir).await.expect("registered");
+    assert_eq!(names, vec!["numbers", "related", "unrelated_questions"]);
+    assert_eq!(
+        run(&ctx, "SELECT * FROM files.unrelated_questions").await,
+        table(&[
+            "+------------------------------------------------+",
+            "| question                                       |",
+            "+------------------------------------------------+",
+            "| What is the capital of Sweden?                 |",
+            "| What is the second planet in the solar system? |",
+            "+------------------------------------------------+",
+        ])
+    );
+    assert_eq!(
+        run(&ctx, "SELECT r.question, n.column1 FROM files.related r JOIN files.numbers n ON n.column1 = length(r.question) ORDER BY 1").await,
+        table(&[
+            "+----------+---------+",
+            "| question | column1 |",
+            "+----------+---------+",
+            "| a        | 1       |",
+            "| b        | 1       |",
+            "+----------+---------+",
+        ])
+    );
+    std::fs::write(dir.join("NUMBERS.csv"), "x\n1\n").expect("csv");
+    let err = ctx
+        .register_files_dir(&dir)
+        .await
+        .expect_err("two files named numbers");
+    assert!(
+        err.to_string()
+            .contains("would both be files.numbers: rename one"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
