@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod context;
 pub mod error;
 pub mod sql;
+pub mod udf;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -14,3 +14,5 @@ mod emulator_families;
 mod emulator_runtime;
 #[cfg(feature = "emulator")]
 mod sql_ddl;
+#[cfg(feature = "emulator")]
+mod sql_predict;

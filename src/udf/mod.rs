@@ -1,0 +1,3 @@
+//! Async UDFs that call Bedrock.
+
+pub mod predict;
