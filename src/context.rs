@@ -8,6 +8,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
 
 use crate::bedrock::config::{CredentialSource, EngineConfig};
@@ -16,7 +18,10 @@ use crate::bedrock::params::suggest;
 use crate::catalog::model::ModelSpec;
 use crate::catalog::{Catalog, ModelEntry};
 use crate::error::Error;
+use crate::plan::model_table::ModelTable;
+use crate::plan::rewrite::ModelRelationRule;
 use crate::sql::parser::{BedrockStatement, ParsedStatement, QualifiedName, parse_sql};
+use crate::udf::predict::PredictUdf;
 
 /// A session that runs DataFusion SQL plus the extension's statements.
 pub struct BedrockContext {
@@ -52,6 +57,7 @@ fn joined(name: &QualifiedName) -> String {
 impl BedrockContext {
     /// Wraps a session.
     pub fn new(ctx: SessionContext) -> Self {
+        ctx.add_analyzer_rule(Arc::new(ModelRelationRule));
         Self {
             ctx,
             catalog: Arc::new(Catalog::default()),
@@ -179,7 +185,11 @@ impl BedrockContext {
             last = Some(match statement {
                 ParsedStatement::Bedrock(s) => self.execute(s).await?,
                 ParsedStatement::DataFusion(s) => {
-                    let plan = self.ctx.state().statement_to_plan(*s).await?;
+                    let state = self.ctx.state();
+                    let plan = state.statement_to_plan(*s).await?;
+                    // Model relations are rewritten now, so their errors come at planning
+                    // time and plainly; the session's analyzer rule covers DataFrame plans.
+                    let plan = ModelRelationRule.analyze(plan, state.config_options())?;
                     self.ctx.execute_logical_plan(plan).await?
                 }
             });
@@ -284,17 +294,35 @@ impl BedrockContext {
                         spec.engine
                     ))
                 })?;
+                let replacing = self.catalog.model(&name).is_some();
+                if !replacing && self.ctx.table_exist(name.as_str())? {
+                    return Err(user_error(format!(
+                        "Model '{name}' would hide the table '{name}': choose another name"
+                    )));
+                }
                 let info = engine
                     .check_text_model(&spec.model_id)
                     .await
                     .map_err(from_error)?;
+                let udf = Arc::new(PredictUdf::new(spec.clone(), engine).into_scalar_udf());
+                self.ctx.register_udf(ScalarUDF::clone(&udf));
+                if replacing {
+                    self.ctx.deregister_table(name.as_str())?;
+                }
+                self.ctx
+                    .register_table(name.as_str(), Arc::new(ModelTable::new(spec.clone(), udf)))?;
                 self.catalog.put_model(ModelEntry { spec, info });
                 self.model_status(&name, "ready")
             }
             BedrockStatement::DropModel { name, if_exists } => {
                 let name = joined(&name);
                 let status = match self.catalog.remove_model(&name) {
-                    Some(_) => "dropped",
+                    Some(entry) => {
+                        self.ctx.deregister_table(name.as_str())?;
+                        self.ctx
+                            .deregister_udf(PredictUdf::udf_name(&entry.spec).as_str());
+                        "dropped"
+                    }
                     None if if_exists => "absent",
                     None => return Err(user_error(format!("Model '{name}' does not exist"))),
                 };

@@ -12,6 +12,7 @@ pub mod bedrock;
 pub mod catalog;
 pub mod context;
 pub mod error;
+pub mod plan;
 pub mod sql;
 pub mod udf;
 

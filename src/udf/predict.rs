@@ -34,12 +34,17 @@ impl PredictUdf {
     /// The UDF of a model, calling through its engine.
     pub fn new(spec: ModelSpec, engine: Arc<Engine>) -> Self {
         Self {
-            name: format!("predict_{}", spec.name.replace('.', "_")),
+            name: Self::udf_name(&spec),
             signature: Signature::variadic_any(Volatility::Volatile),
             fingerprint: format!("{spec:?}@{}", engine.name()),
             spec,
             engine,
         }
+    }
+
+    /// The UDF's name for a model: `predict_<model>` (dots become underscores).
+    pub fn udf_name(spec: &ModelSpec) -> String {
+        format!("predict_{}", spec.name.replace('.', "_"))
     }
 
     /// The UDF ready to register with a session.

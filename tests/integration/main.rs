@@ -16,3 +16,5 @@ mod emulator_runtime;
 mod sql_ddl;
 #[cfg(feature = "emulator")]
 mod sql_predict;
+#[cfg(feature = "emulator")]
+mod sql_relations;

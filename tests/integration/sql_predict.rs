@@ -4,7 +4,6 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
-use datafusion_bedrock::udf::predict::PredictUdf;
 
 async fn context_with_model(emulator: &Emulator) -> BedrockContext {
     let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
@@ -14,10 +13,7 @@ async fn context_with_model(emulator: &Emulator) -> BedrockContext {
     ctx.sql("CREATE MODEL m PREDICT answer USING engine = 'e', prompt_template = 'Q: {{question}}', max_tokens = 200")
         .await
         .expect("model");
-    let entry = ctx.catalog().model("m").expect("the model");
-    let engine = ctx.catalog().engine("e").expect("the engine");
-    ctx.session()
-        .register_udf(PredictUdf::new(entry.spec.clone(), engine).into_scalar_udf());
+    // CREATE MODEL registers predict_m.
     ctx
 }
 

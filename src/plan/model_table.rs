@@ -1,0 +1,75 @@
+//! A model as a relation: its schema is its input columns and its target column. It is never
+//! scanned: [`super::rewrite::ModelRelationRule`] replaces it by calls of its predict UDF.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, ScalarUDF};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::catalog::model::ModelSpec;
+
+/// The relation of a model.
+#[derive(Debug)]
+pub struct ModelTable {
+    spec: ModelSpec,
+    udf: Arc<ScalarUDF>,
+    schema: SchemaRef,
+}
+
+impl ModelTable {
+    /// The relation of `spec`, answered by `udf`.
+    pub fn new(spec: ModelSpec, udf: Arc<ScalarUDF>) -> Self {
+        let fields: Vec<Field> = spec
+            .input_columns()
+            .into_iter()
+            .chain(std::iter::once(spec.target.clone()))
+            .map(|name| Field::new(name, DataType::Utf8, true))
+            .collect();
+        Self {
+            schema: Arc::new(Schema::new(fields)),
+            spec,
+            udf,
+        }
+    }
+
+    /// The model.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Its predict UDF.
+    pub fn udf(&self) -> &Arc<ScalarUDF> {
+        &self.udf
+    }
+}
+
+#[async_trait]
+impl TableProvider for ModelTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let name = &self.spec.name;
+        let inputs = self.spec.input_columns();
+        Err(DataFusionError::Plan(format!(
+            "Model '{name}' answers rows it is given: join it with data (SELECT * FROM data AS d JOIN {name} AS m) or give its inputs (SELECT * FROM {name} WHERE {} = '…')",
+            inputs.join(" = '…' AND ")
+        )))
+    }
+}

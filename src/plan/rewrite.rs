@@ -1,0 +1,229 @@
+//! The analyzer rule that turns model relations into calls of their predict UDF:
+//!
+//! - `FROM data [AS d] JOIN model [AS m]` (no ON), or `FROM data, model` →
+//!   `Projection(data.*, m.<inputs> (the data's columns), predict(inputs) AS m.<target>)`;
+//! - `FROM model [AS m] WHERE input = 'literal' AND …` → the same over a one-row relation,
+//!   the other conditions kept as a filter on top.
+//!
+//! A `SELECT *` over a join then lists each input column once: the model's copy of a data
+//! column is dropped when the data's own column is selected beside it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ScalarValue, TableReference};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::source_as_provider;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::expr::BinaryExpr;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+use datafusion::logical_expr::{
+    Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+use super::model_table::ModelTable;
+use crate::catalog::model::ModelSpec;
+
+/// Rewrites model relations (see the module docs).
+#[derive(Debug, Default)]
+pub struct ModelRelationRule;
+
+/// A model relation found in a plan: its spec, UDF and qualifier (alias or name).
+struct Found {
+    spec: ModelSpec,
+    udf: Arc<ScalarUDF>,
+    qualifier: TableReference,
+}
+
+fn model_of(plan: &LogicalPlan) -> Option<Found> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let provider = source_as_provider(&scan.source).ok()?;
+            let table = provider.downcast_ref::<ModelTable>()?;
+            Some(Found {
+                spec: table.spec().clone(),
+                udf: Arc::clone(table.udf()),
+                qualifier: scan.table_name.clone(),
+            })
+        }
+        LogicalPlan::SubqueryAlias(alias) => model_of(&alias.input).map(|found| Found {
+            qualifier: alias.alias.clone(),
+            ..found
+        }),
+        _ => None,
+    }
+}
+
+fn predict(found: &Found, args: Vec<Expr>) -> Expr {
+    found
+        .udf
+        .call(args)
+        .alias_qualified(Some(found.qualifier.clone()), found.spec.target.clone())
+}
+
+/// `FROM data JOIN model`: one prediction per data row.
+fn rewrite_join(data: Arc<LogicalPlan>, found: &Found) -> Result<LogicalPlan> {
+    let schema = Arc::clone(data.schema());
+    let columns = schema.columns();
+    let mut exprs: Vec<Expr> = columns.iter().cloned().map(Expr::Column).collect();
+    let mut args = Vec::new();
+    for input in found.spec.input_columns() {
+        let matches: Vec<&Column> = columns.iter().filter(|c| c.name == input).collect();
+        let column = match matches.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                let available: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(DataFusionError::Plan(format!(
+                    "Model '{}' needs the column '{input}' from the data it is joined with, which has: {}. Rename a column (SELECT x AS {input} …) or recreate the model with other inputs",
+                    found.spec.name,
+                    available.join(", ")
+                )));
+            }
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "Model '{}' needs the column '{input}', and the data it is joined with has several: select one in a subquery",
+                    found.spec.name
+                )));
+            }
+        };
+        args.push(Expr::Column(column.clone()));
+        exprs.push(Expr::Column(column).alias_qualified(Some(found.qualifier.clone()), input));
+    }
+    exprs.push(predict(found, args));
+    LogicalPlanBuilder::from(data).project(exprs)?.build()
+}
+
+/// `FROM model WHERE input = 'value' AND …`: one prediction from the given inputs.
+fn rewrite_filter(predicate: Expr, found: &Found) -> Result<LogicalPlan> {
+    let inputs = found.spec.input_columns();
+    let mut values: HashMap<String, ScalarValue> = HashMap::new();
+    let mut rest = Vec::new();
+    for condition in split_conjunction_owned(predicate) {
+        if let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = &condition
+        {
+            let pair = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+                    Some((c.name.clone(), v.clone()))
+                }
+                _ => None,
+            };
+            if let Some((name, value)) = pair
+                && inputs.contains(&name)
+                && !values.contains_key(&name)
+            {
+                values.insert(name, value);
+                continue;
+            }
+        }
+        rest.push(condition);
+    }
+    let missing: Vec<&String> = inputs.iter().filter(|i| !values.contains_key(*i)).collect();
+    if !missing.is_empty() {
+        let example: Vec<String> = missing.iter().map(|m| format!("{m} = '…'")).collect();
+        return Err(DataFusionError::Plan(format!(
+            "Model '{}' needs its input(s) {}: add WHERE {}",
+            found.spec.name,
+            missing
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            example.join(" AND ")
+        )));
+    }
+    let mut exprs = Vec::new();
+    let mut args = Vec::new();
+    for input in &inputs {
+        let value = Expr::Literal(
+            values.remove(input).unwrap_or(ScalarValue::Utf8(None)),
+            None,
+        );
+        args.push(value.clone());
+        exprs.push(value.alias_qualified(Some(found.qualifier.clone()), input.clone()));
+    }
+    exprs.push(predict(found, args));
+    let mut builder = LogicalPlanBuilder::empty(true).project(exprs)?;
+    if let Some(rest) = conjunction(rest) {
+        builder = builder.filter(rest)?;
+    }
+    builder.build()
+}
+
+/// Drops the model's copy of an input column from a projection that also selects the data's.
+fn drop_duplicate_inputs(
+    projection: Projection,
+    rewritten: &[(TableReference, Vec<String>)],
+) -> Result<Transformed<LogicalPlan>> {
+    let selected: Vec<Column> = projection
+        .expr
+        .iter()
+        .filter_map(|e| match e {
+            Expr::Column(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let is_duplicate = |e: &Expr| match e {
+        Expr::Column(c) => rewritten.iter().any(|(qualifier, inputs)| {
+            c.relation.as_ref() == Some(qualifier)
+                && inputs.contains(&c.name)
+                && selected
+                    .iter()
+                    .any(|other| other.name == c.name && other.relation.as_ref() != Some(qualifier))
+        }),
+        _ => false,
+    };
+    if !projection.expr.iter().any(is_duplicate) {
+        return Ok(Transformed::no(LogicalPlan::Projection(projection)));
+    }
+    let exprs: Vec<Expr> = projection
+        .expr
+        .iter()
+        .filter(|e| !is_duplicate(e))
+        .cloned()
+        .collect();
+    let input = Arc::unwrap_or_clone(projection.input);
+    Ok(Transformed::yes(
+        LogicalPlanBuilder::from(input).project(exprs)?.build()?,
+    ))
+}
+
+impl AnalyzerRule for ModelRelationRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        let mut rewritten: Vec<(TableReference, Vec<String>)> = Vec::new();
+        let result = plan.transform_up(|node| match node {
+            LogicalPlan::Join(join)
+                if join.on.is_empty()
+                    && join.filter.is_none()
+                    && join.join_type == JoinType::Inner =>
+            {
+                let (data, found) = match (model_of(&join.left), model_of(&join.right)) {
+                    (None, Some(found)) => (Arc::clone(&join.left), found),
+                    (Some(found), None) => (Arc::clone(&join.right), found),
+                    _ => return Ok(Transformed::no(LogicalPlan::Join(join))),
+                };
+                let plan = rewrite_join(data, &found)?;
+                rewritten.push((found.qualifier.clone(), found.spec.input_columns()));
+                Ok(Transformed::yes(plan))
+            }
+            LogicalPlan::Filter(filter) => match model_of(&filter.input) {
+                Some(found) => Ok(Transformed::yes(rewrite_filter(filter.predicate, &found)?)),
+                None => Ok(Transformed::no(LogicalPlan::Filter(filter))),
+            },
+            LogicalPlan::Projection(projection) if !rewritten.is_empty() => {
+                drop_duplicate_inputs(projection, &rewritten)
+            }
+            other => Ok(Transformed::no(other)),
+        })?;
+        Ok(result.data)
+    }
+
+    fn name(&self) -> &str {
+        "bedrock_model_relations"
+    }
+}
