@@ -76,7 +76,7 @@ impl BedrockContext {
     /// Registers every CSV, Parquet and JSON (newline-delimited) file of a directory as a table
     /// of the `files` schema, named by its file name without extension, lower-cased — the
     /// equivalent of MindsDB's uploaded files (`SELECT * FROM files.unrelated_questions`).
-    /// Returns the table names, sorted.
+    /// Registering a directory again refreshes its tables. Returns the table names, sorted.
     ///
     /// # Errors
     /// An unreadable directory, two files with one name, or a file DataFusion cannot read.
@@ -143,6 +143,8 @@ impl BedrockContext {
         for (name, path, ext) in &files {
             let table = format!("files.{name}");
             let location = path.display().to_string();
+            // Registering a directory again refreshes its tables.
+            self.ctx.deregister_table(table.as_str())?;
             match ext.as_str() {
                 "csv" => {
                     self.ctx

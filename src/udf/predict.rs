@@ -15,12 +15,19 @@ use datafusion::logical_expr::{
 };
 
 use crate::bedrock::engine::{Engine, ModelTarget};
-use crate::bedrock::request::{ChatMessage, TextRequest};
-use crate::catalog::model::ModelSpec;
+use crate::bedrock::request::{ChatMessage, ChatRole, TextRequest};
+use crate::bedrock::retry::CallFailure;
+use crate::catalog::model::{Mode, ModelSpec};
 
 /// `predict_<model>(input, …)`: the model's answer for each row (Utf8), NULL where every
 /// input is NULL. Arguments are the model's input columns in
 /// [`ModelSpec::input_columns`] order, cast to text as DataFusion displays them.
+///
+/// Modes: `default` answers each row (one request per distinct prompt); `conversational`
+/// sends the rows of a batch as one conversation and puts the answer in its last row;
+/// `conversational-full` answers every row with the earlier rows and answers as history.
+/// The conversational modes see one batch at a time (`datafusion.execution.batch_size` rows,
+/// 8192 by default).
 #[derive(Debug)]
 pub struct PredictUdf {
     name: String,
@@ -103,6 +110,106 @@ fn preview(text: &str) -> String {
     }
 }
 
+impl PredictUdf {
+    fn target(&self) -> ModelTarget {
+        ModelTarget {
+            model_id: self.spec.model_id.clone(),
+            api: self.spec.api,
+        }
+    }
+
+    fn request(&self, messages: Vec<ChatMessage>) -> TextRequest {
+        TextRequest {
+            system: self.spec.system_prompt.clone(),
+            messages,
+            params: self.spec.params.clone(),
+        }
+    }
+
+    fn row_error(&self, prompt: &str, failure: &CallFailure) -> DataFusionError {
+        DataFusionError::Execution(format!(
+            "Model '{}' ({}) failed for the row whose prompt is \"{}\": {failure}",
+            self.spec.name,
+            self.spec.model_id,
+            preview(prompt)
+        ))
+    }
+
+    /// `default`: one request per distinct prompt, answers aligned to rows.
+    async fn answer_each(&self, prompts: &[Option<String>]) -> Result<Vec<Option<String>>> {
+        let requests: Vec<Option<TextRequest>> = prompts
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| self.request(vec![ChatMessage::user(p.clone())]))
+            })
+            .collect();
+        let results = self.engine.generate(&self.target(), &requests).await;
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(row, result)| match result {
+                None => Ok(None),
+                Some(Ok(response)) => Ok(Some(response.text)),
+                Some(Err(failure)) => {
+                    Err(self.row_error(prompts[row].as_deref().unwrap_or_default(), &failure))
+                }
+            })
+            .collect()
+    }
+
+    /// `conversational`: every row's prompt is one block of a single user message; the one
+    /// answer goes to the last row, the others are NULL (MindsDB's semantics).
+    async fn answer_conversation(&self, prompts: &[Option<String>]) -> Result<Vec<Option<String>>> {
+        let mut answers = vec![None; prompts.len()];
+        let turns: Vec<String> = prompts.iter().flatten().cloned().collect();
+        if turns.is_empty() {
+            return Ok(answers);
+        }
+        let message = ChatMessage {
+            role: ChatRole::User,
+            texts: turns,
+        };
+        let request = self.request(vec![message]);
+        let result = self.engine.generate(&self.target(), &[Some(request)]).await;
+        match result.into_iter().next().flatten() {
+            Some(Ok(response)) => {
+                if let Some(last) = answers.last_mut() {
+                    *last = Some(response.text);
+                }
+                Ok(answers)
+            }
+            Some(Err(failure)) => Err(self.row_error("(the whole conversation)", &failure)),
+            None => Ok(answers),
+        }
+    }
+
+    /// `conversational-full`: every row answered in turn, the earlier rows and their answers
+    /// sent as prior turns.
+    async fn answer_with_history(&self, prompts: &[Option<String>]) -> Result<Vec<Option<String>>> {
+        let mut history: Vec<ChatMessage> = Vec::new();
+        let mut answers = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let Some(prompt) = prompt else {
+                answers.push(None);
+                continue;
+            };
+            history.push(ChatMessage::user(prompt.clone()));
+            let request = self.request(history.clone());
+            let result = self.engine.generate(&self.target(), &[Some(request)]).await;
+            match result.into_iter().next().flatten() {
+                Some(Ok(response)) => {
+                    history.push(ChatMessage::assistant(response.text.clone()));
+                    answers.push(Some(response.text));
+                }
+                Some(Err(failure)) => return Err(self.row_error(prompt, &failure)),
+                None => answers.push(None),
+            }
+        }
+        Ok(answers)
+    }
+}
+
 #[async_trait]
 impl AsyncScalarUDFImpl for PredictUdf {
     async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -142,37 +249,11 @@ impl AsyncScalarUDFImpl for PredictUdf {
                 self.spec.render(&values)
             })
             .collect();
-        let requests: Vec<Option<TextRequest>> = prompts
-            .iter()
-            .map(|p| {
-                p.as_ref().map(|prompt| TextRequest {
-                    system: self.spec.system_prompt.clone(),
-                    messages: vec![ChatMessage::user(prompt.clone())],
-                    params: self.spec.params.clone(),
-                })
-            })
-            .collect();
-        let target = ModelTarget {
-            model_id: self.spec.model_id.clone(),
-            api: self.spec.api,
+        let answers = match self.spec.mode {
+            Mode::Default => self.answer_each(&prompts).await?,
+            Mode::Conversational => self.answer_conversation(&prompts).await?,
+            Mode::ConversationalFull => self.answer_with_history(&prompts).await?,
         };
-        let results = self.engine.generate(&target, &requests).await;
-        let mut answers: Vec<Option<String>> = Vec::with_capacity(rows);
-        for (row, result) in results.into_iter().enumerate() {
-            match result {
-                None => answers.push(None),
-                Some(Ok(response)) => answers.push(Some(response.text)),
-                Some(Err(failure)) => {
-                    let prompt = prompts[row].as_deref().unwrap_or_default();
-                    return Err(DataFusionError::Execution(format!(
-                        "Model '{}' ({}) failed for the row whose prompt is \"{}\": {failure}",
-                        self.spec.name,
-                        self.spec.model_id,
-                        preview(prompt)
-                    )));
-                }
-            }
-        }
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(answers))))
     }
 }

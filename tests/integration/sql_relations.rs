@@ -163,3 +163,86 @@ async fn model_relations_explain_what_they_need() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn conversational_modes_carry_context_between_rows() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let (ctx, dir) = setup(&emulator).await;
+    std::fs::write(
+        dir.join("related_questions.csv"),
+        "question\nWhat is the capital of Sweden?\nWhat are some cool places to visit there?\n",
+    )
+    .expect("csv");
+    ctx.register_files_dir(&dir).await.expect("files");
+    ctx.sql("CREATE MODEL bedrock_conversational_model\nPREDICT answer\nUSING\n    engine = 'bedrock_engine',\n    mode = 'conversational',\n    question_column = 'question';")
+        .await
+        .expect("model");
+    let sweden = "What is the capital of Sweden?";
+    let places = "What are some cool places to visit there?";
+    let q = |s: &str| s.to_string();
+    assert_eq!(
+        rows(
+            &ctx,
+            "SELECT * FROM files.related_questions AS d JOIN bedrock_conversational_model AS m"
+        )
+        .await,
+        vec![
+            (q(sweden), None),
+            (
+                q(places),
+                Some(format!(
+                    "Emulated {TITAN} (messages: 1, blocks: 2): {sweden}\n{places}"
+                ))
+            ),
+        ]
+    );
+    ctx.sql("CREATE MODEL full_model PREDICT answer USING engine = 'bedrock_engine', mode = 'conversational-full', question_column = 'question'")
+        .await
+        .expect("model");
+    assert_eq!(
+        rows(
+            &ctx,
+            "SELECT * FROM files.related_questions AS d JOIN full_model AS m"
+        )
+        .await,
+        vec![
+            (
+                q(sweden),
+                Some(format!(
+                    "Emulated {TITAN} (messages: 1, blocks: 1): {sweden}"
+                ))
+            ),
+            (
+                q(places),
+                Some(format!(
+                    "Emulated {TITAN} (messages: 3, blocks: 3): {places}"
+                ))
+            ),
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The (question, answer) rows of a query, NULL answers as `None`.
+async fn rows(ctx: &BedrockContext, sql: &str) -> Vec<(String, Option<String>)> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    let mut out = Vec::new();
+    for batch in batches {
+        let questions = batch.column(0).as_string::<i32>();
+        let answers = batch.column(1).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            let answer = (!answers.is_null(i)).then(|| answers.value(i).to_string());
+            out.push((questions.value(i).to_string(), answer));
+        }
+    }
+    out
+}
