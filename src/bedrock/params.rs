@@ -178,7 +178,7 @@ pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
             };
             (closeness, *k)
         })
-        .filter(|(d, k)| *d <= 3.max(k.len() / 3))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(1) && *d < k.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
