@@ -5,11 +5,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
-use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, StaticCredential};
+use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, EmulatorStats, StaticCredential};
 use datafusion_sqllogictest::{
     DFColumnType, DFOutput, DFSqlLogicTestError, convert_batches, convert_schema_to_types,
     df_value_validator, value_normalizer,
@@ -44,6 +48,32 @@ impl sqllogictest::AsyncDB for BedrockDb {
     fn engine_name(&self) -> &str {
         "datafusion-bedrock"
     }
+}
+
+/// `emulator_model_calls()`: how many model invocations (Converse and InvokeModel, streamed or
+/// not) the emulator has received since the `.slt` file started, so a file can prove how many
+/// requests a query made.
+fn emulator_model_calls_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
+    create_udf(
+        "emulator_model_calls",
+        vec![],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            let snapshot = stats.snapshot();
+            let calls: u64 = [
+                "Converse",
+                "ConverseStream",
+                "InvokeModel",
+                "InvokeModelWithResponseStream",
+            ]
+            .iter()
+            .map(|op| snapshot.count(None, Some(op), None))
+            .sum();
+            let total = i64::try_from(calls).unwrap_or(i64::MAX);
+            Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(total))))
+        }),
+    )
 }
 
 fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -95,15 +125,17 @@ async fn main() -> ExitCode {
         }
     };
     let url = emulator.url().to_string();
+    let stats = emulator.shared_stats();
     let files_dir = root.join("files");
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
-        let (url, files_dir) = (url.clone(), files_dir.clone());
+        let (url, files_dir, file_stats) = (url.clone(), files_dir.clone(), Arc::clone(&stats));
         let mut runner = sqllogictest::Runner::new(move || {
-            let (url, files_dir) = (url.clone(), files_dir.clone());
+            let (url, files_dir, stats) = (url.clone(), files_dir.clone(), Arc::clone(&file_stats));
             async move {
                 let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(url);
                 ctx.register_files_dir(&files_dir).await?;
+                ctx.session().register_udf(emulator_model_calls_udf(stats));
                 Ok::<_, DFSqlLogicTestError>(BedrockDb { ctx })
             }
         });
@@ -114,6 +146,7 @@ async fn main() -> ExitCode {
             .unwrap_or(file)
             .display()
             .to_string();
+        stats.reset();
         match runner.run_file_async(file).await {
             Ok(()) => {
                 println!("ok     {name}");

@@ -174,6 +174,11 @@ impl Emulator {
         &self.state.stats
     }
 
+    /// The live counters, as a handle that outlives this borrow (for test harnesses).
+    pub fn shared_stats(&self) -> Arc<EmulatorStats> {
+        Arc::clone(&self.state.stats)
+    }
+
     /// Replaces the load model (latency, quotas, faults) for requests that start from now on,
     /// and refills the quota buckets.
     pub fn set_load(&self, load: LoadModel) {

@@ -35,7 +35,7 @@ pub(crate) struct State {
     load: RwLock<Arc<LoadModel>>,
     quotas: Quotas,
     directives: directive::Directives,
-    pub(crate) stats: EmulatorStats,
+    pub(crate) stats: Arc<EmulatorStats>,
     sequence: AtomicU64,
 }
 
@@ -45,7 +45,7 @@ impl State {
             load: RwLock::new(Arc::new(config.load.clone())),
             quotas: Quotas::default(),
             directives: directive::Directives::default(),
-            stats: EmulatorStats::new(config.request_log_capacity),
+            stats: Arc::new(EmulatorStats::new(config.request_log_capacity)),
             sequence: AtomicU64::new(0),
             config,
         }
