@@ -43,6 +43,14 @@ async fn run(ctx: &BedrockContext, sql: &str) -> String {
     pretty_format_batches(&batches).expect("format").to_string()
 }
 
+/// Converse calls the emulator has served for the Titan model.
+fn converse_calls(emulator: &Emulator) -> u64 {
+    emulator
+        .stats()
+        .snapshot()
+        .count(Some(TITAN), Some("Converse"), None)
+}
+
 fn answer(question: &str) -> String {
     format!(
         "Emulated {TITAN} (messages: 1, blocks: 1): Answer the users input in a helpful way: {question}"
@@ -99,13 +107,7 @@ async fn the_seed_queries_answer_each_row() {
         qa_table(("question", "answer"), &[(venus, answer(venus)), (sweden, answer(sweden))])
     );
     // Two distinct questions, each asked once although queried three times.
-    assert_eq!(
-        emulator
-            .stats()
-            .snapshot()
-            .count(Some(TITAN), Some("Converse"), None),
-        2
-    );
+    assert_eq!(converse_calls(&emulator), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -117,13 +119,7 @@ async fn a_limit_reaches_the_scan_so_only_needed_rows_are_sent() {
     let (ctx, dir) = setup(&emulator).await;
     let out = run(&ctx, "SELECT m.answer FROM files.unrelated_questions AS d JOIN bedrock_default_model AS m LIMIT 1").await;
     assert_eq!(out.lines().count(), 5, "{out}");
-    assert_eq!(
-        emulator
-            .stats()
-            .snapshot()
-            .count(Some(TITAN), Some("Converse"), None),
-        1
-    );
+    assert_eq!(converse_calls(&emulator), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
