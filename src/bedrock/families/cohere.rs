@@ -152,31 +152,21 @@ pub(super) fn decode_embed(raw: &[u8]) -> Result<(Vec<Vec<f32>>, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bedrock::families::common::tests::chat_fixture;
     use crate::bedrock::families::{
         decode_embed_response, decode_text_response, encode_embed_request, encode_text_request,
     };
-    use crate::bedrock::request::{ChatMessage, InferenceParams};
+    use crate::bedrock::request::InferenceParams;
 
     #[test]
     fn chat_requests_encode() {
-        let request = TextRequest {
-            system: Some("Be terse.".into()),
-            messages: vec![
-                ChatMessage::user("Hi"),
-                ChatMessage::assistant("Hello."),
-                ChatMessage {
-                    role: ChatRole::User,
-                    texts: vec!["Sky?".into(), "One word.".into()],
-                },
-            ],
-            params: InferenceParams {
-                max_tokens: Some(300),
-                temperature: Some(0.3),
-                top_p: Some(0.75),
-                stop: vec!["END".into()],
-                extra: Some(json!({"k": 10})),
-            },
-        };
+        let request = chat_fixture(InferenceParams {
+            max_tokens: Some(300),
+            temperature: Some(0.3),
+            top_p: Some(0.75),
+            stop: vec!["END".into()],
+            extra: Some(json!({"k": 10})),
+        });
         assert_eq!(
             encode_text_request(CHAT, &request).unwrap(),
             json!({

@@ -353,9 +353,26 @@ fn snippet(raw: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::bedrock::request::ChatMessage;
+    use crate::bedrock::request::{ChatMessage, ChatRole, InferenceParams};
+
+    /// A system prompt and a three-turn conversation whose last turn has two blocks: the
+    /// request most family tests encode.
+    pub(crate) fn chat_fixture(params: InferenceParams) -> TextRequest {
+        TextRequest {
+            system: Some("Be terse.".into()),
+            messages: vec![
+                ChatMessage::user("Hi"),
+                ChatMessage::assistant("Hello."),
+                ChatMessage {
+                    role: ChatRole::User,
+                    texts: vec!["Sky?".into(), "One word.".into()],
+                },
+            ],
+            params,
+        }
+    }
     use serde_json::json;
 
     #[test]

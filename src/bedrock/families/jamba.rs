@@ -66,29 +66,19 @@ pub(super) fn decode(raw: &[u8]) -> Result<TextResponse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bedrock::families::common::tests::chat_fixture;
     use crate::bedrock::families::{decode_text_response, encode_text_request};
-    use crate::bedrock::request::{ChatMessage, InferenceParams};
+    use crate::bedrock::request::InferenceParams;
 
     #[test]
     fn requests_encode() {
-        let request = TextRequest {
-            system: Some("Be terse.".into()),
-            messages: vec![
-                ChatMessage::user("Hi"),
-                ChatMessage::assistant("Hello."),
-                ChatMessage {
-                    role: ChatRole::User,
-                    texts: vec!["Sky?".into(), "One word.".into()],
-                },
-            ],
-            params: InferenceParams {
-                max_tokens: Some(100),
-                temperature: Some(0.4),
-                top_p: Some(0.8),
-                stop: vec!["##".into()],
-                extra: Some(json!({"n": 1})),
-            },
-        };
+        let request = chat_fixture(InferenceParams {
+            max_tokens: Some(100),
+            temperature: Some(0.4),
+            top_p: Some(0.8),
+            stop: vec!["##".into()],
+            extra: Some(json!({"n": 1})),
+        });
         assert_eq!(
             encode_text_request(JAMBA, &request).unwrap(),
             json!({

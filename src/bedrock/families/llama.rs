@@ -75,8 +75,9 @@ pub(super) fn decode(raw: &[u8]) -> Result<TextResponse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bedrock::families::common::tests::chat_fixture;
     use crate::bedrock::families::{decode_text_response, encode_text_request};
-    use crate::bedrock::request::{ChatMessage, InferenceParams};
+    use crate::bedrock::request::InferenceParams;
     use serde_json::json;
 
     #[test]
@@ -104,18 +105,7 @@ mod tests {
 
     #[test]
     fn system_and_history_become_turns() {
-        let request = TextRequest {
-            system: Some("Be terse.".into()),
-            messages: vec![
-                ChatMessage::user("Hi"),
-                ChatMessage::assistant("Hello."),
-                ChatMessage {
-                    role: ChatRole::User,
-                    texts: vec!["Sky?".into(), "One word.".into()],
-                },
-            ],
-            params: InferenceParams::default(),
-        };
+        let request = chat_fixture(InferenceParams::default());
         assert_eq!(
             encode_text_request(LLAMA, &request).unwrap(),
             json!({
