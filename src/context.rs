@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
@@ -18,9 +19,11 @@ use crate::bedrock::params::suggest;
 use crate::catalog::model::ModelSpec;
 use crate::catalog::{Catalog, ModelEntry};
 use crate::error::Error;
+use crate::plan::conversation::{BedrockQueryPlanner, ConversationInputOrder};
 use crate::plan::model_table::ModelTable;
 use crate::plan::rewrite::ModelRelationRule;
 use crate::sql::parser::{BedrockStatement, ParsedStatement, QualifiedName, parse_sql};
+use crate::udf::model_call::ModelCall;
 use crate::udf::predict::PredictUdf;
 
 /// A session that runs DataFusion SQL plus the extension's statements.
@@ -55,8 +58,16 @@ fn joined(name: &QualifiedName) -> String {
 }
 
 impl BedrockContext {
-    /// Wraps a session.
+    /// Wraps a session: the returned context shares its catalogs, tables, functions and
+    /// settings, and adds the extension's statements, the model-relation rewrite and the query
+    /// planner of the conversational modes ([`BedrockQueryPlanner`], which replaces the
+    /// session's query planner and delegates everything else to DataFusion's).
     pub fn new(ctx: SessionContext) -> Self {
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_query_planner(Arc::new(BedrockQueryPlanner))
+            .with_physical_optimizer_rule(Arc::new(ConversationInputOrder))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.add_analyzer_rule(Arc::new(ModelRelationRule));
         Self {
             ctx,
@@ -306,13 +317,15 @@ impl BedrockContext {
                     .check_text_model(&spec.model_id)
                     .await
                     .map_err(from_error)?;
-                let udf = Arc::new(PredictUdf::new(spec.clone(), engine).into_scalar_udf());
+                let udf =
+                    Arc::new(PredictUdf::new(spec.clone(), Arc::clone(&engine)).into_scalar_udf());
                 self.ctx.register_udf(ScalarUDF::clone(&udf));
                 if replacing {
                     self.ctx.deregister_table(name.as_str())?;
                 }
+                let call = ModelCall::new(spec.clone(), engine);
                 self.ctx
-                    .register_table(name.as_str(), Arc::new(ModelTable::new(spec.clone(), udf)))?;
+                    .register_table(name.as_str(), Arc::new(ModelTable::new(call, udf)))?;
                 self.catalog.put_model(ModelEntry { spec, info });
                 self.model_status(&name, "ready")
             }

@@ -12,18 +12,21 @@ use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::model::ModelSpec;
+use crate::udf::model_call::ModelCall;
 
 /// The relation of a model.
 #[derive(Debug)]
 pub struct ModelTable {
-    spec: ModelSpec,
+    call: ModelCall,
     udf: Arc<ScalarUDF>,
     schema: SchemaRef,
 }
 
 impl ModelTable {
-    /// The relation of `spec`, answered by `udf`.
-    pub fn new(spec: ModelSpec, udf: Arc<ScalarUDF>) -> Self {
+    /// The relation of a model, answered by `udf` (its predict UDF) or, in the
+    /// conversational modes, by `call` directly.
+    pub fn new(call: ModelCall, udf: Arc<ScalarUDF>) -> Self {
+        let spec = call.spec();
         let fields: Vec<Field> = spec
             .input_columns()
             .into_iter()
@@ -32,14 +35,19 @@ impl ModelTable {
             .collect();
         Self {
             schema: Arc::new(Schema::new(fields)),
-            spec,
+            call,
             udf,
         }
     }
 
     /// The model.
     pub fn spec(&self) -> &ModelSpec {
-        &self.spec
+        self.call.spec()
+    }
+
+    /// The model and its engine.
+    pub fn call(&self) -> &ModelCall {
+        &self.call
     }
 
     /// Its predict UDF.
@@ -65,8 +73,8 @@ impl TableProvider for ModelTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let name = &self.spec.name;
-        let inputs = self.spec.input_columns();
+        let name = &self.spec().name;
+        let inputs = self.spec().input_columns();
         Err(DataFusionError::Plan(format!(
             "Model '{name}' answers rows it is given: join it with data (SELECT * FROM data AS d JOIN {name} AS m) or give its inputs (SELECT * FROM {name} WHERE {} = '…')",
             inputs.join(" = '…' AND ")

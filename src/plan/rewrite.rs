@@ -19,12 +19,14 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::expr::BinaryExpr;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
-    Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF,
+    Expr, Extension, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF,
 };
 use datafusion::optimizer::AnalyzerRule;
 
+use super::conversation::ConversationNode;
 use super::model_table::ModelTable;
-use crate::catalog::model::ModelSpec;
+use crate::catalog::model::{Mode, ModelSpec};
+use crate::udf::model_call::ModelCall;
 
 /// Rewrites model relations (see the module docs).
 #[derive(Debug, Default)]
@@ -33,6 +35,7 @@ pub struct ModelRelationRule;
 /// A model relation found in a plan: its spec, UDF and qualifier (alias or name).
 struct Found {
     spec: ModelSpec,
+    call: ModelCall,
     udf: Arc<ScalarUDF>,
     qualifier: TableReference,
 }
@@ -44,6 +47,7 @@ fn model_of(plan: &LogicalPlan) -> Option<Found> {
             let table = provider.downcast_ref::<ModelTable>()?;
             Some(Found {
                 spec: table.spec().clone(),
+                call: table.call().clone(),
                 udf: Arc::clone(table.udf()),
                 qualifier: scan.table_name.clone(),
             })
@@ -61,6 +65,36 @@ fn predict(found: &Found, args: Vec<Expr>) -> Expr {
         .udf
         .call(args)
         .alias_qualified(Some(found.qualifier.clone()), found.spec.target.clone())
+}
+
+/// `exprs` (the data's columns and the model's copies of its inputs) plus the model's answer
+/// computed from `args`, over `input`: a predict call for `default` models; for the
+/// conversational modes, a [`ConversationNode`] that sees every row, under the projection.
+fn answer(
+    input: Arc<LogicalPlan>,
+    mut exprs: Vec<Expr>,
+    args: Vec<Expr>,
+    found: &Found,
+) -> Result<LogicalPlan> {
+    if found.spec.mode == Mode::Default {
+        exprs.push(predict(found, args));
+        return LogicalPlanBuilder::from(input).project(exprs)?.build();
+    }
+    let node = ConversationNode::try_new(
+        found.call.clone(),
+        Arc::unwrap_or_clone(input),
+        args,
+        found.qualifier.clone(),
+    )?;
+    exprs.push(Expr::Column(Column::new(
+        Some(found.qualifier.clone()),
+        found.spec.target.clone(),
+    )));
+    LogicalPlanBuilder::from(LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    }))
+    .project(exprs)?
+    .build()
 }
 
 /// `FROM data JOIN model`: one prediction per data row.
@@ -91,8 +125,7 @@ fn rewrite_join(data: Arc<LogicalPlan>, found: &Found) -> Result<LogicalPlan> {
         args.push(Expr::Column(column.clone()));
         exprs.push(Expr::Column(column).alias_qualified(Some(found.qualifier.clone()), input));
     }
-    exprs.push(predict(found, args));
-    LogicalPlanBuilder::from(data).project(exprs)?.build()
+    answer(data, exprs, args, found)
 }
 
 /// `FROM model WHERE input = 'value' AND …`: one prediction from the given inputs.
@@ -147,8 +180,8 @@ fn rewrite_filter(predicate: Expr, found: &Found) -> Result<LogicalPlan> {
         args.push(value.clone());
         exprs.push(value.alias_qualified(Some(found.qualifier.clone()), input.clone()));
     }
-    exprs.push(predict(found, args));
-    let mut builder = LogicalPlanBuilder::empty(true).project(exprs)?;
+    let one_row = LogicalPlanBuilder::empty(true).build()?;
+    let mut builder = LogicalPlanBuilder::from(answer(Arc::new(one_row), exprs, args, found)?);
     if let Some(rest) = conjunction(rest) {
         builder = builder.filter(rest)?;
     }

@@ -1,3 +1,4 @@
 //! Async UDFs that call Bedrock.
 
+pub mod model_call;
 pub mod predict;
