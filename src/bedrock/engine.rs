@@ -10,7 +10,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, InferenceConfiguration, Message, SystemContentBlock,
+    ContentBlock, ConversationRole, InferenceConfiguration, Message, SpecificToolChoice,
+    SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use aws_smithy_types::Document;
@@ -20,7 +21,8 @@ use super::cache::{CacheKey, ResponseCache, Source, cache_key};
 use super::config::{CredentialSource, EngineConfig};
 use super::families::{self, EmbedOptions, ModelFamily};
 use super::limiter::Limiter;
-use super::request::{ChatRole, TextRequest, TextResponse};
+use super::budget::Budget;
+use super::request::{CallInfo, ChatRole, TextRequest, TextResponse};
 use super::retry::{CallFailure, FailureKind, RetryPolicy};
 use super::usage::{ModelCounters, Usage, UsageSnapshot};
 use crate::error::{Error, Result};
@@ -369,6 +371,18 @@ impl Engine {
         target: &ModelTarget,
         requests: &[Option<TextRequest>],
     ) -> RowResults<TextResponse> {
+        self.generate_with(target, requests, &CallOptions::default())
+            .await
+    }
+
+    /// [`Engine::generate`] under a query's [`CallOptions`] (its budget). Each answer's
+    /// [`TextResponse::call`] says whether it cost a request, and its retries and latency.
+    pub async fn generate_with(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        requests: &[Option<TextRequest>],
+        options: &CallOptions,
+    ) -> RowResults<TextResponse> {
         let counters = self.usage.model(&target.model_id);
         let limiter = self.limiter(&target.model_id);
         let groups = group_by_key(requests.iter().map(|r| {
@@ -381,7 +395,9 @@ impl Engine {
         let mut calls = Vec::with_capacity(groups.distinct.len());
         for (slot, (key, first)) in groups.distinct.iter().enumerate() {
             if let Some(request) = &requests[*first] {
-                calls.push(self.answer_distinct(slot, *key, target, request, &limiter, &counters));
+                calls.push(self.answer_distinct(
+                    slot, *key, target, request, &limiter, &counters, options,
+                ));
             }
         }
         let mut answers: Vec<Shared<TextResponse>> = vec![None; groups.distinct.len()];
@@ -389,9 +405,22 @@ impl Engine {
         while let Some((slot, result)) = stream.next().await {
             answers[slot] = Some(result);
         }
-        spread(&groups.slots, &answers)
+        let mut rows = spread(&groups.slots, &answers);
+        // A row repeating an earlier row of the batch was answered without a request.
+        for (row, slot) in groups.slots.iter().enumerate() {
+            if let (Some(slot), Some(Ok(answer))) = (slot, rows[row].as_mut())
+                && groups.distinct[*slot].1 != row
+            {
+                answer.call = CallInfo {
+                    cache_hit: true,
+                    ..CallInfo::default()
+                };
+            }
+        }
+        rows
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn answer_distinct(
         &self,
         slot: usize,
@@ -400,14 +429,23 @@ impl Engine {
         request: &TextRequest,
         limiter: &Arc<Limiter>,
         counters: &ModelCounters,
+        options: &CallOptions,
     ) -> (
         usize,
         std::result::Result<Arc<TextResponse>, Arc<CallFailure>>,
     ) {
-        let fetch = self.call_text(target, request, limiter, counters);
+        let fetch = self.call_text(target, request, limiter, counters, options);
         let (result, source) = self.text_cache.get_or_fetch(key, fetch).await;
-        if source != Source::Fetched && result.is_ok() {
+        if source != Source::Fetched
+            && let Ok(answer) = &result
+        {
             counters.cache_hit();
+            let mut served = TextResponse::clone(answer);
+            served.call = CallInfo {
+                cache_hit: true,
+                ..CallInfo::default()
+            };
+            return (slot, Ok(Arc::new(served)));
         }
         (slot, result)
     }
@@ -418,18 +456,40 @@ impl Engine {
         request: &TextRequest,
         limiter: &Arc<Limiter>,
         counters: &ModelCounters,
+        options: &CallOptions,
     ) -> std::result::Result<TextResponse, CallFailure> {
-        let reserve = request.estimated_input_tokens()
-            + request
-                .params
-                .max_tokens
-                .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
-        self.with_retries(&target.model_id, limiter, counters, reserve, || async {
-            let response = self.call_text_once(target, request).await?;
-            let (input, output) = (response.input_tokens, response.output_tokens);
-            Ok((response, input, output))
-        })
-        .await
+        let output_reserve = request
+            .params
+            .max_tokens
+            .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
+        let input_estimate = request.estimated_input_tokens();
+        let price = self.usage.price(&target.model_id);
+        let budget = options.budget.as_deref().map(|budget| BudgetGuard {
+            budget,
+            estimate_usd: cost_usd(price, input_estimate, output_reserve),
+            price,
+        });
+        let (mut response, attempts) = self
+            .with_retries(
+                &target.model_id,
+                limiter,
+                counters,
+                input_estimate + output_reserve,
+                budget.as_ref(),
+                || async {
+                    let response = self.call_text_once(target, request).await?;
+                    let (input, output) = (response.input_tokens, response.output_tokens);
+                    Ok((response, input, output))
+                },
+            )
+            .await?;
+        response.call = CallInfo {
+            cache_hit: false,
+            retries: attempts.retries,
+            throttles: attempts.throttles,
+            latency_ms: attempts.latency_ms,
+        };
+        Ok(response)
     }
 
     /// Runs attempts until one succeeds, a failure is fatal or the retries run out. Every
@@ -441,30 +501,50 @@ impl Engine {
         limiter: &Arc<Limiter>,
         counters: &ModelCounters,
         reserve: u64,
+        budget: Option<&BudgetGuard<'_>>,
         mut attempt_once: F,
-    ) -> std::result::Result<T, CallFailure>
+    ) -> std::result::Result<(T, Attempts), CallFailure>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<(T, u64, u64), CallFailure>>,
     {
         let mut attempt = 0;
+        let mut throttles = 0;
         loop {
             let permit = limiter.acquire(reserve).await;
+            let reservation = match budget {
+                Some(guard) => Some(guard.budget.admit(guard.estimate_usd)?),
+                None => None,
+            };
             counters.request();
             if attempt > 0 {
                 counters.retry();
             }
             let started = Instant::now();
-            let failure = match attempt_once().await {
+            let outcome = attempt_once().await;
+            if let (Some(guard), Some(reservation)) = (budget, reservation) {
+                let actual = match &outcome {
+                    Ok((_, input, output)) => cost_usd(guard.price, *input, *output),
+                    Err(_) => 0.0,
+                };
+                guard.budget.settle(reservation, actual);
+            }
+            let failure = match outcome {
                 Ok((value, input, output)) => {
                     permit.succeeded(input + output);
                     let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     counters.success(input, output, latency);
-                    return Ok(value);
+                    let attempts = Attempts {
+                        retries: attempt,
+                        throttles,
+                        latency_ms: latency,
+                    };
+                    return Ok((value, attempts));
                 }
                 Err(failure) => failure,
             };
             if failure.kind == FailureKind::Throttled {
+                throttles += 1;
                 counters.throttle();
                 permit.throttled();
             } else {
@@ -487,6 +567,10 @@ impl Engine {
     ) -> std::result::Result<TextResponse, CallFailure> {
         match target.api {
             Api::Converse => self.converse_once(&target.model_id, request).await,
+            Api::Invoke if request.tool.is_some() => Err(CallFailure::fatal(
+                "InvalidRequest",
+                "structured output (a forced tool) needs the Converse API: use api = 'converse'",
+            )),
             Api::Invoke => {
                 let family = ModelFamily::from_model_id(&target.model_id).ok_or_else(|| {
                     CallFailure::fatal(
@@ -555,7 +639,30 @@ impl Engine {
         if let Some(extra) = &p.extra {
             call = call.additional_model_request_fields(to_document(extra));
         }
+        if let Some(tool) = &request.tool {
+            let spec = ToolSpecification::builder()
+                .name(&tool.name)
+                .description(&tool.description)
+                .input_schema(ToolInputSchema::Json(to_document(&tool.schema)))
+                .build()
+                .map_err(|e| invalid(&e))?;
+            let choice = SpecificToolChoice::builder()
+                .name(&tool.name)
+                .build()
+                .map_err(|e| invalid(&e))?;
+            let config = ToolConfiguration::builder()
+                .tools(Tool::ToolSpec(spec))
+                .tool_choice(ToolChoice::Tool(choice))
+                .build()
+                .map_err(|e| invalid(&e))?;
+            call = call.tool_config(config);
+        }
         let out = call.send().await.map_err(|e| CallFailure::from_sdk(&e))?;
+        let tool_input = out
+            .output()
+            .and_then(|o| o.as_message().ok())
+            .and_then(|m| m.content().iter().find_map(|c| c.as_tool_use().ok()))
+            .map(|t| from_document(t.input()));
         let text = out
             .output()
             .and_then(|o| o.as_message().ok())
@@ -578,6 +685,8 @@ impl Engine {
             input_tokens,
             output_tokens,
             stop_reason: out.stop_reason().as_str().to_string(),
+            tool_input,
+            call: CallInfo::default(),
         })
     }
 
@@ -701,7 +810,7 @@ impl Engine {
             .map(|t| (t.chars().count() as u64).div_ceil(4))
             .sum::<u64>()
             .max(1);
-        self.with_retries(model_id, limiter, counters, reserve, || async {
+        self.with_retries(model_id, limiter, counters, reserve, None, || async {
             let out = self
                 .runtime
                 .invoke_model()
@@ -717,6 +826,7 @@ impl Engine {
             Ok((vectors, tokens, 0))
         })
         .await
+        .map(|(vectors, _)| vectors)
     }
 
     /// The default per-attempt timeout, for callers that bound whole batches.
@@ -746,6 +856,36 @@ fn with_attempts(mut failure: CallFailure, attempts: u32) -> CallFailure {
 
 /// The outcome of one distinct input, shared by every row that repeats it.
 type Shared<T> = Option<std::result::Result<Arc<T>, Arc<CallFailure>>>;
+
+/// What a query asks of the calls it makes.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// The query's spending limits, shared by all its calls.
+    pub budget: Option<Arc<Budget>>,
+}
+
+/// A budget with the estimate and price of one request's attempts.
+struct BudgetGuard<'a> {
+    budget: &'a Budget,
+    estimate_usd: f64,
+    price: Option<(f64, f64)>,
+}
+
+/// How a call went before it succeeded.
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    retries: u32,
+    throttles: u32,
+    latency_ms: u64,
+}
+
+/// Estimated USD of tokens at a price per 1K input and output tokens (0 when unknown).
+#[allow(clippy::cast_precision_loss)]
+fn cost_usd(price: Option<(f64, f64)>, input_tokens: u64, output_tokens: u64) -> f64 {
+    price.map_or(0.0, |(input, output)| {
+        (input_tokens as f64 * input + output_tokens as f64 * output) / 1000.0
+    })
+}
 
 /// One result per row from the results of the distinct inputs.
 fn spread<T: Clone>(slots: &[Option<usize>], shared: &[Shared<T>]) -> RowResults<T> {
@@ -807,6 +947,28 @@ pub(crate) fn to_document(value: &serde_json::Value) -> Document {
         serde_json::Value::Object(map) => Document::Object(
             map.iter()
                 .map(|(k, v)| (k.clone(), to_document(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The JSON value of a Smithy document.
+pub(crate) fn from_document(document: &Document) -> serde_json::Value {
+    use aws_smithy_types::Number;
+    match document {
+        Document::Null => serde_json::Value::Null,
+        Document::Bool(b) => serde_json::Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => serde_json::Value::from(*u),
+        Document::Number(Number::NegInt(i)) => serde_json::Value::from(*i),
+        Document::Number(Number::Float(f)) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Document::String(s) => serde_json::Value::String(s.clone()),
+        Document::Array(items) => {
+            serde_json::Value::Array(items.iter().map(from_document).collect())
+        }
+        Document::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_document(v)))
                 .collect(),
         ),
     }

@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod engine;

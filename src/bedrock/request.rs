@@ -59,6 +59,18 @@ pub struct InferenceParams {
     pub extra: Option<serde_json::Value>,
 }
 
+/// A tool the model must call, whose input is the structured answer (Converse tool use with
+/// `toolChoice` naming it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The tool's name.
+    pub name: String,
+    /// What the tool is for, as the model reads it.
+    pub description: String,
+    /// The JSON Schema of the tool's input.
+    pub schema: serde_json::Value,
+}
+
 /// A text-generation request: an optional system prompt and a conversation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TextRequest {
@@ -68,6 +80,9 @@ pub struct TextRequest {
     pub messages: Vec<ChatMessage>,
     /// Inference parameters.
     pub params: InferenceParams,
+    /// A tool the model is forced to call: the answer is its input (structured output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolSpec>,
 }
 
 impl TextRequest {
@@ -77,6 +92,7 @@ impl TextRequest {
             system: None,
             messages: vec![ChatMessage::user(text)],
             params,
+            tool: None,
         }
     }
 
@@ -106,4 +122,24 @@ pub struct TextResponse {
     /// Why generation stopped, normalised to Converse's vocabulary: `end_turn`, `max_tokens`,
     /// `stop_sequence`, `tool_use`, `content_filtered`, `guardrail_intervened`.
     pub stop_reason: String,
+    /// The input of the forced tool's call, when the request had a [`ToolSpec`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_input: Option<serde_json::Value>,
+    /// How this answer was obtained (not cached with it).
+    #[serde(skip)]
+    pub call: CallInfo,
+}
+
+/// How one answer was obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallInfo {
+    /// Served from the cache or by an identical request of the same batch or in flight:
+    /// no request was sent for it.
+    pub cache_hit: bool,
+    /// Attempts retried before the answer came.
+    pub retries: u32,
+    /// Attempts refused by throttling among them.
+    pub throttles: u32,
+    /// Milliseconds of the successful attempt.
+    pub latency_ms: u64,
 }

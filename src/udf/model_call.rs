@@ -97,6 +97,7 @@ impl ModelCall {
 
     fn request(&self, messages: Vec<ChatMessage>) -> TextRequest {
         TextRequest {
+            tool: None,
             system: self.spec.system_prompt.clone(),
             messages,
             params: self.spec.params.clone(),

@@ -92,6 +92,7 @@ mod tests {
     #[test]
     fn requests_encode() {
         let request = TextRequest {
+            tool: None,
             system: Some("You are terse.".into()),
             messages: vec![
                 ChatMessage::user("Hi"),
@@ -141,6 +142,7 @@ mod tests {
             })
         );
         let request = TextRequest {
+            tool: None,
             messages: vec![
                 ChatMessage::user("JSON please"),
                 ChatMessage::assistant("{"),
@@ -163,6 +165,7 @@ mod tests {
     #[test]
     fn invalid_requests_are_refused() {
         let request = TextRequest {
+            tool: None,
             messages: vec![ChatMessage::assistant("Hi")],
             ..Default::default()
         };
@@ -196,6 +199,8 @@ mod tests {
         assert_eq!(
             decode_text_response(CLAUDE, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Blue.".into(),
                 input_tokens: 14,
                 output_tokens: 5,
@@ -206,6 +211,8 @@ mod tests {
         assert_eq!(
             decode_text_response(CLAUDE, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "The sky is blue".into(),
                 input_tokens: 3,
                 output_tokens: 9,

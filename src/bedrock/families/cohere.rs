@@ -196,6 +196,8 @@ mod tests {
         assert_eq!(
             decode_text_response(CHAT, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Blue.".into(),
                 input_tokens: 0,
                 output_tokens: 0,
@@ -206,6 +208,8 @@ mod tests {
         assert_eq!(
             decode_text_response(CHAT, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "The sky".into(),
                 input_tokens: 6,
                 output_tokens: 2,

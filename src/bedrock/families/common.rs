@@ -305,6 +305,8 @@ impl<'a> Body<'a> {
     ) -> TextResponse {
         let intervened = self.opt_str("/amazon-bedrock-guardrailAction") == Some("INTERVENED");
         TextResponse {
+            tool_input: None,
+            call: Default::default(),
             text,
             input_tokens,
             output_tokens,
@@ -361,6 +363,7 @@ pub(crate) mod tests {
     /// request most family tests encode.
     pub(crate) fn chat_fixture(params: InferenceParams) -> TextRequest {
         TextRequest {
+            tool: None,
             system: Some("Be terse.".into()),
             messages: vec![
                 ChatMessage::user("Hi"),
@@ -428,6 +431,7 @@ pub(crate) mod tests {
     #[test]
     fn turns_merge_consecutive_roles() {
         let request = TextRequest {
+            tool: None,
             messages: vec![
                 ChatMessage::user("a"),
                 ChatMessage::user("b"),
@@ -468,6 +472,7 @@ pub(crate) mod tests {
             "Mistral AI request has no messages; add at least one user message"
         );
         let blank = TextRequest {
+            tool: None,
             messages: vec![ChatMessage {
                 role: ChatRole::User,
                 texts: vec![],
@@ -482,6 +487,7 @@ pub(crate) mod tests {
              one text"
         );
         let prefill = TextRequest {
+            tool: None,
             messages: vec![ChatMessage::user("q"), ChatMessage::assistant("a")],
             ..Default::default()
         };

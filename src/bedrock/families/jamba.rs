@@ -108,6 +108,8 @@ mod tests {
         assert_eq!(
             decode_text_response(JAMBA, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Blue.".into(),
                 input_tokens: 17,
                 output_tokens: 4,
@@ -118,6 +120,8 @@ mod tests {
         assert_eq!(
             decode_text_response(JAMBA, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "The".into(),
                 input_tokens: 17,
                 output_tokens: 1,

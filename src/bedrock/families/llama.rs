@@ -143,6 +143,8 @@ mod tests {
         assert_eq!(
             decode_text_response(LLAMA, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Blue.".into(),
                 input_tokens: 21,
                 output_tokens: 3,
@@ -153,6 +155,8 @@ mod tests {
         assert_eq!(
             decode_text_response(LLAMA, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "The sky is".into(),
                 input_tokens: 21,
                 output_tokens: 3,

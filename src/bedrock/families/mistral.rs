@@ -123,6 +123,7 @@ mod tests {
     #[test]
     fn system_and_history() {
         let request = TextRequest {
+            tool: None,
             system: Some("Be terse.".into()),
             ..TextRequest::prompt("Sky colour?", InferenceParams::default())
         };
@@ -131,6 +132,7 @@ mod tests {
             json!({"prompt": "<s>[INST] Be terse.\n\nSky colour? [/INST]"})
         );
         let request = TextRequest {
+            tool: None,
             system: Some("Be terse.".into()),
             messages: vec![
                 ChatMessage::user("u1"),
@@ -152,6 +154,8 @@ mod tests {
         assert_eq!(
             decode_text_response(MISTRAL, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: " Blue.".into(),
                 input_tokens: 0,
                 output_tokens: 0,
@@ -167,6 +171,8 @@ mod tests {
         assert_eq!(
             decode_text_response(MISTRAL, chat).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Blue.".into(),
                 input_tokens: 8,
                 output_tokens: 3,

@@ -83,6 +83,7 @@ mod tests {
     #[test]
     fn requests_encode() {
         let request = TextRequest {
+            tool: None,
             system: Some("You are terse.".into()),
             messages: vec![
                 ChatMessage::user("Hi"),
@@ -132,6 +133,7 @@ mod tests {
             })
         );
         let request = TextRequest {
+            tool: None,
             messages: vec![
                 ChatMessage::user("a"),
                 ChatMessage::user("b"),
@@ -150,6 +152,7 @@ mod tests {
             })
         );
         let request = TextRequest {
+            tool: None,
             messages: vec![ChatMessage::assistant("Hi"), ChatMessage::user("Hi")],
             ..Default::default()
         };
@@ -167,6 +170,8 @@ mod tests {
         assert_eq!(
             decode_text_response(NOVA, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Blue.".into(),
                 input_tokens: 12,
                 output_tokens: 2,
@@ -177,6 +182,8 @@ mod tests {
         assert_eq!(
             decode_text_response(NOVA, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Long".into(),
                 input_tokens: 3,
                 output_tokens: 1,
@@ -187,6 +194,8 @@ mod tests {
         assert_eq!(
             decode_text_response(NOVA, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: String::new(),
                 input_tokens: 0,
                 output_tokens: 0,

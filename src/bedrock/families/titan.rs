@@ -181,6 +181,7 @@ mod tests {
     #[test]
     fn conversations_become_chat_transcripts() {
         let request = TextRequest {
+            tool: None,
             system: Some("Answer in one word.".into()),
             messages: vec![
                 ChatMessage::user("Sky colour?"),
@@ -203,6 +204,7 @@ mod tests {
             })
         );
         let with_system = TextRequest {
+            tool: None,
             system: Some("Be terse.".into()),
             ..TextRequest::prompt("Hi", InferenceParams::default())
         };
@@ -211,6 +213,7 @@ mod tests {
             json!({"inputText": "Be terse.\n\nUser: Hi\nBot:"})
         );
         let history = TextRequest {
+            tool: None,
             messages: vec![
                 ChatMessage::user("Hi"),
                 ChatMessage::assistant("Hello!"),
@@ -227,6 +230,7 @@ mod tests {
     #[test]
     fn a_trailing_assistant_message_is_refused() {
         let request = TextRequest {
+            tool: None,
             messages: vec![ChatMessage::user("Hi"), ChatMessage::assistant("Hel")],
             ..Default::default()
         };
@@ -244,6 +248,8 @@ mod tests {
         assert_eq!(
             decode_text_response(TEXT, body).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "\nBlue.".into(),
                 input_tokens: 5,
                 output_tokens: 3,
@@ -267,6 +273,8 @@ mod tests {
         assert_eq!(
             decode_text_response(TEXT, guarded).unwrap(),
             TextResponse {
+                tool_input: None,
+                call: Default::default(),
                 text: "Sorry, I cannot help.".into(),
                 input_tokens: 4,
                 output_tokens: 9,
