@@ -19,8 +19,9 @@ use crate::bedrock::params::suggest;
 use crate::catalog::model::ModelSpec;
 use crate::catalog::{Catalog, ModelEntry};
 use crate::error::Error;
-use crate::plan::conversation::{BedrockQueryPlanner, ConversationInputOrder};
+use crate::plan::model_node::{BedrockQueryPlanner, ModelInputOrder};
 use crate::plan::model_table::ModelTable;
+use crate::plan::options::BedrockOptions;
 use crate::plan::rewrite::ModelRelationRule;
 use crate::sql::parser::{BedrockStatement, ParsedStatement, QualifiedName, parse_sql};
 use crate::udf::model_call::ModelCall;
@@ -65,8 +66,14 @@ impl BedrockContext {
     pub fn new(ctx: SessionContext) -> Self {
         let state = SessionStateBuilder::new_from_existing(ctx.state())
             .with_query_planner(Arc::new(BedrockQueryPlanner))
-            .with_physical_optimizer_rule(Arc::new(ConversationInputOrder))
+            .with_physical_optimizer_rule(Arc::new(ModelInputOrder))
             .build();
+        let mut state = state;
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(BedrockOptions::default());
         let ctx = SessionContext::new_with_state(state);
         ctx.add_analyzer_rule(Arc::new(ModelRelationRule));
         Self {

@@ -51,7 +51,10 @@ impl Budget {
 
     /// Counts rows answered (for the message of an exceeded budget).
     pub fn rows_answered(&self, rows: u64) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).rows_answered += rows;
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rows_answered += rows;
     }
 
     /// Admits one attempt whose cost may reach `estimate_usd`, or refuses it with a fatal

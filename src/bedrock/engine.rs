@@ -17,11 +17,11 @@ use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use aws_smithy_types::Document;
 use futures::StreamExt;
 
+use super::budget::Budget;
 use super::cache::{CacheKey, ResponseCache, Source, cache_key};
 use super::config::{CredentialSource, EngineConfig};
 use super::families::{self, EmbedOptions, ModelFamily};
 use super::limiter::Limiter;
-use super::budget::Budget;
 use super::request::{CallInfo, ChatRole, TextRequest, TextResponse};
 use super::retry::{CallFailure, FailureKind, RetryPolicy};
 use super::usage::{ModelCounters, Usage, UsageSnapshot};
@@ -258,6 +258,19 @@ impl Engine {
         self.usage.snapshot()
     }
 
+    /// A model's price (USD per 1K input tokens, per 1K output tokens): the override, else
+    /// the built-in on-demand list price, else `None`.
+    pub fn price(&self, model_id: &str) -> Option<(f64, f64)> {
+        self.usage.price(model_id)
+    }
+
+    /// Estimated USD of a call's tokens at the model's price (`None` when it is unknown).
+    #[allow(clippy::cast_precision_loss)]
+    pub fn cost_usd(&self, model_id: &str, input_tokens: u64, output_tokens: u64) -> Option<f64> {
+        self.price(model_id)
+            .map(|price| cost_usd(Some(price), input_tokens, output_tokens))
+    }
+
     /// Overrides a model's price (USD per 1K input tokens, per 1K output tokens).
     pub fn set_price(&self, model_id: &str, input_per_1k: f64, output_per_1k: f64) {
         self.usage.set_price(model_id, input_per_1k, output_per_1k);
@@ -395,9 +408,9 @@ impl Engine {
         let mut calls = Vec::with_capacity(groups.distinct.len());
         for (slot, (key, first)) in groups.distinct.iter().enumerate() {
             if let Some(request) = &requests[*first] {
-                calls.push(self.answer_distinct(
-                    slot, *key, target, request, &limiter, &counters, options,
-                ));
+                calls.push(
+                    self.answer_distinct(slot, *key, target, request, &limiter, &counters, options),
+                );
             }
         }
         let mut answers: Vec<Shared<TextResponse>> = vec![None; groups.distinct.len()];
@@ -412,7 +425,7 @@ impl Engine {
                 && groups.distinct[*slot].1 != row
             {
                 answer.call = CallInfo {
-                    cache_hit: true,
+                    deduplicated: true,
                     ..CallInfo::default()
                 };
             }
@@ -485,6 +498,7 @@ impl Engine {
             .await?;
         response.call = CallInfo {
             cache_hit: false,
+            deduplicated: false,
             retries: attempts.retries,
             throttles: attempts.throttles,
             latency_ms: attempts.latency_ms,

@@ -133,9 +133,10 @@ pub struct TextResponse {
 /// How one answer was obtained.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallInfo {
-    /// Served from the cache or by an identical request of the same batch or in flight:
-    /// no request was sent for it.
+    /// Served from the cache or by an identical request in flight: no request was sent for it.
     pub cache_hit: bool,
+    /// A repeat of an earlier input of the same batch, answered by that input's request.
+    pub deduplicated: bool,
     /// Attempts retried before the answer came.
     pub retries: u32,
     /// Attempts refused by throttling among them.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::output_schema::OutputSchema;
 use crate::bedrock::engine::Api;
 use crate::bedrock::params::{ParamValue, unknown_parameter};
 use crate::bedrock::request::InferenceParams;
@@ -24,7 +25,30 @@ pub const MODEL_PARAMETERS: &[&str] = &[
     "stop",
     "system_prompt",
     "api",
+    "output_schema",
+    "on_error",
+    "provenance",
 ];
+
+/// What a row whose call failed gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The query fails, naming the row's input and the Bedrock error.
+    #[default]
+    Fail,
+    /// The row's answer is NULL (its provenance says why) and the query goes on.
+    Null,
+}
+
+impl OnError {
+    /// The name used in SQL.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Null => "null",
+        }
+    }
+}
 
 /// How rows become requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,6 +193,12 @@ pub struct ModelSpec {
     pub system_prompt: Option<String>,
     /// Converse or InvokeModel.
     pub api: Api,
+    /// Typed structured output: the answer is a struct of these fields.
+    pub output_schema: Option<OutputSchema>,
+    /// What a failed row gets.
+    pub on_error: OnError,
+    /// Whether a `<target>_meta` column describes each answer.
+    pub provenance: bool,
 }
 
 impl ModelSpec {
@@ -185,6 +215,9 @@ impl ModelSpec {
         let mut inference = InferenceParams::default();
         let mut system_prompt = None;
         let mut api = Api::Converse;
+        let mut output_schema = None;
+        let mut on_error = OnError::Fail;
+        let mut provenance = false;
         for (raw_key, value) in params {
             let key = raw_key.to_lowercase();
             match key.as_str() {
@@ -237,8 +270,28 @@ impl ModelSpec {
                         }
                     }
                 }
+                "output_schema" => {
+                    output_schema = Some(OutputSchema::parse(&value.as_text(&key)?)?);
+                }
+                "on_error" => {
+                    on_error = match value.as_text(&key)?.to_lowercase().as_str() {
+                        "fail" => OnError::Fail,
+                        "null" => OnError::Null,
+                        other => {
+                            return Err(Error::InvalidInput(format!(
+                                "Parameter 'on_error' = '{other}' is not supported: use 'fail' (the default: the query fails, naming the row) or 'null' (the row's answer is NULL)"
+                            )));
+                        }
+                    }
+                }
+                "provenance" => provenance = value.as_bool(&key)?,
                 _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
             }
+        }
+        if output_schema.is_some() && api == Api::Invoke {
+            return Err(Error::InvalidInput(
+                "Parameter 'output_schema' needs the Converse API (structured output is a forced tool call): remove api = 'invoke'".into(),
+            ));
         }
         let engine = engine.ok_or_else(|| {
             Error::InvalidInput(format!(
@@ -274,7 +327,15 @@ impl ModelSpec {
             params: inference,
             system_prompt,
             api,
+            output_schema,
+            on_error,
+            provenance,
         })
+    }
+
+    /// The name of the provenance column: `<target>_meta`.
+    pub fn meta_column(&self) -> String {
+        format!("{}_meta", self.target)
     }
 
     /// The input columns a row must provide, in order.
@@ -355,6 +416,15 @@ impl ModelSpec {
                 (!p.stop.is_empty()).then(|| format!("{:?}", p.stop)),
             ),
             ("system_prompt", self.system_prompt.clone()),
+            (
+                "output_schema",
+                self.output_schema.as_ref().map(|o| o.text.clone()),
+            ),
+            (
+                "on_error",
+                (self.on_error != OnError::Fail).then(|| self.on_error.name().to_string()),
+            ),
+            ("provenance", self.provenance.then(|| "true".to_string())),
         ];
         rows.extend(
             optional

@@ -1,6 +1,7 @@
-//! Query planning: models as relations, rewritten into calls of their predict UDF (or, for the
-//! conversational modes, into a plan node that sees every row).
+//! Query planning: models as relations, rewritten into a plan node that answers the rows of
+//! its input ([`model_node::ModelNode`]), and the extension's session options.
 
-pub mod conversation;
+pub mod model_node;
 pub mod model_table;
+pub mod options;
 pub mod rewrite;

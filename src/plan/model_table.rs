@@ -1,5 +1,6 @@
-//! A model as a relation: its schema is its input columns and its target column. It is never
-//! scanned: [`super::rewrite::ModelRelationRule`] replaces it by calls of its predict UDF.
+//! A model as a relation: its schema is its input columns, its target column (text, or a struct
+//! with `output_schema`) and, with `provenance`, `<target>_meta`. It is never scanned:
+//! [`super::rewrite::ModelRelationRule`] replaces it by a model node.
 
 use std::sync::Arc;
 
@@ -26,12 +27,12 @@ impl ModelTable {
     /// The relation of a model, answered by `udf` (its predict UDF) or, in the
     /// conversational modes, by `call` directly.
     pub fn new(call: ModelCall, udf: Arc<ScalarUDF>) -> Self {
-        let spec = call.spec();
-        let fields: Vec<Field> = spec
+        let fields: Vec<Field> = call
+            .spec()
             .input_columns()
             .into_iter()
-            .chain(std::iter::once(spec.target.clone()))
             .map(|name| Field::new(name, DataType::Utf8, true))
+            .chain(call.output_fields())
             .collect();
         Self {
             schema: Arc::new(Schema::new(fields)),

@@ -1,7 +1,7 @@
-//! The analyzer rule that turns model relations into calls of their predict UDF:
+//! The analyzer rule that turns model relations into [`super::model_node::ModelNode`]s:
 //!
 //! - `FROM data [AS d] JOIN model [AS m]` (no ON), or `FROM data, model` →
-//!   `Projection(data.*, m.<inputs> (the data's columns), predict(inputs) AS m.<target>)`;
+//!   `Projection(data.*, m.<inputs> (the data's columns), m.<target>)` over a `ModelNode`;
 //! - `FROM model [AS m] WHERE input = 'literal' AND …` → the same over a one-row relation,
 //!   the other conditions kept as a filter on top.
 //!
@@ -19,13 +19,13 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::expr::BinaryExpr;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
-    Expr, Extension, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF,
+    Expr, Extension, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use super::conversation::ConversationNode;
+use super::model_node::ModelNode;
 use super::model_table::ModelTable;
-use crate::catalog::model::{Mode, ModelSpec};
+use crate::catalog::model::ModelSpec;
 use crate::udf::model_call::ModelCall;
 
 /// Rewrites model relations (see the module docs).
@@ -36,7 +36,6 @@ pub struct ModelRelationRule;
 struct Found {
     spec: ModelSpec,
     call: ModelCall,
-    udf: Arc<ScalarUDF>,
     qualifier: TableReference,
 }
 
@@ -48,7 +47,6 @@ fn model_of(plan: &LogicalPlan) -> Option<Found> {
             Some(Found {
                 spec: table.spec().clone(),
                 call: table.call().clone(),
-                udf: Arc::clone(table.udf()),
                 qualifier: scan.table_name.clone(),
             })
         }
@@ -60,36 +58,26 @@ fn model_of(plan: &LogicalPlan) -> Option<Found> {
     }
 }
 
-fn predict(found: &Found, args: Vec<Expr>) -> Expr {
-    found
-        .udf
-        .call(args)
-        .alias_qualified(Some(found.qualifier.clone()), found.spec.target.clone())
-}
-
-/// `exprs` (the data's columns and the model's copies of its inputs) plus the model's answer
-/// computed from `args`, over `input`: a predict call for `default` models; for the
-/// conversational modes, a [`ConversationNode`] that sees every row, under the projection.
+/// `exprs` (the data's columns and the model's copies of its inputs) plus the model's output
+/// columns, over a [`ModelNode`] answering `input`'s rows from `args`.
 fn answer(
     input: Arc<LogicalPlan>,
     mut exprs: Vec<Expr>,
     args: Vec<Expr>,
     found: &Found,
 ) -> Result<LogicalPlan> {
-    if found.spec.mode == Mode::Default {
-        exprs.push(predict(found, args));
-        return LogicalPlanBuilder::from(input).project(exprs)?.build();
-    }
-    let node = ConversationNode::try_new(
+    let node = ModelNode::try_new(
         found.call.clone(),
         Arc::unwrap_or_clone(input),
         args,
         found.qualifier.clone(),
     )?;
-    exprs.push(Expr::Column(Column::new(
-        Some(found.qualifier.clone()),
-        found.spec.target.clone(),
-    )));
+    for field in found.call.output_fields() {
+        exprs.push(Expr::Column(Column::new(
+            Some(found.qualifier.clone()),
+            field.name().clone(),
+        )));
+    }
     LogicalPlanBuilder::from(LogicalPlan::Extension(Extension {
         node: Arc::new(node),
     }))

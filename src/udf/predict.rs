@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
@@ -13,7 +13,8 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::model_call::ModelCall;
+use super::model_call::{ModelCall, RowAnswer};
+use crate::bedrock::engine::CallOptions;
 use crate::bedrock::engine::Engine;
 use crate::catalog::model::{Mode, ModelSpec};
 
@@ -91,7 +92,7 @@ impl ScalarUDFImpl for PredictUdf {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(self.call.target_type())
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -112,17 +113,22 @@ impl AsyncScalarUDFImpl for PredictUdf {
             .map(|a| a.to_array(rows))
             .collect::<Result<_>>()?;
         let prompts = self.call.render(&columns, rows)?;
+        let options = CallOptions::default();
         let answers = match self.call.spec().mode {
-            Mode::Default => self.call.answer_each(&prompts).await?,
+            Mode::Default => self.call.answer_each(&prompts, &options).await?,
             Mode::Conversational => {
-                let mut answers = vec![None; rows];
+                let mut answers = vec![RowAnswer::default(); rows];
                 if let Some(last) = answers.last_mut() {
-                    *last = self.call.answer_conversation(&prompts).await?;
+                    *last = self.call.answer_conversation(&prompts, &options).await?;
                 }
                 answers
             }
-            Mode::ConversationalFull => self.call.answer_turns(&mut Vec::new(), &prompts).await?,
+            Mode::ConversationalFull => {
+                self.call
+                    .answer_turns(&mut Vec::new(), &prompts, &options)
+                    .await?
+            }
         };
-        Ok(ColumnarValue::Array(Arc::new(StringArray::from(answers))))
+        Ok(ColumnarValue::Array(self.call.target_array(&answers)?))
     }
 }
