@@ -297,16 +297,43 @@ pub(crate) struct ToolCall {
     pub input: Value,
 }
 
-/// The tool call answering a forced tool choice.
+/// Test directive: a first user message containing it gets tool input that ignores the
+/// schema (`{"unexpected": …}`), always.
+const OFF_SCHEMA: &str = "[[emulate:off-schema]]";
+/// Test directive: the same, but only while the conversation is that one message — a model
+/// that gets it right once it is told what was wrong (any later turn). The corrected input is
+/// derived from the first message without the directive.
+const OFF_SCHEMA_ONCE: &str = "[[emulate:off-schema-once]]";
+
+/// The tool call answering a forced tool choice: input derived from the last user text and
+/// the tool's schema (see [`value_for_schema`]), or off-schema under a test directive.
 pub(crate) fn tool_use(tool: &ToolRequest, conversation: &Conversation) -> ToolCall {
-    let text = conversation.last_user_text();
+    let first = conversation
+        .turns
+        .iter()
+        .find(|t| t.role == Role::User)
+        .map(|t| t.texts.join("\n"))
+        .unwrap_or_default();
+    let (text, input) = if first.contains(OFF_SCHEMA)
+        || (first.contains(OFF_SCHEMA_ONCE) && conversation.turns.len() == 1)
+    {
+        (first.clone(), json!({ "unexpected": first }))
+    } else if first.contains(OFF_SCHEMA_ONCE) {
+        let text = first.replace(OFF_SCHEMA_ONCE, "").trim().to_string();
+        let input = value_for_schema(&tool.schema, &text);
+        (text, input)
+    } else {
+        let text = conversation.last_user_text();
+        let input = value_for_schema(&tool.schema, &text);
+        (text, input)
+    };
     ToolCall {
         id: format!(
             "tooluse_{:016x}",
             fnv1a(&[tool.name.as_bytes(), text.as_bytes()])
         ),
         name: tool.name.clone(),
-        input: value_for_schema(&tool.schema, &text),
+        input,
     }
 }
 
