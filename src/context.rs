@@ -204,6 +204,10 @@ impl BedrockContext {
         for statement in statements {
             last = Some(match statement {
                 ParsedStatement::Bedrock(s) => self.execute(s).await?,
+                ParsedStatement::DataFusion(s) if reset_of_ours(&s).is_some() => {
+                    let key = reset_of_ours(&s).unwrap_or_default();
+                    self.reset_option(&key)?
+                }
                 ParsedStatement::DataFusion(s) => {
                     let state = self.ctx.state();
                     let plan = state.statement_to_plan(*s).await?;
@@ -218,6 +222,30 @@ impl BedrockContext {
             Some(df) => Ok(df),
             None => Err(user_error("No statement to run: the SQL text is empty")),
         }
+    }
+
+    /// `RESET bedrock.<key>`: DataFusion resets only its own namespace.
+    fn reset_option(&self, key: &str) -> Result<DataFrame> {
+        let defaults = BedrockOptions::default();
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let options = state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .get_mut::<BedrockOptions>()
+            .ok_or_else(|| user_error("The bedrock options are not registered in this session"))?;
+        match key {
+            "max_cost_usd" => options.max_cost_usd = defaults.max_cost_usd,
+            "max_requests" => options.max_requests = defaults.max_requests,
+            other => {
+                return Err(user_error(format!(
+                    "Unknown option 'bedrock.{other}': the options are bedrock.max_cost_usd and bedrock.max_requests"
+                )));
+            }
+        }
+        drop(state);
+        self.ctx.read_empty()
     }
 
     async fn execute(&self, statement: BedrockStatement) -> Result<DataFrame> {
@@ -501,6 +529,16 @@ fn credential_kind(source: &CredentialSource) -> String {
         CredentialSource::Static { .. } => "static keys".into(),
         CredentialSource::ApiKey(_) => "api key".into(),
     }
+}
+
+/// The key of `RESET bedrock.<key>`, if the statement is one.
+fn reset_of_ours(statement: &datafusion::sql::parser::Statement) -> Option<String> {
+    use datafusion::sql::parser::{ResetStatement, Statement};
+    let Statement::Reset(ResetStatement::Variable(name)) = statement else {
+        return None;
+    };
+    let name = name.to_string().to_lowercase();
+    name.strip_prefix("bedrock.").map(str::to_string)
 }
 
 fn quote_name(name: &QualifiedName) -> String {

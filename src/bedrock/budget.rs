@@ -25,7 +25,9 @@ pub struct Spent {
     pub cost_usd: f64,
     /// Estimated USD of the attempts in flight (their input plus their whole `max_tokens`).
     pub reserved_usd: f64,
-    /// Rows answered so far.
+    /// Requests answered (each answers every row with its prompt).
+    pub answered: u64,
+    /// Rows returned so far.
     pub rows_answered: u64,
 }
 
@@ -70,8 +72,8 @@ impl Budget {
             CallFailure::fatal(
                 BUDGET_EXCEEDED,
                 format!(
-                    "the query stopped before a request that would pass {what}; it had sent {} request(s) costing about ${:.6} and answered {} row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows",
-                    state.requests, state.cost_usd, state.rows_answered
+                    "the query stopped before a request that would pass {what}; it had sent {} request(s) costing about ${:.6}, received {} answer(s) and returned {} row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows",
+                    state.requests, state.cost_usd, state.answered, state.rows_answered
                 ),
             )
         };
@@ -90,11 +92,15 @@ impl Budget {
         Ok(estimate_usd)
     }
 
-    /// Releases a reservation and records what the attempt really cost (0 for a failure).
-    pub fn settle(&self, reservation: f64, actual_usd: f64) {
+    /// Releases a reservation and records what the attempt really cost: `Some` for an
+    /// answer, `None` for a failure (not billed).
+    pub fn settle(&self, reservation: f64, actual_usd: Option<f64>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.reserved_usd = (state.reserved_usd - reservation).max(0.0);
-        state.cost_usd += actual_usd;
+        if let Some(cost) = actual_usd {
+            state.cost_usd += cost;
+            state.answered += 1;
+        }
     }
 }
 
@@ -107,14 +113,14 @@ mod tests {
         let budget = Budget::new(Some(2), None);
         assert!(budget.is_limited());
         let a = budget.admit(0.0).expect("first");
-        budget.settle(a, 0.0);
+        budget.settle(a, Some(0.0));
         budget.admit(0.0).expect("second");
         budget.rows_answered(2);
         let refused = budget.admit(0.0).expect_err("third");
         assert_eq!(refused.code, BUDGET_EXCEEDED);
         assert_eq!(
             refused.message,
-            "the query stopped before a request that would pass bedrock.max_requests = 2; it had sent 2 request(s) costing about $0.000000 and answered 2 row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows"
+            "the query stopped before a request that would pass bedrock.max_requests = 2; it had sent 2 request(s) costing about $0.000000, received 1 answer(s) and returned 2 row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows"
         );
     }
 
@@ -124,7 +130,7 @@ mod tests {
         let first = budget.admit(0.6).expect("fits");
         // 0.6 reserved: another 0.6 would pass 1.0.
         assert!(budget.admit(0.6).is_err());
-        budget.settle(first, 0.1);
+        budget.settle(first, Some(0.1));
         assert_eq!(budget.spent().cost_usd, 0.1);
         budget.admit(0.6).expect("0.1 spent + 0.6 fits");
         assert!(!Budget::default().is_limited());

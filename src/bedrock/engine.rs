@@ -538,8 +538,8 @@ impl Engine {
             let outcome = attempt_once().await;
             if let (Some(guard), Some(reservation)) = (budget, reservation) {
                 let actual = match &outcome {
-                    Ok((_, input, output)) => cost_usd(guard.price, *input, *output),
-                    Err(_) => 0.0,
+                    Ok((_, input, output)) => Some(cost_usd(guard.price, *input, *output)),
+                    Err(_) => None,
                 };
                 guard.budget.settle(reservation, actual);
             }
