@@ -13,6 +13,8 @@ mod emulator_families;
 #[cfg(feature = "emulator")]
 mod emulator_runtime;
 #[cfg(feature = "emulator")]
+mod sql_accounting;
+#[cfg(feature = "emulator")]
 mod sql_conversation;
 #[cfg(feature = "emulator")]
 mod sql_ddl;
