@@ -214,13 +214,18 @@ fn drop_duplicate_inputs(
     ))
 }
 
+/// `ON true`: a join without a condition, written out.
+fn is_true(filter: &Expr) -> bool {
+    matches!(filter, Expr::Literal(ScalarValue::Boolean(Some(true)), _))
+}
+
 impl AnalyzerRule for ModelRelationRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let mut rewritten: Vec<(TableReference, Vec<String>)> = Vec::new();
         let result = plan.transform_up(|node| match node {
             LogicalPlan::Join(join)
                 if join.on.is_empty()
-                    && join.filter.is_none()
+                    && join.filter.as_ref().is_none_or(is_true)
                     && join.join_type == JoinType::Inner =>
             {
                 let (data, found) = match (model_of(&join.left), model_of(&join.right)) {
