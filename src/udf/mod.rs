@@ -54,19 +54,22 @@ fn async_call(expr: &Expr) -> Option<String> {
     found
 }
 
-/// The first plan node (other than a projection or a filter, where DataFusion evaluates
-/// async functions) that calls an async function, with the function's name.
+/// The first plan node that calls an async function where DataFusion cannot evaluate it (it
+/// can in projections, filters and equi-join keys), with the function's name.
 fn misplaced_async_call(plan: &LogicalPlan) -> Option<(&'static str, String)> {
     let mut found = None;
     let _ = plan.apply(|node| {
-        if matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Filter(_)) {
-            return Ok(TreeNodeRecursion::Continue);
-        }
-        if let Some(name) = node.expressions().iter().find_map(async_call) {
+        let call = match node {
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) => None,
+            // Equi-join keys are computed below the join; a join filter is not.
+            LogicalPlan::Join(join) => join.filter.as_ref().and_then(async_call),
+            _ => node.expressions().iter().find_map(async_call),
+        };
+        if let Some(name) = call {
             let place = match node {
                 LogicalPlan::Sort(_) => "ORDER BY",
                 LogicalPlan::Aggregate(_) => "GROUP BY or an aggregate",
-                LogicalPlan::Join(_) => "a JOIN condition",
+                LogicalPlan::Join(_) => "a JOIN condition other than column = expression",
                 LogicalPlan::Window(_) => "a window function",
                 LogicalPlan::Limit(_) => "LIMIT",
                 _ => "this part of the query",
