@@ -55,24 +55,29 @@ fn async_call(expr: &Expr) -> Option<String> {
 }
 
 /// The first plan node that calls an async function where DataFusion cannot evaluate it (it
-/// can in projections, filters and equi-join keys), with the function's name.
-fn misplaced_async_call(plan: &LogicalPlan) -> Option<(&'static str, String)> {
+/// can in projections, filters, aggregate arguments and equi-join keys), with the function's
+/// name.
+fn misplaced_async_call(plan: &LogicalPlan) -> Option<((&'static str, &'static str), String)> {
     let mut found = None;
     let _ = plan.apply(|node| {
         let call = match node {
             LogicalPlan::Projection(_) | LogicalPlan::Filter(_) => None,
+            // Aggregate arguments are computed below the aggregation; grouping keys are not.
+            LogicalPlan::Aggregate(aggregate) => aggregate.group_expr.iter().find_map(async_call),
             // Equi-join keys are computed below the join; a join filter is not.
             LogicalPlan::Join(join) => join.filter.as_ref().and_then(async_call),
             _ => node.expressions().iter().find_map(async_call),
         };
         if let Some(name) = call {
             let place = match node {
-                LogicalPlan::Sort(_) => "ORDER BY",
-                LogicalPlan::Aggregate(_) => "GROUP BY or an aggregate",
-                LogicalPlan::Join(_) => "a JOIN condition other than column = expression",
-                LogicalPlan::Window(_) => "a window function",
-                LogicalPlan::Limit(_) => "LIMIT",
-                _ => "this part of the query",
+                LogicalPlan::Sort(_) => ("ORDER BY", "ORDER BY answer"),
+                LogicalPlan::Aggregate(_) => ("GROUP BY", "GROUP BY answer"),
+                LogicalPlan::Join(_) => (
+                    "a JOIN condition other than column = expression",
+                    "JOIN … ON answer < …",
+                ),
+                LogicalPlan::Window(_) => ("a window function", "… OVER (ORDER BY answer)"),
+                _ => ("this part of the query", "ORDER BY answer"),
             };
             found = Some((place, name));
             return Ok(TreeNodeRecursion::Stop);
@@ -105,8 +110,8 @@ pub fn check_async_placement(plan: &LogicalPlan, state: &SessionState) -> Result
     let optimized = state.optimize(plan)?;
     match misplaced_async_call(&optimized) {
         None => Ok(()),
-        Some((place, name)) => Err(DataFusionError::Plan(format!(
-            "{name}(…) cannot be evaluated in {place}: DataFusion evaluates AI functions only in SELECT lists and WHERE clauses. Compute it in a subquery or CTE and use its alias, e.g. WITH t AS (SELECT *, {name}(…) AS answer FROM …) SELECT * FROM t ORDER BY answer"
+        Some(((place, clause), name)) => Err(DataFusionError::Plan(format!(
+            "{name}(…) cannot be evaluated in {place}: DataFusion evaluates AI functions only in SELECT lists, WHERE clauses and aggregate arguments. Compute it in a subquery or CTE and use its alias, e.g. WITH t AS (SELECT *, {name}(…) AS answer FROM …) SELECT … FROM t {clause}"
         ))),
     }
 }
