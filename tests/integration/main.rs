@@ -15,6 +15,8 @@ mod emulator_runtime;
 #[cfg(feature = "emulator")]
 mod sql_ddl;
 #[cfg(feature = "emulator")]
+mod sql_functions;
+#[cfg(feature = "emulator")]
 mod sql_predict;
 #[cfg(feature = "emulator")]
 mod sql_relations;
