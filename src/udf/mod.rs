@@ -87,6 +87,30 @@ fn misplaced_async_call(plan: &LogicalPlan) -> Option<((&'static str, &'static s
     found
 }
 
+/// An AI function's own planning error, without the name of the analyzer rule that found it
+/// (`type_coercion caused by …`); other errors unchanged.
+fn without_rule_context(e: DataFusionError) -> DataFusionError {
+    const OURS: [&str; 4] = [
+        ai_complete::NAME,
+        ai_embed::NAME,
+        ai_filter::NAME,
+        ai_classify::NAME,
+    ];
+    match e {
+        DataFusionError::Context(context, inner) => match *inner {
+            DataFusionError::Plan(message)
+                if OURS.iter().any(|f| {
+                    message.starts_with(&format!("{f}:")) || message.starts_with(&format!("{f} "))
+                }) =>
+            {
+                DataFusionError::Plan(message)
+            }
+            other => DataFusionError::Context(context, Box::new(other)),
+        },
+        other => other,
+    }
+}
+
 /// DataFusion evaluates async functions (the AI functions and models' predict functions) only
 /// in projections and filters; elsewhere a query would fail at execution with "async functions
 /// should not be called directly". This finds such a query at planning time and says how to
@@ -107,7 +131,7 @@ pub fn check_async_placement(plan: &LogicalPlan, state: &SessionState) -> Result
     if !any {
         return Ok(());
     }
-    let optimized = state.optimize(plan)?;
+    let optimized = state.optimize(plan).map_err(without_rule_context)?;
     match misplaced_async_call(&optimized) {
         None => Ok(()),
         Some(((place, clause), name)) => Err(DataFusionError::Plan(format!(
