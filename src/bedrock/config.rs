@@ -306,6 +306,11 @@ mod tests {
             EngineConfig::from_params(&[]).unwrap(),
             EngineConfig::default()
         );
+        assert!(
+            EngineConfig::from_params(&[("DEFAULT".into(), ParamValue::Bool(true))])
+                .unwrap()
+                .is_default
+        );
         let profile = EngineConfig::from_params(&[("profile_name".into(), s("dev"))]).unwrap();
         assert_eq!(profile.credentials, CredentialSource::Profile("dev".into()));
     }

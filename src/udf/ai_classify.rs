@@ -185,6 +185,12 @@ impl ScalarUDFImpl for AiClassify {
     /// Checks at planning time that the model is a constant that resolves, and the labels
     /// when they are already a literal (an array literal becomes one during optimization).
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if args.scalar_arguments.len() != 3 {
+            return Err(plan_error(format!(
+                "{NAME} takes 3 arguments (model, text, labels), got {}",
+                args.scalar_arguments.len()
+            )));
+        }
         let model = planning_text(NAME, "model", 1, args.scalar_arguments[0], MODEL_EXAMPLE)?;
         Completion::resolve(&self.catalog, NAME, &model, &CompletionOptions::default())?;
         if let Some(labels) = args.scalar_arguments[2] {

@@ -106,6 +106,12 @@ impl ScalarUDFImpl for AiFilter {
 
     /// Checks at planning time that the model is a constant that resolves.
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if args.scalar_arguments.len() != 2 {
+            return Err(plan_error(format!(
+                "{NAME} takes 2 arguments (model, predicate_text), got {}",
+                args.scalar_arguments.len()
+            )));
+        }
         let model = planning_text(NAME, "model", 1, args.scalar_arguments[0], MODEL_EXAMPLE)?;
         Completion::resolve(&self.catalog, NAME, &model, &CompletionOptions::default())?;
         Ok(Arc::new(Field::new(NAME, DataType::Boolean, true)))
