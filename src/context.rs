@@ -76,9 +76,11 @@ impl BedrockContext {
             .insert(BedrockOptions::default());
         let ctx = SessionContext::new_with_state(state);
         ctx.add_analyzer_rule(Arc::new(ModelRelationRule));
+        let catalog = Arc::new(Catalog::default());
+        crate::udf::register_ai_functions(&ctx, &catalog);
         Self {
             ctx,
-            catalog: Arc::new(Catalog::default()),
+            catalog,
             default_endpoint: None,
         }
     }
@@ -214,6 +216,8 @@ impl BedrockContext {
                     // Model relations are rewritten now, so their errors come at planning
                     // time and plainly; the session's analyzer rule covers DataFrame plans.
                     let plan = ModelRelationRule.analyze(plan, state.config_options())?;
+                    // Async functions where DataFusion cannot evaluate them get a rewrite hint.
+                    crate::udf::check_async_placement(&plan, &state)?;
                     self.ctx.execute_logical_plan(plan).await?
                 }
             });
@@ -455,6 +459,19 @@ impl BedrockContext {
             )));
         }
         let mut config = EngineConfig::from_params(params).map_err(from_error)?;
+        if config.is_default
+            && let Some(other) = self
+                .catalog
+                .engines()
+                .iter()
+                .find(|e| e.config().is_default)
+        {
+            return Err(user_error(format!(
+                "ML engine '{}' is already the default: create '{name}' without default = true, or drop '{}' first",
+                other.name(),
+                other.name()
+            )));
+        }
         if config.endpoint_url.is_none() {
             config.endpoint_url.clone_from(&self.default_endpoint);
         }

@@ -89,6 +89,10 @@ pub struct EngineConfig {
     /// `verify_credentials`: check the identity with ListFoundationModels when the engine is
     /// created. Default true.
     pub verify_credentials: bool,
+    /// `default`: the engine AI functions use when they are given a raw Bedrock model id
+    /// rather than a model's name. Default false; when no engine is marked, the only engine is
+    /// the default.
+    pub is_default: bool,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +110,7 @@ impl Default for EngineConfig {
             cache_size: 10_000,
             cache_dir: None,
             verify_credentials: true,
+            is_default: false,
         }
     }
 }
@@ -128,6 +133,7 @@ pub const ENGINE_PARAMETERS: &[&str] = &[
     "cache_size",
     "cache_dir",
     "verify_credentials",
+    "default",
 ];
 
 /// Parameters whose values are secrets.
@@ -194,6 +200,7 @@ impl EngineConfig {
                 "cache_size" => config.cache_size = value.as_integer_in(&key, 0, 100_000_000)?,
                 "cache_dir" => config.cache_dir = Some(PathBuf::from(value.as_text(&key)?)),
                 "verify_credentials" => config.verify_credentials = value.as_bool(&key)?,
+                "default" => config.is_default = value.as_bool(&key)?,
                 _ => return Err(unknown_parameter("engine", raw_key, ENGINE_PARAMETERS)),
             }
         }
@@ -298,6 +305,11 @@ mod tests {
         assert_eq!(
             EngineConfig::from_params(&[]).unwrap(),
             EngineConfig::default()
+        );
+        assert!(
+            EngineConfig::from_params(&[("DEFAULT".into(), ParamValue::Bool(true))])
+                .unwrap()
+                .is_default
         );
         let profile = EngineConfig::from_params(&[("profile_name".into(), s("dev"))]).unwrap();
         assert_eq!(profile.credentials, CredentialSource::Profile("dev".into()));

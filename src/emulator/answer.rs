@@ -5,6 +5,16 @@
 //!
 //! `Emulated <model id> (messages: <n>, blocks: <n>[, system: <n>]): <last user text>`
 //!
+//! Two documented rules stand in for a model's judgement, so yes/no and labelling prompts can be
+//! tested end to end. They look only at the request's system prompt and its last user text:
+//!
+//! - **Labels**: when a system block has a line `Labels: [...]` (a JSON array of strings), the
+//!   answer is the label found earliest in the last user text, as whole words ignoring case (on
+//!   a tie, the label listed first); when no label occurs in it, the answer is `I cannot tell.`
+//! - **Yes or no**: otherwise, when a system block contains `yes or no` (any case), the answer
+//!   is `Maybe.` if the last user text has the word `maybe`, else `Yes.` if it has the word `yes`
+//!   or `true`, else `No.` (words compared ignoring case).
+//!
 //! Tokens are counted as one per started group of four characters of every text the request
 //! carries. `maxTokens` truncates the answer to that many tokens; a stop sequence cuts the answer
 //! before its first occurrence.
@@ -110,8 +120,61 @@ pub fn count_text_tokens(text: &str) -> u32 {
     u32::try_from(text.chars().count().div_ceil(4)).unwrap_or(u32::MAX)
 }
 
+/// Where `word` occurs in `text` as whole words (both already lower-cased).
+fn find_words(text: &str, word: &str) -> Option<usize> {
+    if word.is_empty() {
+        return None;
+    }
+    text.match_indices(word).map(|(at, _)| at).find(|&at| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// The judgement rules of the module documentation: `Some(answer)` when the system prompt asks
+/// for a label or for yes or no.
+fn judge(conversation: &Conversation) -> Option<String> {
+    let text = conversation.last_user_text().to_lowercase();
+    let labels: Option<Vec<String>> = conversation.system.iter().find_map(|block| {
+        block.lines().find_map(|line| {
+            let list = line.trim().strip_prefix("Labels:")?;
+            serde_json::from_str::<Vec<String>>(list.trim()).ok()
+        })
+    });
+    if let Some(labels) = labels {
+        let found = labels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, label)| find_words(&text, &label.to_lowercase()).map(|at| (at, i)))
+            .min();
+        return Some(
+            found.map_or_else(|| "I cannot tell.".to_string(), |(_, i)| labels[i].clone()),
+        );
+    }
+    if conversation
+        .system
+        .iter()
+        .any(|block| block.to_lowercase().contains("yes or no"))
+    {
+        let has = |w: &str| find_words(&text, w).is_some();
+        let verdict = if has("maybe") {
+            "Maybe."
+        } else if has("yes") || has("true") {
+            "Yes."
+        } else {
+            "No."
+        };
+        return Some(verdict.to_string());
+    }
+    None
+}
+
 /// The full, untruncated answer.
 pub(crate) fn compose(model_id: &str, conversation: &Conversation) -> String {
+    if let Some(answer) = judge(conversation) {
+        return answer;
+    }
     let mut text = format!(
         "Emulated {model_id} (messages: {}, blocks: {}",
         conversation.turns.len(),
@@ -275,6 +338,39 @@ mod tests {
                 output_tokens: 21,
                 stop: StopReason::EndTurn,
             }
+        );
+    }
+
+    fn asked(system: &str, text: &str) -> String {
+        let c = Conversation {
+            system: vec![system.into()],
+            turns: vec![Turn::user(text)],
+        };
+        compose("m", &c)
+    }
+
+    #[test]
+    fn labels_rule_picks_the_earliest_label_in_the_text() {
+        let system = "Pick one.\nLabels: [\"billing\", \"late delivery\", \"other\"]";
+        assert_eq!(
+            asked(system, "My late delivery, and billing"),
+            "late delivery"
+        );
+        assert_eq!(asked(system, "BILLING was wrong"), "billing");
+        assert_eq!(asked(system, "rebilling issue"), "I cannot tell.");
+        assert_eq!(asked(system, "other or billing"), "other");
+    }
+
+    #[test]
+    fn yes_or_no_rule_reads_the_words_of_the_text() {
+        let system = "Reply with yes or no.";
+        assert_eq!(asked(system, "Is it true?"), "Yes.");
+        assert_eq!(asked(system, "YES it is"), "Yes.");
+        assert_eq!(asked(system, "yesterday"), "No.");
+        assert_eq!(asked(system, "maybe yes"), "Maybe.");
+        assert_eq!(
+            asked("Be brief.", "yes"),
+            "Emulated m (messages: 1, blocks: 1, system: 1): yes"
         );
     }
 

@@ -1,4 +1,142 @@
-//! Async UDFs that call Bedrock.
+//! User-defined functions that call Bedrock.
+//!
+//! - [`predict`]: the async UDF behind a model relation (`FROM data JOIN model`).
+//! - AI functions, registered on every `BedrockContext` by [`register_ai_functions`]:
+//!   [`ai_complete`], [`ai_embed`], [`ai_filter`], [`ai_classify`] (async UDFs),
+//!   [`cosine_similarity`] (a plain scalar UDF) and the [`bedrock_usage`] table function.
 
+pub mod ai_classify;
+pub mod ai_complete;
+pub mod ai_embed;
+pub mod ai_filter;
+pub mod bedrock_usage;
+pub mod completion;
+pub mod cosine_similarity;
 pub mod model_call;
 pub mod predict;
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::prelude::SessionContext;
+
+use crate::catalog::Catalog;
+
+/// Registers `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify`, `cosine_similarity` and
+/// `bedrock_usage()` on a session; the functions find models and engines in `catalog`.
+pub fn register_ai_functions(ctx: &SessionContext, catalog: &Arc<Catalog>) {
+    ctx.register_udf(ai_complete::AiComplete::new(Arc::clone(catalog)).into_scalar_udf());
+    ctx.register_udf(ai_embed::AiEmbed::new(Arc::clone(catalog)).into_scalar_udf());
+    ctx.register_udf(ai_filter::AiFilter::new(Arc::clone(catalog)).into_scalar_udf());
+    ctx.register_udf(ai_classify::AiClassify::new(Arc::clone(catalog)).into_scalar_udf());
+    ctx.register_udf(cosine_similarity::CosineSimilarity::udf());
+    ctx.register_udtf(
+        bedrock_usage::NAME,
+        Arc::new(bedrock_usage::BedrockUsage::new(Arc::clone(catalog))),
+    );
+}
+
+/// The name of the first async function call in an expression.
+fn async_call(expr: &Expr) -> Option<String> {
+    let mut found = None;
+    // The closure never fails.
+    let _ = expr.apply(|e| {
+        if let Expr::ScalarFunction(f) = e
+            && f.func.as_async().is_some()
+        {
+            found = Some(f.func.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// The first plan node that calls an async function where DataFusion cannot evaluate it (it
+/// can in projections, filters, aggregate arguments and equi-join keys), with the function's
+/// name.
+fn misplaced_async_call(plan: &LogicalPlan) -> Option<((&'static str, &'static str), String)> {
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        let call = match node {
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) => None,
+            // Aggregate arguments are computed below the aggregation; grouping keys are not.
+            LogicalPlan::Aggregate(aggregate) => aggregate.group_expr.iter().find_map(async_call),
+            // Equi-join keys are computed below the join; a join filter is not.
+            LogicalPlan::Join(join) => join.filter.as_ref().and_then(async_call),
+            _ => node.expressions().iter().find_map(async_call),
+        };
+        if let Some(name) = call {
+            let place = match node {
+                LogicalPlan::Sort(_) => ("ORDER BY", "ORDER BY answer"),
+                LogicalPlan::Aggregate(_) => ("GROUP BY", "GROUP BY answer"),
+                LogicalPlan::Join(_) => (
+                    "a JOIN condition other than column = expression",
+                    "JOIN … ON answer < …",
+                ),
+                LogicalPlan::Window(_) => ("a window function", "… OVER (ORDER BY answer)"),
+                _ => ("this part of the query", "ORDER BY answer"),
+            };
+            found = Some((place, name));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// An AI function's own planning error, without the name of the analyzer rule that found it
+/// (`type_coercion caused by …`); other errors unchanged.
+fn without_rule_context(e: DataFusionError) -> DataFusionError {
+    const OURS: [&str; 4] = [
+        ai_complete::NAME,
+        ai_embed::NAME,
+        ai_filter::NAME,
+        ai_classify::NAME,
+    ];
+    match e {
+        DataFusionError::Context(context, inner) => match *inner {
+            DataFusionError::Plan(message)
+                if OURS.iter().any(|f| {
+                    message.starts_with(&format!("{f}:")) || message.starts_with(&format!("{f} "))
+                }) =>
+            {
+                DataFusionError::Plan(message)
+            }
+            other => DataFusionError::Context(context, Box::new(other)),
+        },
+        other => other,
+    }
+}
+
+/// DataFusion evaluates async functions (the AI functions and models' predict functions) only
+/// in projections and filters; elsewhere a query would fail at execution with "async functions
+/// should not be called directly". This finds such a query at planning time and says how to
+/// rewrite it. Plans without async functions are not optimized twice.
+///
+/// # Errors
+/// A plan error naming the function, where it is, and the rewrite.
+pub fn check_async_placement(plan: &LogicalPlan, state: &SessionState) -> Result<()> {
+    let mut any = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        any = node.expressions().iter().any(|e| async_call(e).is_some());
+        Ok(if any {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    if !any {
+        return Ok(());
+    }
+    let optimized = state.optimize(plan).map_err(without_rule_context)?;
+    match misplaced_async_call(&optimized) {
+        None => Ok(()),
+        Some(((place, clause), name)) => Err(DataFusionError::Plan(format!(
+            "{name}(…) cannot be evaluated in {place}: DataFusion evaluates AI functions only in SELECT lists, WHERE clauses and aggregate arguments. Compute it in a subquery or CTE and use its alias, e.g. WITH t AS (SELECT *, {name}(…) AS answer FROM …) SELECT … FROM t {clause}"
+        ))),
+    }
+}

@@ -19,6 +19,8 @@ mod sql_conversation;
 #[cfg(feature = "emulator")]
 mod sql_ddl;
 #[cfg(feature = "emulator")]
+mod sql_functions;
+#[cfg(feature = "emulator")]
 mod sql_predict;
 #[cfg(feature = "emulator")]
 mod sql_relations;

@@ -1,0 +1,148 @@
+//! `ai_complete(model, prompt [, options])`: a model's answer to each row's prompt.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+use super::completion::{
+    Completion, CompletionOptions, plan_error, planning_text, runtime_text, text_rows,
+};
+use crate::catalog::Catalog;
+
+/// The function's name in SQL.
+pub const NAME: &str = "ai_complete";
+
+const MODEL_EXAMPLE: &str =
+    "'amazon.nova-micro-v1:0' or the name of a model created with CREATE MODEL";
+const OPTIONS_EXAMPLE: &str = "'{\"max_tokens\": 50, \"temperature\": 0.2}'";
+
+/// `ai_complete(model, prompt [, options]) → Utf8`: the model's answer to each row's prompt.
+///
+/// - `model` (a constant): the name of a model created with `CREATE MODEL` (its engine,
+///   model id, API, inference parameters and system prompt apply), or a raw Bedrock model id,
+///   inference profile or ARN, called with the Converse API through the default engine (the
+///   one created with `default = true`, else the only engine).
+/// - `prompt`: any expression; cast to text.
+/// - `options` (a constant JSON object): `max_tokens`, `temperature`, `top_p`, `stop`,
+///   `system_prompt` override the model's; `engine` names the engine for a raw model id.
+///
+/// A NULL prompt gives NULL and sends no request. The rows of a batch are sent concurrently
+/// through the engine's limiter; identical prompts are sent once and cached answers are reused.
+///
+/// ```sql
+/// SELECT ai_complete('amazon.nova-micro-v1:0', 'Capital of ' || country || '?',
+///                    '{"max_tokens": 50}') AS answer
+/// FROM countries;
+/// ```
+#[derive(Debug)]
+pub struct AiComplete {
+    catalog: Arc<Catalog>,
+    signature: Signature,
+}
+
+impl AiComplete {
+    /// The function, resolving model names against a session's catalog.
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self {
+            catalog,
+            signature: Signature::variadic_any(Volatility::Volatile),
+        }
+    }
+
+    /// The function ready to register with a session.
+    pub fn into_scalar_udf(self) -> ScalarUDF {
+        AsyncScalarUDF::new(Arc::new(self)).into_scalar_udf()
+    }
+
+    fn check_arity(count: usize) -> Result<()> {
+        if (2..=3).contains(&count) {
+            Ok(())
+        } else {
+            Err(plan_error(format!(
+                "{NAME} takes 2 or 3 arguments (model, prompt [, options]), got {count}: write {NAME}('amazon.nova-micro-v1:0', prompt_column)"
+            )))
+        }
+    }
+
+    fn options(text: Option<String>) -> Result<CompletionOptions> {
+        text.map_or_else(
+            || Ok(CompletionOptions::default()),
+            |t| CompletionOptions::parse(NAME, &t),
+        )
+    }
+}
+
+impl PartialEq for AiComplete {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+
+impl Eq for AiComplete {}
+
+impl Hash for AiComplete {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        NAME.hash(state);
+        Arc::as_ptr(&self.catalog).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for AiComplete {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    /// Checks at planning time that the model and options are constants that resolve.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        Self::check_arity(args.arg_fields.len())?;
+        let model = planning_text(NAME, "model", 1, args.scalar_arguments[0], MODEL_EXAMPLE)?;
+        let options = args
+            .scalar_arguments
+            .get(2)
+            .map(|s| planning_text(NAME, "options", 3, *s, OPTIONS_EXAMPLE))
+            .transpose()?;
+        Completion::resolve(&self.catalog, NAME, &model, &Self::options(options)?)?;
+        Ok(Arc::new(Field::new(NAME, DataType::Utf8, true)))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(DataFusionError::Internal(format!(
+            "{NAME} is asynchronous and runs through AsyncFuncExec"
+        )))
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for AiComplete {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Self::check_arity(args.args.len())?;
+        let model = runtime_text(NAME, "model", 1, &args.args[0], MODEL_EXAMPLE)?;
+        let options = args
+            .args
+            .get(2)
+            .map(|v| runtime_text(NAME, "options", 3, v, OPTIONS_EXAMPLE))
+            .transpose()?;
+        let completion =
+            Completion::resolve(&self.catalog, NAME, &model, &Self::options(options)?)?;
+        let prompts = text_rows(&args.args[1], args.number_rows)?;
+        let answers = completion.answers(NAME, &prompts, None).await?;
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(answers))))
+    }
+}

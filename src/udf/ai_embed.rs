@@ -1,0 +1,352 @@
+//! `ai_embed(model, text [, options])`: each row's embedding vector.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{FixedSizeListArray, Float32Array};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+use super::completion::{
+    choose_engine, option_error, option_pairs, plan_error, planning_text, preview, runtime_text,
+    text_rows, unknown_option,
+};
+use crate::bedrock::families::{EmbedOptions, base_model_id};
+use crate::catalog::Catalog;
+
+/// The function's name in SQL.
+pub const NAME: &str = "ai_embed";
+
+/// The embedding model the examples use (1024 dimensions by default).
+pub const DEFAULT_EMBEDDING_MODEL: &str = "amazon.titan-embed-text-v2:0";
+
+const MODEL_EXAMPLE: &str = "'amazon.titan-embed-text-v2:0' or 'cohere.embed-english-v3'";
+const OPTIONS_EXAMPLE: &str = "'{\"dimensions\": 256}'";
+
+/// The keys of `ai_embed`'s options.
+pub const EMBED_OPTIONS: &[&str] = &["dimensions", "normalize", "input_type", "engine"];
+
+/// The options of an `ai_embed` call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AiEmbedOptions {
+    /// `dimensions`, `normalize`, `input_type` as the model takes them.
+    pub embed: EmbedOptions,
+    /// `engine`: the engine to call through (instead of the default engine).
+    pub engine: Option<String>,
+}
+
+impl AiEmbedOptions {
+    /// Reads a JSON object of options; unknown keys get a did-you-mean.
+    ///
+    /// # Errors
+    /// Invalid JSON, an unknown key or a value of the wrong type.
+    pub fn parse(json: &str) -> Result<Self> {
+        let mut options = Self::default();
+        for (key, value) in option_pairs(NAME, json)? {
+            let e = |e: crate::Error| option_error(NAME, &e);
+            match key.as_str() {
+                "dimensions" => {
+                    options.embed.dimensions = Some(
+                        u32::try_from(value.as_integer_in(&key, 1, 100_000).map_err(e)?)
+                            .unwrap_or(u32::MAX),
+                    );
+                }
+                "normalize" => options.embed.normalize = Some(value.as_bool(&key).map_err(e)?),
+                "input_type" => options.embed.input_type = Some(value.as_text(&key).map_err(e)?),
+                "engine" => options.engine = Some(value.as_text(&key).map_err(e)?),
+                _ => return Err(unknown_option(NAME, &key, EMBED_OPTIONS)),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// The vector length a model produces with the given options, known before any call:
+/// Titan Text Embeddings v2 1024 (or `dimensions` 256 / 512), Titan Embeddings v1 1536,
+/// Cohere Embed v3 1024, Cohere Embed v4 1536 (or `dimensions` 256 / 512 / 1024).
+///
+/// # Errors
+/// A model that is not a supported embedding model, or dimensions it does not produce.
+pub fn embedding_dimensions(model_id: &str, options: &EmbedOptions) -> Result<i32> {
+    let base = base_model_id(model_id);
+    let (default, allowed): (i32, &[u32]) = if base.starts_with("amazon.titan-embed-text-v2") {
+        (1024, &[256, 512, 1024])
+    } else if base.starts_with("amazon.titan-embed-text-v1") {
+        (1536, &[])
+    } else if base.starts_with("cohere.embed-v4") {
+        (1536, &[256, 512, 1024, 1536])
+    } else if base.starts_with("cohere.embed-") {
+        (1024, &[])
+    } else {
+        return Err(plan_error(format!(
+            "{NAME}: '{model_id}' is not a supported embedding model: use amazon.titan-embed-text-v2:0 (1024 dimensions, or 256 / 512 with '{{\"dimensions\": 256}}'), amazon.titan-embed-text-v1, cohere.embed-english-v3 or cohere.embed-multilingual-v3"
+        )));
+    };
+    match options.dimensions {
+        None => Ok(default),
+        Some(d) if allowed.contains(&d) => Ok(i32::try_from(d).unwrap_or(i32::MAX)),
+        Some(d) if allowed.is_empty() => Err(plan_error(format!(
+            "{NAME}: '{model_id}' always produces {default} dimensions and takes no dimensions option (got {d}): remove it"
+        ))),
+        Some(d) => Err(plan_error(format!(
+            "{NAME}: '{model_id}' produces vectors of {} dimensions, not {d}: choose one of those",
+            allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// The element field of the vectors `ai_embed` returns.
+fn item_field() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::Float32, true))
+}
+
+/// `ai_embed(model, text [, options]) → FixedSizeList<Float32>(dimensions)`: the embedding of
+/// each row's text.
+///
+/// - `model` (a constant): a Bedrock embedding model id, inference profile or ARN, called
+///   through the default engine (the one created with `default = true`, else the only one):
+///   `amazon.titan-embed-text-v2:0` (1024 dimensions; 256 or 512 with `dimensions`),
+///   `amazon.titan-embed-text-v1` (1536), `cohere.embed-english-v3` /
+///   `cohere.embed-multilingual-v3` (1024; up to 96 texts per request).
+/// - `text`: any expression; cast to text.
+/// - `options` (a constant JSON object): `dimensions`, `normalize` (Titan v2), `input_type`
+///   (Cohere: `search_document`, the default, or `search_query`, …), `engine`.
+///
+/// The vector length is part of the return type, so it is derived from the model id and the
+/// `dimensions` option at planning time. A NULL text gives NULL and sends no request;
+/// identical texts are embedded once and cached vectors are reused.
+///
+/// ```sql
+/// SELECT id, ai_embed('amazon.titan-embed-text-v2:0', body, '{"dimensions": 256}') AS v
+/// FROM docs;
+/// ```
+#[derive(Debug)]
+pub struct AiEmbed {
+    catalog: Arc<Catalog>,
+    signature: Signature,
+}
+
+impl AiEmbed {
+    /// The function, calling through a session's engines.
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self {
+            catalog,
+            signature: Signature::variadic_any(Volatility::Volatile),
+        }
+    }
+
+    /// The function ready to register with a session.
+    pub fn into_scalar_udf(self) -> ScalarUDF {
+        AsyncScalarUDF::new(Arc::new(self)).into_scalar_udf()
+    }
+
+    fn check_arity(count: usize) -> Result<()> {
+        if (2..=3).contains(&count) {
+            Ok(())
+        } else {
+            Err(plan_error(format!(
+                "{NAME} takes 2 or 3 arguments (model, text [, options]), got {count}: write {NAME}('{DEFAULT_EMBEDDING_MODEL}', text_column)"
+            )))
+        }
+    }
+
+    /// The model id, options and dimensions, checked.
+    fn resolve(&self, model: &str, options: Option<String>) -> Result<(AiEmbedOptions, i32)> {
+        if let Some(entry) = self.catalog.model(model) {
+            return Err(plan_error(format!(
+                "{NAME}: '{model}' is a text model created with CREATE MODEL ({}); {NAME} takes an embedding model id such as {MODEL_EXAMPLE}",
+                entry.spec.model_id
+            )));
+        }
+        let options = options
+            .map(|o| AiEmbedOptions::parse(&o))
+            .transpose()?
+            .unwrap_or_default();
+        let dimensions = embedding_dimensions(model, &options.embed)?;
+        Ok((options, dimensions))
+    }
+}
+
+impl PartialEq for AiEmbed {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+
+impl Eq for AiEmbed {}
+
+impl Hash for AiEmbed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        NAME.hash(state);
+        Arc::as_ptr(&self.catalog).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for AiEmbed {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Err(DataFusionError::Internal(format!(
+            "{NAME}'s type depends on its model: it is computed by return_field_from_args"
+        )))
+    }
+
+    /// The vector type from the model id and options, checked at planning time.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        Self::check_arity(args.arg_fields.len())?;
+        let model = planning_text(NAME, "model", 1, args.scalar_arguments[0], MODEL_EXAMPLE)?;
+        let options = args
+            .scalar_arguments
+            .get(2)
+            .map(|s| planning_text(NAME, "options", 3, *s, OPTIONS_EXAMPLE))
+            .transpose()?;
+        let (options, dimensions) = self.resolve(&model, options)?;
+        choose_engine(&self.catalog, NAME, options.engine.as_deref())?;
+        Ok(Arc::new(Field::new(
+            NAME,
+            DataType::FixedSizeList(item_field(), dimensions),
+            true,
+        )))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(DataFusionError::Internal(format!(
+            "{NAME} is asynchronous and runs through AsyncFuncExec"
+        )))
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for AiEmbed {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Self::check_arity(args.args.len())?;
+        let model = runtime_text(NAME, "model", 1, &args.args[0], MODEL_EXAMPLE)?;
+        let options = args
+            .args
+            .get(2)
+            .map(|v| runtime_text(NAME, "options", 3, v, OPTIONS_EXAMPLE))
+            .transpose()?;
+        let (options, dimensions) = self.resolve(&model, options)?;
+        let engine = choose_engine(&self.catalog, NAME, options.engine.as_deref())?;
+        let texts = text_rows(&args.args[1], args.number_rows)?;
+        let results = engine
+            .embed(&model, &texts, &options.embed)
+            .await
+            .map_err(|e| plan_error(format!("{NAME}: {e}")))?;
+        let size = usize::try_from(dimensions).unwrap_or(0);
+        let mut values: Vec<f32> = Vec::with_capacity(size * texts.len());
+        let mut valid: Vec<bool> = Vec::with_capacity(texts.len());
+        for (result, text) in results.into_iter().zip(&texts) {
+            let text = || preview(text.as_deref().unwrap_or_default());
+            match result {
+                None => {
+                    values.extend(std::iter::repeat_n(0.0, size));
+                    valid.push(false);
+                }
+                Some(Ok(vector)) if vector.len() == size => {
+                    values.extend_from_slice(&vector);
+                    valid.push(true);
+                }
+                Some(Ok(vector)) => {
+                    return Err(DataFusionError::Execution(format!(
+                        "{NAME}: model '{model}' returned {} dimensions instead of {size} for the row whose text is \"{}\"",
+                        vector.len(),
+                        text()
+                    )));
+                }
+                Some(Err(failure)) => {
+                    return Err(DataFusionError::Execution(format!(
+                        "{NAME}: model '{model}' via engine '{}' failed for the row whose text is \"{}\": {failure}",
+                        engine.name(),
+                        text()
+                    )));
+                }
+            }
+        }
+        let array = FixedSizeListArray::try_new(
+            item_field(),
+            dimensions,
+            Arc::new(Float32Array::from(values)),
+            Some(NullBuffer::from(valid)),
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(array)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(model: &str, dimensions: Option<u32>) -> Result<i32> {
+        embedding_dimensions(
+            model,
+            &EmbedOptions {
+                dimensions,
+                ..EmbedOptions::default()
+            },
+        )
+    }
+
+    #[test]
+    fn dimensions_follow_the_model_and_options() {
+        assert_eq!(dims("amazon.titan-embed-text-v2:0", None).unwrap(), 1024);
+        assert_eq!(
+            dims("amazon.titan-embed-text-v2:0", Some(256)).unwrap(),
+            256
+        );
+        assert_eq!(dims("amazon.titan-embed-text-v1", None).unwrap(), 1536);
+        assert_eq!(dims("cohere.embed-english-v3", None).unwrap(), 1024);
+        assert_eq!(dims("us.cohere.embed-v4:0", Some(512)).unwrap(), 512);
+        let err = |m: &str, d: Option<u32>| dims(m, d).unwrap_err().strip_backtrace();
+        assert_eq!(
+            err("amazon.titan-embed-text-v2:0", Some(300)),
+            "Error during planning: ai_embed: 'amazon.titan-embed-text-v2:0' produces vectors of 256, 512, 1024 dimensions, not 300: choose one of those"
+        );
+        assert_eq!(
+            err("cohere.embed-english-v3", Some(256)),
+            "Error during planning: ai_embed: 'cohere.embed-english-v3' always produces 1024 dimensions and takes no dimensions option (got 256): remove it"
+        );
+        assert!(
+            err("amazon.nova-micro-v1:0", None)
+                .starts_with("Error during planning: ai_embed: 'amazon.nova-micro-v1:0' is not a supported embedding model")
+        );
+    }
+
+    #[test]
+    fn options_are_read_and_checked() {
+        assert_eq!(
+            AiEmbedOptions::parse(r#"{"dimensions": 512, "normalize": false}"#).unwrap(),
+            AiEmbedOptions {
+                embed: EmbedOptions {
+                    dimensions: Some(512),
+                    normalize: Some(false),
+                    input_type: None
+                },
+                engine: None
+            }
+        );
+        assert_eq!(
+            AiEmbedOptions::parse(r#"{"dimension": 512}"#)
+                .unwrap_err()
+                .strip_backtrace(),
+            "Error during planning: ai_embed: unknown option 'dimension' — did you mean 'dimensions'?"
+        );
+    }
+}
