@@ -16,6 +16,10 @@ use crate::bedrock::families::ModelFamily;
 use crate::bedrock::params::{ParamValue, suggest};
 use crate::bedrock::request::{ChatMessage, InferenceParams, TextRequest};
 use crate::catalog::Catalog;
+use crate::catalog::model::{Mode, ModelSpec, OnError, PromptSource, Template};
+use crate::catalog::output_schema::OutputSchema;
+use crate::udf::model_call::ModelCall;
+pub(crate) use crate::udf::model_call::preview;
 
 pub(crate) fn plan_error(message: impl Into<String>) -> DataFusionError {
     DataFusionError::Plan(message.into())
@@ -65,16 +69,6 @@ pub(crate) fn text_rows(value: &ColumnarValue, rows: usize) -> Result<Vec<Option
     Ok((0..rows)
         .map(|i| (!strings.is_null(i)).then(|| strings.value(i).to_string()))
         .collect())
-}
-
-/// A row's text, shortened for error messages.
-pub(crate) fn preview(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.chars().count() <= MAX {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(MAX).collect::<String>())
-    }
 }
 
 /// A JSON options string as `(key, value)` pairs, keys lower-cased.
@@ -144,6 +138,9 @@ pub struct CompletionOptions {
     pub system_prompt: Option<String>,
     /// `engine`: the engine to call a raw model id through (instead of the default engine).
     pub engine: Option<String>,
+    /// `output_schema`: typed structured output (`'name STRING, age INT'` or a JSON Schema as
+    /// text); the answer is a struct.
+    pub output_schema: Option<OutputSchema>,
 }
 
 /// The keys [`CompletionOptions`] reads.
@@ -154,6 +151,7 @@ pub const COMPLETION_OPTIONS: &[&str] = &[
     "stop",
     "system_prompt",
     "engine",
+    "output_schema",
 ];
 
 impl CompletionOptions {
@@ -184,6 +182,10 @@ impl CompletionOptions {
                 "stop" => options.stop = Some(value.as_string_list(&key).map_err(e)?),
                 "system_prompt" => options.system_prompt = Some(value.as_text(&key).map_err(e)?),
                 "engine" => options.engine = Some(value.as_text(&key).map_err(e)?),
+                "output_schema" => {
+                    let text = value.as_text(&key).map_err(e)?;
+                    options.output_schema = Some(OutputSchema::parse(&text).map_err(e)?);
+                }
                 _ => return Err(unknown_option(function, &key, COMPLETION_OPTIONS)),
             }
         }
@@ -255,6 +257,10 @@ pub(crate) struct Completion {
     pub system: Option<String>,
     /// How errors name the model: `model 'm' (id)` or `model 'id' via engine 'e'`.
     pub label: String,
+    /// The structure of the answer: the option's, else the model's `output_schema`.
+    pub output_schema: Option<OutputSchema>,
+    /// The model's name, or the model id for a raw id.
+    pub name: String,
 }
 
 impl Completion {
@@ -296,6 +302,8 @@ impl Completion {
                 params: spec.params.clone(),
                 system: spec.system_prompt.clone(),
                 label: format!("model '{model}' ({})", spec.model_id),
+                output_schema: spec.output_schema.clone(),
+                name: model.to_string(),
             }
         } else if is_bedrock_model_id(model) {
             let engine = choose_engine(catalog, function, options.engine.as_deref())?;
@@ -308,6 +316,8 @@ impl Completion {
                 },
                 params: InferenceParams::default(),
                 system: None,
+                output_schema: None,
+                name: model.to_string(),
             }
         } else {
             let models: Vec<String> = catalog
@@ -325,6 +335,9 @@ impl Completion {
                 "{function}: '{model}' is neither a model created with CREATE MODEL nor a Bedrock model id: {hint}write a model's name or a model id such as 'amazon.nova-micro-v1:0', an inference profile such as 'us.anthropic.claude-3-haiku-20240307-v1:0', or an ARN"
             )));
         };
+        if options.output_schema.is_some() {
+            completion.output_schema.clone_from(&options.output_schema);
+        }
         let p = &mut completion.params;
         if let Some(v) = options.max_tokens {
             p.max_tokens = Some(v);
@@ -342,6 +355,39 @@ impl Completion {
             completion.system = Some(v.clone());
         }
         Ok(completion)
+    }
+
+    /// For structured output: the completion as a one-input model (its prompt is the row's
+    /// text) whose answers are validated against the schema and corrected once.
+    ///
+    /// # Errors
+    /// The model is called with InvokeModel, which has no forced tools.
+    pub(crate) fn structured(&self, function: &str) -> Result<Option<ModelCall>> {
+        let Some(schema) = &self.output_schema else {
+            return Ok(None);
+        };
+        if self.target.api != Api::Converse {
+            return Err(plan_error(format!(
+                "{function}: output_schema needs the Converse API, and {} uses api = 'invoke'",
+                self.label
+            )));
+        }
+        let template = Template::parse("{{prompt}}").map_err(|e| option_error(function, &e))?;
+        let spec = ModelSpec {
+            name: self.name.clone(),
+            target: function.to_string(),
+            engine: self.engine.name().to_string(),
+            model_id: self.target.model_id.clone(),
+            mode: Mode::Default,
+            prompt: PromptSource::Template(template),
+            params: self.params.clone(),
+            system_prompt: self.system.clone(),
+            api: Api::Converse,
+            output_schema: Some(schema.clone()),
+            on_error: OnError::Fail,
+            provenance: false,
+        };
+        Ok(Some(ModelCall::new(spec, Arc::clone(&self.engine))))
     }
 
     /// The request for one row. `instruction` (the fixed system prompt of `ai_filter` and
@@ -412,6 +458,7 @@ mod tests {
                 stop: Some(vec!["\n".into()]),
                 system_prompt: Some("Be brief.".into()),
                 engine: None,
+                output_schema: None,
             }
         );
         let err = |json: &str| {
