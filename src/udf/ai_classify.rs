@@ -1,6 +1,5 @@
 //! `ai_classify(model, text, labels)`: the one label a model picks for each row.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -154,20 +153,7 @@ pub fn parse_label<'a>(answer: &str, labels: &'a [String]) -> Option<&'a str> {
     }
 }
 
-impl PartialEq for AiClassify {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for AiClassify {}
-
-impl Hash for AiClassify {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        NAME.hash(state);
-        Arc::as_ptr(&self.catalog).hash(state);
-    }
-}
+super::completion::bound_to_catalog!(AiClassify);
 
 impl ScalarUDFImpl for AiClassify {
     fn name(&self) -> &str {

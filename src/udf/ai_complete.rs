@@ -1,6 +1,5 @@
 //! `ai_complete(model, prompt [, options])`: a model's answer to each row's prompt.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -104,20 +103,7 @@ impl AiComplete {
     }
 }
 
-impl PartialEq for AiComplete {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for AiComplete {}
-
-impl Hash for AiComplete {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        NAME.hash(state);
-        Arc::as_ptr(&self.catalog).hash(state);
-    }
-}
+super::completion::bound_to_catalog!(AiComplete);
 
 impl ScalarUDFImpl for AiComplete {
     fn name(&self) -> &str {

@@ -1,6 +1,5 @@
 //! `ai_embed(model, text [, options])`: each row's embedding vector.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -178,20 +177,7 @@ impl AiEmbed {
     }
 }
 
-impl PartialEq for AiEmbed {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for AiEmbed {}
-
-impl Hash for AiEmbed {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        NAME.hash(state);
-        Arc::as_ptr(&self.catalog).hash(state);
-    }
-}
+super::completion::bound_to_catalog!(AiEmbed);
 
 impl ScalarUDFImpl for AiEmbed {
     fn name(&self) -> &str {

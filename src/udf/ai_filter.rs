@@ -1,6 +1,5 @@
 //! `ai_filter(model, predicate_text)`: a model's yes/no verdict on each row, as a Boolean.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -76,20 +75,7 @@ pub fn parse_verdict(answer: &str) -> Option<bool> {
     }
 }
 
-impl PartialEq for AiFilter {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for AiFilter {}
-
-impl Hash for AiFilter {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        NAME.hash(state);
-        Arc::as_ptr(&self.catalog).hash(state);
-    }
-}
+super::completion::bound_to_catalog!(AiFilter);
 
 impl ScalarUDFImpl for AiFilter {
     fn name(&self) -> &str {

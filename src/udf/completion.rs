@@ -21,6 +21,28 @@ use crate::catalog::output_schema::OutputSchema;
 use crate::udf::model_call::ModelCall;
 pub(crate) use crate::udf::model_call::preview;
 
+/// `PartialEq`, `Eq` and `Hash` of a function bound to a session's catalog: two are equal when
+/// they have the same name (the module's `NAME`) and the same catalog.
+macro_rules! bound_to_catalog {
+    ($function:ty) => {
+        impl PartialEq for $function {
+            fn eq(&self, other: &Self) -> bool {
+                std::sync::Arc::ptr_eq(&self.catalog, &other.catalog)
+            }
+        }
+
+        impl Eq for $function {}
+
+        impl std::hash::Hash for $function {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                NAME.hash(state);
+                std::sync::Arc::as_ptr(&self.catalog).hash(state);
+            }
+        }
+    };
+}
+pub(crate) use bound_to_catalog;
+
 pub(crate) fn plan_error(message: impl Into<String>) -> DataFusionError {
     DataFusionError::Plan(message.into())
 }
