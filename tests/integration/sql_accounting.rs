@@ -1,17 +1,12 @@
 //! Provenance and EXPLAIN ANALYZE agree with what the emulator saw, under injected faults.
 
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
+
+use crate::support::run;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, FaultRates, LoadModel};
 
 const NOVA: &str = "amazon.nova-micro-v1:0";
-
-async fn run(ctx: &BedrockContext, sql: &str) -> String {
-    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let batches = df.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    pretty_format_batches(&batches).expect("format").to_string()
-}
 
 #[tokio::test]
 async fn provenance_and_explain_analyze_count_what_the_emulator_saw() {

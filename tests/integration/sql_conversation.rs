@@ -1,9 +1,10 @@
 //! Conversational models over inputs of several files, partitions and batches: the
 //! conversation follows the data's order and is sent once.
 
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
 use datafusion_bedrock::BedrockContext;
+
+use crate::support::{converse_calls, run};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 
 const TITAN: &str = "amazon.titan-text-premier-v1:0";
@@ -43,19 +44,6 @@ async fn three_files(emulator: &Emulator) -> (BedrockContext, std::path::PathBuf
     (ctx, dir)
 }
 
-async fn run(ctx: &BedrockContext, sql: &str) -> String {
-    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let batches = df.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    pretty_format_batches(&batches).expect("format").to_string()
-}
-
-fn converse_calls(emulator: &Emulator) -> u64 {
-    emulator
-        .stats()
-        .snapshot()
-        .count(Some(TITAN), Some("Converse"), None)
-}
-
 #[tokio::test]
 async fn a_conversation_spans_files_partitions_and_batches_in_file_order() {
     let emulator = Emulator::start(EmulatorConfig::default())
@@ -91,7 +79,7 @@ async fn a_conversation_spans_files_partitions_and_batches_in_file_order() {
     ]
     .join("\n");
     assert_eq!(got, expected);
-    assert_eq!(converse_calls(&emulator), 1);
+    assert_eq!(converse_calls(&emulator, TITAN), 1);
     emulator.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -124,7 +112,7 @@ async fn conversational_full_carries_history_across_partitions_and_batches() {
     ]
     .join("\n");
     assert_eq!(got, expected);
-    assert_eq!(converse_calls(&emulator), 6);
+    assert_eq!(converse_calls(&emulator, TITAN), 6);
     emulator.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,8 +1,9 @@
 //! Models as relations: `FROM model WHERE …` and `FROM data JOIN model`.
 
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
+
+use crate::support::{converse_calls, run};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 
 const TITAN: &str = "amazon.titan-text-premier-v1:0";
@@ -35,20 +36,6 @@ fn fastrand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default()
-}
-
-async fn run(ctx: &BedrockContext, sql: &str) -> String {
-    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let batches = df.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    pretty_format_batches(&batches).expect("format").to_string()
-}
-
-/// Converse calls the emulator has served for the Titan model.
-fn converse_calls(emulator: &Emulator) -> u64 {
-    emulator
-        .stats()
-        .snapshot()
-        .count(Some(TITAN), Some("Converse"), None)
 }
 
 fn answer(question: &str) -> String {
@@ -107,7 +94,7 @@ async fn the_seed_queries_answer_each_row() {
         qa_table(("question", "answer"), &[(venus, answer(venus)), (sweden, answer(sweden))])
     );
     // Two distinct questions, each asked once although queried three times.
-    assert_eq!(converse_calls(&emulator), 2);
+    assert_eq!(converse_calls(&emulator, TITAN), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -119,7 +106,7 @@ async fn a_limit_reaches_the_scan_so_only_needed_rows_are_sent() {
     let (ctx, dir) = setup(&emulator).await;
     let out = run(&ctx, "SELECT m.answer FROM files.unrelated_questions AS d JOIN bedrock_default_model AS m LIMIT 1").await;
     assert_eq!(out.lines().count(), 5, "{out}");
-    assert_eq!(converse_calls(&emulator), 1);
+    assert_eq!(converse_calls(&emulator, TITAN), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -91,3 +91,20 @@ pub fn expected_answer(
     };
     format!("Emulated {model} (messages: {messages}, blocks: {blocks}{system}): {text}")
 }
+
+/// Runs one statement and formats its result as a pretty table (panics naming the SQL).
+pub async fn run(ctx: &datafusion_bedrock::BedrockContext, sql: &str) -> String {
+    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = df.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string()
+}
+
+/// Converse calls the emulator has served for a model.
+pub fn converse_calls(emulator: &Emulator, model: &str) -> u64 {
+    emulator
+        .stats()
+        .snapshot()
+        .count(Some(model), Some("Converse"), None)
+}
