@@ -293,6 +293,7 @@ impl BedrockContext {
                             c.endpoint_url.clone().unwrap_or_else(|| "(AWS)".into()),
                             credential_kind(&c.credentials),
                             c.max_concurrency.to_string(),
+                            c.is_default.to_string(),
                         ]
                     })
                     .collect();
@@ -304,6 +305,7 @@ impl BedrockContext {
                         "endpoint_url",
                         "credentials",
                         "max_concurrency",
+                        "default",
                     ],
                     rows,
                 )
