@@ -18,6 +18,10 @@ pub mod udf;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
+#[cfg(feature = "cli")]
+pub mod shell;
+#[cfg(feature = "slt")]
+pub mod slt;
 
 pub use context::BedrockContext;
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! The extension's catalog: engines and models, validated, with secrets redacted.
 
 pub mod model;
+pub mod persist;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
