@@ -128,7 +128,8 @@ mod tests {
         );
         assert_eq!(
             shown(validate_input("CREATE MODEL m PREDICT;")),
-            "invalid:  🤔 Invalid statement: Expected the column to predict after PREDICT, found the end of the statement"
+            "invalid:  🤔 Invalid statement: Expected the column to predict after PREDICT, found the end \
+             of the statement: write CREATE MODEL name PREDICT column USING engine = 'engine_name', …"
         );
     }
 }
