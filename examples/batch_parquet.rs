@@ -102,18 +102,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .show()
         .await?;
 
-    if let Some(engine) = ctx.catalog().engine("bedrock") {
-        for usage in engine.usage() {
-            println!(
-                "{}: {} requests, {} cache hits, {} deduplicated rows, {} input + {} output tokens, estimated ${:.4}",
-                usage.model,
-                usage.requests,
-                usage.cache_hits,
-                usage.deduplicated,
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.estimated_cost_usd.unwrap_or_default()
-            );
+    let engine = ctx
+        .catalog()
+        .engine("bedrock")
+        .ok_or("the engine was just created")?;
+    for usage in engine.usage() {
+        println!(
+            "{}: {} requests, {} cache hits, {} deduplicated rows, {} input + {} output tokens, estimated ${:.4}",
+            usage.model,
+            usage.requests,
+            usage.cache_hits,
+            usage.deduplicated,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.estimated_cost_usd.unwrap_or_default()
+        );
+        // 50 distinct prompts: 50 requests, whatever the row count.
+        if usage.requests != 50 {
+            return Err(format!("expected 50 requests, made {}", usage.requests).into());
         }
     }
     std::fs::remove_dir_all(&dir)?;
