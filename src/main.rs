@@ -438,6 +438,29 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// Where the error that ends a run is printed.
+enum Failed {
+    /// The shell prints it on stdout, as datafusion-cli does.
+    Shell(String),
+    /// The subcommands print it on stderr.
+    Subcommand(String),
+}
+
+async fn main_inner(cli: Cli) -> Result<ExitCode, Failed> {
+    match cli.command {
+        Some(Command::Emulator(args)) => run_emulator(args)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Failed::Subcommand),
+        Some(Command::Slt(args)) => run_slt(args).await.map_err(Failed::Subcommand),
+        None => match run_shell(cli.shell).await {
+            Ok(true) => Ok(ExitCode::SUCCESS),
+            Ok(false) => Ok(ExitCode::FAILURE),
+            Err(message) => Err(Failed::Shell(message)),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -450,24 +473,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Some(Command::Emulator(args)) => run_emulator(args).await.map(|()| ExitCode::SUCCESS),
-            Some(Command::Slt(args)) => run_slt(args).await,
-            None => run_shell(cli.shell).await.map(|ok| {
-                if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }),
-        }
-    });
-    match result {
+    match runtime.block_on(main_inner(cli)) {
         Ok(code) => code,
-        Err(message) => {
-            // As datafusion-cli prints the error that ends a run.
+        Err(Failed::Shell(message)) => {
             println!("Error: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Failed::Subcommand(message)) => {
+            eprintln!("Error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -535,3 +535,80 @@ async fn slt_runs_suites_and_completes_expected_output() {
     );
     assert_eq!(out.code, Some(0));
 }
+
+/// Converse calls the emulator has received.
+fn converse_calls(emulator: &Emulator) -> u64 {
+    emulator
+        .stats()
+        .snapshot()
+        .count(None, Some("Converse"), None)
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_running_query_and_no_request_follows() {
+    use datafusion_bedrock::emulator::LoadModel;
+    use std::time::Duration;
+
+    let emulator = Emulator::start(EmulatorConfig {
+        load: LoadModel {
+            latency: Duration::from_millis(700),
+            ..LoadModel::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let home = tempfile::tempdir().expect("temp dir");
+    let file = home.path().join("slow.sql");
+    std::fs::write(
+        &file,
+        format!(
+            "CREATE ML_ENGINE slow FROM bedrock USING api_key = 'k', max_concurrency = 1, endpoint_url = '{}';\n\
+             CREATE MODEL m PREDICT answer USING engine = 'slow', question_column = 'q';\n\
+             SELECT d.q, m.answer FROM (VALUES ('a'), ('b'), ('c'), ('d'), ('e'), ('f'), ('g'), ('h')) AS d(q) JOIN m;\n\
+             SELECT 'not reached' AS x;\n",
+            emulator.url()
+        ),
+    )
+    .expect("written");
+    let catalog = home.path().join("catalog.json").display().to_string();
+    let file = file.display().to_string();
+    let child = command(
+        home.path(),
+        &["-q", "--format", "csv", "--catalog", &catalog, "-f", &file],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawned");
+    // Wait until the query is sending (one request at a time, 700 ms each).
+    let mut waited = 0;
+    while converse_calls(&emulator) == 0 && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    let out = child.wait_with_output().await.expect("exits");
+    let sent = converse_calls(&emulator);
+    // Well after the cancellation: not one request more.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(converse_calls(&emulator), sent);
+    assert!((1..8).contains(&sent), "{sent} requests");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "name,handler,status\nslow,bedrock,created\n\
+             name,engine,model_id,mode,target,inputs,status\nm,slow,{TITAN},default,answer,q,ready\n\
+             Error: Query cancelled (Ctrl-C)\n"
+        )
+    );
+    assert_eq!(out.status.code(), Some(1));
+    emulator.shutdown().await;
+}
