@@ -1,10 +1,13 @@
 //! A semantic join in plain SQL: every support question is matched with the help article whose
-//! embedding is closest, using `ai_embed` and `cosine_similarity` against the built-in Bedrock
-//! emulator (its embeddings are a bag of words, so texts sharing words are close).
+//! embedding is closest, with `ai_embed` and `cosine_similarity`.
 //!
 //! ```sh
-//! cargo run --example semantic_join
+//! cargo run --example semantic_join                              # the built-in emulator
+//! BEDROCK_EXAMPLES_REAL=1 AWS_PROFILE=… cargo run --example semantic_join   # Amazon Bedrock
 //! ```
+//!
+//! The emulator's embeddings are bags of words, so there texts sharing words are close; Amazon
+//! Bedrock's models match by meaning.
 
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
@@ -12,28 +15,41 @@ use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, StaticCredential};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The emulator verifies SigV4 signatures made with this (made-up) key pair.
-    let emulator = Emulator::start(EmulatorConfig {
-        credentials: vec![StaticCredential::new("AKIDEXAMPLE", "emulator-secret")],
-        ..EmulatorConfig::default()
-    })
-    .await?;
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new(SessionContext::new());
+    let (ctx, emulator, using) = if std::env::var_os("BEDROCK_EXAMPLES_REAL").is_some() {
+        eprintln!("Calling Amazon Bedrock with your AWS credentials: this is billed.");
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        (ctx, None, format!("region_name = '{region}'"))
+    } else {
+        // The emulator verifies SigV4 signatures made with this (made-up) key pair.
+        let emulator = Emulator::start(EmulatorConfig {
+            credentials: vec![StaticCredential::new("AKIDEXAMPLE", "emulator-secret")],
+            ..EmulatorConfig::default()
+        })
+        .await?;
+        eprintln!(
+            "Answers are emulated by the built-in Bedrock emulator at {}.",
+            emulator.url()
+        );
+        let ctx = ctx.with_default_endpoint(emulator.url());
+        let using = "aws_access_key_id = 'AKIDEXAMPLE', aws_secret_access_key = 'emulator-secret', region_name = 'us-east-1'".to_string();
+        (ctx, Some(emulator), using)
+    };
 
     let setup = [
-        "CREATE ML_ENGINE bedrock_engine FROM bedrock USING \
-         aws_access_key_id = 'AKIDEXAMPLE', aws_secret_access_key = 'emulator-secret', \
-         region_name = 'us-east-1', default = true",
+        format!("CREATE ML_ENGINE bedrock_engine FROM bedrock USING {using}, default = true"),
         "CREATE TABLE articles(article_id INT, title VARCHAR) AS VALUES \
          (1, 'How to reset a forgotten password'), \
          (2, 'Shipping times for international parcels'), \
-         (3, 'Refund policy for damaged items')",
+         (3, 'Refund policy for damaged items')"
+            .to_string(),
         "CREATE TABLE questions(question_id INT, question VARCHAR) AS VALUES \
          (10, 'I forgot my password, how do I reset it?'), \
          (20, 'My parcel was damaged: can I get a refund?'), \
-         (30, 'What are shipping times to Canada?')",
+         (30, 'What are shipping times to Canada?')"
+            .to_string(),
     ];
-    for statement in setup {
+    for statement in &setup {
         ctx.sql(statement).await?.collect().await?;
     }
 
@@ -60,6 +76,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .show()
         .await?;
 
-    emulator.shutdown().await;
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
     Ok(())
 }

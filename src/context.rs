@@ -17,6 +17,7 @@ use crate::bedrock::config::{CredentialSource, EngineConfig};
 use crate::bedrock::engine::Engine;
 use crate::bedrock::params::suggest;
 use crate::catalog::model::ModelSpec;
+use crate::catalog::persist::CatalogFile;
 use crate::catalog::{Catalog, ModelEntry};
 use crate::error::Error;
 use crate::plan::model_node::{BedrockQueryPlanner, ModelInputOrder};
@@ -32,6 +33,7 @@ pub struct BedrockContext {
     ctx: SessionContext,
     catalog: Arc<Catalog>,
     default_endpoint: Option<String>,
+    catalog_file: Option<Arc<CatalogFile>>,
 }
 
 impl std::fmt::Debug for BedrockContext {
@@ -82,6 +84,7 @@ impl BedrockContext {
             ctx,
             catalog,
             default_endpoint: None,
+            catalog_file: None,
         }
     }
 
@@ -91,6 +94,53 @@ impl BedrockContext {
     pub fn with_default_endpoint(mut self, url: impl Into<String>) -> Self {
         self.default_endpoint = Some(url.into());
         self
+    }
+
+    /// Keeps the engines and models in a catalog file: every create, replace or drop that
+    /// changes the catalog rewrites it. Call [`BedrockContext::restore_catalog`] to recreate
+    /// what the file already holds.
+    #[must_use]
+    pub fn with_catalog_file(mut self, file: CatalogFile) -> Self {
+        self.catalog_file = Some(Arc::new(file));
+        self
+    }
+
+    /// Recreates the engines and models of the catalog file (see
+    /// [`BedrockContext::with_catalog_file`]), in the order they were created. What cannot be
+    /// recreated (an endpoint that is down, a model that went away) is skipped, stays in the
+    /// file, and is returned with its error.
+    pub async fn restore_catalog(&self) -> Vec<(String, DataFusionError)> {
+        let Some(file) = &self.catalog_file else {
+            return Vec::new();
+        };
+        let mut failures = Vec::new();
+        for statement in file.statements() {
+            let name = match &statement {
+                BedrockStatement::CreateEngine { name, .. } => {
+                    format!("ML engine '{}'", joined(name))
+                }
+                BedrockStatement::CreateModel { name, .. } => format!("model '{}'", joined(name)),
+                _ => continue,
+            };
+            if let Err(e) = self.execute(statement).await {
+                failures.push((name, e));
+            }
+        }
+        failures
+    }
+
+    /// Whether a statement will change the catalog (so the catalog file must record it).
+    fn changes_catalog(&self, statement: &BedrockStatement) -> bool {
+        match statement {
+            BedrockStatement::CreateEngine { name, .. } => {
+                self.catalog.engine(&joined(name)).is_none()
+            }
+            BedrockStatement::CreateModel {
+                name, or_replace, ..
+            } => *or_replace || self.catalog.model(&joined(name)).is_none(),
+            BedrockStatement::DropEngine { .. } | BedrockStatement::DropModel { .. } => true,
+            _ => false,
+        }
     }
 
     /// Registers every CSV, Parquet and JSON (newline-delimited) file of a directory as a table
@@ -205,7 +255,14 @@ impl BedrockContext {
         let mut last = None;
         for statement in statements {
             last = Some(match statement {
-                ParsedStatement::Bedrock(s) => self.execute(s).await?,
+                ParsedStatement::Bedrock(s) => match &self.catalog_file {
+                    Some(file) if self.changes_catalog(&s) => {
+                        let df = self.execute(s.clone()).await?;
+                        file.record(&s).map_err(from_error)?;
+                        df
+                    }
+                    _ => self.execute(s).await?,
+                },
                 ParsedStatement::DataFusion(s) if reset_of_ours(&s).is_some() => {
                     let key = reset_of_ours(&s).unwrap_or_default();
                     self.reset_option(&key)?

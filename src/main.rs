@@ -1,25 +1,158 @@
-//! The `datafusion-bedrock` command.
+//! The `datafusion-bedrock` command: `datafusion-cli` with the extension, plus the `emulator`
+//! and `slt` subcommands.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use datafusion::prelude::SessionContext;
+use datafusion_bedrock::BedrockContext;
+use datafusion_bedrock::catalog::persist::CatalogFile;
 use datafusion_bedrock::emulator::{
     Emulator, EmulatorConfig, FaultRates, LoadModel, StaticCredential,
 };
+use datafusion_bedrock::shell::{self, Failure, SessionSettings, Shell};
+use datafusion_bedrock::slt::{SltDriver, slt_files};
+use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
+use datafusion_cli::object_storage::is_stdin_location;
+use datafusion_cli::print_format::PrintFormat;
+use datafusion_cli::print_options::MaxRows;
 
-/// Amazon Bedrock foundation models inside Apache DataFusion SQL.
+/// Amazon Bedrock foundation models inside Apache DataFusion SQL: datafusion-cli with
+/// `CREATE ML_ENGINE`, `CREATE MODEL` and models as relations.
 #[derive(Debug, Parser)]
-#[command(name = "datafusion-bedrock", version, about)]
+#[command(
+    name = "datafusion-bedrock",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    shell: ShellArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the built-in Bedrock emulator on 127.0.0.1 until interrupted (Ctrl-C).
     Emulator(EmulatorArgs),
+    /// Run sqllogictest files against the extension and a built-in emulator.
+    Slt(SltArgs),
+}
+
+/// The shell's flags: datafusion-cli's, then the extension's.
+#[derive(Debug, Args)]
+struct ShellArgs {
+    /// Path to your data, default to current directory
+    #[arg(short = 'p', long)]
+    data_path: Option<PathBuf>,
+    /// The batch size of each query, or use DataFusion default
+    #[arg(short = 'b', long)]
+    batch_size: Option<usize>,
+    /// Execute the given command string(s), then exit. Commands are expected to be non empty.
+    #[arg(short = 'c', long, num_args = 0.., value_parser = non_empty_command)]
+    command: Vec<String>,
+    /// The memory pool limitation (e.g. '10g'), default to None (no limit)
+    #[arg(short = 'm', long, value_parser = memory_size)]
+    memory_limit: Option<usize>,
+    /// Execute commands from file(s), then exit
+    #[arg(short = 'f', long, num_args = 0.., value_parser = existing_file)]
+    file: Vec<String>,
+    /// Run the provided files on startup instead of ~/.datafusionrc
+    #[arg(short = 'r', long, num_args = 0.., value_parser = existing_file, conflicts_with = "file")]
+    rc: Option<Vec<String>>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = PrintFormat::Automatic)]
+    format: PrintFormat,
+    /// Reduce printing other than the results and work quietly
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// The max number of rows to display for 'Table' format
+    /// [possible values: numbers(0/10/...), inf(no limit)]
+    #[arg(long, default_value = "40")]
+    maxrows: MaxRows,
+    /// Enables console syntax highlighting
+    #[arg(long)]
+    color: bool,
+    /// Start the built-in Bedrock emulator and make it the endpoint of engines that name no
+    /// endpoint_url: answers are emulated, nothing reaches AWS.
+    #[arg(long)]
+    emulator: bool,
+    /// Serve a directory's CSV, Parquet and JSON files as the `files` schema.
+    #[arg(long, value_name = "DIR")]
+    files: Option<PathBuf>,
+    /// Keep engines and models in this file between runs (mode 0600). Default: catalog.json in
+    /// the user's config directory (datafusion-bedrock/), or none with --emulator.
+    #[arg(long, value_name = "PATH")]
+    catalog: Option<PathBuf>,
+}
+
+impl ShellArgs {
+    /// Without -c/-f the shell reads SQL from stdin (interactive or piped).
+    fn repl_mode(&self) -> bool {
+        self.command.is_empty() && self.file.is_empty()
+    }
+
+    fn reads_sql_from_stdin(&self) -> bool {
+        self.repl_mode() || self.file.iter().any(|f| is_stdin_location(f))
+    }
+}
+
+fn non_empty_command(command: &str) -> Result<String, String> {
+    if command.is_empty() {
+        Err("-c expects a non-empty SQL command".to_string())
+    } else {
+        Ok(command.to_string())
+    }
+}
+
+fn existing_file(path: &str) -> Result<String, String> {
+    if std::path::Path::new(path).is_file() || is_stdin_location(path) {
+        Ok(path.to_string())
+    } else {
+        Err(format!("Invalid file '{path}': no such file"))
+    }
+}
+
+/// `10g`, `512m`, `64k`, `1000` (bytes).
+fn memory_size(size: &str) -> Result<usize, String> {
+    let lower = size.trim().to_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &lower[digits.len()..];
+    let shift = match unit {
+        "" | "b" => 0,
+        "k" | "kb" => 10,
+        "m" | "mb" => 20,
+        "g" | "gb" => 30,
+        "t" | "tb" => 40,
+        _ => {
+            return Err(format!(
+                "Invalid memory pool size '{size}': use e.g. 512m or 10g"
+            ));
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("Invalid numeric value in memory pool size '{size}'"))?;
+    n.checked_mul(1_usize << shift)
+        .ok_or_else(|| format!("memory pool size '{size}' is too large"))
+}
+
+#[derive(Debug, Args)]
+struct SltArgs {
+    /// .slt files, or directories searched for them.
+    #[arg(required = true, value_name = "FILES")]
+    paths: Vec<PathBuf>,
+    /// Rewrite each file's expected output with what the queries return now.
+    #[arg(long)]
+    complete: bool,
+    /// Serve a directory's CSV, Parquet and JSON files as the `files` schema.
+    #[arg(long, value_name = "DIR")]
+    files: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +292,175 @@ async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {
     Ok(())
 }
 
+async fn run_slt(args: SltArgs) -> Result<ExitCode, String> {
+    let mut files = Vec::new();
+    for path in &args.paths {
+        files.extend(slt_files(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?);
+    }
+    if files.is_empty() {
+        return Err("no .slt files found in the paths given".into());
+    }
+    let driver = SltDriver::start(EmulatorConfig::default(), args.files)
+        .await
+        .map_err(|e| format!("cannot start the emulator: {e}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    for file in &files {
+        let result = if args.complete {
+            driver.complete_file(file).await
+        } else {
+            driver.run_file(file).await.map_err(|e| e.to_string())
+        };
+        match result {
+            Ok(()) if args.complete => {
+                println!("completed {}", file.display());
+                passed += 1;
+            }
+            Ok(()) => {
+                println!("ok     {}", file.display());
+                passed += 1;
+            }
+            Err(e) => {
+                println!("FAILED {}\n{e}", file.display());
+                failed += 1;
+            }
+        }
+    }
+    driver.shutdown().await;
+    println!("sqllogictest: {passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The catalog file: `--catalog`, else the user's config directory unless `--emulator`.
+fn catalog_path(args: &ShellArgs) -> Option<PathBuf> {
+    if let Some(path) = &args.catalog {
+        return Some(path.clone());
+    }
+    if args.emulator {
+        return None;
+    }
+    dirs::config_dir().map(|d| d.join("datafusion-bedrock").join("catalog.json"))
+}
+
+/// Runs the shell; `Ok(false)` when a `-c`/`-f` statement failed.
+async fn run_shell(args: ShellArgs) -> Result<bool, String> {
+    if !args.quiet {
+        println!(
+            "datafusion-bedrock v{} (DataFusion CLI v{})",
+            env!("CARGO_PKG_VERSION"),
+            datafusion_cli::DATAFUSION_CLI_VERSION
+        );
+    }
+    if let Some(path) = &args.data_path {
+        std::env::set_current_dir(path)
+            .map_err(|e| format!("cannot use data path '{}': {e}", path.display()))?;
+    }
+    let registry = Arc::new(InstrumentedObjectStoreRegistry::new());
+    let settings = SessionSettings {
+        batch_size: args.batch_size,
+        memory_limit: args.memory_limit,
+        reads_sql_from_stdin: args.reads_sql_from_stdin(),
+    };
+    let session: SessionContext = shell::session_context(&settings, Arc::clone(&registry))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ctx = BedrockContext::new(session);
+    let emulator = if args.emulator {
+        let emulator = Emulator::start(EmulatorConfig::default())
+            .await
+            .map_err(|e| format!("cannot start the emulator: {e}"))?;
+        eprintln!(
+            "Emulated Bedrock at {}: engines without endpoint_url get emulated answers, nothing reaches AWS.",
+            emulator.url()
+        );
+        ctx = ctx.with_default_endpoint(emulator.url());
+        Some(emulator)
+    } else {
+        None
+    };
+    if let Some(path) = catalog_path(&args) {
+        let file = CatalogFile::open(&path).map_err(|e| e.to_string())?;
+        ctx = ctx.with_catalog_file(file);
+        for (what, e) in ctx.restore_catalog().await {
+            eprintln!(
+                "Warning: {what} of {} was not restored: {e}",
+                path.display()
+            );
+        }
+    }
+    if let Some(dir) = &args.files {
+        ctx.register_files_dir(dir)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let print = shell::print_options(args.format, args.quiet, args.maxrows, args.color, registry);
+    let mut shell = Shell::new(ctx, print);
+
+    let ok = if args.repl_mode() {
+        let rc = match args.rc {
+            Some(files) => files,
+            None => dirs::home_dir()
+                .map(|h| h.join(".datafusionrc"))
+                .filter(|p| p.exists())
+                .map(|p| p.display().to_string())
+                .into_iter()
+                .collect(),
+        };
+        for file in rc {
+            if let Err(Failure::Cancelled) = shell.run_file(&file).await {
+                break;
+            }
+        }
+        shell.run_repl().await.map_err(|e| e.to_string())?;
+        true
+    } else {
+        let mut ok = true;
+        for file in &args.file {
+            match shell.run_file(file).await {
+                Ok(all) => ok &= all,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if !args.command.is_empty() {
+            shell
+                .run_commands(&args.command)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        ok
+    };
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    Ok(ok)
+}
+
+/// Where the error that ends a run is printed.
+enum Failed {
+    /// The shell prints it on stdout, as datafusion-cli does.
+    Shell(String),
+    /// The subcommands print it on stderr.
+    Subcommand(String),
+}
+
+async fn main_inner(cli: Cli) -> Result<ExitCode, Failed> {
+    match cli.command {
+        Some(Command::Emulator(args)) => run_emulator(args)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Failed::Subcommand),
+        Some(Command::Slt(args)) => run_slt(args).await.map_err(Failed::Subcommand),
+        None => match run_shell(cli.shell).await {
+            Ok(true) => Ok(ExitCode::SUCCESS),
+            Ok(false) => Ok(ExitCode::FAILURE),
+            Err(message) => Err(Failed::Shell(message)),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -171,14 +473,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Emulator(args) => run_emulator(args).await,
+    match runtime.block_on(main_inner(cli)) {
+        Ok(code) => code,
+        Err(Failed::Shell(message)) => {
+            println!("Error: {message}");
+            ExitCode::FAILURE
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failed::Subcommand(message)) => {
             eprintln!("Error: {message}");
             ExitCode::FAILURE
         }

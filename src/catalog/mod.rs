@@ -2,6 +2,7 @@
 
 pub mod model;
 pub mod output_schema;
+pub mod persist;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -4,6 +4,8 @@
 #[cfg(feature = "emulator")]
 mod support;
 
+#[cfg(feature = "cli")]
+mod cli;
 #[cfg(feature = "emulator")]
 mod client_engine;
 #[cfg(feature = "emulator")]

@@ -1,0 +1,95 @@
+//! The extension inside an application: one `BedrockContext` over a DataFusion
+//! `SessionContext`, models created and queried with `ctx.sql`, results refined with the
+//! DataFrame API.
+//!
+//! ```sh
+//! cargo run --example embed_in_app                              # the built-in emulator
+//! BEDROCK_EXAMPLES_REAL=1 AWS_PROFILE=… cargo run --example embed_in_app   # Amazon Bedrock
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::{SessionContext, col, lit};
+use datafusion_bedrock::BedrockContext;
+use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
+
+/// A context whose engines reach the emulator, unless `BEDROCK_EXAMPLES_REAL` is set; and the
+/// engine's `USING` clause for that choice.
+async fn bedrock() -> Result<(BedrockContext, Option<Emulator>, String), Box<dyn std::error::Error>>
+{
+    let ctx = BedrockContext::new(SessionContext::new());
+    if std::env::var_os("BEDROCK_EXAMPLES_REAL").is_some() {
+        eprintln!("Calling Amazon Bedrock with your AWS credentials: this is billed.");
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        return Ok((ctx, None, format!("region_name = '{region}'")));
+    }
+    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    eprintln!(
+        "Answers are emulated by the built-in Bedrock emulator at {}.",
+        emulator.url()
+    );
+    let ctx = ctx.with_default_endpoint(emulator.url());
+    Ok((
+        ctx,
+        Some(emulator),
+        "api_key = 'emulated', region_name = 'us-east-1'".into(),
+    ))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (ctx, emulator, using) = bedrock().await?;
+
+    // The application's own data: any table DataFusion can read.
+    let reviews = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("review", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec![
+                "Arrived on time and works perfectly.",
+                "The strap broke after two days.",
+                "Does what it says.",
+            ])),
+        ],
+    )?;
+    ctx.session().register_batch("reviews", reviews)?;
+
+    ctx.sql(&format!(
+        "CREATE ML_ENGINE bedrock FROM bedrock USING {using}"
+    ))
+    .await?
+    .show()
+    .await?;
+    ctx.sql(
+        "CREATE MODEL sentiment PREDICT sentiment USING
+             engine = 'bedrock',
+             model_id = 'amazon.nova-micro-v1:0',
+             prompt_template = 'Answer positive, negative or neutral. The review: {{review}}',
+             max_tokens = 40",
+    )
+    .await?
+    .show()
+    .await?;
+
+    // SQL: every review joined with the model, one answer per row.
+    let answers = ctx
+        .sql("SELECT r.id, m.sentiment FROM reviews AS r JOIN sentiment AS m")
+        .await?;
+
+    // The DataFrame API on top of it.
+    answers
+        .filter(col("id").gt_eq(lit(2)))?
+        .sort(vec![col("id").sort(true, false)])?
+        .show()
+        .await?;
+
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    Ok(())
+}

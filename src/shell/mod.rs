@@ -1,0 +1,448 @@
+//! The `datafusion-bedrock` shell (feature `cli`): `datafusion-cli` with the extension.
+//!
+//! The shell owns the input loop — `datafusion-cli` parses every statement itself, with no hook
+//! before parsing — and hands everything that is not one of the extension's statements to
+//! `datafusion-cli`'s own execution and printing, so those behave exactly as in `datafusion-cli`
+//! (print formats, `--maxrows`, object stores for `s3://`, `gs://`, `http(s)://`, `\d`-style
+//! commands). The extension's statements run on the [`BedrockContext`] and print through the
+//! same `PrintOptions`.
+
+mod helper;
+pub mod progress;
+pub mod split;
+
+use std::io::BufRead;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::common::instant::Instant;
+use datafusion::config::ConfigOptions;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{ExplainFormat, LogicalPlan};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_cli::catalog::DynamicObjectStoreCatalog;
+use datafusion_cli::cli_context::CliSessionContext;
+use datafusion_cli::command::{Command, OutputFormat};
+use datafusion_cli::functions::{
+    ListFilesCacheFunc, MetadataCacheFunc, ParquetMetadataFunc, StatisticsCacheFunc,
+};
+use datafusion_cli::object_storage::StdinCarriesCommands;
+use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
+use datafusion_cli::print_format::PrintFormat;
+use datafusion_cli::print_options::{MaxRows, PrintOptions};
+use object_store::ObjectStore;
+use rustyline::error::ReadlineError;
+
+use crate::BedrockContext;
+use crate::plan::rewrite::ModelRelationRule;
+use crate::sql::parser::{BedrockStatement, ParsedStatement, parse_sql};
+use progress::ProgressLine;
+use split::{looks_like_extension, split_statements};
+
+/// How the session is configured (the `datafusion-cli` flags that shape it).
+#[derive(Debug, Clone, Default)]
+pub struct SessionSettings {
+    /// `-b`: rows per batch (DataFusion's default when `None`).
+    pub batch_size: Option<usize>,
+    /// `-m`: a memory limit in bytes (no limit when `None`).
+    pub memory_limit: Option<usize>,
+    /// The shell reads its SQL from stdin (the REPL, or `-f /dev/stdin`), so stdin is not a
+    /// data source.
+    pub reads_sql_from_stdin: bool,
+}
+
+/// A session configured as `datafusion-cli` configures its own: settings from `DATAFUSION_*`
+/// environment variables, `information_schema`, `NULL` shown as `NULL`, EXPLAIN as a tree,
+/// tables from URLs (`SELECT * FROM 's3://…'`) with their object stores registered on first
+/// use, and the `parquet_metadata`, `metadata_cache`, `statistics_cache` and
+/// `list_files_cache` table functions.
+///
+/// # Errors
+/// Invalid `DATAFUSION_*` settings or a zero batch size.
+pub async fn session_context(
+    settings: &SessionSettings,
+    registry: Arc<InstrumentedObjectStoreRegistry>,
+) -> Result<SessionContext> {
+    let mut options = ConfigOptions::from_env()?;
+    if let Some(batch_size) = settings.batch_size {
+        options.execution.batch_size =
+            datafusion::common::config::ConfigNonZeroUsize::try_new(batch_size).map_err(|_| {
+                DataFusionError::Configuration(
+                    "batch_size must be greater than 0: give -b a positive number of rows".into(),
+                )
+            })?;
+    }
+    if std::env::var_os("DATAFUSION_EXPLAIN_FORMAT").is_none() {
+        options.explain.format = ExplainFormat::Tree;
+    }
+    if std::env::var_os("DATAFUSION_FORMAT_NULL").is_none() {
+        options.format.null = String::from("NULL");
+    }
+    let mut config = SessionConfig::from(options).with_information_schema(true);
+    if settings.reads_sql_from_stdin {
+        config = config.with_extension(Arc::new(StdinCarriesCommands));
+    }
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = settings.memory_limit {
+        let pool: Arc<dyn MemoryPool> = match NonZeroUsize::new(3) {
+            Some(top) => Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(limit), top)),
+            None => Arc::new(GreedyMemoryPool::new(limit)),
+        };
+        runtime = runtime.with_memory_pool(pool);
+    }
+    let runtime = runtime.with_object_store_registry(registry).build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
+    ctx.refresh_catalogs().await?;
+    ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(
+        Arc::clone(ctx.state().catalog_list()),
+        ctx.state_weak_ref(),
+    )));
+    let caches = Arc::clone(&ctx.task_ctx().runtime_env().cache_manager);
+    ctx.register_udtf("parquet_metadata", Arc::new(ParquetMetadataFunc {}));
+    ctx.register_udtf(
+        "metadata_cache",
+        Arc::new(MetadataCacheFunc::new(Arc::clone(&caches))),
+    );
+    ctx.register_udtf(
+        "statistics_cache",
+        Arc::new(StatisticsCacheFunc::new(Arc::clone(&caches))),
+    );
+    ctx.register_udtf(
+        "list_files_cache",
+        Arc::new(ListFilesCacheFunc::new(caches)),
+    );
+    Ok(ctx)
+}
+
+/// The session as `datafusion-cli` sees it: its plans get the model-relation rewrite before
+/// they run, so `FROM data JOIN model` works in statements `datafusion-cli` executes.
+struct CliSession<'a> {
+    ctx: &'a SessionContext,
+}
+
+#[async_trait::async_trait]
+impl CliSessionContext for CliSession<'_> {
+    fn task_ctx(&self) -> Arc<TaskContext> {
+        self.ctx.task_ctx()
+    }
+
+    fn session_state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    fn register_object_store(
+        &self,
+        url: &url::Url,
+        object_store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore + 'static>> {
+        self.ctx.register_object_store(url, object_store)
+    }
+
+    fn register_table_options_extension_from_scheme(&self, scheme: &str) {
+        CliSessionContext::register_table_options_extension_from_scheme(self.ctx, scheme);
+    }
+
+    async fn execute_logical_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
+        let state = self.ctx.state();
+        let plan = ModelRelationRule.analyze(plan, state.config_options())?;
+        self.ctx.execute_logical_plan(plan).await
+    }
+}
+
+/// Why a statement did not complete.
+#[derive(Debug)]
+pub enum Failure {
+    /// It failed with this error.
+    Error(DataFusionError),
+    /// Ctrl-C cancelled it.
+    Cancelled,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Error(e) => write!(f, "{e}"),
+            Self::Cancelled => f.write_str("Query cancelled (Ctrl-C)"),
+        }
+    }
+}
+
+impl From<DataFusionError> for Failure {
+    fn from(e: DataFusionError) -> Self {
+        Self::Error(e)
+    }
+}
+
+/// The shell: a [`BedrockContext`] and `datafusion-cli`'s print options.
+#[derive(Debug)]
+pub struct Shell {
+    ctx: BedrockContext,
+    print: PrintOptions,
+}
+
+impl Shell {
+    /// A shell over a context.
+    pub fn new(ctx: BedrockContext, print: PrintOptions) -> Self {
+        Self { ctx, print }
+    }
+
+    /// The context.
+    pub fn context(&self) -> &BedrockContext {
+        &self.ctx
+    }
+
+    /// Runs SQL text (one or more `;`-separated statements) and prints each result; stops at
+    /// the first statement that fails or is cancelled. Ctrl-C cancels the running statement:
+    /// its future is dropped, so no new model request starts.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub async fn run_sql(&self, sql: &str) -> Result<(), Failure> {
+        for statement in split_statements(sql) {
+            let progress = ProgressLine::start(self.ctx.catalog(), true);
+            let result = tokio::select! {
+                r = self.run_statement(&statement) => r.map_err(Failure::Error),
+                _ = tokio::signal::ctrl_c() => Err(Failure::Cancelled),
+            };
+            progress.finish();
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn run_statement(&self, sql: &str) -> Result<()> {
+        let parsed = match parse_sql(sql) {
+            Ok(parsed) => parsed,
+            Err(e) if looks_like_extension(sql) => {
+                return Err(DataFusionError::Plan(e.to_string()));
+            }
+            // datafusion-cli reports its own syntax errors.
+            Err(_) => return self.run_in_datafusion_cli(sql).await,
+        };
+        let ours = parsed.iter().any(|s| match s {
+            ParsedStatement::Bedrock(BedrockStatement::Describe {
+                name,
+                explicit: false,
+                metadata: false,
+            }) => self.ctx.catalog().model(&name.join(".")).is_some(),
+            ParsedStatement::Bedrock(_) => true,
+            ParsedStatement::DataFusion(_) => false,
+        });
+        if ours {
+            self.run_extension(sql).await
+        } else {
+            self.run_in_datafusion_cli(sql).await
+        }
+    }
+
+    async fn run_in_datafusion_cli(&self, sql: &str) -> Result<()> {
+        let session = CliSession {
+            ctx: self.ctx.session(),
+        };
+        datafusion_cli::exec::exec_from_commands(&session, vec![sql.to_string()], &self.print).await
+    }
+
+    async fn run_extension(&self, sql: &str) -> Result<()> {
+        let started = Instant::now();
+        let df = self.ctx.sql(sql).await?;
+        let schema = Arc::clone(df.schema().inner());
+        let batches = df.collect().await?;
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let mut print = self.print.clone();
+        if print.format == PrintFormat::Automatic {
+            print.format = PrintFormat::Table;
+        }
+        let task = self.ctx.session().task_ctx();
+        print.print_batches(
+            schema,
+            &batches,
+            started,
+            rows,
+            &task.session_config().options().format,
+        )
+    }
+
+    /// Runs `-c` commands in order; stops at the first failure.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub async fn run_commands(&self, commands: &[String]) -> Result<(), Failure> {
+        for sql in commands {
+            self.run_sql(sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a SQL file as `datafusion-cli -f` does: lines starting with `--` or `#!` are
+    /// skipped, a statement runs when a line ends with `;`, and a failing statement's error is
+    /// printed on stderr before the next one runs. Ctrl-C stops the file.
+    ///
+    /// Returns whether every statement succeeded.
+    ///
+    /// # Errors
+    /// When the file cannot be read, or Ctrl-C cancelled it.
+    pub async fn run_file(&self, path: impl AsRef<Path>) -> Result<bool, Failure> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| {
+            DataFusionError::Execution(format!("Error opening {:?} {e}", path.display()))
+        })?;
+        let mut ok = true;
+        let mut query = String::new();
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(|e| {
+                DataFusionError::Execution(format!("Error reading {:?} {e}", path.display()))
+            })?;
+            if line.starts_with("#!") || line.starts_with("--") {
+                continue;
+            }
+            let line = line.trim_end();
+            query.push_str(line);
+            if line.ends_with(';') {
+                ok &= self.run_reporting(&std::mem::take(&mut query)).await?;
+            } else {
+                query.push('\n');
+            }
+        }
+        if query.contains(|c: char| !c.is_whitespace()) {
+            ok &= self.run_reporting(&query).await?;
+        }
+        Ok(ok)
+    }
+
+    /// Runs SQL, printing a failure on stderr; `Ok(false)` when it failed.
+    async fn run_reporting(&self, sql: &str) -> Result<bool, Failure> {
+        match self.run_sql(sql).await {
+            Ok(()) => Ok(true),
+            Err(Failure::Cancelled) => Err(Failure::Cancelled),
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The interactive shell: `datafusion-cli`'s line editor, hints, highlighting and `\`
+    /// commands, with the extension's statements accepted. History is kept in `.history`.
+    ///
+    /// # Errors
+    /// When the terminal cannot be read.
+    pub async fn run_repl(&mut self) -> rustyline::Result<()> {
+        let mut editor: rustyline::Editor<helper::ShellHelper, rustyline::history::DefaultHistory> =
+            rustyline::Editor::new()?;
+        let dialect = self
+            .ctx
+            .session()
+            .task_ctx()
+            .session_config()
+            .options()
+            .sql_parser
+            .dialect;
+        editor.set_helper(Some(helper::ShellHelper::new(&dialect, self.print.color)));
+        editor.load_history(".history").ok();
+        loop {
+            match editor.readline("> ") {
+                Ok(line) if line.starts_with('\\') => {
+                    editor.add_history_entry(line.trim_end())?;
+                    if !self.run_command(&line).await {
+                        break;
+                    }
+                }
+                Ok(line) => {
+                    editor.add_history_entry(line.trim_end())?;
+                    match self.run_sql(&line).await {
+                        Ok(()) => {}
+                        Err(Failure::Cancelled) => println!("^C"),
+                        Err(e) => eprintln!("{e}"),
+                    }
+                }
+                Err(ReadlineError::Interrupted) => {
+                    println!("^C");
+                    if let Some(h) = editor.helper() {
+                        h.reset_hint();
+                    }
+                }
+                Err(ReadlineError::Eof) => {
+                    println!("\\q");
+                    break;
+                }
+                Err(err) => {
+                    eprintln!("Unknown error happened {err:?}");
+                    break;
+                }
+            }
+        }
+        editor.save_history(".history")
+    }
+
+    /// Runs a `\` command; `false` for `\q`.
+    async fn run_command(&mut self, line: &str) -> bool {
+        let command = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        let invalid = || {
+            eprintln!(
+                "'\\{}' is not a valid command, you can use '\\?' to see all commands",
+                &line[1..]
+            );
+        };
+        let Ok(cmd) = command[1..].parse::<Command>() else {
+            invalid();
+            return true;
+        };
+        let result = match &cmd {
+            Command::Quit => return false,
+            Command::OutputFormat(None) => {
+                println!("Output format is {:?}.", self.print.format);
+                Ok(())
+            }
+            Command::OutputFormat(Some(sub)) => match sub.parse::<OutputFormat>() {
+                Ok(change) => change.execute(&mut self.print),
+                Err(()) => {
+                    invalid();
+                    Ok(())
+                }
+            },
+            // Included files may hold the extension's statements too.
+            Command::Include(Some(file)) => match self.run_file(file).await {
+                Ok(_) => Ok(()),
+                Err(Failure::Cancelled) => {
+                    println!("^C");
+                    Ok(())
+                }
+                Err(Failure::Error(e)) => Err(e),
+            },
+            _ => {
+                let session = CliSession {
+                    ctx: self.ctx.session(),
+                };
+                cmd.execute(&session, &mut self.print).await
+            }
+        };
+        if let Err(e) = result {
+            eprintln!("{e}");
+        }
+        true
+    }
+}
+
+/// `datafusion-cli`'s print options for a format.
+pub fn print_options(
+    format: PrintFormat,
+    quiet: bool,
+    maxrows: MaxRows,
+    color: bool,
+    registry: Arc<InstrumentedObjectStoreRegistry>,
+) -> PrintOptions {
+    PrintOptions {
+        format,
+        quiet,
+        maxrows,
+        color,
+        instrumented_registry: registry,
+    }
+}

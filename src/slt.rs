@@ -1,0 +1,244 @@
+//! The sqllogictest driver (feature `slt`): run `.slt` suites that create engines and models and
+//! query them, against the built-in emulator, deterministic and offline.
+//!
+//! [`SltDriver`] starts one emulator for a whole suite; every file gets a fresh
+//! [`BedrockContext`] (a [`BedrockSltDb`]) whose engines default to that emulator, with an
+//! optional directory served as the `files` schema and the function `emulator_model_calls()`.
+//! The same driver runs this project's own `sql-tests/` and `datafusion-bedrock slt FILES…`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use datafusion_bedrock::emulator::EmulatorConfig;
+//! use datafusion_bedrock::slt::SltDriver;
+//!
+//! let driver = SltDriver::start(EmulatorConfig::default(), Some("sql-tests/files".into())).await?;
+//! driver.run_file("sql-tests/seed/amazon_bedrock.slt").await?;
+//! driver.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use datafusion_sqllogictest::{
+    DFColumnType, DFOutput, DFSqlLogicTestError, convert_batches, convert_schema_to_types,
+    df_value_validator, value_normalizer,
+};
+use sqllogictest::{DBOutput, default_column_validator};
+
+use crate::BedrockContext;
+use crate::emulator::{Emulator, EmulatorConfig, EmulatorStats};
+
+/// The error of a failed `.slt` record or file (from `sqllogictest`).
+pub type SltError = sqllogictest::TestError;
+
+/// One `.slt` file's database: a [`BedrockContext`], as a `sqllogictest::AsyncDB`.
+///
+/// Query results are rendered as DataFusion's own sqllogictest suite renders them
+/// (`convert_batches`), so expected outputs read the same.
+#[derive(Debug)]
+pub struct BedrockSltDb {
+    ctx: BedrockContext,
+}
+
+impl BedrockSltDb {
+    /// Wraps a context.
+    pub fn new(ctx: BedrockContext) -> Self {
+        Self { ctx }
+    }
+
+    /// The context the records run against.
+    pub fn context(&self) -> &BedrockContext {
+        &self.ctx
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for BedrockSltDb {
+    type Error = DFSqlLogicTestError;
+    type ColumnType = DFColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DFOutput, Self::Error> {
+        let df = self.ctx.sql(sql).await?;
+        let schema = df.schema().as_arrow().clone();
+        let batches = df.collect().await?;
+        let types = convert_schema_to_types(schema.fields());
+        let rows = convert_batches(&schema, batches, false)?;
+        if rows.is_empty() && types.is_empty() {
+            Ok(DBOutput::StatementComplete(0))
+        } else {
+            Ok(DBOutput::Rows { types, rows })
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "datafusion-bedrock"
+    }
+}
+
+/// `emulator_model_calls() -> BIGINT`: how many model invocations (Converse and InvokeModel,
+/// streamed or not) the emulator has received since the current `.slt` file started, so a file
+/// can prove how many requests a query made.
+pub fn emulator_model_calls_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
+    create_udf(
+        "emulator_model_calls",
+        vec![],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            let snapshot = stats.snapshot();
+            let calls: u64 = [
+                "Converse",
+                "ConverseStream",
+                "InvokeModel",
+                "InvokeModelWithResponseStream",
+            ]
+            .iter()
+            .map(|op| snapshot.count(None, Some(op), None))
+            .sum();
+            let total = i64::try_from(calls).unwrap_or(i64::MAX);
+            Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(total))))
+        }),
+    )
+}
+
+/// Runs `.slt` files against one in-process emulator.
+#[derive(Debug)]
+pub struct SltDriver {
+    emulator: Emulator,
+    files_dir: Option<PathBuf>,
+}
+
+impl SltDriver {
+    /// Starts the emulator with `config`; `files_dir`, when given, is registered as the `files`
+    /// schema of every file's context.
+    ///
+    /// # Errors
+    /// When the emulator cannot bind a port on 127.0.0.1.
+    pub async fn start(
+        config: EmulatorConfig,
+        files_dir: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
+        let emulator = Emulator::start(config).await?;
+        Ok(Self {
+            emulator,
+            files_dir,
+        })
+    }
+
+    /// The emulator the engines talk to.
+    pub fn emulator(&self) -> &Emulator {
+        &self.emulator
+    }
+
+    /// A fresh database for one file: a context whose engines default to the emulator, with
+    /// the `files` schema and `emulator_model_calls()`.
+    ///
+    /// # Errors
+    /// When the files directory cannot be registered.
+    pub async fn connect(&self) -> Result<BedrockSltDb, DFSqlLogicTestError> {
+        connect(
+            self.emulator.url().to_string(),
+            self.files_dir.clone(),
+            self.emulator.shared_stats(),
+        )
+        .await
+    }
+
+    fn runner(
+        &self,
+    ) -> sqllogictest::Runner<
+        BedrockSltDb,
+        impl sqllogictest::MakeConnection<Conn = BedrockSltDb> + use<>,
+    > {
+        let url = self.emulator.url().to_string();
+        let files_dir = self.files_dir.clone();
+        let stats = self.emulator.shared_stats();
+        let mut runner = sqllogictest::Runner::new(move || {
+            connect(url.clone(), files_dir.clone(), Arc::clone(&stats))
+        });
+        runner.with_validator(df_value_validator);
+        runner.with_normalizer(value_normalizer);
+        runner
+    }
+
+    /// Runs one file; the emulator's counters start from zero for it.
+    ///
+    /// # Errors
+    /// The first record whose output or error differs from the file, with both shown.
+    pub async fn run_file(&self, path: impl AsRef<Path>) -> Result<(), SltError> {
+        self.emulator.stats().reset();
+        self.runner().run_file_async(path).await
+    }
+
+    /// Runs one file and rewrites its expected outputs with what the queries return now
+    /// (`--complete`).
+    ///
+    /// # Errors
+    /// When the file cannot be read or written, or a record cannot run at all.
+    pub async fn complete_file(&self, path: impl AsRef<Path>) -> Result<(), String> {
+        self.emulator.stats().reset();
+        self.runner()
+            .update_test_file(
+                path,
+                " ",
+                df_value_validator,
+                value_normalizer,
+                default_column_validator,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops the emulator.
+    pub async fn shutdown(self) {
+        self.emulator.shutdown().await;
+    }
+}
+
+async fn connect(
+    url: String,
+    files_dir: Option<PathBuf>,
+    stats: Arc<EmulatorStats>,
+) -> Result<BedrockSltDb, DFSqlLogicTestError> {
+    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(url);
+    if let Some(dir) = &files_dir {
+        ctx.register_files_dir(dir).await?;
+    }
+    ctx.session().register_udf(emulator_model_calls_udf(stats));
+    Ok(BedrockSltDb::new(ctx))
+}
+
+/// Every `.slt` file under `path` (recursively, sorted), or `path` itself when it is a file.
+///
+/// # Errors
+/// When a directory cannot be read.
+pub fn slt_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|e| e == "slt") {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if path.is_dir() {
+        walk(path, &mut out)?;
+    } else {
+        out.push(path.to_path_buf());
+    }
+    out.sort();
+    Ok(out)
+}
