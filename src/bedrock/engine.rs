@@ -128,7 +128,29 @@ fn scrub(message: &str, config: &EngineConfig) -> String {
     secrets
         .into_iter()
         .filter(|s| !s.is_empty())
-        .fold(message.to_string(), |m, s| m.replace(s, "** redacted **"))
+        .fold(message.to_string(), |m, s| replace_whole(&m, s))
+}
+
+/// `message` with every occurrence of `secret` that is not part of a longer word (no letter or
+/// digit right before or after it) replaced, so a short secret does not blank out ordinary
+/// words that happen to contain it.
+fn replace_whole(message: &str, secret: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(secret) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + secret.len()..].chars().next();
+        let glued = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        out.push_str(&rest[..at]);
+        if glued(before) || glued(after) {
+            out.push_str(secret);
+        } else {
+            out.push_str("** redacted **");
+        }
+        rest = &rest[at + secret.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Engine {
@@ -1036,5 +1058,21 @@ mod tests {
             ..EngineConfig::default()
         };
         assert_eq!(scrub("bad s3cr3t here", &config), "bad ** redacted ** here");
+        assert_eq!(
+            scrub("key='s3cr3t', again:s3cr3t", &config),
+            "key='** redacted **', again:** redacted **"
+        );
+    }
+
+    #[test]
+    fn scrub_leaves_words_that_merely_contain_a_short_secret() {
+        let config = EngineConfig {
+            credentials: CredentialSource::ApiKey(super::super::config::Secret::new("k")),
+            ..EngineConfig::default()
+        };
+        assert_eq!(
+            scrub("Check the key k (k)", &config),
+            "Check the key ** redacted ** (** redacted **)"
+        );
     }
 }
