@@ -1,0 +1,1169 @@
+//! Inference benchmarks: throughput against the physical limit `C / L`, overhead against a bare
+//! `aws-sdk-bedrockruntime` loop, cost against duplicates, a tokens-per-minute quota, peak
+//! memory and MindsDB's one-request-per-row baseline.
+//!
+//! Every scenario runs the real SQL path (`SELECT … FROM parquet_table AS d JOIN model AS m`)
+//! against the built-in emulator, started in this process on 127.0.0.1.
+//!
+//! ```text
+//! cargo bench --bench inference                      # every scenario, 3 runs each (release)
+//! cargo bench --bench inference -- latency quota     # some scenarios
+//! cargo bench --bench inference -- --runs 5 --out DIR
+//! cargo test  --bench inference -- --short           # CI: small sizes, one run, dev profile
+//! ```
+//!
+//! Scenarios: `latency`, `overhead`, `duplicates`, `quota`, `memory`, `sequential`. Results are
+//! printed as a table and written to `<out>/results.json` and `<out>/throughput.svg` (default
+//! `target/inference-bench`). The short mode checks what does not depend on timing (every row
+//! answered, duplicates sent once, no failed row under a quota) and fails when it does not hold;
+//! no mode ever fails on a time.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
+use aws_smithy_types::retry::RetryConfig;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion_bedrock::BedrockContext;
+use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, LoadModel};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, BoxError>;
+
+const MODEL_ID: &str = "amazon.titan-text-premier-v1:0";
+const ACCESS_KEY: &str = "AKIDBENCHMARK";
+const SECRET_KEY: &str = "benchmark-secret";
+const QUERY: &str = "SELECT d.question, m.answer FROM questions AS d JOIN bench_model AS m";
+const SCENARIOS: [&str; 6] = [
+    "latency",
+    "overhead",
+    "duplicates",
+    "quota",
+    "memory",
+    "sequential",
+];
+
+/// Sizes and latencies of one mode.
+#[derive(Debug, Clone)]
+struct Sizes {
+    runs: usize,
+    /// Fixed emulator latency; jitter adds up to `jitter` more, so the mean latency is
+    /// `latency + jitter / 2`.
+    latency: Duration,
+    jitter: Duration,
+    concurrencies: Vec<usize>,
+    latency_prompts: usize,
+    latency_prompts_c1: usize,
+    overhead_prompts: usize,
+    overhead_concurrency: usize,
+    duplicate_rows: usize,
+    duplicate_distinct: usize,
+    duplicate_concurrency: usize,
+    quota_rows: usize,
+    quota_tokens_per_minute: u32,
+    quota_window: Duration,
+    quota_start_concurrency: usize,
+    memory_rows: Vec<usize>,
+    memory_distinct: usize,
+    sequential_prompts: usize,
+}
+
+impl Sizes {
+    fn full(runs: usize) -> Self {
+        Self {
+            runs,
+            latency: Duration::from_millis(190),
+            jitter: Duration::from_millis(20),
+            concurrencies: vec![1, 8, 32, 64, 128],
+            latency_prompts: 2_000,
+            latency_prompts_c1: 100,
+            overhead_prompts: 20_000,
+            overhead_concurrency: 64,
+            duplicate_rows: 100_000,
+            duplicate_distinct: 500,
+            duplicate_concurrency: 64,
+            quota_rows: 800,
+            quota_tokens_per_minute: 60_000,
+            quota_window: Duration::from_secs(2),
+            quota_start_concurrency: 256,
+            memory_rows: vec![100_000, 1_000_000],
+            memory_distinct: 1_000,
+            sequential_prompts: 100,
+        }
+    }
+
+    fn short() -> Self {
+        Self {
+            runs: 1,
+            latency: Duration::from_millis(15),
+            jitter: Duration::from_millis(10),
+            concurrencies: vec![1, 8, 32],
+            latency_prompts: 200,
+            latency_prompts_c1: 10,
+            overhead_prompts: 500,
+            overhead_concurrency: 16,
+            duplicate_rows: 5_000,
+            duplicate_distinct: 50,
+            duplicate_concurrency: 16,
+            quota_rows: 60,
+            quota_tokens_per_minute: 60_000,
+            quota_window: Duration::from_secs(1),
+            quota_start_concurrency: 64,
+            memory_rows: vec![2_000, 20_000],
+            memory_distinct: 100,
+            sequential_prompts: 10,
+        }
+    }
+
+    /// The mean emulator latency `L`.
+    fn mean_latency(&self) -> Duration {
+        self.latency + self.jitter / 2
+    }
+
+    fn load(&self) -> LoadModel {
+        LoadModel {
+            latency: self.latency,
+            jitter: self.jitter,
+            seed: 7,
+            ..LoadModel::default()
+        }
+    }
+}
+
+/// Command-line arguments.
+#[derive(Debug)]
+struct Args {
+    short: bool,
+    runs: Option<usize>,
+    out: PathBuf,
+    scenarios: Vec<String>,
+    /// `--rss-child <parquet>`: run one query and print peak RSS (internal).
+    rss_child: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        short: false,
+        runs: None,
+        out: PathBuf::from("target/inference-bench"),
+        scenarios: Vec::new(),
+        rss_child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--short" => args.short = true,
+            // Passed by `cargo bench` to every bench binary.
+            "--bench" | "--nocapture" => {}
+            "--runs" => {
+                let n = it.next().ok_or("--runs needs a number, e.g. --runs 3")?;
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| format!("--runs {n}: not a number; write e.g. --runs 3"))?;
+                args.runs = Some(n.max(1));
+            }
+            "--out" => {
+                args.out = PathBuf::from(it.next().ok_or("--out needs a directory")?);
+            }
+            "--rss-child" => {
+                let path = it.next().ok_or("--rss-child needs a Parquet file")?;
+                args.rss_child = Some(PathBuf::from(path));
+            }
+            s if SCENARIOS.contains(&s) => args.scenarios.push(s.to_string()),
+            other => {
+                return Err(format!(
+                    "unknown argument '{other}': expected --short, --runs N, --out DIR or a scenario ({})",
+                    SCENARIOS.join(", ")
+                )
+                .into());
+            }
+        }
+    }
+    if args.scenarios.is_empty() {
+        args.scenarios = SCENARIOS.iter().map(ToString::to_string).collect();
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("AWS_EC2_METADATA_DISABLED").is_none() {
+        // SAFETY: no other thread exists yet. Static keys are always given; this only makes
+        // sure nothing ever asks an instance-metadata endpoint.
+        unsafe { std::env::set_var("AWS_EC2_METADATA_DISABLED", "true") };
+    }
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match &args.rss_child {
+        Some(path) => runtime.block_on(rss_child(path)),
+        None => runtime.block_on(run(&args)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/// A figure over several runs.
+#[derive(Debug, Clone)]
+struct Figure(Vec<f64>);
+
+impl Figure {
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn median(&self) -> f64 {
+        let v = self.sorted();
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+        }
+    }
+
+    fn min(&self) -> f64 {
+        self.sorted().first().copied().unwrap_or(f64::NAN)
+    }
+
+    fn max(&self) -> f64 {
+        self.sorted().last().copied().unwrap_or(f64::NAN)
+    }
+
+    fn json(&self) -> Value {
+        json!({"median": self.median(), "min": self.min(), "max": self.max(), "runs": self.0})
+    }
+
+    /// `median (min–max)` with `decimals` places.
+    fn show(&self, decimals: usize) -> String {
+        if self.0.len() == 1 {
+            format!("{:.decimals$}", self.median())
+        } else {
+            format!(
+                "{:.decimals$} ({:.decimals$}–{:.decimals$})",
+                self.median(),
+                self.min(),
+                self.max()
+            )
+        }
+    }
+}
+
+fn collect_runs<const N: usize>(runs: &[[f64; N]]) -> [Figure; N] {
+    std::array::from_fn(|i| Figure(runs.iter().map(|r| r[i]).collect()))
+}
+
+/// One printed row: scenario, setting, figure, result, target.
+struct Row {
+    scenario: String,
+    setting: String,
+    measure: String,
+    result: String,
+    target: String,
+}
+
+fn row(scenario: &str, setting: &str, measure: &str, result: String, target: &str) -> Row {
+    Row {
+        scenario: scenario.into(),
+        setting: setting.into(),
+        measure: measure.into(),
+        result,
+        target: target.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data, contexts and queries
+
+/// Writes `rows` rows (`id`, `question`) whose questions repeat every `distinct` rows.
+async fn write_questions(path: &Path, rows: usize, distinct: usize) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let ctx = SessionContext::new();
+    let sql = format!(
+        "COPY (SELECT value AS id, concat('Question ', CAST(value % {distinct} AS VARCHAR), ': what comes after ', CAST(value % {distinct} AS VARCHAR), '?') AS question FROM generate_series(0, {last}) ORDER BY value) TO '{path}' STORED AS PARQUET",
+        last = rows.saturating_sub(1),
+        path = path.display()
+    );
+    ctx.sql(&sql).await?.collect().await?;
+    Ok(())
+}
+
+/// An engine's extra `USING` settings.
+#[derive(Debug, Clone, Copy, Default)]
+struct EngineSettings {
+    max_concurrency: Option<usize>,
+    cache_size: Option<u64>,
+}
+
+/// A fresh session (so no cache survives from an earlier measurement) with `questions` and
+/// `bench_model`.
+async fn session(
+    emulator: &Emulator,
+    data: &Path,
+    engine: EngineSettings,
+    max_tokens: Option<u32>,
+) -> Result<BedrockContext> {
+    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    ctx.session()
+        .register_parquet(
+            "questions",
+            data.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    let mut using = format!(
+        "aws_access_key_id = '{ACCESS_KEY}', aws_secret_access_key = '{SECRET_KEY}', region_name = 'us-east-1'"
+    );
+    if let Some(c) = engine.max_concurrency {
+        let _ = write!(using, ", max_concurrency = {c}");
+    }
+    if let Some(s) = engine.cache_size {
+        let _ = write!(using, ", cache_size = {s}");
+    }
+    ctx.sql(&format!(
+        "CREATE ML_ENGINE bench_engine FROM bedrock USING {using}"
+    ))
+    .await?;
+    let mut model = format!(
+        "CREATE MODEL bench_model PREDICT answer USING engine = 'bench_engine', model_id = '{MODEL_ID}', prompt_template = '{{{{question}}}}'"
+    );
+    if let Some(t) = max_tokens {
+        let _ = write!(model, ", max_tokens = {t}");
+    }
+    ctx.sql(&model).await?;
+    Ok(ctx)
+}
+
+/// What one query did.
+#[derive(Debug, Clone, Copy)]
+struct QueryRun {
+    rows: usize,
+    /// Rows whose answer is NULL or does not answer the row's question.
+    failed: usize,
+    seconds: f64,
+    /// Converse requests the emulator received (every attempt).
+    requests: u64,
+    /// Of them, answered 429.
+    throttled: u64,
+}
+
+fn converse_counts(emulator: &Emulator) -> (u64, u64) {
+    let s = emulator.stats().snapshot();
+    (
+        s.count(Some(MODEL_ID), Some("Converse"), None),
+        s.count(Some(MODEL_ID), Some("Converse"), Some(429)),
+    )
+}
+
+/// Runs [`QUERY`], streaming its batches (nothing is kept), and checks every answer.
+async fn run_query(ctx: &BedrockContext, emulator: &Emulator) -> Result<QueryRun> {
+    let (requests_before, throttled_before) = converse_counts(emulator);
+    let started = Instant::now();
+    let mut stream = ctx.sql(QUERY).await?.execute_stream().await?;
+    let (mut rows, mut failed) = (0, 0);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let questions = cast(batch.column(0), &DataType::Utf8)?;
+        let answers = cast(batch.column(1), &DataType::Utf8)?;
+        let (questions, answers) = (questions.as_string::<i32>(), answers.as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            let ok = answers.is_valid(i)
+                && questions.is_valid(i)
+                && answers.value(i).starts_with("Emulated ")
+                && answers.value(i).ends_with(questions.value(i));
+            failed += usize::from(!ok);
+        }
+        rows += batch.num_rows();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (requests, throttled) = converse_counts(emulator);
+    Ok(QueryRun {
+        rows,
+        failed,
+        seconds,
+        requests: requests - requests_before,
+        throttled: throttled - throttled_before,
+    })
+}
+
+/// Fails unless `cond` holds: the structural targets that do not depend on timing.
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(format!("check failed: {}", what()).into())
+    }
+}
+
+fn check_complete(run: &QueryRun, rows: usize, scenario: &str) -> Result<()> {
+    check(run.rows == rows && run.failed == 0, || {
+        format!(
+            "{scenario}: {} of {rows} rows returned, {} without their answer",
+            run.rows, run.failed
+        )
+    })
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn per_second(n: usize, seconds: f64) -> f64 {
+    n as f64 / seconds
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare SDK loop
+
+fn bare_client(url: &str) -> aws_sdk_bedrockruntime::Client {
+    let config = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "benchmark",
+        ))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_bedrockruntime::Client::from_conf(config)
+}
+
+/// Converse once per prompt, `concurrency` at a time; the seconds it took and the prompts
+/// answered.
+async fn bare_loop(url: &str, prompts: &[String], concurrency: usize) -> Result<(f64, usize)> {
+    let client = bare_client(url);
+    let started = Instant::now();
+    let mut answered = 0;
+    let mut calls = futures::stream::iter(prompts.iter().map(|prompt| {
+        let client = client.clone();
+        async move {
+            let message = Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text(prompt.clone()))
+                .build()?;
+            let out = client
+                .converse()
+                .model_id(MODEL_ID)
+                .messages(message)
+                .send()
+                .await?;
+            let text: String = out
+                .output()
+                .and_then(|o| o.as_message().ok())
+                .map(|m| {
+                    m.content()
+                        .iter()
+                        .filter_map(|c| c.as_text().ok().cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok::<bool, BoxError>(text.ends_with(prompt.as_str()))
+        }
+    }))
+    .buffer_unordered(concurrency);
+    while let Some(ok) = calls.next().await {
+        answered += usize::from(ok?);
+    }
+    Ok((started.elapsed().as_secs_f64(), answered))
+}
+
+fn question(i: usize) -> String {
+    format!("Question {i}: what comes after {i}?")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+struct Bench {
+    sizes: Sizes,
+    short: bool,
+    dir: PathBuf,
+    emulator: Emulator,
+    rows: Vec<Row>,
+    json: serde_json::Map<String, Value>,
+    /// (C, C/L, rows/s figure) for the plot.
+    plot: Vec<(usize, f64, Figure)>,
+}
+
+impl Bench {
+    fn data(&self, rows: usize, distinct: usize) -> PathBuf {
+        self.dir
+            .join(format!("questions_{rows}_{distinct}.parquet"))
+    }
+
+    async fn prepared(&self, rows: usize, distinct: usize) -> Result<PathBuf> {
+        let path = self.data(rows, distinct);
+        write_questions(&path, rows, distinct).await?;
+        Ok(path)
+    }
+
+    /// Runs one query on a fresh session.
+    async fn measure(
+        &self,
+        data: &Path,
+        engine: EngineSettings,
+        max_tokens: Option<u32>,
+    ) -> Result<QueryRun> {
+        let ctx = session(&self.emulator, data, engine, max_tokens).await?;
+        run_query(&ctx, &self.emulator).await
+    }
+
+    fn concurrency(c: usize) -> EngineSettings {
+        EngineSettings {
+            max_concurrency: Some(c),
+            cache_size: None,
+        }
+    }
+
+    /// 1. Latency-bound: rows/s against `C / L`.
+    async fn latency(&mut self) -> Result<()> {
+        self.emulator.set_load(self.sizes.load());
+        let l = self.sizes.mean_latency().as_secs_f64();
+        let mut out = Vec::new();
+        for c in self.sizes.concurrencies.clone() {
+            let prompts = if c == 1 {
+                self.sizes.latency_prompts_c1
+            } else {
+                self.sizes.latency_prompts
+            };
+            let data = self.prepared(prompts, prompts).await?;
+            let mut runs = Vec::new();
+            for _ in 0..self.sizes.runs {
+                let run = self.measure(&data, Self::concurrency(c), None).await?;
+                check_complete(&run, prompts, "latency")?;
+                check(run.requests == prompts as u64, || {
+                    format!(
+                        "latency: {prompts} distinct prompts sent {} requests",
+                        run.requests
+                    )
+                })?;
+                let rate = per_second(run.rows, run.seconds);
+                #[allow(clippy::cast_precision_loss)]
+                let ideal = c as f64 / l;
+                runs.push([rate, rate / ideal, run.seconds]);
+            }
+            let [rate, ratio, seconds] = collect_runs(&runs);
+            #[allow(clippy::cast_precision_loss)]
+            let ideal = c as f64 / l;
+            self.rows.push(row(
+                "1 latency-bound",
+                &format!("C={c}, {prompts} prompts"),
+                "rows/s (ratio to C/L)",
+                format!("{} ({})", rate.show(1), ratio.show(3)),
+                "ratio >= 0.9",
+            ));
+            out.push(json!({
+                "concurrency": c, "prompts": prompts, "ideal_rows_per_s": ideal,
+                "rows_per_s": rate.json(), "ratio": ratio.json(), "seconds": seconds.json(),
+            }));
+            self.plot.push((c, ideal, rate));
+        }
+        self.json.insert(
+            "latency".into(),
+            json!({"mean_latency_ms": l * 1000.0, "latency_ms": self.sizes.latency.as_millis(),
+                   "jitter_ms": self.sizes.jitter.as_millis(), "results": out}),
+        );
+        Ok(())
+    }
+
+    /// 2. Overhead-bound: the SQL path against a bare SDK loop, latency 0.
+    async fn overhead(&mut self) -> Result<()> {
+        self.emulator.set_load(LoadModel::default());
+        let (n, c) = (self.sizes.overhead_prompts, self.sizes.overhead_concurrency);
+        let data = self.prepared(n, n).await?;
+        let prompts: Vec<String> = (0..n).map(question).collect();
+        let mut runs = Vec::new();
+        for _ in 0..self.sizes.runs {
+            let run = self.measure(&data, Self::concurrency(c), None).await?;
+            check_complete(&run, n, "overhead")?;
+            let (bare_seconds, answered) = bare_loop(self.emulator.url(), &prompts, c).await?;
+            check(answered == n, || {
+                format!("overhead: the bare loop answered {answered} of {n}")
+            })?;
+            let sql = per_second(run.rows, run.seconds);
+            let bare = per_second(answered, bare_seconds);
+            runs.push([sql, bare, sql / bare]);
+        }
+        let [sql, bare, ratio] = collect_runs(&runs);
+        let setting = format!("C={c}, {n} prompts, L=0");
+        self.rows.push(row(
+            "2 overhead-bound",
+            &setting,
+            "SQL path rows/s",
+            sql.show(0),
+            "",
+        ));
+        self.rows.push(row(
+            "2 overhead-bound",
+            &setting,
+            "bare SDK loop rows/s",
+            bare.show(0),
+            "",
+        ));
+        self.rows.push(row(
+            "2 overhead-bound",
+            &setting,
+            "SQL / bare",
+            ratio.show(3),
+            ">= 0.8",
+        ));
+        self.json.insert(
+            "overhead".into(),
+            json!({"concurrency": c, "prompts": n, "sql_rows_per_s": sql.json(),
+                   "bare_sdk_rows_per_s": bare.json(), "ratio": ratio.json()}),
+        );
+        Ok(())
+    }
+
+    /// 3. Duplicates: N rows with k distinct prompts send k requests.
+    async fn duplicates(&mut self) -> Result<()> {
+        self.emulator.set_load(self.sizes.load());
+        let (n, k, c) = (
+            self.sizes.duplicate_rows,
+            self.sizes.duplicate_distinct,
+            self.sizes.duplicate_concurrency,
+        );
+        let many = self.prepared(n, k).await?;
+        let distinct = self.prepared(k, k).await?;
+        let mut runs = Vec::new();
+        for _ in 0..self.sizes.runs {
+            let run = self.measure(&many, Self::concurrency(c), None).await?;
+            check_complete(&run, n, "duplicates")?;
+            check(run.requests == k as u64, || {
+                format!(
+                    "duplicates: {n} rows with {k} distinct prompts sent {} requests",
+                    run.requests
+                )
+            })?;
+            let reference = self.measure(&distinct, Self::concurrency(c), None).await?;
+            check_complete(&reference, k, "duplicates reference")?;
+            #[allow(clippy::cast_precision_loss)]
+            runs.push([
+                run.requests as f64,
+                run.seconds,
+                reference.seconds,
+                run.seconds / reference.seconds,
+            ]);
+        }
+        let [requests, seconds, reference, ratio] = collect_runs(&runs);
+        let setting = format!("{n} rows, {k} distinct, C={c}");
+        self.rows.push(row(
+            "3 duplicates",
+            &setting,
+            "requests sent",
+            requests.show(0),
+            &format!("= {k}"),
+        ));
+        self.rows.push(row(
+            "3 duplicates",
+            &setting,
+            &format!("wall s (vs {k} distinct rows)"),
+            format!("{} ({})", seconds.show(2), reference.show(2)),
+            "",
+        ));
+        self.rows.push(row(
+            "3 duplicates",
+            &setting,
+            "wall time ratio",
+            ratio.show(3),
+            "",
+        ));
+        self.json.insert(
+            "duplicates".into(),
+            json!({"rows": n, "distinct": k, "concurrency": c, "requests": requests.json(),
+                   "seconds": seconds.json(), "distinct_only_seconds": reference.json(),
+                   "ratio": ratio.json()}),
+        );
+        Ok(())
+    }
+
+    /// 4. Quota-bound: a tokens-per-minute quota, starting far above the concurrency it allows.
+    async fn quota(&mut self) -> Result<()> {
+        let tpm = self.sizes.quota_tokens_per_minute;
+        let load = LoadModel {
+            tokens_per_minute: Some(tpm),
+            quota_window: self.sizes.quota_window,
+            ..self.sizes.load()
+        };
+        let (n, c) = (self.sizes.quota_rows, self.sizes.quota_start_concurrency);
+        let data = self.prepared(n, n).await?;
+        let mut runs = Vec::new();
+        for _ in 0..self.sizes.runs {
+            // A fresh quota bucket for every run.
+            self.emulator.set_load(load.clone());
+            let before = self.emulator.stats().snapshot();
+            let run = self.measure(&data, Self::concurrency(c), Some(64)).await?;
+            let after = self.emulator.stats().snapshot();
+            check(run.failed == 0 && run.rows == n, || {
+                format!(
+                    "quota: {} failed rows of {} ({n} expected)",
+                    run.failed, run.rows
+                )
+            })?;
+            let tokens = (after.input_tokens + after.output_tokens)
+                - (before.input_tokens + before.output_tokens);
+            // The most the quota admits in that time: a full bucket, then the refill rate.
+            let per_second = f64::from(tpm) / 60.0;
+            let allowed = per_second * (run.seconds + self.sizes.quota_window.as_secs_f64());
+            #[allow(clippy::cast_precision_loss)]
+            let tokens_per_minute = tokens as f64 / run.seconds * 60.0;
+            #[allow(clippy::cast_precision_loss)]
+            runs.push([
+                tokens_per_minute,
+                tokens as f64 / allowed,
+                run.throttled as f64,
+                (run.requests - n as u64) as f64,
+                run.failed as f64,
+                run.seconds,
+            ]);
+        }
+        let [tpm_measured, fraction, throttles, retries, failed, seconds] = collect_runs(&runs);
+        let setting = format!(
+            "{n} rows, quota {tpm} tokens/min, start C={c}, max_tokens 64, L={}ms",
+            self.sizes.mean_latency().as_millis()
+        );
+        for (measure, result, target) in [
+            ("tokens/min sustained", tpm_measured.show(0), String::new()),
+            ("fraction of quota", fraction.show(3), ">= 0.85".to_string()),
+            ("throttles (429)", throttles.show(0), String::new()),
+            ("retries", retries.show(0), String::new()),
+            ("failed rows", failed.show(0), "= 0".to_string()),
+            ("wall s", seconds.show(2), String::new()),
+        ] {
+            self.rows
+                .push(row("4 quota-bound", &setting, measure, result, &target));
+        }
+        self.json.insert(
+            "quota".into(),
+            json!({"rows": n, "tokens_per_minute_quota": tpm, "start_concurrency": c,
+                   "quota_window_s": self.sizes.quota_window.as_secs_f64(),
+                   "tokens_per_minute": tpm_measured.json(), "fraction_of_quota": fraction.json(),
+                   "throttles": throttles.json(), "retries": retries.json(),
+                   "failed_rows": failed.json(), "seconds": seconds.json()}),
+        );
+        Ok(())
+    }
+
+    /// 5. Memory: peak RSS of one query over each input size, each in a fresh process.
+    async fn memory(&mut self) -> Result<()> {
+        let k = self.sizes.memory_distinct;
+        let exe = std::env::current_exe()?;
+        let mut out = Vec::new();
+        for n in self.sizes.memory_rows.clone() {
+            let data = self.prepared(n, k).await?;
+            let mut runs = Vec::new();
+            for _ in 0..self.sizes.runs {
+                let output = tokio::process::Command::new(&exe)
+                    .arg("--rss-child")
+                    .arg(&data)
+                    .env("AWS_EC2_METADATA_DISABLED", "true")
+                    .output()
+                    .await?;
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                check(output.status.success(), || {
+                    format!(
+                        "memory: the child for {n} rows failed: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    )
+                })?;
+                let field = |name: &str| -> Result<f64> {
+                    stdout
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| format!("memory: no {name} in '{stdout}'").into())
+                };
+                let (rows, requests) = (field("rows=")?, field("requests=")?);
+                #[allow(clippy::cast_precision_loss)]
+                let expected = (n as f64, k as f64);
+                check((rows, requests) == expected, || {
+                    format!(
+                        "memory: {n} rows with {k} distinct prompts returned {rows} rows and sent {requests} requests"
+                    )
+                })?;
+                runs.push([
+                    field("peak_kb=")? / 1024.0,
+                    field("before_kb=")? / 1024.0,
+                    field("seconds=")?,
+                ]);
+            }
+            let [peak, before, seconds] = collect_runs(&runs);
+            self.rows.push(row(
+                "5 memory",
+                &format!("{n} rows, {k} distinct, L=0"),
+                "peak RSS MiB (before query)",
+                format!("{} ({})", peak.show(1), before.show(1)),
+                "flat in rows",
+            ));
+            out.push(
+                json!({"rows": n, "distinct": k, "peak_rss_mib": peak.json(),
+                            "rss_before_query_mib": before.json(), "seconds": seconds.json()}),
+            );
+        }
+        self.json.insert("memory".into(), Value::Array(out));
+        Ok(())
+    }
+
+    /// 6. MindsDB's behaviour (one request per row, no concurrency, no cache) against the
+    ///    defaults.
+    async fn sequential(&mut self) -> Result<()> {
+        self.emulator.set_load(self.sizes.load());
+        let n = self.sizes.sequential_prompts;
+        let data = self.prepared(n, n).await?;
+        let mut runs = Vec::new();
+        for _ in 0..self.sizes.runs {
+            let baseline = EngineSettings {
+                max_concurrency: Some(1),
+                cache_size: Some(0),
+            };
+            let slow = self.measure(&data, baseline, None).await?;
+            check_complete(&slow, n, "sequential baseline")?;
+            let fast = self.measure(&data, EngineSettings::default(), None).await?;
+            check_complete(&fast, n, "sequential defaults")?;
+            runs.push([
+                per_second(n, slow.seconds),
+                per_second(n, fast.seconds),
+                slow.seconds / fast.seconds,
+            ]);
+        }
+        let [slow, fast, speedup] = collect_runs(&runs);
+        let setting = format!("{n} prompts, L={}ms", self.sizes.mean_latency().as_millis());
+        self.rows.push(row(
+            "6 sequential",
+            &setting,
+            "one request per row, rows/s",
+            slow.show(2),
+            "",
+        ));
+        self.rows.push(row(
+            "6 sequential",
+            &setting,
+            "defaults, rows/s",
+            fast.show(1),
+            "",
+        ));
+        self.rows.push(row(
+            "6 sequential",
+            &setting,
+            "speed-up",
+            speedup.show(1),
+            "",
+        ));
+        self.json.insert(
+            "sequential".into(),
+            json!({"prompts": n, "baseline_rows_per_s": slow.json(),
+                   "defaults_rows_per_s": fast.json(), "speedup": speedup.json()}),
+        );
+        Ok(())
+    }
+}
+
+async fn run(args: &Args) -> Result<()> {
+    let sizes = if args.short {
+        Sizes::short()
+    } else {
+        Sizes::full(args.runs.unwrap_or(3))
+    };
+    let sizes = Sizes {
+        runs: args.runs.unwrap_or(sizes.runs),
+        ..sizes
+    };
+    let dir = std::env::temp_dir().join(format!("dfb-inference-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let emulator = Emulator::start(EmulatorConfig {
+        request_log_capacity: 0,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let mut bench = Bench {
+        sizes,
+        short: args.short,
+        dir: dir.clone(),
+        emulator,
+        rows: Vec::new(),
+        json: serde_json::Map::new(),
+        plot: Vec::new(),
+    };
+    let result = run_scenarios(&mut bench, &args.scenarios).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    print_table(&bench.rows);
+    std::fs::create_dir_all(&args.out)?;
+    let mut json = bench.json;
+    json.insert(
+        "mode".into(),
+        json!(if bench.short { "short" } else { "full" }),
+    );
+    json.insert("runs".into(), json!(bench.sizes.runs));
+    json.insert("machine".into(), machine());
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&Value::Object(json))?,
+    )?;
+    if !bench.plot.is_empty() {
+        std::fs::write(
+            args.out.join("throughput.svg"),
+            svg(&bench.plot, bench.sizes.mean_latency()),
+        )?;
+    }
+    println!("results: {}", args.out.join("results.json").display());
+    bench.emulator.shutdown().await;
+    Ok(())
+}
+
+async fn run_scenarios(bench: &mut Bench, scenarios: &[String]) -> Result<()> {
+    for scenario in scenarios {
+        eprintln!("running {scenario} …");
+        match scenario.as_str() {
+            "latency" => bench.latency().await?,
+            "overhead" => bench.overhead().await?,
+            "duplicates" => bench.duplicates().await?,
+            "quota" => bench.quota().await?,
+            "memory" => bench.memory().await?,
+            "sequential" => bench.sequential().await?,
+            other => return Err(format!("unknown scenario '{other}'").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Cores and memory of this machine, from `/proc` (Linux).
+fn machine() -> Value {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let memory_kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    json!({"cores": cores, "memory_kb": memory_kb})
+}
+
+fn print_table(rows: &[Row]) {
+    let headers = [
+        "scenario",
+        "setting",
+        "measure",
+        "median (min–max)",
+        "target",
+    ];
+    let cells: Vec<[&str; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.scenario.as_str(),
+                r.setting.as_str(),
+                r.measure.as_str(),
+                r.result.as_str(),
+                r.target.as_str(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .chain(std::iter::once(headers[i].chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cols: [&str; 5]| {
+        let padded: Vec<String> = cols
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        format!("| {} |", padded.join(" | "))
+    };
+    println!("{}", line(headers));
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    println!("|-{}-|", rule.join("-|-"));
+    for c in cells {
+        println!("{}", line(c));
+    }
+}
+
+/// Throughput against concurrency (log2 axis), measured median with min–max bars, and the
+/// line `C / L`.
+#[allow(clippy::cast_precision_loss)]
+fn svg(points: &[(usize, f64, Figure)], latency: Duration) -> String {
+    let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
+    let max_c = points.iter().map(|p| p.0).max().unwrap_or(1).max(2) as f64;
+    let max_y = points
+        .iter()
+        .map(|p| p.1.max(p.2.max()))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let x = |c: f64| left + (c.log2() / max_c.log2()) * (w - left - right);
+    let y = |v: f64| h - bottom - v / max_y * (h - top - bottom);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">Rows/s against max_concurrency C (emulator latency L = {} ms)</text>"#,
+        w / 2.0,
+        latency.as_millis()
+    );
+    // Axes, ticks and grid.
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{b}" stroke="black"/>"#,
+        b = h - bottom,
+        r = w - right
+    );
+    for (c, _, _) in points {
+        let cx = x(*c as f64);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{cx:.1}" y1="{b}" x2="{cx:.1}" y2="{b2}" stroke="black"/><text x="{cx:.1}" y="{t}" text-anchor="middle">{c}</text>"#,
+            b = h - bottom,
+            b2 = h - bottom + 5.0,
+            t = h - bottom + 18.0
+        );
+    }
+    for i in 0..=5 {
+        let v = max_y / 5.0 * f64::from(i);
+        let vy = y(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{vy:.1}" x2="{r}" y2="{vy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{v:.0}</text>"##,
+            r = w - right,
+            tx = left - 6.0,
+            ty = vy + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">max_concurrency C (log scale)</text>"#,
+        w / 2.0,
+        h - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">rows/s</text>"#,
+        h / 2.0,
+        h / 2.0
+    );
+    // The theoretical line C / L, drawn through many points of the log axis.
+    let l = latency.as_secs_f64();
+    let theory: Vec<String> = (0..=100)
+        .map(|i| {
+            let c = max_c.powf(f64::from(i) / 100.0);
+            format!("{:.1},{:.1}", x(c), y(c / l))
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        r##"<polyline points="{}" fill="none" stroke="#888" stroke-dasharray="6 4"/>"##,
+        theory.join(" ")
+    );
+    let measured: Vec<String> = points
+        .iter()
+        .map(|(c, _, f)| format!("{:.1},{:.1}", x(*c as f64), y(f.median())))
+        .collect();
+    let _ = writeln!(
+        s,
+        r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
+        measured.join(" ")
+    );
+    for (c, _, f) in points {
+        let cx = x(*c as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="#1f77b4"/><circle cx="{cx:.1}" cy="{:.1}" r="4" fill="#1f77b4"/>"##,
+            y(f.min()),
+            y(f.max()),
+            y(f.median())
+        );
+    }
+    // Legend.
+    let _ = writeln!(
+        s,
+        r##"<line x1="{lx}" y1="50" x2="{lx2}" y2="50" stroke="#888" stroke-dasharray="6 4"/><text x="{tx}" y="54">C / L (the physical limit)</text>"##,
+        lx = left + 20.0,
+        lx2 = left + 50.0,
+        tx = left + 56.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<line x1="{lx}" y1="70" x2="{lx2}" y2="70" stroke="#1f77b4" stroke-width="2"/><text x="{tx}" y="74">measured (median, min–max)</text>"##,
+        lx = left + 20.0,
+        lx2 = left + 50.0,
+        tx = left + 56.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// The memory child
+
+/// `VmHWM` (peak resident set) of this process in kB.
+fn peak_rss_kb() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmHWM in /proc/self/status".into())
+}
+
+/// Runs one query over `data` (latency 0) in this fresh process and prints its peak RSS.
+async fn rss_child(data: &Path) -> Result<()> {
+    let emulator = Emulator::start(EmulatorConfig {
+        request_log_capacity: 0,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let ctx = session(&emulator, data, EngineSettings::default(), None).await?;
+    let before = peak_rss_kb()?;
+    let run = run_query(&ctx, &emulator).await?;
+    let peak = peak_rss_kb()?;
+    check(run.failed == 0, || {
+        format!("memory: {} rows without their answer", run.failed)
+    })?;
+    println!(
+        "rows={} requests={} before_kb={before} peak_kb={peak} seconds={:.3}",
+        run.rows, run.requests, run.seconds
+    );
+    emulator.shutdown().await;
+    Ok(())
+}
