@@ -7,32 +7,11 @@
 //! BEDROCK_EXAMPLES_REAL=1 AWS_PROFILE=… cargo run --example batch_parquet   # Amazon Bedrock
 //! ```
 
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use datafusion_bedrock::BedrockContext;
-use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
+use datafusion::prelude::ParquetReadOptions;
 
-/// A context whose engines reach the emulator, unless `BEDROCK_EXAMPLES_REAL` is set; and the
-/// engine's `USING` clause for that choice.
-async fn bedrock() -> Result<(BedrockContext, Option<Emulator>, String), Box<dyn std::error::Error>>
-{
-    let ctx = BedrockContext::new(SessionContext::new());
-    if std::env::var_os("BEDROCK_EXAMPLES_REAL").is_some() {
-        eprintln!("Calling Amazon Bedrock with your AWS credentials: this is billed.");
-        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-        return Ok((ctx, None, format!("region_name = '{region}'")));
-    }
-    let emulator = Emulator::start(EmulatorConfig::default()).await?;
-    eprintln!(
-        "Answers are emulated by the built-in Bedrock emulator at {}.",
-        emulator.url()
-    );
-    let ctx = ctx.with_default_endpoint(emulator.url());
-    Ok((
-        ctx,
-        Some(emulator),
-        "api_key = 'emulated', region_name = 'us-east-1'".into(),
-    ))
-}
+#[path = "shared/bedrock.rs"]
+mod shared;
+use shared::bedrock;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -561,16 +561,16 @@ impl ExecutionPlan for ModelExec {
         let options = CallOptions {
             budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
         };
+        let worker = Worker {
+            call: self.call.clone(),
+            args: self.args.clone(),
+            schema: Arc::clone(&self.schema),
+            options,
+            budget: Arc::clone(&self.budget),
+            metrics,
+        };
         if !self.is_conversation() {
             let input = self.input.execute(partition, context)?;
-            let worker = Worker {
-                call: self.call.clone(),
-                args: self.args.clone(),
-                schema: Arc::clone(&self.schema),
-                options,
-                budget: Arc::clone(&self.budget),
-                metrics,
-            };
             let worker = Arc::new(worker);
             let stream = input
                 .map(move |batch| {
@@ -598,14 +598,7 @@ impl ExecutionPlan for ModelExec {
         let input: SendableRecordBatchStream =
             Box::pin(RecordBatchStreamAdapter::new(input_schema, batches));
         let state = Conversation {
-            worker: Worker {
-                call: self.call.clone(),
-                args: self.args.clone(),
-                schema: Arc::clone(&self.schema),
-                options,
-                budget: Arc::clone(&self.budget),
-                metrics,
-            },
+            worker,
             input,
             held: None,
             prompts: Vec::new(),
