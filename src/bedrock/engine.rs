@@ -15,7 +15,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use aws_smithy_types::Document;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::budget::Budget;
 use super::cache::{CacheKey, ResponseCache, Source, cache_key};
@@ -425,18 +425,34 @@ impl Engine {
                 .map(|r| cache_key(target.api.name(), &target.model_id, r))
         }));
         counters.deduplicated(groups.duplicates);
-        // Futures are built in a loop, not a lazy `map`: a closure type inside the stream would
-        // keep the compiler from proving the batch future `Send`.
-        let mut calls = Vec::with_capacity(groups.distinct.len());
-        for (slot, (key, first)) in groups.distinct.iter().enumerate() {
-            if let Some(request) = &requests[*first] {
-                calls.push(
-                    self.answer_distinct(slot, *key, target, request, &limiter, &counters, options),
-                );
-            }
-        }
+        // Each request's future is made only when a slot in the window is free: a request
+        // future holds the SDK call's whole state (kilobytes), so making a batch's worth up
+        // front costs a large allocation and copy per batch. The stream's items are plain
+        // slot numbers (an item borrowing data would keep the compiler from proving the batch
+        // future `Send`), and each future is boxed where it is made.
+        let slots: Vec<usize> = (0..groups.distinct.len())
+            .filter(|slot| requests[groups.distinct[*slot].1].is_some())
+            .collect();
         let mut answers: Vec<Shared<TextResponse>> = vec![None; groups.distinct.len()];
-        let mut stream = futures::stream::iter(calls).buffer_unordered(limiter.ceiling());
+        let (limiter, counters, groups_ref) = (&limiter, &counters, &groups);
+        let mut stream = futures::stream::iter(slots)
+            .map(|slot| {
+                let (key, first) = groups_ref.distinct[slot];
+                async move {
+                    match &requests[first] {
+                        Some(request) => Some(
+                            self.answer_distinct(
+                                slot, key, target, request, limiter, counters, options,
+                            )
+                            .await,
+                        ),
+                        None => None,
+                    }
+                }
+                .boxed()
+            })
+            .buffer_unordered(limiter.ceiling())
+            .filter_map(std::future::ready);
         while let Some((slot, result)) = stream.next().await {
             answers[slot] = Some(result);
         }
@@ -766,17 +782,22 @@ impl Engine {
             }
         }
         let per_call = family.max_texts_per_call().max(1);
-        let mut calls = Vec::new();
-        for slots in missing.chunks(per_call) {
-            let batch: Vec<&str> = slots
-                .iter()
-                .filter_map(|s| texts[groups.distinct[*s].1].as_deref())
-                .collect();
-            calls.push(
-                self.embed_chunk(slots, batch, model_id, family, options, &limiter, &counters),
-            );
-        }
-        let mut stream = futures::stream::iter(calls).buffer_unordered(limiter.ceiling());
+        // As in `generate_with`: each call's future is made when the window has room.
+        let (limiter, counters, groups_ref) = (&limiter, &counters, &groups);
+        let chunks = missing.len().div_ceil(per_call);
+        let missing_ref = &missing;
+        let mut stream = futures::stream::iter(0..chunks)
+            .map(|chunk| {
+                let slots =
+                    &missing_ref[chunk * per_call..missing_ref.len().min((chunk + 1) * per_call)];
+                let batch: Vec<&str> = slots
+                    .iter()
+                    .filter_map(|s| texts[groups_ref.distinct[*s].1].as_deref())
+                    .collect();
+                self.embed_chunk(slots, batch, model_id, family, options, limiter, counters)
+                    .boxed()
+            })
+            .buffer_unordered(limiter.ceiling());
         while let Some((slots, result)) = stream.next().await {
             match result {
                 Ok(batch) if batch.len() == slots.len() => {

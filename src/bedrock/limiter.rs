@@ -120,24 +120,33 @@ impl Limiter {
         self.ceiling
     }
 
+    /// Takes a slot if one is free; `Some(true)` when another is still free after it.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    fn try_enter(&self) -> bool {
+    fn try_enter(&self) -> Option<bool> {
         let mut state = lock(&self.state);
-        if state.in_flight < (state.limit.floor() as usize).max(1) {
+        let limit = (state.limit.floor() as usize).max(1);
+        if state.in_flight < limit {
             state.in_flight += 1;
-            true
+            Some(state.in_flight < limit)
         } else {
-            false
+            None
         }
     }
 
     /// Waits for a slot and for the budgets, reserving `tokens` of the token budget.
+    ///
+    /// Waiters are woken one at a time: a freed slot wakes one waiter, and a waiter that finds
+    /// more than one slot free (the limit grew) wakes the next. Waking every waiter on every
+    /// release would cost a poll of each waiting request per response.
     pub async fn acquire(self: &Arc<Self>, tokens: u64) -> Permit {
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if self.try_enter() {
+            if let Some(more) = self.try_enter() {
+                if more {
+                    self.released.notify_one();
+                }
                 break;
             }
             released.await;
@@ -168,7 +177,9 @@ impl Limiter {
             lock(budget).give_back(reserved.saturating_sub(used));
         }
         lock(&self.state).in_flight -= 1;
-        self.released.notify_waiters();
+        // One slot freed, one waiter woken. A woken waiter that is dropped before it runs
+        // passes the wake-up on (tokio's `Notify` guarantees it).
+        self.released.notify_one();
     }
 }
 
@@ -252,6 +263,60 @@ mod tests {
             4,
             "additive increase climbs back to the ceiling"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_gets_a_slot_in_turn() {
+        let limiter = Arc::new(Limiter::new(3, None, None));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let (limiter, peak) = (Arc::clone(&limiter), Arc::clone(&peak));
+                tokio::spawn(async move {
+                    let permit = limiter.acquire(0).await;
+                    peak.fetch_max(limiter.in_flight(), std::sync::atomic::Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    // Some waiters give up before they are served: their wake-up is passed on.
+                    if i % 7 == 0 {
+                        drop(permit);
+                    } else {
+                        permit.succeeded(1);
+                    }
+                })
+            })
+            .collect();
+        let all = futures::future::join_all(tasks);
+        let done = tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("no waiter is left behind");
+        assert!(done.iter().all(Result::is_ok));
+        assert_eq!(limiter.in_flight(), 0);
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_waiter_passes_its_wake_up_on() {
+        let limiter = Arc::new(Limiter::new(1, None, None));
+        let held = limiter.acquire(0).await;
+        let first = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.acquire(0).await }
+        });
+        let second = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.acquire(0).await }
+        });
+        tokio::task::yield_now().await;
+        // The slot is freed and the first waiter gives up: the second must still get it.
+        first.abort();
+        drop(held);
+        let permit = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the second waiter is woken")
+            .expect("the second waiter's task");
+        assert_eq!(limiter.in_flight(), 1);
+        drop(permit);
+        assert_eq!(limiter.in_flight(), 0);
     }
 
     #[test]
