@@ -373,6 +373,8 @@ struct QueryRun {
     /// Rows whose answer is NULL or does not answer the row's question.
     failed: usize,
     seconds: f64,
+    /// CPU seconds the whole process (emulator included) spent during the query.
+    cpu_seconds: f64,
     /// Converse requests the emulator received (every attempt).
     requests: u64,
     /// Of them, answered 429.
@@ -390,6 +392,7 @@ fn converse_counts(emulator: &Emulator) -> (u64, u64) {
 /// Runs [`QUERY`], streaming its batches (nothing is kept), and checks every answer.
 async fn run_query(ctx: &BedrockContext, emulator: &Emulator) -> Result<QueryRun> {
     let (requests_before, throttled_before) = converse_counts(emulator);
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut stream = ctx.sql(QUERY).await?.execute_stream().await?;
     let (mut rows, mut failed) = (0, 0);
@@ -408,11 +411,13 @@ async fn run_query(ctx: &BedrockContext, emulator: &Emulator) -> Result<QueryRun
         rows += batch.num_rows();
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds() - cpu_before;
     let (requests, throttled) = converse_counts(emulator);
     Ok(QueryRun {
         rows,
         failed,
         seconds,
+        cpu_seconds,
         requests: requests - requests_before,
         throttled: throttled - throttled_before,
     })
@@ -461,10 +466,18 @@ fn bare_client(url: &str) -> aws_sdk_bedrockruntime::Client {
     aws_sdk_bedrockruntime::Client::from_conf(config)
 }
 
-/// Converse once per prompt, `concurrency` at a time; the seconds it took and the prompts
-/// answered.
-async fn bare_loop(url: &str, prompts: &[String], concurrency: usize) -> Result<(f64, usize)> {
+/// What the bare loop did: wall seconds, process CPU seconds, prompts answered.
+#[derive(Debug, Clone, Copy)]
+struct BareRun {
+    seconds: f64,
+    cpu_seconds: f64,
+    answered: usize,
+}
+
+/// Converse once per prompt, `concurrency` at a time.
+async fn bare_loop(url: &str, prompts: &[String], concurrency: usize) -> Result<BareRun> {
     let client = bare_client(url);
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut answered = 0;
     let mut calls = futures::stream::iter(prompts.iter().map(|prompt| {
@@ -497,7 +510,31 @@ async fn bare_loop(url: &str, prompts: &[String], concurrency: usize) -> Result<
     while let Some(ok) = calls.next().await {
         answered += usize::from(ok?);
     }
-    Ok((started.elapsed().as_secs_f64(), answered))
+    Ok(BareRun {
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds() - cpu_before,
+        answered,
+    })
+}
+
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat` (Linux;
+/// NaN elsewhere). Counted in clock ticks of 1/100 s.
+fn cpu_seconds() -> f64 {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after the name.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / TICKS_PER_SECOND,
+        _ => f64::NAN,
+    }
 }
 
 fn question(i: usize) -> String {
@@ -606,18 +643,44 @@ impl Bench {
         let data = self.prepared(n, n).await?;
         let prompts: Vec<String> = (0..n).map(question).collect();
         let mut runs = Vec::new();
-        for _ in 0..self.sizes.runs {
+        for i in 0..self.sizes.runs {
+            // The two paths take turns going first, so neither always runs on a warmer process.
+            let bare_first = i % 2 == 1;
+            let mut bare = None;
+            if bare_first {
+                bare = Some(bare_loop(self.emulator.url(), &prompts, c).await?);
+            }
             let run = self.measure(&data, Self::concurrency(c), None).await?;
             check_complete(&run, n, "overhead")?;
-            let (bare_seconds, answered) = bare_loop(self.emulator.url(), &prompts, c).await?;
-            check(answered == n, || {
-                format!("overhead: the bare loop answered {answered} of {n}")
+            check(run.requests == n as u64, || {
+                format!(
+                    "overhead: the SQL path sent {} requests for {n} distinct prompts",
+                    run.requests
+                )
+            })?;
+            let bare = match bare {
+                Some(bare) => bare,
+                None => bare_loop(self.emulator.url(), &prompts, c).await?,
+            };
+            check(bare.answered == n, || {
+                format!("overhead: the bare loop answered {} of {n}", bare.answered)
             })?;
             let sql = per_second(run.rows, run.seconds);
-            let bare = per_second(answered, bare_seconds);
-            runs.push([sql, bare, sql / bare]);
+            let bare_rate = per_second(bare.answered, bare.seconds);
+            #[allow(clippy::cast_precision_loss)]
+            let cpu_ms = |seconds: f64, rows: usize| seconds * 1000.0 / (rows as f64 / 1000.0);
+            let sql_cpu = cpu_ms(run.cpu_seconds, run.rows);
+            let bare_cpu = cpu_ms(bare.cpu_seconds, bare.answered);
+            runs.push([
+                sql,
+                bare_rate,
+                sql / bare_rate,
+                sql_cpu,
+                bare_cpu,
+                sql_cpu / bare_cpu,
+            ]);
         }
-        let [sql, bare, ratio] = collect_runs(&runs);
+        let [sql, bare, ratio, sql_cpu, bare_cpu, cpu_ratio] = collect_runs(&runs);
         let setting = format!("C={c}, {n} prompts, L=0");
         self.rows.push(row(
             "2 overhead-bound",
@@ -640,10 +703,27 @@ impl Bench {
             ratio.show(3),
             ">= 0.8",
         ));
+        self.rows.push(row(
+            "2 overhead-bound",
+            &setting,
+            "CPU ms per 1,000 rows, SQL / bare",
+            format!("{} / {}", sql_cpu.show(0), bare_cpu.show(0)),
+            "",
+        ));
+        self.rows.push(row(
+            "2 overhead-bound",
+            &setting,
+            "CPU per row, SQL / bare",
+            cpu_ratio.show(3),
+            "",
+        ));
         self.json.insert(
             "overhead".into(),
             json!({"concurrency": c, "prompts": n, "sql_rows_per_s": sql.json(),
-                   "bare_sdk_rows_per_s": bare.json(), "ratio": ratio.json()}),
+                   "bare_sdk_rows_per_s": bare.json(), "ratio": ratio.json(),
+                   "sql_cpu_ms_per_1000_rows": sql_cpu.json(),
+                   "bare_cpu_ms_per_1000_rows": bare_cpu.json(),
+                   "cpu_ratio": cpu_ratio.json()}),
         );
         Ok(())
     }

@@ -635,14 +635,15 @@ impl Engine {
                 })?;
                 let body = families::encode_text_request(family, request)
                     .map_err(|e| CallFailure::fatal("InvalidRequest", e.to_string()))?;
-                let out = self
+                let call = self
                     .runtime
                     .invoke_model()
                     .model_id(&target.model_id)
                     .content_type("application/json")
                     .accept("application/json")
                     .body(Blob::new(body.to_string()))
-                    .send()
+                    .send();
+                let out = Box::pin(call)
                     .await
                     .map_err(|e| CallFailure::from_sdk(&e))?;
                 families::decode_text_response(family, out.body().as_ref())
@@ -709,7 +710,11 @@ impl Engine {
                 .map_err(|e| invalid(&e))?;
             call = call.tool_config(config);
         }
-        let out = call.send().await.map_err(|e| CallFailure::from_sdk(&e))?;
+        // Every SDK call is boxed where it is made: its future is kilobytes, and each future
+        // that held it inline (retries, cache, the request window) would copy it again.
+        let out = Box::pin(call.send())
+            .await
+            .map_err(|e| CallFailure::from_sdk(&e))?;
         let tool_input = out
             .output()
             .and_then(|o| o.as_message().ok())
@@ -868,14 +873,15 @@ impl Engine {
             .sum::<u64>()
             .max(1);
         self.with_retries(model_id, limiter, counters, reserve, None, || async {
-            let out = self
+            let call = self
                 .runtime
                 .invoke_model()
                 .model_id(model_id)
                 .content_type("application/json")
                 .accept("application/json")
                 .body(Blob::new(body.clone()))
-                .send()
+                .send();
+            let out = Box::pin(call)
                 .await
                 .map_err(|e| CallFailure::from_sdk(&e))?;
             let (vectors, tokens) = families::decode_embed_response(family, out.body().as_ref())
