@@ -434,14 +434,28 @@ impl ModelCall {
             role: ChatRole::User,
             texts: turns,
         }];
+        self.answer_one(messages, "(the whole conversation)", options)
+            .await
+    }
+
+    /// One request of `messages`, corrected if its structure is wrong, and finished as the row
+    /// whose prompt is `shown` (what errors quote).
+    async fn answer_one(
+        &self,
+        messages: Vec<ChatMessage>,
+        shown: &str,
+        options: &CallOptions,
+    ) -> Result<RowAnswer> {
         let request = self.request(messages.clone());
         let outcomes = self
             .engine
             .generate_with(&self.target(), &[Some(request)], options)
             .await;
         let outcomes = self.correct(&[Some(messages)], outcomes, options).await;
-        let mut answers = self.finish(&[Some("(the whole conversation)")], outcomes)?;
-        Ok(answers.pop().unwrap_or_default())
+        Ok(self
+            .finish(&[Some(shown)], outcomes)?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// `conversational-full`: every prompt answered in turn, `history` (the earlier prompts
@@ -463,16 +477,7 @@ impl ModelCall {
             };
             let mut messages = history.clone();
             messages.push(ChatMessage::user(prompt.clone()));
-            let request = self.request(messages.clone());
-            let outcomes = self
-                .engine
-                .generate_with(&self.target(), &[Some(request)], options)
-                .await;
-            let outcomes = self.correct(&[Some(messages)], outcomes, options).await;
-            let answer = self
-                .finish(&[Some(prompt.as_str())], outcomes)?
-                .pop()
-                .unwrap_or_default();
+            let answer = self.answer_one(messages, prompt, options).await?;
             let said = match (&answer.text, &answer.value) {
                 (Some(text), _) => Some(text.clone()),
                 (None, Some(value)) => Some(value.to_string()),
