@@ -335,7 +335,7 @@ async fn session(
     engine: EngineSettings,
     max_tokens: Option<u32>,
 ) -> Result<BedrockContext> {
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
     ctx.session()
         .register_parquet(
             "questions",

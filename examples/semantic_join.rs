@@ -9,13 +9,12 @@
 //! The emulator's embeddings are bags of words, so there texts sharing words are close; Amazon
 //! Bedrock's models match by meaning.
 
-use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, StaticCredential};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let ctx = BedrockContext::new(SessionContext::new());
+    let ctx = BedrockContext::new();
     let (ctx, emulator, using) = if std::env::var_os("BEDROCK_EXAMPLES_REAL").is_some() {
         eprintln!("Calling Amazon Bedrock with your AWS credentials: this is billed.");
         let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());

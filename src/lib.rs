@@ -4,25 +4,33 @@
 //! `CREATE ML_ENGINE … FROM bedrock`, `CREATE MODEL … PREDICT … USING …` and
 //! `SELECT … FROM data JOIN model`, on any table DataFusion reads.
 //!
-//! The one entry point is [`BedrockContext`]: wrap a `SessionContext`, then use
-//! [`BedrockContext::sql`] for both the extension's statements and DataFusion's; the returned
-//! `DataFrame`s work with the whole DataFrame API.
+//! The extension lives in DataFusion's session: one builder call,
+//! [`SessionStateBuilderBedrock::with_bedrock`], adds its planner, rules, settings, AI
+//! functions and model registry; [`execute_sql`] runs the extension's statements (and any
+//! other SQL) on the session. The returned `DataFrame`s work with the whole DataFrame API, and
+//! every clone of the session sees the same engines and models.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> datafusion::error::Result<()> {
 //! use datafusion::assert_batches_eq;
+//! use datafusion::execution::SessionStateBuilder;
 //! use datafusion::prelude::SessionContext;
-//! use datafusion_bedrock::BedrockContext;
+//! use datafusion_bedrock::{BedrockExtension, SessionStateBuilderBedrock, execute_sql};
 //! # use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 //! # let emulator = Emulator::start(EmulatorConfig::default()).await?;
 //!
-//! let ctx = BedrockContext::new(SessionContext::new())
-//!     // Engines without `endpoint_url` use the built-in emulator: nothing reaches AWS.
-//!     .with_default_endpoint(emulator.url());
-//! ctx.sql("CREATE ML_ENGINE bedrock_engine FROM bedrock USING region_name = 'us-east-1', api_key = 'demo'")
+//! let state = SessionStateBuilder::new()
+//!     .with_default_features()
+//!     .with_bedrock()
+//!     .build();
+//! let ctx = SessionContext::new_with_state(state);
+//! // Engines without `endpoint_url` use the built-in emulator: nothing reaches AWS.
+//! BedrockExtension::of_session(&ctx)?.set_default_endpoint(Some(emulator.url().to_string()));
+//!
+//! execute_sql(&ctx, "CREATE ML_ENGINE bedrock_engine FROM bedrock USING region_name = 'us-east-1', api_key = 'demo'")
 //!     .await?;
-//! ctx.sql("CREATE MODEL capital PREDICT answer USING engine = 'bedrock_engine', \
+//! execute_sql(&ctx, "CREATE MODEL capital PREDICT answer USING engine = 'bedrock_engine', \
 //!          prompt_template = 'What is the capital of {{country}}?'")
 //!     .await?;
 //! let answers = ctx
@@ -46,6 +54,10 @@
 //! # }
 //! ```
 //!
+//! Plain queries over models (`ctx.sql("… JOIN capital AS m")`) work through DataFusion's own
+//! `SessionContext::sql`, since the rewrite of model relations is an analyzer rule of the
+//! session. [`BedrockContext`] is a small convenience over such a session.
+//!
 //! Parts, each a cargo feature on by default: the `datafusion-bedrock` shell ([`shell`],
 //! feature `cli`), the sqllogictest driver ([`slt`], feature `slt`) and the wire-faithful local
 //! Bedrock emulator ([`emulator`], feature `emulator`) that the real AWS SDK clients talk to
@@ -58,6 +70,8 @@ pub mod bedrock;
 pub mod catalog;
 pub mod context;
 pub mod error;
+pub mod extension;
+pub mod files;
 pub mod plan;
 pub mod sql;
 pub mod udf;
@@ -71,3 +85,8 @@ pub mod slt;
 
 pub use context::BedrockContext;
 pub use error::{Error, Result};
+pub use extension::{
+    BedrockExtension, SessionStateBuilderBedrock, bedrock_usage_function, register_functions,
+};
+pub use files::register_files_dir;
+pub use sql::execute::{execute_sql, prepare_plan, restore_catalog};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use datafusion::prelude::SessionContext;
-use datafusion_bedrock::BedrockContext;
+use datafusion_bedrock::{BedrockExtension, register_files_dir, restore_catalog};
 use datafusion_bedrock::catalog::persist::CatalogFile;
 use datafusion_bedrock::emulator::{
     Emulator, EmulatorConfig, FaultRates, LoadModel, StaticCredential,
@@ -364,10 +364,10 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         memory_limit: args.memory_limit,
         reads_sql_from_stdin: args.reads_sql_from_stdin(),
     };
-    let session: SessionContext = shell::session_context(&settings, Arc::clone(&registry))
+    let ctx: SessionContext = shell::session_context(&settings, Arc::clone(&registry))
         .await
         .map_err(|e| e.to_string())?;
-    let mut ctx = BedrockContext::new(session);
+    let ext = BedrockExtension::of_session(&ctx).map_err(|e| e.to_string())?;
     let emulator = if args.emulator {
         let emulator = Emulator::start(EmulatorConfig::default())
             .await
@@ -376,15 +376,16 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
             "Emulated Bedrock at {}: engines without endpoint_url get emulated answers, nothing reaches AWS.",
             emulator.url()
         );
-        ctx = ctx.with_default_endpoint(emulator.url());
+        ext.set_default_endpoint(Some(emulator.url().to_string()));
         Some(emulator)
     } else {
         None
     };
     if let Some(path) = catalog_path(&args) {
         let file = CatalogFile::open(&path).map_err(|e| e.to_string())?;
-        ctx = ctx.with_catalog_file(file);
-        for (what, e) in ctx.restore_catalog().await {
+        ext.set_catalog_file(Some(file));
+        let failures = restore_catalog(&ctx).await.map_err(|e| e.to_string())?;
+        for (what, e) in failures {
             eprintln!(
                 "Warning: {what} of {} was not restored: {e}",
                 path.display()
@@ -392,12 +393,12 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         }
     }
     if let Some(dir) = &args.files {
-        ctx.register_files_dir(dir)
+        register_files_dir(&ctx, dir)
             .await
             .map_err(|e| e.to_string())?;
     }
     let print = shell::print_options(args.format, args.quiet, args.maxrows, args.color, registry);
-    let mut shell = Shell::new(ctx, print);
+    let mut shell = Shell::new(ctx, print).map_err(|e| e.to_string())?;
 
     let ok = if args.repl_mode() {
         let rc = match args.rc {

@@ -25,7 +25,6 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use datafusion::prelude::SessionContext;
 use datafusion_sqllogictest::{
     DFColumnType, DFOutput, DFSqlLogicTestError, convert_batches, convert_schema_to_types,
     df_value_validator, value_normalizer,
@@ -209,7 +208,7 @@ async fn connect(
     files_dir: Option<PathBuf>,
     stats: Arc<EmulatorStats>,
 ) -> Result<BedrockSltDb, DFSqlLogicTestError> {
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(url);
+    let ctx = BedrockContext::new().with_default_endpoint(url);
     if let Some(dir) = &files_dir {
         ctx.register_files_dir(dir).await?;
     }

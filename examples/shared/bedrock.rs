@@ -1,7 +1,6 @@
 //! What every example shares: a `BedrockContext` reaching the built-in emulator, or Amazon
 //! Bedrock when `BEDROCK_EXAMPLES_REAL` is set.
 
-use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 
@@ -9,7 +8,7 @@ use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 /// engine's `USING` clause for that choice.
 pub async fn bedrock()
 -> Result<(BedrockContext, Option<Emulator>, String), Box<dyn std::error::Error>> {
-    let ctx = BedrockContext::new(SessionContext::new());
+    let ctx = BedrockContext::new();
     if std::env::var_os("BEDROCK_EXAMPLES_REAL").is_some() {
         eprintln!("Calling Amazon Bedrock with your AWS credentials: this is billed.");
         let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());

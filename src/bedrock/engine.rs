@@ -23,7 +23,8 @@ use super::config::{CredentialSource, EngineConfig};
 use super::families::{self, EmbedOptions, ModelFamily};
 use super::limiter::Limiter;
 use super::request::{CallInfo, ChatRole, TextRequest, TextResponse};
-use super::retry::{CallFailure, FailureKind, RetryPolicy};
+use super::identity::{self, Signing};
+use super::retry::{CallFailure, FailureKind, RetryPolicy, one_line};
 use super::usage::{ModelCounters, Usage, UsageSnapshot};
 use crate::error::{Error, Result};
 
@@ -153,76 +154,106 @@ fn replace_whole(message: &str, secret: &str) -> String {
     out
 }
 
+/// The SDK configuration of an engine: its region (else the environment's, else
+/// [`DEFAULT_REGION`]), endpoint, timeouts and credential source, with the SDK's retries off.
+async fn load_sdk_config(config: &EngineConfig) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        // This layer retries itself; SDK retries would double attempts and hide them.
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(config.request_timeout)
+                .connect_timeout(config.connect_timeout)
+                .build(),
+        );
+    if let Some(region) = &config.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    match &config.credentials {
+        CredentialSource::DefaultChain => {}
+        CredentialSource::Profile(profile) => loader = loader.profile_name(profile),
+        CredentialSource::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                access_key_id,
+                secret_access_key.expose(),
+                session_token.as_ref().map(|t| t.expose().to_string()),
+                None,
+                "engine",
+            ));
+        }
+        CredentialSource::ApiKey(_) => loader = loader.no_credentials(),
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_some() {
+        return sdk;
+    }
+    sdk.into_builder()
+        .region(aws_config::Region::new(DEFAULT_REGION))
+        .build()
+}
+
+/// The runtime and control-plane clients: bearer auth for an API key, no auth at all for
+/// unsigned requests.
+fn clients(
+    sdk: &aws_config::SdkConfig,
+    credentials: &CredentialSource,
+    signing: Signing,
+) -> (aws_sdk_bedrockruntime::Client, aws_sdk_bedrock::Client) {
+    let mut runtime = aws_sdk_bedrockruntime::config::Builder::from(sdk);
+    let mut control = aws_sdk_bedrock::config::Builder::from(sdk);
+    if let CredentialSource::ApiKey(key) = credentials {
+        runtime = runtime
+            .bearer_token(aws_sdk_bedrockruntime::config::Token::new(
+                key.expose(),
+                None,
+            ))
+            .auth_scheme_preference([HTTP_BEARER_AUTH_SCHEME_ID]);
+        control = control
+            .bearer_token(aws_sdk_bedrock::config::Token::new(key.expose(), None))
+            .auth_scheme_preference([HTTP_BEARER_AUTH_SCHEME_ID]);
+    }
+    if signing == Signing::Unsigned {
+        runtime = runtime.allow_no_auth();
+        control = control.allow_no_auth();
+    }
+    (
+        aws_sdk_bedrockruntime::Client::from_conf(runtime.build()),
+        aws_sdk_bedrock::Client::from_conf(control.build()),
+    )
+}
+
 impl Engine {
     /// Builds the AWS clients and, unless `verify_credentials = false`, checks the identity with
     /// a ListFoundationModels call bounded by `connect_timeout`.
     ///
+    /// Without keys, a profile or an API key, the standard AWS chain is resolved once here. An
+    /// engine whose `endpoint_url` is the built-in emulator on the loopback interface, running
+    /// without credentials of its own (the default), needs none: its requests go unsigned.
+    ///
     /// # Errors
-    /// When the cache directory cannot be opened, or the check fails; the message says which
-    /// check failed and never contains a secret.
+    /// When the cache directory cannot be opened, no credentials are found, or the check
+    /// fails; the message is short, says what was tried and the fix, and never contains a
+    /// secret.
     pub async fn connect(name: &str, config: EngineConfig) -> Result<Arc<Self>> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // This layer retries itself; SDK retries would double attempts and hide them.
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(config.request_timeout)
-                    .connect_timeout(config.connect_timeout)
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        match &config.credentials {
-            CredentialSource::DefaultChain => {}
-            CredentialSource::Profile(profile) => loader = loader.profile_name(profile),
-            CredentialSource::Static {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            } => {
-                loader = loader.credentials_provider(aws_credential_types::Credentials::new(
-                    access_key_id,
-                    secret_access_key.expose(),
-                    session_token.as_ref().map(|t| t.expose().to_string()),
-                    None,
-                    "engine",
-                ));
-            }
-            CredentialSource::ApiKey(_) => loader = loader.no_credentials(),
-        }
-        let mut sdk = loader.load().await;
-        if sdk.region().is_none() {
-            sdk = sdk
-                .into_builder()
-                .region(aws_config::Region::new(DEFAULT_REGION))
-                .build();
-        }
+        let sdk = load_sdk_config(&config).await;
+        let (sdk, signing) = identity::settle(name, &config, sdk).await?;
         let region = sdk
             .region()
             .map_or(DEFAULT_REGION.to_string(), ToString::to_string);
-        let mut runtime = aws_sdk_bedrockruntime::config::Builder::from(&sdk);
-        let mut control = aws_sdk_bedrock::config::Builder::from(&sdk);
-        if let CredentialSource::ApiKey(key) = &config.credentials {
-            runtime = runtime
-                .bearer_token(aws_sdk_bedrockruntime::config::Token::new(
-                    key.expose(),
-                    None,
-                ))
-                .auth_scheme_preference([HTTP_BEARER_AUTH_SCHEME_ID]);
-            control = control
-                .bearer_token(aws_sdk_bedrock::config::Token::new(key.expose(), None))
-                .auth_scheme_preference([HTTP_BEARER_AUTH_SCHEME_ID]);
-        }
+        let (runtime, control) = clients(&sdk, &config.credentials, signing);
         let cache_dir = config.cache_dir.as_deref();
         let engine = Arc::new(Self {
             name: name.to_string(),
             region,
-            runtime: aws_sdk_bedrockruntime::Client::from_conf(runtime.build()),
-            control: aws_sdk_bedrock::Client::from_conf(control.build()),
+            runtime,
+            control,
             limiters: Mutex::default(),
             text_cache: ResponseCache::open("text", config.cache_size, cache_dir)?,
             embed_cache: ResponseCache::open("embeddings", config.cache_size, cache_dir)?,
@@ -234,29 +265,55 @@ impl Engine {
             config,
         });
         if engine.config.verify_credentials {
-            engine.verify().await?;
+            engine.verify(signing).await?;
         }
         Ok(engine)
     }
 
-    async fn verify(&self) -> Result<()> {
+    async fn verify(&self, signing: Signing) -> Result<()> {
         let call = self.control.list_foundation_models().send();
         match tokio::time::timeout(self.config.connect_timeout, call).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
-                let failure = CallFailure::from_sdk(&e);
-                Err(Error::InvalidInput(scrub(
-                    &format!(
-                        "Engine '{}': the credential check failed — ListFoundationModels in {} returned {failure}. Check the engine's credentials (aws_access_key_id / aws_secret_access_key / aws_session_token, profile_name or api_key), region_name and endpoint_url.",
-                        self.name, self.region
-                    ),
-                    &self.config,
-                )))
-            }
+            Ok(Err(e)) => Err(Error::InvalidInput(scrub(
+                &self.check_failed(&CallFailure::from_sdk(&e), signing),
+                &self.config,
+            ))),
             Err(_) => Err(Error::InvalidInput(format!(
                 "Engine '{}': no answer from Bedrock within {:?} while checking credentials (ListFoundationModels in {}). Check region_name, endpoint_url and network access, or create the engine with verify_credentials = false.",
                 self.name, self.config.connect_timeout, self.region
             ))),
+        }
+    }
+
+    /// What to say when the credential check failed: a refused identity, an endpoint that
+    /// cannot be reached, or another error, each with its fix.
+    fn check_failed(&self, failure: &CallFailure, signing: Signing) -> String {
+        if let Some(message) = identity::rejected_identity(
+            &self.name,
+            &self.region,
+            &self.config.credentials,
+            signing,
+            &failure.code,
+        ) {
+            return message;
+        }
+        let detail = one_line(failure.message.trim_end_matches('.'), 200);
+        match failure.code.as_str() {
+            "ConnectionError" => {
+                let target = self.config.endpoint_url.as_ref().map_or_else(
+                    || format!("Bedrock in {}", self.region),
+                    |url| one_line(url, 100),
+                );
+                format!(
+                    "Engine '{}': could not connect to {target} — {}. Check endpoint_url, region_name and network access, or create the engine with verify_credentials = false.",
+                    self.name,
+                    detail.trim_start_matches("the connection failed: ")
+                )
+            }
+            code => format!(
+                "Engine '{}': the credential check (ListFoundationModels in {}) failed — {code}: {detail}. Check region_name and endpoint_url, or create the engine with verify_credentials = false.",
+                self.name, self.region
+            ),
         }
     }
 

@@ -31,6 +31,7 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod families;
+mod identity;
 pub mod limiter;
 pub mod params;
 pub mod request;

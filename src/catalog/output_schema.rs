@@ -59,8 +59,60 @@ fn invalid(message: impl Into<String>) -> Error {
     ))
 }
 
+/// A piece of the schema text: byte offsets into the whole text (always on char boundaries,
+/// since they come from `char_indices` and `find` on that text).
+#[derive(Clone, Copy)]
+struct Piece<'a> {
+    whole: &'a str,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Piece<'a> {
+    fn new(whole: &'a str) -> Self {
+        Self {
+            whole,
+            start: 0,
+            end: whole.len(),
+        }
+    }
+
+    fn text(self) -> &'a str {
+        self.whole.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The part from `from` to `to`, byte offsets relative to this piece.
+    fn sub(self, from: usize, to: usize) -> Self {
+        Self {
+            whole: self.whole,
+            start: self.start + from,
+            end: self.start + to,
+        }
+    }
+
+    fn trimmed(self) -> Self {
+        let text = self.text();
+        let lead = text.len() - text.trim_start().len();
+        let trail = text.len() - text.trim_end().len();
+        self.sub(lead, text.len() - trail)
+    }
+
+    /// Where the piece starts, as the 1-based number of the character in the whole text.
+    fn position(self) -> usize {
+        self.whole
+            .get(..self.start)
+            .map_or(0, |before| before.chars().count())
+            + 1
+    }
+
+    fn invalid(self, message: impl Into<String>) -> Error {
+        invalid(format!("{} at character {}", message.into(), self.position()))
+    }
+}
+
 /// Splits at top-level commas (not inside `<…>`).
-fn split_top(text: &str) -> Vec<&str> {
+fn split_top(piece: Piece<'_>) -> Vec<Piece<'_>> {
+    let text = piece.text();
     let mut parts = Vec::new();
     let (mut depth, mut start) = (0i32, 0);
     for (i, c) in text.char_indices() {
@@ -68,55 +120,62 @@ fn split_top(text: &str) -> Vec<&str> {
             '<' => depth += 1,
             '>' => depth -= 1,
             ',' if depth == 0 => {
-                parts.push(&text[start..i]);
+                parts.push(piece.sub(start, i));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    parts.push(&text[start..]);
+    parts.push(piece.sub(start, text.len()));
     parts
 }
 
-fn parse_type(text: &str) -> Result<OutputType> {
-    let t = text.trim();
-    let upper = t.to_uppercase();
-    if let Some(open) = t.find('<') {
-        let inner = t[open + 1..]
-            .strip_suffix('>')
-            .ok_or_else(|| invalid(format!("has '{t}' without its closing '>'")))?;
-        return match upper[..open].trim() {
+fn parse_type(piece: Piece<'_>) -> Result<OutputType> {
+    let t = piece.trimmed();
+    let text = t.text();
+    if let Some(open) = text.find('<') {
+        let head = t.sub(0, open).trimmed().text();
+        if !text.ends_with('>') {
+            return Err(t.invalid(format!("has '{text}' without its closing '>'")));
+        }
+        let inner = t.sub(open + 1, text.len() - 1);
+        return match head.to_uppercase().as_str() {
             "LIST" | "ARRAY" => Ok(OutputType::List(Box::new(parse_type(inner)?))),
             "STRUCT" => Ok(OutputType::Struct(parse_fields(inner)?)),
-            other => Err(invalid(format!("has an unknown type '{other}<…>'"))),
+            _ => Err(t.invalid(format!("has an unknown type '{head}<…>'"))),
         };
     }
-    match upper.as_str() {
+    match text.to_uppercase().as_str() {
         "STRING" | "VARCHAR" | "TEXT" | "UTF8" => Ok(OutputType::String),
         "INT" | "INTEGER" | "BIGINT" | "LONG" | "INT64" => Ok(OutputType::Int),
         "FLOAT" | "DOUBLE" | "REAL" | "NUMBER" | "FLOAT64" => Ok(OutputType::Float),
         "BOOLEAN" | "BOOL" => Ok(OutputType::Bool),
-        "" => Err(invalid("has a field without a type")),
-        other => Err(invalid(format!(
-            "has an unknown type '{other}' (use STRING, INT, FLOAT, BOOLEAN, LIST<…> or STRUCT<…>)"
+        "" => Err(t.invalid("has a field without a type")),
+        _ => Err(t.invalid(format!(
+            "has an unknown type '{text}' (use STRING, INT, FLOAT, BOOLEAN, LIST<…> or STRUCT<…>)"
         ))),
     }
 }
 
-fn parse_fields(text: &str) -> Result<Vec<OutputField>> {
+fn parse_fields(piece: Piece<'_>) -> Result<Vec<OutputField>> {
     let mut fields: Vec<OutputField> = Vec::new();
-    for part in split_top(text) {
-        let part = part.trim();
-        let (name, kind) = part
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| invalid(format!("has '{part}', which is not 'name TYPE'")))?;
-        let name = name.trim_matches(|c| c == '"' || c == '`').to_string();
+    for part in split_top(piece) {
+        let part = part.trimmed();
+        let text = part.text();
+        let Some(space) = text.find(char::is_whitespace) else {
+            return Err(part.invalid(format!("has '{text}', which is not 'name TYPE'")));
+        };
+        let name = part
+            .sub(0, space)
+            .text()
+            .trim_matches(|c| c == '"' || c == '`')
+            .to_string();
         if fields.iter().any(|f| f.name == name) {
-            return Err(invalid(format!("names the field '{name}' twice")));
+            return Err(part.invalid(format!("names the field '{name}' twice")));
         }
         fields.push(OutputField {
             name,
-            kind: parse_type(kind)?,
+            kind: parse_type(part.sub(space, text.len()))?,
         });
     }
     Ok(fields)
@@ -365,7 +424,7 @@ impl OutputSchema {
             if trimmed.is_empty() {
                 return Err(invalid("is empty"));
             }
-            parse_fields(trimmed)?
+            parse_fields(Piece::new(text).trimmed())?
         };
         Ok(Self {
             text: text.to_string(),
@@ -451,17 +510,67 @@ mod tests {
     }
 
     #[test]
-    fn bad_schemas_name_the_problem() {
+    fn bad_schemas_name_the_problem_and_where() {
         let message = |text: &str| OutputSchema::parse(text).unwrap_err().to_string();
+        let fix = ": write e.g. output_schema = 'name STRING, age INT, tags LIST<STRING>' or a JSON Schema object";
+        let cases = [
+            (
+                "name STRNG",
+                "has an unknown type 'STRNG' (use STRING, INT, FLOAT, BOOLEAN, LIST<…> or STRUCT<…>) at character 6",
+            ),
+            ("name", "has 'name', which is not 'name TYPE' at character 1"),
+            ("a INT, a INT", "names the field 'a' twice at character 8"),
+            (
+                "  tags LIST<STRING",
+                "has 'LIST<STRING' without its closing '>' at character 8",
+            ),
+            (
+                "pos STRUCT<x DOUBLE, y>",
+                "has 'y', which is not 'name TYPE' at character 22",
+            ),
+            (
+                "t MAP<STRING>",
+                "has an unknown type 'MAP<…>' at character 3",
+            ),
+            (
+                "{\"type\": \"string\"}",
+                "must describe an object with properties",
+            ),
+            (
+                "{oops",
+                "is not valid JSON (key must be a string at line 1 column 2)",
+            ),
+            ("   ", "is empty"),
+        ];
+        for (text, problem) in cases {
+            assert_eq!(
+                message(text),
+                format!("Parameter 'output_schema' {problem}{fix}"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_ascii_text_is_an_error_with_its_position_not_a_panic() {
+        // Regression: 'ǰ' upper-cases to two characters, and the type's name was once cut at
+        // a byte offset of the original text inside the upper-cased one.
+        let message = |text: &str| OutputSchema::parse(text).unwrap_err().to_string();
+        let fix = ": write e.g. output_schema = 'name STRING, age INT, tags LIST<STRING>' or a JSON Schema object";
         assert_eq!(
-            message("name STRNG"),
-            "Parameter 'output_schema' has an unknown type 'STRNG' (use STRING, INT, FLOAT, BOOLEAN, LIST<…> or STRUCT<…>): write e.g. output_schema = 'name STRING, age INT, tags LIST<STRING>' or a JSON Schema object"
+            message("x ǰ<STRING>"),
+            format!("Parameter 'output_schema' has an unknown type 'ǰ<…>' at character 3{fix}")
         );
-        assert!(message("name").contains("has 'name', which is not 'name TYPE'"));
-        assert!(message("a INT, a INT").contains("names the field 'a' twice"));
-        assert!(message("tags LIST<STRING").contains("without its closing '>'"));
-        assert!(message("{\"type\": \"string\"}").contains("must describe an object"));
-        assert!(message("{oops").contains("is not valid JSON"));
+        assert_eq!(
+            message("ǰǰ INT, é ẞTRING"),
+            format!(
+                "Parameter 'output_schema' has an unknown type 'ẞTRING' (use STRING, INT, FLOAT, BOOLEAN, LIST<…> or STRUCT<…>) at character 11{fix}"
+            )
+        );
+        assert_eq!(
+            message("ǰ LIST<ǰ<STRING>>"),
+            format!("Parameter 'output_schema' has an unknown type 'ǰ<…>' at character 8{fix}")
+        );
     }
 
     #[test]

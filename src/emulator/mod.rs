@@ -12,6 +12,11 @@
 //! - Control plane: `GET /foundation-models` and `GET /foundation-models/{modelId}`.
 //! - Test routes: `GET /_emulator/stats` (the [`StatsSnapshot`] as JSON) and
 //!   `POST /_emulator/reset`.
+//! - `GET /_emulator/identity`, unauthenticated:
+//!   `{"service": "datafusion-bedrock-emulator", "version": "…", "accepts_unsigned_requests": true}`.
+//!   `accepts_unsigned_requests` is true when no credentials and no API keys are configured (the
+//!   default). An engine without credentials whose `endpoint_url` is on the loopback interface
+//!   asks this route, and when the answer is true it sends its requests unsigned.
 //!
 //! Answers are deterministic: a pure function of the model id and the request, revealing what the
 //! model received (see [`answer`](self) rules in the crate README): for example

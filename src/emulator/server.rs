@@ -29,6 +29,9 @@ use super::{
     model_id,
 };
 
+/// The `service` named by `GET /_emulator/identity`.
+pub(crate) const IDENTITY_SERVICE: &str = "datafusion-bedrock-emulator";
+
 /// Shared server state.
 pub(crate) struct State {
     config: EmulatorConfig,
@@ -201,6 +204,7 @@ impl Operation {
 }
 
 enum Route<'a> {
+    Identity,
     Stats,
     Reset,
     List,
@@ -212,6 +216,7 @@ enum Route<'a> {
 fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
+        (&Method::GET, ["_emulator", "identity"]) => Route::Identity,
         (&Method::GET, ["_emulator", "stats"]) => Route::Stats,
         (&Method::POST, ["_emulator", "reset"]) => Route::Reset,
         (&Method::GET, ["foundation-models"]) => Route::List,
@@ -270,6 +275,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
     let id = request_id(state.sequence.load(Ordering::Relaxed));
     let route = route(&method, path);
     let mut response = match route {
+        Route::Identity => json_response(200, &identity(&state.config)),
         Route::Stats => json_response(
             200,
             &serde_json::to_value(state.stats.snapshot()).unwrap_or_default(),
@@ -322,6 +328,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
         response.headers_mut().insert("x-amzn-RequestId", v);
     }
     Ok(response)
+}
+
+/// What `GET /_emulator/identity` says: that this is the built-in emulator, its version, and
+/// whether it accepts requests without a signature (no credentials or API keys configured),
+/// so a client without credentials can tell it may call it unsigned.
+fn identity(config: &EmulatorConfig) -> Value {
+    serde_json::json!({
+        "service": IDENTITY_SERVICE,
+        "version": env!("CARGO_PKG_VERSION"),
+        "accepts_unsigned_requests": config.credentials.is_empty() && config.api_keys.is_empty(),
+    })
 }
 
 fn control_plane(
@@ -642,4 +659,41 @@ fn delta_tokens(payload: &Value) -> u32 {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::StaticCredential;
+
+    #[test]
+    fn the_identity_route_says_whether_unsigned_requests_are_accepted() {
+        let open = identity(&EmulatorConfig::default());
+        assert_eq!(
+            open,
+            serde_json::json!({
+                "service": "datafusion-bedrock-emulator",
+                "version": env!("CARGO_PKG_VERSION"),
+                "accepts_unsigned_requests": true,
+            })
+        );
+        let signed = EmulatorConfig {
+            credentials: vec![StaticCredential::new("AKID", "secret")],
+            ..EmulatorConfig::default()
+        };
+        assert_eq!(identity(&signed)["accepts_unsigned_requests"], false);
+        let keyed = EmulatorConfig {
+            api_keys: vec!["key".into()],
+            ..EmulatorConfig::default()
+        };
+        assert_eq!(identity(&keyed)["accepts_unsigned_requests"], false);
+        assert!(matches!(
+            route(&Method::GET, "/_emulator/identity"),
+            Route::Identity
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/_emulator/identity"),
+            Route::Unknown
+        ));
+    }
 }

@@ -849,8 +849,63 @@ impl ExtensionPlanner for ModelPlanner {
 
 /// DataFusion's query planner plus the extension's plan nodes. Every query gets its own
 /// [`Budget`] from the session's `bedrock.*` options.
+///
+/// It wraps the query planner the session had: plans without model relations go to that
+/// planner unchanged (DataFusion's default one, or an application's own), and plans with them
+/// are planned by DataFusion's physical planner with [`ModelPlanner`] added (an application
+/// whose own planner must see those plans too adds [`ModelPlanner::for_session`] to its
+/// extension planners).
 #[derive(Debug, Default)]
-pub struct BedrockQueryPlanner;
+pub struct BedrockQueryPlanner {
+    inner: Option<Arc<dyn QueryPlanner + Send + Sync>>,
+}
+
+impl BedrockQueryPlanner {
+    /// A planner around the session's current one (`None`: DataFusion's default). Wrapping a
+    /// `BedrockQueryPlanner` again returns a copy of it, so the extension is installed once.
+    pub fn wrapping(inner: Option<Arc<dyn QueryPlanner + Send + Sync>>) -> Self {
+        let Some(inner) = inner else {
+            return Self { inner: None };
+        };
+        let any = inner.as_ref() as &dyn Any;
+        if let Some(ours) = any.downcast_ref::<Self>() {
+            return Self {
+                inner: ours.inner.clone(),
+            };
+        }
+        Self { inner: Some(inner) }
+    }
+}
+
+impl ModelPlanner {
+    /// The extension planner of one query, with the budget of the session's `bedrock.*`
+    /// options.
+    pub fn for_session(session: &dyn Session) -> Self {
+        let options = session
+            .config_options()
+            .extensions
+            .get::<BedrockOptions>()
+            .cloned()
+            .unwrap_or_default();
+        Self {
+            budget: Arc::new(Budget::new(options.max_requests, options.max_cost_usd)),
+        }
+    }
+}
+
+/// Whether a plan (its subqueries included) has a model node.
+fn has_model_node(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found = matches!(node, LogicalPlan::Extension(e) if e.node.as_any().is::<ModelNode>());
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
 
 #[async_trait]
 impl QueryPlanner for BedrockQueryPlanner {
@@ -859,17 +914,14 @@ impl QueryPlanner for BedrockQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let options = session
-            .config_options()
-            .extensions
-            .get::<BedrockOptions>()
-            .cloned()
-            .unwrap_or_default();
-        let budget = Arc::new(Budget::new(options.max_requests, options.max_cost_usd));
-        let planner =
-            DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(ModelPlanner {
-                budget,
-            })]);
+        if let Some(inner) = &self.inner
+            && !has_model_node(logical_plan)
+        {
+            return inner.create_physical_plan(logical_plan, session).await;
+        }
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+            ModelPlanner::for_session(session),
+        )]);
         planner.create_physical_plan(logical_plan, session).await
     }
 }

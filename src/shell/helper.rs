@@ -12,17 +12,22 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Helper};
 
 use super::split::split_statements;
-use crate::sql::parser::parse_sql;
+use crate::sql::parser::{ParserOptions, parse_sql_with};
 
 /// `datafusion-cli`'s helper with the extension's parser behind `Enter`.
 pub(super) struct ShellHelper {
     inner: CliHelper,
+    parser: ParserOptions,
 }
 
 impl ShellHelper {
     pub(super) fn new(dialect: &Dialect, color: bool) -> Self {
         Self {
             inner: CliHelper::new(dialect, color),
+            parser: ParserOptions {
+                dialect: *dialect,
+                ..ParserOptions::default()
+            },
         }
     }
 
@@ -33,7 +38,7 @@ impl ShellHelper {
 
 /// What `Enter` does with the text typed so far: a `\` command or text ending with `;` is
 /// complete (or invalid, with the parser's message); anything else continues on a new line.
-pub(super) fn validate_input(input: &str) -> ValidationResult {
+pub(super) fn validate_input(input: &str, parser: &ParserOptions) -> ValidationResult {
     let input = input.trim_end();
     if input.starts_with('\\') {
         return ValidationResult::Valid(None);
@@ -46,8 +51,12 @@ pub(super) fn validate_input(input: &str) -> ValidationResult {
         return ValidationResult::Invalid(Some("  🤔 You entered an empty statement".into()));
     }
     for statement in statements {
-        if let Err(e) = parse_sql(&statement) {
-            return ValidationResult::Invalid(Some(format!("  🤔 Invalid statement: {e}")));
+        if let Err(e) = parse_sql_with(&statement, parser) {
+            let message = match e {
+                datafusion::error::DataFusionError::Plan(message) => message,
+                other => other.to_string(),
+            };
+            return ValidationResult::Invalid(Some(format!("  🤔 Invalid statement: {message}")));
         }
     }
     ValidationResult::Valid(None)
@@ -55,7 +64,7 @@ pub(super) fn validate_input(input: &str) -> ValidationResult {
 
 impl Validator for ShellHelper {
     fn validate(&self, ctx: &mut ValidationContext<'_>) -> rustyline::Result<ValidationResult> {
-        let result = validate_input(ctx.input());
+        let result = validate_input(ctx.input(), &self.parser);
         self.inner.reset_hint();
         Ok(result)
     }
@@ -113,21 +122,23 @@ mod tests {
 
     #[test]
     fn enter_accepts_the_extension_and_waits_for_the_semicolon() {
+        let generic = ParserOptions::default();
         assert_eq!(
             shown(validate_input(
-                "CREATE ML_ENGINE e FROM bedrock USING region_name = 'us-east-1';"
+                "CREATE ML_ENGINE e FROM bedrock USING region_name = 'us-east-1';",
+                &generic
             )),
             "valid"
         );
-        assert_eq!(shown(validate_input("SELECT 1; SHOW MODELS;")), "valid");
-        assert_eq!(shown(validate_input("CREATE MODEL m")), "incomplete");
-        assert_eq!(shown(validate_input("\\d")), "valid");
+        assert_eq!(shown(validate_input("SELECT 1; SHOW MODELS;", &generic)), "valid");
+        assert_eq!(shown(validate_input("CREATE MODEL m", &generic)), "incomplete");
+        assert_eq!(shown(validate_input("\\d", &generic)), "valid");
         assert_eq!(
-            shown(validate_input(" ; ")),
+            shown(validate_input(" ; ", &generic)),
             "invalid:  🤔 You entered an empty statement"
         );
         assert_eq!(
-            shown(validate_input("CREATE MODEL m PREDICT;")),
+            shown(validate_input("CREATE MODEL m PREDICT;", &generic)),
             "invalid:  🤔 Invalid statement: Expected the column to predict after PREDICT, found the end \
              of the statement: write CREATE MODEL name PREDICT column USING engine = 'engine_name', …"
         );

@@ -4,8 +4,9 @@
 //! before parsing — and hands everything that is not one of the extension's statements to
 //! `datafusion-cli`'s own execution and printing, so those behave exactly as in `datafusion-cli`
 //! (print formats, `--maxrows`, object stores for `s3://`, `gs://`, `http(s)://`, `\d`-style
-//! commands). The extension's statements run on the [`BedrockContext`] and print through the
-//! same `PrintOptions`.
+//! commands). There is one session, built as `datafusion-cli` builds its own plus the
+//! extension ([`session_context`]); the extension's statements run on it through
+//! [`crate::execute_sql`] and print through the same `PrintOptions`.
 
 mod helper;
 pub mod progress;
@@ -20,12 +21,11 @@ use datafusion::common::instant::Instant;
 use datafusion::config::ConfigOptions;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionState;
 use datafusion::execution::TaskContext;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{ExplainFormat, LogicalPlan};
-use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
 use datafusion_cli::cli_context::CliSessionContext;
@@ -40,9 +40,8 @@ use datafusion_cli::print_options::{MaxRows, PrintOptions};
 use object_store::ObjectStore;
 use rustyline::error::ReadlineError;
 
-use crate::BedrockContext;
-use crate::plan::rewrite::ModelRelationRule;
-use crate::sql::parser::{BedrockStatement, ParsedStatement, parse_sql};
+use crate::extension::{BedrockExtension, SessionStateBuilderBedrock};
+use crate::sql::parser::{ParsedStatement, ParserOptions, describe_of_model, parse_sql_with};
 use progress::ProgressLine;
 use split::{looks_like_extension, split_statements};
 
@@ -58,11 +57,11 @@ pub struct SessionSettings {
     pub reads_sql_from_stdin: bool,
 }
 
-/// A session configured as `datafusion-cli` configures its own: settings from `DATAFUSION_*`
+/// A session configured as `datafusion-cli` configures its own — settings from `DATAFUSION_*`
 /// environment variables, `information_schema`, `NULL` shown as `NULL`, EXPLAIN as a tree,
 /// tables from URLs (`SELECT * FROM 's3://…'`) with their object stores registered on first
 /// use, and the `parquet_metadata`, `metadata_cache`, `statistics_cache` and
-/// `list_files_cache` table functions.
+/// `list_files_cache` table functions — with the extension in it.
 ///
 /// # Errors
 /// Invalid `DATAFUSION_*` settings or a zero batch size.
@@ -98,7 +97,13 @@ pub async fn session_context(
         runtime = runtime.with_memory_pool(pool);
     }
     let runtime = runtime.with_object_store_registry(registry).build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_bedrock()
+        .build();
+    let ctx = SessionContext::new_with_state(state).enable_url_table();
     ctx.refresh_catalogs().await?;
     ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(
         Arc::clone(ctx.state().catalog_list()),
@@ -121,8 +126,9 @@ pub async fn session_context(
     Ok(ctx)
 }
 
-/// The session as `datafusion-cli` sees it: its plans get the model-relation rewrite before
-/// they run, so `FROM data JOIN model` works in statements `datafusion-cli` executes.
+/// The session as `datafusion-cli` sees it (the same session, not a copy): its plans with
+/// model relations or AI functions are rewritten and checked before they run, so their errors
+/// come at planning and plainly.
 struct CliSession<'a> {
     ctx: &'a SessionContext,
 }
@@ -150,8 +156,7 @@ impl CliSessionContext for CliSession<'_> {
     }
 
     async fn execute_logical_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
-        let state = self.ctx.state();
-        let plan = ModelRelationRule.analyze(plan, state.config_options())?;
+        let plan = crate::prepare_plan(plan, &self.ctx.state())?;
         self.ctx.execute_logical_plan(plan).await
     }
 }
@@ -180,21 +185,35 @@ impl From<DataFusionError> for Failure {
     }
 }
 
-/// The shell: a [`BedrockContext`] and `datafusion-cli`'s print options.
-#[derive(Debug)]
+/// The shell: a session with the extension and `datafusion-cli`'s print options.
 pub struct Shell {
-    ctx: BedrockContext,
+    ctx: SessionContext,
+    ext: Arc<BedrockExtension>,
     print: PrintOptions,
 }
 
+impl std::fmt::Debug for Shell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shell")
+            .field("session_id", &self.ctx.session_id())
+            .field("extension", &self.ext)
+            .field("print", &self.print)
+            .finish()
+    }
+}
+
 impl Shell {
-    /// A shell over a context.
-    pub fn new(ctx: BedrockContext, print: PrintOptions) -> Self {
-        Self { ctx, print }
+    /// A shell over a session built with the extension ([`session_context`]).
+    ///
+    /// # Errors
+    /// When the session does not have the extension.
+    pub fn new(ctx: SessionContext, print: PrintOptions) -> Result<Self> {
+        let ext = BedrockExtension::of_session(&ctx)?;
+        Ok(Self { ctx, ext, print })
     }
 
-    /// The context.
-    pub fn context(&self) -> &BedrockContext {
+    /// The session.
+    pub fn session(&self) -> &SessionContext {
         &self.ctx
     }
 
@@ -206,7 +225,7 @@ impl Shell {
     /// The first failure.
     pub async fn run_sql(&self, sql: &str) -> Result<(), Failure> {
         for statement in split_statements(sql) {
-            let progress = ProgressLine::start(self.ctx.catalog(), true);
+            let progress = ProgressLine::start(self.ext.catalog(), true);
             let result = tokio::select! {
                 r = self.run_statement(&statement) => r.map_err(Failure::Error),
                 _ = tokio::signal::ctrl_c() => Err(Failure::Cancelled),
@@ -218,22 +237,19 @@ impl Shell {
     }
 
     async fn run_statement(&self, sql: &str) -> Result<()> {
-        let parsed = match parse_sql(sql) {
+        let options = ParserOptions::from(&self.ctx.state().config_options().sql_parser);
+        let parsed = match parse_sql_with(sql, &options) {
             Ok(parsed) => parsed,
-            Err(e) if looks_like_extension(sql) => {
-                return Err(DataFusionError::Plan(e.to_string()));
-            }
+            Err(e) if looks_like_extension(sql) => return Err(e),
             // datafusion-cli reports its own syntax errors.
             Err(_) => return self.run_in_datafusion_cli(sql).await,
         };
+        let catalog = self.ext.catalog();
         let ours = parsed.iter().any(|s| match s {
-            ParsedStatement::Bedrock(BedrockStatement::Describe {
-                name,
-                explicit: false,
-                metadata: false,
-            }) => self.ctx.catalog().model(&name.join(".")).is_some(),
             ParsedStatement::Bedrock(_) => true,
-            ParsedStatement::DataFusion(_) => false,
+            ParsedStatement::DataFusion(s) => {
+                describe_of_model(s, &options, |name| catalog.model(name).is_some()).is_some()
+            }
         });
         if ours {
             self.run_extension(sql).await
@@ -243,15 +259,13 @@ impl Shell {
     }
 
     async fn run_in_datafusion_cli(&self, sql: &str) -> Result<()> {
-        let session = CliSession {
-            ctx: self.ctx.session(),
-        };
+        let session = CliSession { ctx: &self.ctx };
         datafusion_cli::exec::exec_from_commands(&session, vec![sql.to_string()], &self.print).await
     }
 
     async fn run_extension(&self, sql: &str) -> Result<()> {
         let started = Instant::now();
-        let df = self.ctx.sql(sql).await?;
+        let df = crate::execute_sql(&self.ctx, sql).await?;
         let schema = Arc::clone(df.schema().inner());
         let batches = df.collect().await?;
         let rows = batches.iter().map(|b| b.num_rows()).sum();
@@ -259,7 +273,7 @@ impl Shell {
         if print.format == PrintFormat::Automatic {
             print.format = PrintFormat::Table;
         }
-        let task = self.ctx.session().task_ctx();
+        let task = self.ctx.task_ctx();
         print.print_batches(
             schema,
             &batches,
@@ -338,7 +352,6 @@ impl Shell {
             rustyline::Editor::new()?;
         let dialect = self
             .ctx
-            .session()
             .task_ctx()
             .session_config()
             .options()
@@ -417,9 +430,7 @@ impl Shell {
                 Err(Failure::Error(e)) => Err(e),
             },
             _ => {
-                let session = CliSession {
-                    ctx: self.ctx.session(),
-                };
+                let session = CliSession { ctx: &self.ctx };
                 cmd.execute(&session, &mut self.print).await
             }
         };

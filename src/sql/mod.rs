@@ -1,3 +1,6 @@
-//! The SQL surface: the extension's statements, parsed on top of DataFusion's parser.
+//! The SQL surface: the extension's statements, parsed on top of DataFusion's parser
+//! ([`parser`]), run on a session ([`execute`]).
 
+mod ddl;
+pub mod execute;
 pub mod parser;

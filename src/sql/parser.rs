@@ -13,14 +13,16 @@
 //! Values are strings (`'…'`), numbers, `true`/`false`, bare words (read as strings) and
 //! lists (`['\n\n', 'Human:']`). Keys are case-insensitive.
 
+use datafusion::config::{Dialect, SqlParserOptions};
+use datafusion::error::{DataFusionError, Result};
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::ObjectName;
+use datafusion::sql::sqlparser::ast::{DescribeAlias, ObjectName, Statement as SqlStatement};
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use crate::bedrock::params::ParamValue;
-use crate::error::{Error, Result};
 
 /// A name as written, split on dots (`files.questions` → `["files", "questions"]`).
 pub type QualifiedName = Vec<String>;
@@ -104,53 +106,114 @@ fn found(t: &TokenWithSpan) -> String {
     }
 }
 
+/// How names and statements are read: the session's `datafusion.sql_parser.*` settings.
+#[derive(Debug, Clone)]
+pub struct ParserOptions {
+    /// `datafusion.sql_parser.dialect`.
+    pub dialect: Dialect,
+    /// `datafusion.sql_parser.recursion_limit`.
+    pub recursion_limit: usize,
+    /// `datafusion.sql_parser.enable_ident_normalization`: unquoted names are lower-cased.
+    pub normalize_idents: bool,
+}
+
+impl Default for ParserOptions {
+    fn default() -> Self {
+        Self::from(&SqlParserOptions::default())
+    }
+}
+
+impl From<&SqlParserOptions> for ParserOptions {
+    fn from(options: &SqlParserOptions) -> Self {
+        Self {
+            dialect: options.dialect,
+            recursion_limit: options.recursion_limit.get(),
+            normalize_idents: options.enable_ident_normalization,
+        }
+    }
+}
+
 /// An identifier as SQL means it: unquoted names are case-insensitive (lower-cased, as
-/// DataFusion does), quoted ones are kept as written.
-fn normalize(value: &str, quoted: bool) -> String {
-    if quoted {
+/// DataFusion does unless `enable_ident_normalization` is off), quoted ones are kept as written.
+fn normalize(value: &str, quoted: bool, options: &ParserOptions) -> String {
+    if quoted || !options.normalize_idents {
         value.to_string()
     } else {
         value.to_lowercase()
     }
 }
 
-fn name_parts(name: &ObjectName) -> QualifiedName {
+fn name_parts(name: &ObjectName, options: &ParserOptions) -> QualifiedName {
     name.0
         .iter()
         .map(|p| {
             p.as_ident().map_or_else(
                 || p.to_string(),
-                |i| normalize(&i.value, i.quote_style.is_some()),
+                |i| normalize(&i.value, i.quote_style.is_some(), options),
             )
         })
         .collect()
 }
 
-/// Parses one or more `;`-separated statements.
+fn plan_error(message: String) -> DataFusionError {
+    DataFusionError::Plan(message)
+}
+
+/// Parses one or more `;`-separated statements with DataFusion's default parser settings.
 ///
 /// # Errors
-/// A syntax error, naming what was expected, what was found and where.
+/// See [`parse_sql_with`].
 pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
+    parse_sql_with(sql, &ParserOptions::default())
+}
+
+/// Parses one or more `;`-separated statements: the extension's own, and DataFusion's parsed
+/// exactly as DataFusion parses them with the same settings (dialect, recursion limit).
+///
+/// # Errors
+/// A syntax error in one of the extension's statements is a plan error naming what was
+/// expected, what was found and where; any other syntax error is DataFusion's own error.
+pub fn parse_sql_with(sql: &str, options: &ParserOptions) -> Result<Vec<ParsedStatement>> {
+    let dialect = dialect_from_str(options.dialect).ok_or_else(|| {
+        plan_error(format!(
+            "Unsupported SQL dialect: {}. Available dialects: {}.",
+            options.dialect,
+            Dialect::available()
+        ))
+    })?;
+    let datafusion_parse = || {
+        DFParserBuilder::new(sql)
+            .with_dialect(dialect.as_ref())
+            .with_recursion_limit(options.recursion_limit)
+            .build()?
+            .parse_statements()
+    };
     let mut df = DFParserBuilder::new(sql)
-        .build()
-        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        .with_dialect(dialect.as_ref())
+        .with_recursion_limit(options.recursion_limit)
+        .build()?;
     let mut statements = Vec::new();
     loop {
         while df.parser.consume_token(&Token::SemiColon) {}
         if df.parser.peek_token().token == Token::EOF {
             break;
         }
-        let statement = match parse_bedrock(&mut df.parser)? {
+        let statement = match parse_bedrock(&mut df.parser, options)? {
             Some(ours) => ParsedStatement::Bedrock(ours),
-            None => ParsedStatement::DataFusion(Box::new(
-                df.parse_statement()
-                    .map_err(|e| Error::InvalidInput(e.to_string()))?,
-            )),
+            None => match df.parse_statement() {
+                Ok(statement) => ParsedStatement::DataFusion(Box::new(statement)),
+                // DataFusion's own error, exactly as it reports it for the whole text.
+                Err(e) => return Err(datafusion_parse().err().unwrap_or(e)),
+            },
         };
+        let ours = matches!(statement, ParsedStatement::Bedrock(_));
         statements.push(statement);
         let next = df.parser.peek_token();
         if !matches!(next.token, Token::SemiColon | Token::EOF) {
-            return Err(Error::InvalidInput(format!(
+            if !ours && let Err(e) = datafusion_parse() {
+                return Err(e);
+            }
+            return Err(plan_error(format!(
                 "Expected ';' or the end of the statement, found {}",
                 found(&next)
             )));
@@ -160,28 +223,28 @@ pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
 }
 
 /// Recognises and parses one of our statements; `None` (nothing consumed) otherwise.
-fn parse_bedrock(p: &mut Parser<'_>) -> Result<Option<BedrockStatement>> {
+fn parse_bedrock(p: &mut Parser<'_>, options: &ParserOptions) -> Result<Option<BedrockStatement>> {
     let t0 = p.peek_nth_token(0).token;
     let t1 = p.peek_nth_token(1).token;
     let t2 = p.peek_nth_token(2).token;
     let t3 = p.peek_nth_token(3).token;
     let statement = if word_is(&t0, "CREATE") && word_is(&t1, "ML_ENGINE") {
         advance(p, 2);
-        parse_create_engine(p)?
+        parse_create_engine(p, options)?
     } else if word_is(&t0, "CREATE") && word_is(&t1, "MODEL") {
         advance(p, 2);
-        parse_create_model(p, false)?
+        parse_create_model(p, false, options)?
     } else if word_is(&t0, "CREATE")
         && word_is(&t1, "OR")
         && word_is(&t2, "REPLACE")
         && word_is(&t3, "MODEL")
     {
         advance(p, 4);
-        parse_create_model(p, true)?
+        parse_create_model(p, true, options)?
     } else if word_is(&t0, "DROP") && (word_is(&t1, "ML_ENGINE") || word_is(&t1, "MODEL")) {
         advance(p, 2);
         let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-        let name = parse_name(p, "the name to drop")?;
+        let name = parse_name(p, "the name to drop", options)?;
         if word_is(&t1, "MODEL") {
             BedrockStatement::DropModel { name, if_exists }
         } else {
@@ -198,15 +261,50 @@ fn parse_bedrock(p: &mut Parser<'_>) -> Result<Option<BedrockStatement>> {
         && matches!(t2, Token::Word(_))
     {
         advance(p, 2);
-        describe(parse_name(p, "the model's name")?, true)
-    } else if (word_is(&t0, "DESCRIBE") || word_is(&t0, "DESC")) && matches!(t1, Token::Word(_)) {
-        // DESCRIBE of a table stays DataFusion's; the executor decides by the name.
-        advance(p, 1);
-        describe(parse_name(p, "a name")?, false)
+        describe(parse_name(p, "the model's name", options)?, true)
     } else {
+        // `DESCRIBE name` stays DataFusion's statement; the executor runs it as a model's
+        // DESCRIBE when the name is a model (see `describe_of_model`).
         return Ok(None);
     };
     Ok(Some(statement))
+}
+
+/// `DESCRIBE name` (or `DESCRIBE name.metadata`) parsed by DataFusion, as the extension's
+/// DESCRIBE when `is_model` says the name (without `.metadata`) is a model.
+pub fn describe_of_model(
+    statement: &DfStatement,
+    options: &ParserOptions,
+    is_model: impl Fn(&str) -> bool,
+) -> Option<BedrockStatement> {
+    let DfStatement::Statement(inner) = statement else {
+        return None;
+    };
+    let SqlStatement::ExplainTable {
+        describe_alias: DescribeAlias::Describe | DescribeAlias::Desc,
+        hive_format: None,
+        has_table_keyword: false,
+        table_name,
+    } = inner.as_ref()
+    else {
+        return None;
+    };
+    let parts = name_parts(table_name, options);
+    if is_model(&parts.join(".")) {
+        return Some(describe(parts, false));
+    }
+    match describe(parts, false) {
+        BedrockStatement::Describe {
+            name,
+            metadata: true,
+            ..
+        } if is_model(&name.join(".")) => Some(BedrockStatement::Describe {
+            name,
+            explicit: false,
+            metadata: true,
+        }),
+        _ => None,
+    }
 }
 
 fn describe(mut name: QualifiedName, explicit: bool) -> BedrockStatement {
@@ -230,17 +328,17 @@ fn advance(p: &mut Parser<'_>, n: usize) {
     }
 }
 
-fn parse_name(p: &mut Parser<'_>, what: &str) -> Result<QualifiedName> {
+fn parse_name(p: &mut Parser<'_>, what: &str, options: &ParserOptions) -> Result<QualifiedName> {
     let next = p.peek_token();
     if !matches!(next.token, Token::Word(_)) {
-        return Err(Error::InvalidInput(format!(
+        return Err(plan_error(format!(
             "Expected {what}, found {}",
             found(&next)
         )));
     }
     p.parse_object_name(false)
-        .map(|n| name_parts(&n))
-        .map_err(|e| Error::InvalidInput(format!("Expected {what}: {e}")))
+        .map(|n| name_parts(&n, options))
+        .map_err(|e| plan_error(format!("Expected {what}: {e}")))
 }
 
 fn expect_word(p: &mut Parser<'_>, word: &str, usage: &str) -> Result<()> {
@@ -248,7 +346,7 @@ fn expect_word(p: &mut Parser<'_>, word: &str, usage: &str) -> Result<()> {
     if word_is(&next.token, word) {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
+        Err(plan_error(format!(
             "Expected {word}, found {}: write {usage}",
             found(&next)
         )))
@@ -258,9 +356,9 @@ fn expect_word(p: &mut Parser<'_>, word: &str, usage: &str) -> Result<()> {
 const ENGINE_USAGE: &str = "CREATE ML_ENGINE name FROM bedrock USING key = value, …";
 const MODEL_USAGE: &str = "CREATE MODEL name PREDICT column USING engine = 'engine_name', …";
 
-fn parse_create_engine(p: &mut Parser<'_>) -> Result<BedrockStatement> {
+fn parse_create_engine(p: &mut Parser<'_>, options: &ParserOptions) -> Result<BedrockStatement> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = parse_name(p, "the engine's name")?;
+    let name = parse_name(p, "the engine's name", options)?;
     expect_word(p, "FROM", ENGINE_USAGE)?;
     let handler = match p.next_token() {
         TokenWithSpan {
@@ -272,7 +370,7 @@ fn parse_create_engine(p: &mut Parser<'_>) -> Result<BedrockStatement> {
             ..
         } => s.to_lowercase(),
         other => {
-            return Err(Error::InvalidInput(format!(
+            return Err(plan_error(format!(
                 "Expected the handler after FROM, found {}: write {ENGINE_USAGE}",
                 found(&other)
             )));
@@ -292,17 +390,21 @@ fn parse_create_engine(p: &mut Parser<'_>) -> Result<BedrockStatement> {
     })
 }
 
-fn parse_create_model(p: &mut Parser<'_>, or_replace: bool) -> Result<BedrockStatement> {
+fn parse_create_model(
+    p: &mut Parser<'_>,
+    or_replace: bool,
+    options: &ParserOptions,
+) -> Result<BedrockStatement> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = parse_name(p, "the model's name")?;
+    let name = parse_name(p, "the model's name", options)?;
     expect_word(p, "PREDICT", MODEL_USAGE)?;
     let target = match p.next_token() {
         TokenWithSpan {
             token: Token::Word(w),
             ..
-        } => normalize(&w.value, w.quote_style.is_some()),
+        } => normalize(&w.value, w.quote_style.is_some(), options),
         other => {
-            return Err(Error::InvalidInput(format!(
+            return Err(plan_error(format!(
                 "Expected the column to predict after PREDICT, found {}: write {MODEL_USAGE}",
                 found(&other)
             )));
@@ -326,20 +428,20 @@ fn parse_using(p: &mut Parser<'_>) -> Result<Vec<(String, ParamValue)>> {
         let key = match &key_token.token {
             Token::Word(w) => w.value.to_lowercase(),
             _ => {
-                return Err(Error::InvalidInput(format!(
+                return Err(plan_error(format!(
                     "Expected a parameter name after USING, found {}: write USING key = value, …",
                     found(&key_token)
                 )));
             }
         };
         if params.iter().any(|(k, _)| *k == key) {
-            return Err(Error::InvalidInput(format!(
+            return Err(plan_error(format!(
                 "Parameter '{key}' is given twice: keep one"
             )));
         }
         let eq = p.next_token();
         if eq.token != Token::Eq {
-            return Err(Error::InvalidInput(format!(
+            return Err(plan_error(format!(
                 "Expected '=' after '{key}', found {}: write {key} = value",
                 found(&eq)
             )));
@@ -356,7 +458,7 @@ fn parse_using(p: &mut Parser<'_>) -> Result<Vec<(String, ParamValue)>> {
 fn parse_value(p: &mut Parser<'_>, key: &str) -> Result<ParamValue> {
     let t = p.next_token();
     let bad = |t: &TokenWithSpan| {
-        Error::InvalidInput(format!(
+        plan_error(format!(
             "Expected a value for '{key}' (a 'string', a number, true/false or a [list]), found {}",
             found(t)
         ))
@@ -392,7 +494,7 @@ fn parse_value(p: &mut Parser<'_>, key: &str) -> Result<ParamValue> {
                 }
                 let sep = p.next_token();
                 if sep.token != Token::Comma {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(plan_error(format!(
                         "Expected ',' or ']' in the list for '{key}', found {}",
                         found(&sep)
                     )));
@@ -517,14 +619,118 @@ mod tests {
                 metadata: false
             }
         );
+    }
+
+    fn datafusion_statement(sql: &str, options: &ParserOptions) -> DfStatement {
+        match parse_sql_with(sql, options)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .remove(0)
+        {
+            ParsedStatement::DataFusion(s) => *s,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn describe_of_a_model_is_recognised_after_datafusion_parsed_it() {
+        let options = ParserOptions::default();
+        let is_m = |name: &str| name == "m";
+        let describe = |sql: &str| {
+            describe_of_model(&datafusion_statement(sql, &options), &options, is_m)
+        };
         assert_eq!(
-            ours("DESCRIBE m.metadata"),
-            BedrockStatement::Describe {
+            describe("DESCRIBE m.metadata"),
+            Some(BedrockStatement::Describe {
                 name: vec!["m".into()],
                 explicit: false,
                 metadata: true
-            }
+            })
         );
+        assert_eq!(
+            describe("desc M"),
+            Some(BedrockStatement::Describe {
+                name: vec!["m".into()],
+                explicit: false,
+                metadata: false
+            })
+        );
+        // Tables stay DataFusion's DESCRIBE.
+        assert_eq!(describe("DESCRIBE t"), None);
+        assert_eq!(describe("DESCRIBE t.metadata"), None);
+        assert_eq!(describe("SELECT 1"), None);
+        // Without identifier normalization, `M` is not `m`.
+        let exact = ParserOptions {
+            normalize_idents: false,
+            ..ParserOptions::default()
+        };
+        assert_eq!(
+            describe_of_model(&datafusion_statement("DESCRIBE M", &exact), &exact, is_m),
+            None
+        );
+    }
+
+    #[test]
+    fn the_sessions_parser_settings_are_honoured() {
+        // A lambda parses only under a dialect that has them, as in DataFusion.
+        let databricks = ParserOptions {
+            dialect: Dialect::Databricks,
+            ..ParserOptions::default()
+        };
+        let lambda = "SELECT array_filter([1, 2, 3], v -> v > 2)";
+        assert_eq!(
+            datafusion_statement(lambda, &databricks).to_string(),
+            "SELECT array_filter([1, 2, 3], v -> v > 2)"
+        );
+        // Names of the extension's statements keep their case without normalization.
+        let exact = ParserOptions {
+            normalize_idents: false,
+            ..ParserOptions::default()
+        };
+        assert_eq!(
+            parse_sql_with("DROP MODEL My_Model", &exact).unwrap(),
+            [ParsedStatement::Bedrock(BedrockStatement::DropModel {
+                name: vec!["My_Model".into()],
+                if_exists: false
+            })]
+        );
+        // The recursion limit is DataFusion's.
+        let shallow = ParserOptions {
+            recursion_limit: 3,
+            ..ParserOptions::default()
+        };
+        let nested = "SELECT ((((((1))))))";
+        assert_eq!(
+            parse_sql_with(nested, &shallow).unwrap_err().to_string(),
+            DFParserBuilder::new(nested)
+                .with_recursion_limit(3)
+                .build()
+                .unwrap()
+                .parse_statements()
+                .unwrap_err()
+                .to_string()
+        );
+    }
+
+    #[test]
+    fn datafusions_syntax_errors_are_datafusions_own() {
+        for sql in [
+            "SELEC 1",
+            "SELECT 1 SELECT 2",
+            "SELECT 1; SELEC 2",
+            "CREATE TABLE t (a INT",
+        ] {
+            let ours = parse_sql(sql).unwrap_err();
+            let theirs = DFParserBuilder::new(sql)
+                .build()
+                .unwrap()
+                .parse_statements()
+                .unwrap_err();
+            assert!(
+                matches!(ours, DataFusionError::SQL(..) | DataFusionError::Diagnostic(..)),
+                "{sql}: {ours:?}"
+            );
+            assert_eq!(ours.to_string(), theirs.to_string(), "{sql}");
+        }
     }
 
     #[test]
@@ -548,7 +754,10 @@ mod tests {
 
     #[test]
     fn syntax_errors_say_what_was_expected_and_where() {
-        let err = |sql: &str| parse_sql(sql).unwrap_err().to_string();
+        let err = |sql: &str| match parse_sql(sql).unwrap_err() {
+            DataFusionError::Plan(message) => message,
+            other => panic!("{sql}: not a plan error: {other:?}"),
+        };
         assert_eq!(
             err("CREATE MODEL m USING engine = 'e'"),
             "Expected PREDICT, found 'USING' at line 1, column 16: write CREATE MODEL name PREDICT column USING engine = 'engine_name', …"

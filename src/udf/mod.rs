@@ -1,7 +1,7 @@
 //! User-defined functions that call Bedrock.
 //!
 //! - [`predict`]: the async UDF behind a model relation (`FROM data JOIN model`).
-//! - AI functions, registered on every `BedrockContext` by [`register_ai_functions`]:
+//! - AI functions, added to a session by [`crate::SessionStateBuilderBedrock::with_bedrock`]:
 //!   [`ai_complete`], [`ai_embed`], [`ai_filter`], [`ai_classify`] (async UDFs),
 //!   [`cosine_similarity`] (a plain scalar UDF) and the [`bedrock_usage`] table function.
 
@@ -21,22 +21,29 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::prelude::SessionContext;
+use datafusion::catalog::TableFunction;
+use datafusion::logical_expr::ScalarUDF;
 
 use crate::catalog::Catalog;
 
-/// Registers `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify`, `cosine_similarity` and
-/// `bedrock_usage()` on a session; the functions find models and engines in `catalog`.
-pub fn register_ai_functions(ctx: &SessionContext, catalog: &Arc<Catalog>) {
-    ctx.register_udf(ai_complete::AiComplete::new(Arc::clone(catalog)).into_scalar_udf());
-    ctx.register_udf(ai_embed::AiEmbed::new(Arc::clone(catalog)).into_scalar_udf());
-    ctx.register_udf(ai_filter::AiFilter::new(Arc::clone(catalog)).into_scalar_udf());
-    ctx.register_udf(ai_classify::AiClassify::new(Arc::clone(catalog)).into_scalar_udf());
-    ctx.register_udf(cosine_similarity::CosineSimilarity::udf());
-    ctx.register_udtf(
-        bedrock_usage::NAME,
+/// `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify` and `cosine_similarity`; the AI
+/// functions find models and engines in `catalog`.
+pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
+    vec![
+        Arc::new(ai_complete::AiComplete::new(Arc::clone(catalog)).into_scalar_udf()),
+        Arc::new(ai_embed::AiEmbed::new(Arc::clone(catalog)).into_scalar_udf()),
+        Arc::new(ai_filter::AiFilter::new(Arc::clone(catalog)).into_scalar_udf()),
+        Arc::new(ai_classify::AiClassify::new(Arc::clone(catalog)).into_scalar_udf()),
+        Arc::new(cosine_similarity::CosineSimilarity::udf()),
+    ]
+}
+
+/// The `bedrock_usage()` table function over the engines of `catalog`.
+pub fn bedrock_usage_function(catalog: &Arc<Catalog>) -> Arc<TableFunction> {
+    Arc::new(TableFunction::new(
+        bedrock_usage::NAME.to_string(),
         Arc::new(bedrock_usage::BedrockUsage::new(Arc::clone(catalog))),
-    );
+    ))
 }
 
 /// The name of the first async function call in an expression.
@@ -112,14 +119,9 @@ fn without_rule_context(e: DataFusionError) -> DataFusionError {
     }
 }
 
-/// DataFusion evaluates async functions (the AI functions and models' predict functions) only
-/// in projections and filters; elsewhere a query would fail at execution with "async functions
-/// should not be called directly". This finds such a query at planning time and says how to
-/// rewrite it. Plans without async functions are not optimized twice.
-///
-/// # Errors
-/// A plan error naming the function, where it is, and the rewrite.
-pub fn check_async_placement(plan: &LogicalPlan, state: &SessionState) -> Result<()> {
+/// Whether a plan (its subqueries included) calls an async function (an AI function or a
+/// model's predict function).
+pub(crate) fn has_async_call(plan: &LogicalPlan) -> bool {
     let mut any = false;
     let _ = plan.apply_with_subqueries(|node| {
         any = node.expressions().iter().any(|e| async_call(e).is_some());
@@ -129,7 +131,18 @@ pub fn check_async_placement(plan: &LogicalPlan, state: &SessionState) -> Result
             TreeNodeRecursion::Continue
         })
     });
-    if !any {
+    any
+}
+
+/// DataFusion evaluates async functions (the AI functions and models' predict functions) only
+/// in projections and filters; elsewhere a query would fail at execution with "async functions
+/// should not be called directly". This finds such a query at planning time and says how to
+/// rewrite it. Plans without async functions are not optimized twice.
+///
+/// # Errors
+/// A plan error naming the function, where it is, and the rewrite.
+pub fn check_async_placement(plan: &LogicalPlan, state: &SessionState) -> Result<()> {
+    if !has_async_call(plan) {
         return Ok(());
     }
     let optimized = state.optimize(plan).map_err(without_rule_context)?;

@@ -15,6 +15,8 @@ mod emulator_families;
 #[cfg(feature = "emulator")]
 mod emulator_runtime;
 #[cfg(feature = "emulator")]
+mod identity;
+#[cfg(feature = "emulator")]
 mod sql_accounting;
 #[cfg(feature = "emulator")]
 mod sql_conversation;
@@ -26,3 +28,7 @@ mod sql_functions;
 mod sql_predict;
 #[cfg(feature = "emulator")]
 mod sql_relations;
+#[cfg(feature = "emulator")]
+mod session_extension;
+#[cfg(feature = "cli")]
+mod cli_datafusion;

@@ -1,6 +1,5 @@
 //! Provenance and EXPLAIN ANALYZE agree with what the emulator saw, under injected faults.
 
-use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 
 use crate::support::run;
@@ -25,7 +24,7 @@ async fn provenance_and_explain_analyze_count_what_the_emulator_saw() {
     })
     .await
     .expect("emulator");
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
     ctx.sql("CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AKIDTEST', aws_secret_access_key = 'test', max_concurrency = 16, max_retries = 12")
         .await
         .expect("engine");

@@ -1,7 +1,7 @@
 //! Conversational models over inputs of several files, partitions and batches: the
 //! conversation follows the data's order and is sent once.
 
-use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{CsvReadOptions, SessionConfig};
 use datafusion_bedrock::BedrockContext;
 
 use crate::support::{converse_calls, run};
@@ -28,7 +28,7 @@ async fn three_files(emulator: &Emulator) -> (BedrockContext, std::path::PathBuf
     let config = SessionConfig::new()
         .with_target_partitions(3)
         .with_batch_size(1);
-    let ctx = BedrockContext::new(SessionContext::new_with_config(config))
+    let ctx = BedrockContext::with_config(config)
         .with_default_endpoint(emulator.url());
     ctx.session()
         .register_csv(

@@ -49,7 +49,7 @@ fn table(lines: &[&str]) -> String {
 #[tokio::test]
 async fn the_seed_ddl_runs_verbatim() {
     let emulator = seed_emulator().await;
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
     assert_eq!(
         run(&ctx, SEED_ENGINE).await,
         table(&[
@@ -140,7 +140,7 @@ async fn the_seed_ddl_runs_verbatim() {
 #[tokio::test]
 async fn ddl_errors_name_the_problem_and_the_fix() {
     let emulator = seed_emulator().await;
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
     run(&ctx, SEED_ENGINE).await;
     assert_eq!(
         error(&ctx, SEED_ENGINE).await,
@@ -236,7 +236,7 @@ async fn ddl_errors_name_the_problem_and_the_fix() {
 
 #[tokio::test]
 async fn plain_datafusion_sql_runs_as_before() {
-    let ctx = BedrockContext::new(SessionContext::new());
+    let ctx = BedrockContext::new();
     assert_eq!(
         run(&ctx, "CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'); SELECT column1 * 10 AS x, upper(column2) AS y FROM t ORDER BY x").await,
         table(&[
@@ -310,7 +310,7 @@ async fn the_files_schema_serves_a_directory() {
         .await
         .expect("write parquet");
 
-    let ctx = BedrockContext::new(SessionContext::new());
+    let ctx = BedrockContext::new();
     let names = ctx.register_files_dir(&dir).await.expect("registered");
     assert_eq!(names, vec!["numbers", "related", "unrelated_questions"]);
     assert_eq!(

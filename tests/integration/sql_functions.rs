@@ -3,7 +3,6 @@
 
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::assert_batches_eq;
-use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 use datafusion_bedrock::udf::{ai_classify, ai_filter};
@@ -12,7 +11,7 @@ use serde_json::json;
 const SECRET: &str = "functions-secret-value";
 
 async fn context(emulator: &Emulator) -> BedrockContext {
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
     ctx.sql(&format!("CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AKIDTEST', aws_secret_access_key = '{SECRET}', region_name = 'us-east-1'"))
         .await
         .expect("engine");

@@ -1,12 +1,11 @@
 //! The predict UDF in plain SQL: answers aligned to rows, NULLs, dedup, and per-row errors.
 
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 
 async fn context_with_model(emulator: &Emulator) -> BedrockContext {
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
     ctx.sql("CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AKIDTEST', aws_secret_access_key = 'test-secret', region_name = 'us-east-1'")
         .await
         .expect("engine");

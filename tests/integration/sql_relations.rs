@@ -1,6 +1,5 @@
 //! Models as relations: `FROM model WHERE …` and `FROM data JOIN model`.
 
-use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 
 use crate::support::{converse_calls, run};
@@ -20,7 +19,7 @@ async fn setup(emulator: &Emulator) -> (BedrockContext, std::path::PathBuf) {
         "question\nWhat is the capital of Sweden?\nWhat is the second planet in the solar system?\n",
     )
     .expect("csv");
-    let ctx = BedrockContext::new(SessionContext::new()).with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
     ctx.register_files_dir(&dir).await.expect("files");
     ctx.sql("CREATE ML_ENGINE bedrock_engine FROM bedrock USING aws_access_key_id = 'AKIDTEST', aws_secret_access_key = 'test', region_name = 'us-east-1'")
         .await

@@ -1,0 +1,718 @@
+//! An engine's identity, settled when it connects: which credentials its requests carry, when a
+//! local emulator lets it go without, and what to say when there is no identity or Bedrock
+//! refuses it — one short message naming what was tried and the fix, never an SDK dump and
+//! never a secret.
+//!
+//! ```text
+//! credentials ── static keys / api_key ─────────────────────────────────► as given
+//!             └─ standard chain / profile_name
+//!                 ├─ AWS_BEARER_TOKEN_BEDROCK set ───────────────────────► the SDK's bearer token
+//!                 ├─ endpoint_url on loopback, and its
+//!                 │  GET /_emulator/identity accepts unsigned requests ──► unsigned requests
+//!                 ├─ verify_credentials = false ─────────────────────────► the chain, at the first call
+//!                 └─ resolve the chain once, within connect_timeout
+//!                     ├─ credentials ────────────────────────────────────► those (handed out first)
+//!                     └─ none, or an error ──────────────────────────────► a short error
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
+use tokio::net::TcpStream;
+
+use super::config::{CredentialSource, EngineConfig};
+use super::retry::{innermost_message, one_line};
+use crate::error::{Error, Result};
+
+/// The built-in emulator's unauthenticated identity route.
+const IDENTITY_PATH: &str = "/_emulator/identity";
+
+/// The `service` the identity route names.
+const EMULATOR_SERVICE: &str = "datafusion-bedrock-emulator";
+
+/// The largest identity answer read; anything longer is not the emulator.
+const MAX_IDENTITY_RESPONSE: usize = 16 * 1024;
+
+/// Names and reasons longer than this are cut in messages, so a message stays short.
+const MAX_SHOWN: usize = 64;
+
+/// Where the standard chain looks, in its order.
+const TRIED: &str = "environment variables, the shared config and credentials files, SSO, web identity token, container credentials and EC2 instance metadata";
+
+/// How an engine's requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signing {
+    /// As the engine's credential source says.
+    Configured,
+    /// Unsigned: the endpoint is the built-in emulator, which accepts that.
+    Unsigned,
+}
+
+/// Why no credentials came from the chain or profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// No source had any.
+    NotFound,
+    /// A source failed; its reason, on one line.
+    Failed(String),
+}
+
+impl Missing {
+    /// Classifies a credential provider's error.
+    pub(crate) fn from_error(error: &CredentialsError) -> Self {
+        match error {
+            CredentialsError::CredentialsNotLoaded(_) => Self::NotFound,
+            other => Self::Failed(innermost_message(other)),
+        }
+    }
+}
+
+/// Settles how the engine authenticates (see the module's diagram) and returns the SDK
+/// configuration to build its clients from.
+///
+/// # Errors
+/// When the standard chain or the named profile yields no credentials (and `verify_credentials`
+/// is on); the message says what was tried and the fix.
+pub(crate) async fn settle(
+    engine: &str,
+    config: &EngineConfig,
+    sdk: SdkConfig,
+) -> Result<(SdkConfig, Signing)> {
+    let from_chain = matches!(
+        config.credentials,
+        CredentialSource::DefaultChain | CredentialSource::Profile(_)
+    );
+    if !from_chain || uses_bearer_token(&sdk) {
+        return Ok((sdk, Signing::Configured));
+    }
+    // `endpoint_url`, else the environment's or profile's `AWS_ENDPOINT_URL`.
+    let endpoint = config.endpoint_url.as_deref().or(sdk.endpoint_url());
+    let loopback = endpoint.and_then(Loopback::parse);
+    if let Some(target) = &loopback
+        && target.accepts_unsigned(config.connect_timeout).await
+    {
+        tracing::info!(
+            engine,
+            endpoint = %target.authority,
+            "the built-in emulator accepts unsigned requests: no credentials needed"
+        );
+        let mut builder = sdk.into_builder();
+        builder.set_credentials_provider(None);
+        // Else the bearer scheme would look for an SSO token in the shared config.
+        builder.set_token_provider(None);
+        return Ok((builder.build(), Signing::Unsigned));
+    }
+    if !config.verify_credentials {
+        return Ok((sdk, Signing::Configured));
+    }
+    let fail = |missing: Missing| {
+        let near = loopback.as_ref().map(|l| l.authority.as_str());
+        Error::InvalidInput(missing_credentials(
+            engine,
+            &config.credentials,
+            &missing,
+            near,
+        ))
+    };
+    let Some(chain) = sdk.credentials_provider() else {
+        return Err(fail(Missing::NotFound));
+    };
+    match tokio::time::timeout(config.connect_timeout, chain.provide_credentials()).await {
+        Ok(Ok(credentials)) => {
+            let primed = SharedCredentialsProvider::new(Primed {
+                first: Mutex::new(Some(credentials)),
+                chain,
+            });
+            Ok((
+                sdk.into_builder().credentials_provider(primed).build(),
+                Signing::Configured,
+            ))
+        }
+        Ok(Err(e)) => Err(fail(Missing::from_error(&e))),
+        Err(_) => Err(fail(Missing::Failed(format!(
+            "no answer within {}",
+            seconds(config.connect_timeout)
+        )))),
+    }
+}
+
+/// Whether the SDK found a Bedrock bearer token (`AWS_BEARER_TOKEN_BEDROCK`) and will send it
+/// instead of signing.
+fn uses_bearer_token(sdk: &SdkConfig) -> bool {
+    aws_sdk_bedrock::Config::from(sdk)
+        .auth_scheme_preference()
+        .and_then(|preference| preference.clone().into_iter().next())
+        .is_some_and(|first| first == HTTP_BEARER_AUTH_SCHEME_ID)
+}
+
+/// `10s`, `0.5s`.
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// `text`, cut to [`MAX_SHOWN`] characters.
+fn shown(text: &str) -> String {
+    one_line(text, MAX_SHOWN)
+}
+
+/// The chain's provider, handing out the credentials resolved when the engine connected once
+/// before it resolves again, so creating an engine does not resolve them (an STS or SSO call,
+/// perhaps) twice.
+#[derive(Debug)]
+struct Primed {
+    first: Mutex<Option<Credentials>>,
+    chain: SharedCredentialsProvider,
+}
+
+impl ProvideCredentials for Primed {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match first {
+            Some(credentials) => future::ProvideCredentials::ready(Ok(credentials)),
+            None => self.chain.provide_credentials(),
+        }
+    }
+
+    fn fallback_on_interrupt(&self) -> Option<Credentials> {
+        self.chain.fallback_on_interrupt()
+    }
+}
+
+/// An `http://` endpoint on the loopback interface (127.0.0.0/8, `localhost`, `[::1]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loopback {
+    /// Where to connect.
+    pub(crate) addr: SocketAddr,
+    /// `host:port` as the URL wrote it (the `Host` header, and what messages show).
+    pub(crate) authority: String,
+}
+
+impl Loopback {
+    /// The loopback endpoint of a URL, or `None` for `https://` (the emulator speaks plain
+    /// HTTP), other hosts and URLs it cannot read.
+    pub(crate) fn parse(url: &str) -> Option<Self> {
+        let scheme = url.get(..7)?;
+        if !scheme.eq_ignore_ascii_case("http://") {
+            return None;
+        }
+        let rest = url.get(7..)?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(bracketed) => {
+                let (host, after) = bracketed.split_once(']')?;
+                match after {
+                    "" => (host, None),
+                    _ => (host, Some(after.strip_prefix(':')?)),
+                }
+            }
+            None => match host_port.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok()?,
+            None => 80,
+        };
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse::<IpAddr>().ok()?
+        };
+        ip.is_loopback().then(|| Self {
+            addr: SocketAddr::new(ip, port),
+            authority: host_port.to_string(),
+        })
+    }
+
+    /// Whether the server there is the built-in emulator and accepts unsigned requests, asked
+    /// with `GET /_emulator/identity` within `timeout`. Nothing listening, another server, or
+    /// an odd or late answer: `false`.
+    pub(crate) async fn accepts_unsigned(&self, timeout: Duration) -> bool {
+        let request = format!(
+            "GET {IDENTITY_PATH} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+            self.authority
+        );
+        let exchange = exchange(self.addr, request.as_bytes());
+        matches!(
+            tokio::time::timeout(timeout, exchange).await,
+            Ok(Some(body)) if says_unsigned_emulator(&body)
+        )
+    }
+}
+
+/// Sends a request and reads the body of a `200` answer; `None` on any failure.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let mut sent = 0;
+    while sent < request.len() {
+        stream.writable().await.ok()?;
+        match stream.try_write(request.get(sent..)?) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+    }
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(body) = ok_body(&response, false) {
+            return Some(body.to_vec());
+        }
+        if response.len() > MAX_IDENTITY_RESPONSE {
+            return None;
+        }
+        stream.readable().await.ok()?;
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return ok_body(&response, true).map(<[u8]>::to_vec),
+            Ok(n) => response.extend_from_slice(chunk.get(..n)?),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The body of a complete `HTTP/1.x 200` response: once its `Content-Length` bytes are in, or
+/// at the end of the stream when it has none. `None` while incomplete or for another status.
+fn ok_body(response: &[u8], at_end: bool) -> Option<&[u8]> {
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(response.get(..end)?).ok()?;
+    let body = response.get(end + 4..)?;
+    let mut lines = head.split("\r\n");
+    let mut status = lines.next()?.split(' ');
+    if !status.next()?.starts_with("HTTP/1.") || status.next()? != "200" {
+        return None;
+    }
+    let length = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    match length {
+        Some(n) => body.get(..n),
+        None if at_end => Some(body),
+        None => None,
+    }
+}
+
+/// Whether an identity answer names the built-in emulator accepting unsigned requests.
+fn says_unsigned_emulator(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+        v["service"] == EMULATOR_SERVICE && v["accepts_unsigned_requests"] == true
+    })
+}
+
+/// The message for an engine whose standard chain or profile yielded no credentials. `near`
+/// is the loopback endpoint that turned out not to be an emulator accepting unsigned requests.
+pub(crate) fn missing_credentials(
+    engine: &str,
+    source: &CredentialSource,
+    missing: &Missing,
+    near: Option<&str>,
+) -> String {
+    let reason = match missing {
+        Missing::NotFound => String::new(),
+        Missing::Failed(reason) => format!(" ({})", one_line(reason, 120)),
+    };
+    let near = near.map_or_else(String::new, |at| {
+        format!("; no emulator accepting unsigned requests answers at {}", shown(at))
+    });
+    let engine = shown(engine);
+    match source {
+        CredentialSource::Profile(profile) => {
+            let profile = shown(profile);
+            format!(
+                "Engine '{engine}': profile '{profile}' gave no AWS credentials{reason}{near}. Check it in the shared config and credentials files (keys, role, or SSO: aws sso login --profile {profile}), or give aws_access_key_id and aws_secret_access_key, or api_key."
+            )
+        }
+        _ => format!(
+            "Engine '{engine}': no AWS credentials found{reason} — tried {TRIED}{near}. Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key in USING, or set AWS_PROFILE."
+        ),
+    }
+}
+
+/// What an identity-rejecting error code means, or `None` for codes that do not reject the
+/// identity.
+fn rejection(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "UnrecognizedClientException" | "InvalidClientTokenId" => {
+            "the access key or session token is not known"
+        }
+        "InvalidSignatureException" | "SignatureDoesNotMatch" | "IncompleteSignatureException" => {
+            "the signature does not match, so the secret key is wrong"
+        }
+        "ExpiredTokenException" | "ExpiredToken" | "TokenRefreshRequired" => {
+            "the credentials have expired"
+        }
+        "MissingAuthenticationTokenException" | "MissingAuthenticationToken" => {
+            "the request carried no credentials"
+        }
+        "AccessDeniedException" => "access denied",
+        _ => return None,
+    })
+}
+
+/// The message for an identity Bedrock refused during the engine's credential check, or
+/// `None` when `code` is not such a refusal. It names the kind of credentials, never a value.
+pub(crate) fn rejected_identity(
+    engine: &str,
+    region: &str,
+    source: &CredentialSource,
+    signing: Signing,
+    code: &str,
+) -> Option<String> {
+    let meaning = rejection(code)?;
+    let (kind, fix) = match (signing, source) {
+        (Signing::Unsigned, _) => (
+            "unsigned requests".to_string(),
+            "Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key."
+                .to_string(),
+        ),
+        (_, CredentialSource::ApiKey(_)) => (
+            "its API key (api_key)".to_string(),
+            "Check api_key (Bedrock API keys expire), or use profile_name or aws_access_key_id and aws_secret_access_key instead."
+                .to_string(),
+        ),
+        _ if code == "AccessDeniedException" => (
+            kind_of(source),
+            "Grant the identity bedrock:ListFoundationModels, or create the engine with verify_credentials = false.".to_string(),
+        ),
+        (_, source) => (kind_of(source), fix_for(source)),
+    };
+    Some(format!(
+        "Engine '{}': Bedrock in {} rejected {kind} — {code}: {meaning}. {fix}",
+        shown(engine),
+        shown(region),
+    ))
+}
+
+/// The kind of credentials a source gives, in words.
+fn kind_of(source: &CredentialSource) -> String {
+    match source {
+        CredentialSource::DefaultChain => "the credentials of the standard AWS chain".to_string(),
+        CredentialSource::Profile(p) => format!("the credentials of profile '{}'", shown(p)),
+        CredentialSource::Static {
+            session_token: None,
+            ..
+        } => "its keys (aws_access_key_id, aws_secret_access_key)".to_string(),
+        CredentialSource::Static { .. } => {
+            "its temporary keys (aws_access_key_id, aws_secret_access_key, aws_session_token)"
+                .to_string()
+        }
+        CredentialSource::ApiKey(_) => "its API key (api_key)".to_string(),
+    }
+}
+
+/// How to fix credentials of a source that Bedrock refused.
+fn fix_for(source: &CredentialSource) -> String {
+    match source {
+        CredentialSource::DefaultChain => "Refresh them (environment variables, AWS_PROFILE, aws sso login), or give profile_name, or aws_access_key_id and aws_secret_access_key.".to_string(),
+        CredentialSource::Profile(p) => {
+            let p = shown(p);
+            format!("Refresh profile '{p}' (new keys, or aws sso login --profile {p}), or choose another profile_name.")
+        }
+        CredentialSource::Static { session_token: None, .. } => "Check aws_access_key_id and aws_secret_access_key; temporary keys also need aws_session_token.".to_string(),
+        CredentialSource::Static { .. } => "Temporary keys expire: give current aws_access_key_id, aws_secret_access_key and aws_session_token, or use profile_name.".to_string(),
+        CredentialSource::ApiKey(_) => "Check api_key (Bedrock API keys expire).".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bedrock::config::Secret;
+
+    fn loopback(url: &str) -> Option<(String, String)> {
+        Loopback::parse(url).map(|l| (l.addr.to_string(), l.authority))
+    }
+
+    fn some(addr: &str, authority: &str) -> Option<(String, String)> {
+        Some((addr.to_string(), authority.to_string()))
+    }
+
+    #[test]
+    fn loopback_endpoints_are_recognised() {
+        assert_eq!(
+            loopback("http://127.0.0.1:4100"),
+            some("127.0.0.1:4100", "127.0.0.1:4100")
+        );
+        assert_eq!(
+            loopback("HTTP://127.1.2.3:80/base?x#y"),
+            some("127.1.2.3:80", "127.1.2.3:80")
+        );
+        assert_eq!(
+            loopback("http://localhost:9"),
+            some("127.0.0.1:9", "localhost:9")
+        );
+        assert_eq!(
+            loopback("http://LocalHost/"),
+            some("127.0.0.1:80", "LocalHost")
+        );
+        assert_eq!(loopback("http://[::1]:81"), some("[::1]:81", "[::1]:81"));
+        assert_eq!(loopback("http://[::1]"), some("[::1]:80", "[::1]"));
+        assert_eq!(
+            loopback("http://user@127.0.0.1:5"),
+            some("127.0.0.1:5", "127.0.0.1:5")
+        );
+    }
+
+    #[test]
+    fn other_endpoints_are_not_loopback() {
+        for url in [
+            "https://127.0.0.1:4100",
+            "http://10.0.0.1:80",
+            "http://bedrock-runtime.us-east-1.amazonaws.com",
+            "http://localhost.example.com:80",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:port",
+            "http://[::1]x",
+            "http://[::1",
+            "http://[2001:db8::1]:80",
+            "http:/",
+            "",
+            "ht",
+            "http://é",
+            "http://[é]:1",
+        ] {
+            assert_eq!(loopback(url), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn only_a_whole_ok_identity_answer_counts() {
+        let body = br#"{"service":"datafusion-bedrock-emulator","version":"0.1.0","accepts_unsigned_requests":true}"#;
+        let response = |status: &str, length: Option<usize>| {
+            let mut r = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\n");
+            if let Some(n) = length {
+                r.push_str(&format!("Content-Length: {n}\r\n"));
+            }
+            r.push_str("\r\n");
+            let mut bytes = r.into_bytes();
+            bytes.extend_from_slice(body);
+            bytes
+        };
+        let whole = response("200 OK", Some(body.len()));
+        assert_eq!(ok_body(&whole, false), Some(&body[..]));
+        assert_eq!(ok_body(&whole[..whole.len() - 1], false), None);
+        let unsized_answer = response("200 OK", None);
+        assert_eq!(ok_body(&unsized_answer, false), None);
+        assert_eq!(ok_body(&unsized_answer, true), Some(&body[..]));
+        assert_eq!(ok_body(&response("404 Not Found", Some(2)), true), None);
+        assert_eq!(ok_body(b"HTTP/1.1 200 OK\r\n", true), None);
+        assert_eq!(ok_body(b"SSH-2.0-OpenSSH\r\n\r\n", true), None);
+        assert!(says_unsigned_emulator(body));
+    }
+
+    #[test]
+    fn only_the_emulator_accepting_unsigned_requests_is_trusted() {
+        assert!(!says_unsigned_emulator(
+            br#"{"service":"datafusion-bedrock-emulator","accepts_unsigned_requests":false}"#
+        ));
+        assert!(!says_unsigned_emulator(
+            br#"{"service":"something-else","accepts_unsigned_requests":true}"#
+        ));
+        assert!(!says_unsigned_emulator(
+            br#"{"service":"datafusion-bedrock-emulator","accepts_unsigned_requests":"true"}"#
+        ));
+        assert!(!says_unsigned_emulator(b"<html>"));
+        assert!(!says_unsigned_emulator(b""));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_or_a_silent_server_is_not_the_emulator() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let silent = Loopback {
+            addr,
+            authority: addr.to_string(),
+        };
+        // Accepts and never answers: the timeout decides.
+        assert!(!silent.accepts_unsigned(Duration::from_millis(200)).await);
+        drop(listener);
+        assert!(!silent.accepts_unsigned(Duration::from_secs(5)).await);
+    }
+
+    #[test]
+    fn no_credentials_in_the_chain() {
+        let message = missing_credentials(
+            "e",
+            &CredentialSource::DefaultChain,
+            &Missing::NotFound,
+            None,
+        );
+        assert_eq!(
+            message,
+            "Engine 'e': no AWS credentials found — tried environment variables, the shared config and credentials files, SSO, web identity token, container credentials and EC2 instance metadata. Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key in USING, or set AWS_PROFILE."
+        );
+        let near = missing_credentials(
+            "e",
+            &CredentialSource::DefaultChain,
+            &Missing::NotFound,
+            Some("127.0.0.1:9"),
+        );
+        assert_eq!(
+            near,
+            "Engine 'e': no AWS credentials found — tried environment variables, the shared config and credentials files, SSO, web identity token, container credentials and EC2 instance metadata; no emulator accepting unsigned requests answers at 127.0.0.1:9. Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key in USING, or set AWS_PROFILE."
+        );
+        assert!(near.chars().count() < 400, "{}", near.chars().count());
+    }
+
+    #[test]
+    fn a_failing_source_is_named_on_one_short_line() {
+        let long = format!("the SSO session expired\n{}", "x".repeat(500));
+        let message = missing_credentials(
+            "engine_with_a_name",
+            &CredentialSource::DefaultChain,
+            &Missing::Failed(long),
+            Some("[::1]:65535"),
+        );
+        assert_eq!(
+            message,
+            "Engine 'engine_with_a_name': no AWS credentials found (the SSO session expired) — tried environment variables, the shared config and credentials files, SSO, web identity token, container credentials and EC2 instance metadata; no emulator accepting unsigned requests answers at [::1]:65535. Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key in USING, or set AWS_PROFILE."
+        );
+        assert!(message.chars().count() < 400);
+        let profile = missing_credentials(
+            "e",
+            &CredentialSource::Profile("dev".into()),
+            &Missing::Failed("profile `dev` was not defined".into()),
+            None,
+        );
+        assert_eq!(
+            profile,
+            "Engine 'e': profile 'dev' gave no AWS credentials (profile `dev` was not defined). Check it in the shared config and credentials files (keys, role, or SSO: aws sso login --profile dev), or give aws_access_key_id and aws_secret_access_key, or api_key."
+        );
+    }
+
+    #[test]
+    fn long_names_and_reasons_are_cut_on_character_boundaries() {
+        let name = "é".repeat(300);
+        let message = missing_credentials(
+            &name,
+            &CredentialSource::DefaultChain,
+            &Missing::Failed("ü".repeat(300)),
+            Some(&"1".repeat(300)),
+        );
+        let (name_cut, reason_cut, at_cut) = (
+            format!("{}…", "é".repeat(63)),
+            format!("{}…", "ü".repeat(119)),
+            format!("{}…", "1".repeat(63)),
+        );
+        assert_eq!(
+            message,
+            format!(
+                "Engine '{name_cut}': no AWS credentials found ({reason_cut}) — tried environment variables, the shared config and credentials files, SSO, web identity token, container credentials and EC2 instance metadata; no emulator accepting unsigned requests answers at {at_cut}. Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key in USING, or set AWS_PROFILE."
+            )
+        );
+        let rejected = rejected_identity(
+            &name,
+            "us-east-1",
+            &CredentialSource::Profile(name.clone()),
+            Signing::Configured,
+            "ExpiredTokenException",
+        );
+        assert_eq!(
+            rejected,
+            Some(format!(
+                "Engine '{name_cut}': Bedrock in us-east-1 rejected the credentials of profile '{name_cut}' — ExpiredTokenException: the credentials have expired. Refresh profile '{name_cut}' (new keys, or aws sso login --profile {name_cut}), or choose another profile_name."
+            ))
+        );
+    }
+
+    #[test]
+    fn rejected_identities_name_the_kind_and_the_fix_never_the_secret() {
+        let keys = CredentialSource::Static {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG"),
+            session_token: None,
+        };
+        let message = |source: &CredentialSource, signing: Signing, code: &str| {
+            rejected_identity("e", "us-east-1", source, signing, code)
+        };
+        assert_eq!(
+            message(&keys, Signing::Configured, "InvalidSignatureException").as_deref(),
+            Some(
+                "Engine 'e': Bedrock in us-east-1 rejected its keys (aws_access_key_id, aws_secret_access_key) — InvalidSignatureException: the signature does not match, so the secret key is wrong. Check aws_access_key_id and aws_secret_access_key; temporary keys also need aws_session_token."
+            )
+        );
+        let temporary = CredentialSource::Static {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG"),
+            session_token: Some(Secret::new("FwoGZXIvYXdzEJr")),
+        };
+        assert_eq!(
+            message(&temporary, Signing::Configured, "ExpiredTokenException").as_deref(),
+            Some(
+                "Engine 'e': Bedrock in us-east-1 rejected its temporary keys (aws_access_key_id, aws_secret_access_key, aws_session_token) — ExpiredTokenException: the credentials have expired. Temporary keys expire: give current aws_access_key_id, aws_secret_access_key and aws_session_token, or use profile_name."
+            )
+        );
+        assert_eq!(
+            message(
+                &CredentialSource::Profile("dev".into()),
+                Signing::Configured,
+                "UnrecognizedClientException"
+            )
+            .as_deref(),
+            Some(
+                "Engine 'e': Bedrock in us-east-1 rejected the credentials of profile 'dev' — UnrecognizedClientException: the access key or session token is not known. Refresh profile 'dev' (new keys, or aws sso login --profile dev), or choose another profile_name."
+            )
+        );
+        assert_eq!(
+            message(
+                &CredentialSource::DefaultChain,
+                Signing::Configured,
+                "AccessDeniedException"
+            )
+            .as_deref(),
+            Some(
+                "Engine 'e': Bedrock in us-east-1 rejected the credentials of the standard AWS chain — AccessDeniedException: access denied. Grant the identity bedrock:ListFoundationModels, or create the engine with verify_credentials = false."
+            )
+        );
+        assert_eq!(
+            message(
+                &CredentialSource::ApiKey(Secret::new("ABSK-secret")),
+                Signing::Configured,
+                "AccessDeniedException"
+            )
+            .as_deref(),
+            Some(
+                "Engine 'e': Bedrock in us-east-1 rejected its API key (api_key) — AccessDeniedException: access denied. Check api_key (Bedrock API keys expire), or use profile_name or aws_access_key_id and aws_secret_access_key instead."
+            )
+        );
+        assert_eq!(
+            message(
+                &CredentialSource::DefaultChain,
+                Signing::Unsigned,
+                "MissingAuthenticationTokenException"
+            )
+            .as_deref(),
+            Some(
+                "Engine 'e': Bedrock in us-east-1 rejected unsigned requests — MissingAuthenticationTokenException: the request carried no credentials. Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key."
+            )
+        );
+        assert_eq!(
+            message(&keys, Signing::Configured, "ValidationException"),
+            None
+        );
+        assert_eq!(
+            message(&keys, Signing::Configured, "ThrottlingException"),
+            None
+        );
+    }
+}

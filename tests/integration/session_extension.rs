@@ -1,0 +1,404 @@
+//! The extension installed into sessions that applications build themselves: their own
+//! configuration, tables, analyzer rules and query planner stay in place, the seed document's
+//! SQL runs verbatim, and every clone of the session sees the same engines and models.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::assert_batches_eq;
+use datafusion::catalog::Session;
+use datafusion::config::ConfigOptions;
+use datafusion::error::Result;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
+use datafusion_bedrock::{
+    BedrockExtension, SessionStateBuilderBedrock, execute_sql, register_files_dir,
+};
+
+/// An application's own analyzer rule: it counts the plans it sees.
+#[derive(Debug, Default)]
+struct AuditRule {
+    plans: AtomicUsize,
+}
+
+impl AnalyzerRule for AuditRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        self.plans.fetch_add(1, Ordering::SeqCst);
+        Ok(plan)
+    }
+
+    fn name(&self) -> &str {
+        "app_audit"
+    }
+}
+
+/// An application's own query planner: DataFusion's, counting the plans it plans.
+#[derive(Debug, Default)]
+struct CountingPlanner {
+    plans: AtomicUsize,
+}
+
+#[async_trait]
+impl QueryPlanner for CountingPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.plans.fetch_add(1, Ordering::SeqCst);
+        DefaultPhysicalPlanner::default()
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
+
+fn app_table() -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("city", DataType::Utf8, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(StringArray::from(vec!["Stockholm", "Oslo"])),
+        ],
+    )
+    .expect("a valid batch")
+}
+
+async fn collect(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    execute_sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The SQL of MindsDB's "Amazon Bedrock" document, verbatim, with the answers the emulator
+/// gives.
+async fn run_the_seed(ctx: &SessionContext) {
+    let engine = collect(
+        ctx,
+        "CREATE ML_ENGINE bedrock_engine\nFROM bedrock\nUSING\n    aws_access_key_id = 'AQAXEQK89OX07YS34OP',\n    aws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY',\n    aws_session_token = 'FwoGZXIvYXdzEJr...',\n    region_name = 'us-east-1';",
+    )
+    .await;
+    assert_batches_eq!(
+        [
+            "+----------------+---------+---------+",
+            "| name           | handler | status  |",
+            "+----------------+---------+---------+",
+            "| bedrock_engine | bedrock | created |",
+            "+----------------+---------+---------+",
+        ],
+        &engine
+    );
+    let model = collect(
+        ctx,
+        "CREATE MODEL bedrock_model\nPREDICT answer\nUSING\n    engine = 'bedrock_engine',\n    question_column = 'question',\n    max_tokens = 100,\n    temperature = 0.3;",
+    )
+    .await;
+    assert_batches_eq!(
+        [
+            "+---------------+----------------+--------------------------------+---------+--------+----------+--------+",
+            "| name          | engine         | model_id                       | mode    | target | inputs   | status |",
+            "+---------------+----------------+--------------------------------+---------+--------+----------+--------+",
+            "| bedrock_model | bedrock_engine | amazon.titan-text-premier-v1:0 | default | answer | question | ready  |",
+            "+---------------+----------------+--------------------------------+---------+--------+----------+--------+",
+        ],
+        &model
+    );
+    collect(
+        ctx,
+        "CREATE MODEL bedrock_default_model\nPREDICT answer\nUSING\n    engine = 'bedrock_engine',\n    prompt_template = 'Answer the users input in a helpful way: {{question}}';",
+    )
+    .await;
+    let one = collect(
+        ctx,
+        "SELECT *\nFROM bedrock_default_model\nWHERE question = 'What is the capital of Sweden?';",
+    )
+    .await;
+    assert_batches_eq!(
+        [
+            "+--------------------------------+-------------------------------------------------------------------------------------------------------------------------------------------+",
+            "| question                       | answer                                                                                                                                    |",
+            "+--------------------------------+-------------------------------------------------------------------------------------------------------------------------------------------+",
+            "| What is the capital of Sweden? | Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): Answer the users input in a helpful way: What is the capital of Sweden? |",
+            "+--------------------------------+-------------------------------------------------------------------------------------------------------------------------------------------+",
+        ],
+        &one
+    );
+    let joined = collect(
+        ctx,
+        "SELECT *\nFROM files.unrelated_questions AS d\nJOIN bedrock_default_model AS m;",
+    )
+    .await;
+    assert_batches_eq!(
+        [
+            "+------------------------------------------------+-----------------------------------------------------------------------------------------------------------------------------------------------------------+",
+            "| question                                       | answer                                                                                                                                                    |",
+            "+------------------------------------------------+-----------------------------------------------------------------------------------------------------------------------------------------------------------+",
+            "| What is the capital of Sweden?                 | Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): Answer the users input in a helpful way: What is the capital of Sweden?                 |",
+            "| What is the second planet in the solar system? | Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): Answer the users input in a helpful way: What is the second planet in the solar system? |",
+            "+------------------------------------------------+-----------------------------------------------------------------------------------------------------------------------------------------------------------+",
+        ],
+        &joined
+    );
+    collect(
+        ctx,
+        "CREATE MODEL bedrock_conversational_model\nPREDICT answer\nUSING\n    engine = 'bedrock_engine',\n    mode = 'conversational',\n    question_column = 'question';",
+    )
+    .await;
+    let conversation = collect(
+        ctx,
+        "SELECT *\nFROM files.related_questions AS d\nJOIN bedrock_conversational_model AS m;",
+    )
+    .await;
+    assert_batches_eq!(
+        [
+            "+-------------------------------------------+--------------------------------------------------------------------------------------------------+",
+            "| question                                  | answer                                                                                           |",
+            "+-------------------------------------------+--------------------------------------------------------------------------------------------------+",
+            "| What is the capital of Sweden?            |                                                                                                  |",
+            "| What are some cool places to visit there? | Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 2): What is the capital of Sweden? |",
+            "|                                           | What are some cool places to visit there?                                                        |",
+            "+-------------------------------------------+--------------------------------------------------------------------------------------------------+",
+        ],
+        &conversation
+    );
+}
+
+#[tokio::test]
+async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_the_seed() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator starts");
+    // The application's session: its configuration, its table, its analyzer rule.
+    let config = SessionConfig::new()
+        .with_target_partitions(3)
+        .with_information_schema(true);
+    let audit = Arc::new(AuditRule::default());
+    let app = SessionContext::new_with_config(config);
+    app.register_batch("app_cities", app_table())
+        .expect("the table registers");
+    app.add_analyzer_rule(Arc::clone(&audit) as _);
+
+    // The one call.
+    let ctx: SessionContext = app.into_state_builder().with_bedrock().build().into();
+
+    BedrockExtension::of_session(&ctx)
+        .expect("the extension is installed")
+        .set_default_endpoint(Some(emulator.url().to_string()));
+    register_files_dir(&ctx, "sql-tests/files")
+        .await
+        .expect("the files register");
+    run_the_seed(&ctx).await;
+
+    // What the application had is still there and still works.
+    assert_eq!(ctx.state().config().target_partitions(), 3);
+    let cities = collect(&ctx, "SELECT city FROM app_cities ORDER BY id").await;
+    assert_batches_eq!(
+        [
+            "+-----------+",
+            "| city      |",
+            "+-----------+",
+            "| Stockholm |",
+            "| Oslo      |",
+            "+-----------+",
+        ],
+        &cities
+    );
+    assert!(
+        audit.plans.load(Ordering::SeqCst) >= 6,
+        "the application's analyzer rule saw {} plans",
+        audit.plans.load(Ordering::SeqCst)
+    );
+    // The rewrite runs before type coercion; the application's rule keeps its place after.
+    let rules: Vec<String> = ctx
+        .state()
+        .analyzer()
+        .rules
+        .iter()
+        .map(|r| r.name().to_string())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "resolve_grouping_function",
+            "bedrock_model_relations",
+            "type_coercion",
+            "app_audit"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_session_built_with_the_builder_call_runs_the_seed_through_datafusions_own_sql() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator starts");
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_bedrock()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    BedrockExtension::of_session(&ctx)
+        .expect("the extension is installed")
+        .set_default_endpoint(Some(emulator.url().to_string()));
+    register_files_dir(&ctx, "sql-tests/files")
+        .await
+        .expect("the files register");
+    run_the_seed(&ctx).await;
+    // Queries over models need no wrapper: DataFusion's own `sql` plans them.
+    let answers = ctx
+        .sql("SELECT m.answer FROM (VALUES ('Hi')) AS d(question) JOIN bedrock_model AS m")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    assert_batches_eq!(
+        [
+            "+----------------------------------------------------------------------+",
+            "| answer                                                               |",
+            "+----------------------------------------------------------------------+",
+            "| Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): Hi |",
+            "+----------------------------------------------------------------------+",
+        ],
+        &answers
+    );
+}
+
+#[tokio::test]
+async fn engines_and_models_created_through_one_clone_are_seen_by_every_other() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator starts");
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_bedrock()
+        .build();
+    let first = SessionContext::new_with_state(state);
+    let second = first.clone();
+    let from_state = SessionContext::new_with_state(first.state());
+    BedrockExtension::of_session(&first)
+        .expect("the extension is installed")
+        .set_default_endpoint(Some(emulator.url().to_string()));
+
+    collect(
+        &first,
+        "CREATE ML_ENGINE e FROM bedrock USING region_name = 'us-east-1', api_key = 'k'",
+    )
+    .await;
+    collect(
+        &second,
+        "CREATE MODEL m PREDICT answer USING engine = 'e', prompt_template = 'Say {{word}}'",
+    )
+    .await;
+    for ctx in [&first, &second, &from_state] {
+        let models = collect(ctx, "SHOW MODELS").await;
+        assert_batches_eq!(
+            [
+                "+------+--------+--------------------------------+---------+--------+--------+--------+",
+                "| name | engine | model_id                       | mode    | target | inputs | status |",
+                "+------+--------+--------------------------------+---------+--------+--------+--------+",
+                "| m    | e      | amazon.titan-text-premier-v1:0 | default | answer | word   | ready  |",
+                "+------+--------+--------------------------------+---------+--------+--------+--------+",
+            ],
+            &models
+        );
+    }
+    // A DataFrame made through one clone runs the model created through another.
+    let df = first
+        .sql("SELECT m.answer FROM (VALUES ('yes')) AS d(word) JOIN m")
+        .await
+        .expect("plans");
+    let answers = df.collect().await.expect("runs");
+    assert_batches_eq!(
+        [
+            "+---------------------------------------------------------------------------+",
+            "| answer                                                                    |",
+            "+---------------------------------------------------------------------------+",
+            "| Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): Say yes |",
+            "+---------------------------------------------------------------------------+",
+        ],
+        &answers
+    );
+    let ext = |ctx: &SessionContext| BedrockExtension::of_session(ctx).expect("installed");
+    assert!(Arc::ptr_eq(&ext(&first), &ext(&second)));
+    assert!(Arc::ptr_eq(&ext(&first), &ext(&from_state)));
+}
+
+#[tokio::test]
+async fn the_applications_query_planner_still_plans_its_queries() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator starts");
+    let planner = Arc::new(CountingPlanner::default());
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_query_planner(Arc::clone(&planner) as _)
+        .with_bedrock()
+        // Installing twice installs once.
+        .with_bedrock()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    BedrockExtension::of_session(&ctx)
+        .expect("the extension is installed")
+        .set_default_endpoint(Some(emulator.url().to_string()));
+
+    let plain = collect(&ctx, "SELECT 1 + 1 AS two").await;
+    assert_batches_eq!(
+        ["+-----+", "| two |", "+-----+", "| 2   |", "+-----+"],
+        &plain
+    );
+    assert_eq!(planner.plans.load(Ordering::SeqCst), 1);
+
+    collect(
+        &ctx,
+        "CREATE ML_ENGINE e FROM bedrock USING region_name = 'us-east-1', api_key = 'k'",
+    )
+    .await;
+    collect(
+        &ctx,
+        "CREATE MODEL c PREDICT answer USING engine = 'e', mode = 'conversational', question_column = 'q'",
+    )
+    .await;
+    // A model node (conversational mode) is planned by the extension's planner.
+    let answers = collect(
+        &ctx,
+        "SELECT m.answer FROM (VALUES ('a'), ('b')) AS d(q) JOIN c AS m",
+    )
+    .await;
+    assert_batches_eq!(
+        [
+            "+---------------------------------------------------------------------+",
+            "| answer                                                              |",
+            "+---------------------------------------------------------------------+",
+            "|                                                                     |",
+            "| Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 2): a |",
+            "| b                                                                   |",
+            "+---------------------------------------------------------------------+",
+        ],
+        &answers
+    );
+    let rules = ctx
+        .state()
+        .analyzer()
+        .rules
+        .iter()
+        .filter(|r| r.name() == "bedrock_model_relations")
+        .count();
+    assert_eq!(rules, 1, "the rewrite is installed once");
+}
