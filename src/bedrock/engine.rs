@@ -21,9 +21,9 @@ use super::budget::Budget;
 use super::cache::{CacheKey, ResponseCache, Source, cache_key};
 use super::config::{CredentialSource, EngineConfig};
 use super::families::{self, EmbedOptions, ModelFamily};
+use super::identity::{self, Signing};
 use super::limiter::Limiter;
 use super::request::{CallInfo, ChatRole, TextRequest, TextResponse};
-use super::identity::{self, Signing};
 use super::retry::{CallFailure, FailureKind, RetryPolicy, one_line};
 use super::usage::{ModelCounters, Usage, UsageSnapshot};
 use crate::error::{Error, Result};
@@ -135,7 +135,7 @@ fn scrub(message: &str, config: &EngineConfig) -> String {
 /// `message` with every occurrence of `secret` that is not part of a longer word (no letter or
 /// digit right before or after it) replaced, so a short secret does not blank out ordinary
 /// words that happen to contain it.
-fn replace_whole(message: &str, secret: &str) -> String {
+pub(super) fn replace_whole(message: &str, secret: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find(secret) {
@@ -233,9 +233,11 @@ impl Engine {
     /// Builds the AWS clients and, unless `verify_credentials = false`, checks the identity with
     /// a ListFoundationModels call bounded by `connect_timeout`.
     ///
-    /// Without keys, a profile or an API key, the standard AWS chain is resolved once here. An
-    /// engine whose `endpoint_url` is the built-in emulator on the loopback interface, running
-    /// without credentials of its own (the default), needs none: its requests go unsigned.
+    /// Without keys or an API key, the engine first asks whether its endpoint (`endpoint_url`,
+    /// else `AWS_ENDPOINT_URL`) is the built-in emulator on the loopback interface accepting
+    /// unsigned requests (its default): then its requests go unsigned and no credentials are
+    /// looked up. Otherwise the standard AWS chain (or the named profile) is resolved once
+    /// here, so a missing identity is one short error at creation.
     ///
     /// # Errors
     /// When the cache directory cannot be opened, no credentials are found, or the check

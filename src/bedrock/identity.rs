@@ -27,6 +27,7 @@ use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use tokio::net::TcpStream;
 
 use super::config::{CredentialSource, EngineConfig};
+use super::engine::replace_whole;
 use super::retry::{innermost_message, one_line};
 use crate::error::{Error, Result};
 
@@ -64,13 +65,36 @@ pub(crate) enum Missing {
 }
 
 impl Missing {
-    /// Classifies a credential provider's error.
+    /// Classifies a credential provider's error. A reason never shows the value of a secret
+    /// variable of the environment (a credential process may echo what it read).
     pub(crate) fn from_error(error: &CredentialsError) -> Self {
         match error {
             CredentialsError::CredentialsNotLoaded(_) => Self::NotFound,
-            other => Self::Failed(innermost_message(other)),
+            other => {
+                let secrets: Vec<String> = SECRET_VARIABLES
+                    .iter()
+                    .filter_map(|name| std::env::var(name).ok())
+                    .collect();
+                Self::Failed(redact(&innermost_message(other), &secrets))
+            }
         }
     }
+}
+
+/// Variables of the environment whose values are secrets.
+const SECRET_VARIABLES: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "AWS_BEARER_TOKEN",
+];
+
+/// `message` with every (non-empty) secret replaced.
+fn redact(message: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(message.to_string(), |m, s| replace_whole(&m, s))
 }
 
 /// Settles how the engine authenticates (see the module's diagram) and returns the SDK
@@ -312,9 +336,8 @@ fn ok_body(response: &[u8], at_end: bool) -> Option<&[u8]> {
 
 /// Whether an identity answer names the built-in emulator accepting unsigned requests.
 fn says_unsigned_emulator(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
-        v["service"] == EMULATOR_SERVICE && v["accepts_unsigned_requests"] == true
-    })
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["service"] == EMULATOR_SERVICE && v["accepts_unsigned_requests"] == true)
 }
 
 /// The message for an engine whose standard chain or profile yielded no credentials. `near`
@@ -330,7 +353,10 @@ pub(crate) fn missing_credentials(
         Missing::Failed(reason) => format!(" ({})", one_line(reason, 120)),
     };
     let near = near.map_or_else(String::new, |at| {
-        format!("; no emulator accepting unsigned requests answers at {}", shown(at))
+        format!(
+            "; no emulator accepting unsigned requests answers at {}",
+            shown(at)
+        )
     });
     let engine = shown(engine);
     match source {
@@ -427,7 +453,7 @@ fn fix_for(source: &CredentialSource) -> String {
             format!("Refresh profile '{p}' (new keys, or aws sso login --profile {p}), or choose another profile_name.")
         }
         CredentialSource::Static { session_token: None, .. } => "Check aws_access_key_id and aws_secret_access_key; temporary keys also need aws_session_token.".to_string(),
-        CredentialSource::Static { .. } => "Temporary keys expire: give current aws_access_key_id, aws_secret_access_key and aws_session_token, or use profile_name.".to_string(),
+        CredentialSource::Static { .. } => "Check aws_access_key_id, aws_secret_access_key and aws_session_token; temporary keys expire, so give current ones.".to_string(),
         CredentialSource::ApiKey(_) => "Check api_key (Bedrock API keys expire).".to_string(),
     }
 }
@@ -550,6 +576,16 @@ mod tests {
     }
 
     #[test]
+    fn reasons_never_show_a_secret_of_the_environment() {
+        let secrets = vec![String::new(), "wJalrXUtnFEMI".to_string()];
+        assert_eq!(
+            redact("process printed wJalrXUtnFEMI to stderr", &secrets),
+            "process printed ** redacted ** to stderr"
+        );
+        assert_eq!(redact("nothing here", &secrets), "nothing here");
+    }
+
+    #[test]
     fn no_credentials_in_the_chain() {
         let message = missing_credentials(
             "e",
@@ -659,7 +695,7 @@ mod tests {
         assert_eq!(
             message(&temporary, Signing::Configured, "ExpiredTokenException").as_deref(),
             Some(
-                "Engine 'e': Bedrock in us-east-1 rejected its temporary keys (aws_access_key_id, aws_secret_access_key, aws_session_token) — ExpiredTokenException: the credentials have expired. Temporary keys expire: give current aws_access_key_id, aws_secret_access_key and aws_session_token, or use profile_name."
+                "Engine 'e': Bedrock in us-east-1 rejected its temporary keys (aws_access_key_id, aws_secret_access_key, aws_session_token) — ExpiredTokenException: the credentials have expired. Check aws_access_key_id, aws_secret_access_key and aws_session_token; temporary keys expire, so give current ones."
             )
         );
         assert_eq!(

@@ -22,8 +22,9 @@ pub enum FailureKind {
 pub struct CallFailure {
     /// How it is handled.
     pub kind: FailureKind,
-    /// The Bedrock error code, e.g. `ThrottlingException`, or `ConnectionError`,
-    /// `TimeoutError`, `ResponseError`.
+    /// The Bedrock error code, e.g. `ThrottlingException`, or what happened before an answer:
+    /// `ConnectionError`, `TimeoutError`, `ResponseError`, `CredentialsError` (no credentials
+    /// could be loaded), `RequestError` (the request could not be built).
     pub code: String,
     /// The service's message, or a description.
     pub message: String,

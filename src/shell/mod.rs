@@ -41,7 +41,8 @@ use object_store::ObjectStore;
 use rustyline::error::ReadlineError;
 
 use crate::extension::{BedrockExtension, SessionStateBuilderBedrock};
-use crate::sql::parser::{ParsedStatement, ParserOptions, describe_of_model, parse_sql_with};
+use crate::sql::execute::runs_in_extension;
+use crate::sql::parser::{ParserOptions, parse_sql_with};
 use progress::ProgressLine;
 use split::{looks_like_extension, split_statements};
 
@@ -244,13 +245,9 @@ impl Shell {
             // datafusion-cli reports its own syntax errors.
             Err(_) => return self.run_in_datafusion_cli(sql).await,
         };
-        let catalog = self.ext.catalog();
-        let ours = parsed.iter().any(|s| match s {
-            ParsedStatement::Bedrock(_) => true,
-            ParsedStatement::DataFusion(s) => {
-                describe_of_model(s, &options, |name| catalog.model(name).is_some()).is_some()
-            }
-        });
+        let ours = parsed
+            .iter()
+            .any(|s| runs_in_extension(s, &options, &self.ext));
         if ours {
             self.run_extension(sql).await
         } else {
@@ -270,7 +267,9 @@ impl Shell {
         let batches = df.collect().await?;
         let rows = batches.iter().map(|b| b.num_rows()).sum();
         let mut print = self.print.clone();
-        if print.format == PrintFormat::Automatic {
+        // Results print as tables, as datafusion-cli prints its queries; a statement without
+        // a result (RESET bedrock.…) prints nothing, as datafusion-cli's SET and RESET.
+        if print.format == PrintFormat::Automatic && !schema.fields().is_empty() {
             print.format = PrintFormat::Table;
         }
         let task = self.ctx.task_ctx();

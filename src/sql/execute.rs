@@ -83,6 +83,24 @@ pub async fn execute_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     last.ok_or_else(|| DataFusionError::Plan("No statement to run: the SQL text is empty".into()))
 }
 
+/// Whether the extension runs a parsed statement itself rather than handing it to DataFusion:
+/// its own statements, `DESCRIBE` of a model and `RESET bedrock.<key>`. The shell asks this
+/// to choose between the extension and `datafusion-cli`.
+pub fn runs_in_extension(
+    statement: &ParsedStatement,
+    options: &ParserOptions,
+    ext: &BedrockExtension,
+) -> bool {
+    match statement {
+        ParsedStatement::Bedrock(_) => true,
+        ParsedStatement::DataFusion(s) => {
+            reset_of_ours(s).is_some()
+                || describe_of_model(s, options, |name| ext.catalog().model(name).is_some())
+                    .is_some()
+        }
+    }
+}
+
 /// One DataFusion statement, as `SessionContext::sql` runs it; plans with model relations or
 /// AI functions are also rewritten and checked now, so their errors come at planning.
 async fn run_datafusion(ctx: &SessionContext, statement: DfStatement) -> Result<DataFrame> {
@@ -163,7 +181,9 @@ fn reset_option(ctx: &SessionContext, key: &str) -> Result<DataFrame> {
             }
         }
     }
-    ctx.read_empty()
+    // What DataFusion's own SET and RESET return: no columns, no rows.
+    let empty = datafusion::logical_expr::LogicalPlanBuilder::empty(false).build()?;
+    Ok(DataFrame::new(ctx.state(), empty))
 }
 
 /// Recreates the engines and models of the session's catalog file

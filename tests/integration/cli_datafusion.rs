@@ -385,10 +385,10 @@ async fn what_a_new_user_types_first_works_with_and_without_the_emulator() {
         let (stdout, _, code) = shell(home.path(), &root, &args_3.iter().map(String::as_str).collect::<Vec<_>>()).await;
         assert_eq!(
             stdout,
-            "+--------+----------+-----------+----------+--------+---------------+----------------+-----------+------------+--------+----------+\n\
-             | engine | model_id | operation | requests | errors | input_tokens | output_tokens | cache_hits | latency_ms | retries | cost_usd |\n\
-             +--------+----------+-----------+----------+--------+---------------+----------------+-----------+------------+--------+----------+\n\
-             +--------+----------+-----------+----------+--------+---------------+----------------+-----------+------------+--------+----------+\n",
+            "+--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+\n\
+             | engine | model | requests | retries | throttles | failures | cache_hits | deduplicated | input_tokens | output_tokens | latency_ms | estimated_usd |\n\
+             +--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+\n\
+             +--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+\n",
             "--emulator {emulator}"
         );
         assert_eq!(code, Some(0));
@@ -418,8 +418,46 @@ async fn show_all_lists_datafusions_settings_and_the_extensions() {
         .collect();
     assert_eq!(
         extra,
-        ["bedrock.max_cost_usd,", "bedrock.max_requests,"],
-        "only the extension's settings are added"
+        [
+            "bedrock.max_cost_usd,",
+            "bedrock.max_requests,"
+        ],
+        "only the extension's settings are added, under their whole names"
     );
     assert_eq!(ours_lines.len(), stock.stdout.lines().count() + 2);
+}
+
+#[tokio::test]
+async fn the_extensions_settings_are_set_shown_and_reset_like_datafusions() {
+    let home = home_with_files();
+    let (stdout, stderr, code) = shell(
+        home.path(),
+        home.path(),
+        &[
+            "-q",
+            "-c",
+            "SET bedrock.max_requests = 5",
+            "SHOW bedrock.max_requests",
+            "RESET bedrock.max_requests",
+            "SHOW bedrock.max_requests",
+            "SET bedrock.max_requests = -3",
+        ],
+    )
+    .await;
+    assert_eq!(
+        stdout,
+        "+----------------------+-------+\n\
+         | name                 | value |\n\
+         +----------------------+-------+\n\
+         | bedrock.max_requests | 5     |\n\
+         +----------------------+-------+\n\
+         +----------------------+-------+\n\
+         | name                 | value |\n\
+         +----------------------+-------+\n\
+         | bedrock.max_requests | NULL  |\n\
+         +----------------------+-------+\n\
+         Error: Invalid or Unsupported Configuration: bedrock.max_requests must be a whole number of requests, not '-3': e.g. SET bedrock.max_requests = 10, or RESET bedrock.max_requests for no limit\n"
+    );
+    assert_eq!(stderr, "");
+    assert_eq!(code, Some(1));
 }

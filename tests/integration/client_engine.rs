@@ -222,7 +222,7 @@ async fn credentials_are_checked_when_the_engine_is_created() {
     let message = err.to_string();
     assert_eq!(
         message,
-        "Engine 'bedrock_engine': the credential check failed — ListFoundationModels in us-east-1 returned InvalidSignatureException: The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details. Check the engine's credentials (aws_access_key_id / aws_secret_access_key / aws_session_token, profile_name or api_key), region_name and endpoint_url."
+        "Engine 'bedrock_engine': Bedrock in us-east-1 rejected its keys (aws_access_key_id, aws_secret_access_key) — InvalidSignatureException: the signature does not match, so the secret key is wrong. Check aws_access_key_id and aws_secret_access_key; temporary keys also need aws_session_token."
     );
     assert!(!message.contains("the-wrong-secret-value"));
     assert_eq!(

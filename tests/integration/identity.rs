@@ -116,10 +116,7 @@ async fn the_identity_route_names_the_emulator_and_whether_it_accepts_unsigned_r
             "GET /_emulator/identity HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             emulator.addr()
         );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("request");
+        stream.write_all(request.as_bytes()).await.expect("request");
         let mut response = String::new();
         stream
             .read_to_string(&mut response)

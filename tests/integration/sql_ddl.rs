@@ -161,7 +161,7 @@ async fn ddl_errors_name_the_problem_and_the_fix() {
         ])
     );
     let wrong = error(&ctx, "CREATE ML_ENGINE other FROM bedrock USING aws_access_key_id = 'AQAXEQK89OX07YS34OP', aws_secret_access_key = 'not-the-secret', aws_session_token = 'FwoGZXIvYXdzEJr...'").await;
-    assert!(wrong.starts_with("Error during planning: Engine 'other': the credential check failed — ListFoundationModels in us-east-1 returned InvalidSignatureException"), "{wrong}");
+    assert!(wrong.starts_with("Error during planning: Engine 'other': Bedrock in us-east-1 rejected its temporary keys (aws_access_key_id, aws_secret_access_key, aws_session_token) — InvalidSignatureException"), "{wrong}");
     assert!(!wrong.contains("not-the-secret"));
     assert_eq!(
         error(&ctx, "CREATE ML_ENGINE e FROM openai").await,
