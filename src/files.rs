@@ -36,8 +36,7 @@ pub async fn register_files_dir(
         else {
             continue;
         };
-        if !["csv", "parquet", "json", "ndjson", "jsonl"].contains(&ext.as_str())
-            || !path.is_file()
+        if !["csv", "parquet", "json", "ndjson", "jsonl"].contains(&ext.as_str()) || !path.is_file()
         {
             continue;
         }
@@ -78,13 +77,11 @@ pub async fn register_files_dir(
         ctx.deregister_table(table.as_str())?;
         match ext.as_str() {
             "csv" => {
-                ctx
-                    .register_csv(&table, &location, CsvReadOptions::new())
+                ctx.register_csv(&table, &location, CsvReadOptions::new())
                     .await?
             }
             "parquet" => {
-                ctx
-                    .register_parquet(&table, &location, ParquetReadOptions::default())
+                ctx.register_parquet(&table, &location, ParquetReadOptions::default())
                     .await?;
             }
             _ => {
@@ -95,4 +92,3 @@ pub async fn register_files_dir(
     }
     Ok(files.into_iter().map(|(name, ..)| name).collect())
 }
-

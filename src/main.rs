@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use datafusion::prelude::SessionContext;
-use datafusion_bedrock::{BedrockExtension, register_files_dir, restore_catalog};
 use datafusion_bedrock::catalog::persist::CatalogFile;
 use datafusion_bedrock::emulator::{
     Emulator, EmulatorConfig, FaultRates, LoadModel, StaticCredential,
 };
 use datafusion_bedrock::shell::{self, Failure, SessionSettings, Shell};
 use datafusion_bedrock::slt::{SltDriver, slt_files};
+use datafusion_bedrock::{BedrockExtension, register_files_dir, restore_catalog};
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
 use datafusion_cli::object_storage::is_stdin_location;
 use datafusion_cli::print_format::PrintFormat;

@@ -12,9 +12,11 @@
 //! Both ways share one `sqllogictest::AsyncDB` ([`SltDb`]) that mirrors DataFusion's
 //! `DataFusion` engine record for record (plan, execute, `convert_batches`, statement vs query
 //! output, the check that a file leaves the configuration as it found it) and differ only in
-//! which SQL entry point it calls; the runner is set up as DataFusion's (label `Datafusion`,
-//! strict column types, `value_normalizer`, `df_value_validator`), and, like DataFusion's, it
-//! runs every record of a file and collects the errors instead of stopping at the first.
+//! which SQL entry point it calls. (DataFusion's engine itself cannot be built here: it takes
+//! an `indicatif` progress bar, a crate this project does not depend on.) The runner is set up
+//! as DataFusion's (label `Datafusion`, strict column types, `value_normalizer`,
+//! `df_value_validator`) and, like DataFusion's, runs every record of a file and collects the
+//! errors instead of stopping at the first.
 //!
 //! The files run from a temporary copy of the crate's layout (`test_files/scratch/`, `data/`),
 //! so relative paths resolve as in DataFusion's repository; files that need data only that
@@ -33,8 +35,10 @@
 //! and the exit code is non-zero when M > 0. Each way of each file has a time limit
 //! ([`FILE_TIMEOUT`]); running out of it fails that way. Files run concurrently, as many as
 //! the machine has cores (`--test-threads N` to change); files sharing a stem (so a scratch
-//! directory) never overlap. Other arguments filter files by path substring, with an optional
-//! `:LINE` as in DataFusion's runner: `cargo test --test upstream_slt -- joins.slt`.
+//! directory) never overlap. `--verbose` prints a line (verdict, seconds plain + with the
+//! extension) per file, not only per failure. Other arguments filter files by path substring,
+//! with an optional `:LINE` as in DataFusion's runner:
+//! `cargo test --test upstream_slt -- joins.slt`.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -458,9 +462,11 @@ fn test_files(upstream: &Path, filters: &[Filter]) -> std::result::Result<Vec<Te
     Ok(files)
 }
 
-/// Test-harness style arguments: `--test-threads N`, `--list` (prints nothing), filters.
+/// Test-harness style arguments: `--test-threads N`, `--list` (prints nothing), `--verbose`
+/// (a line per file, not only per failure), filters.
 struct Args {
     list: bool,
+    verbose: bool,
     threads: usize,
     filters: Vec<Filter>,
 }
@@ -468,6 +474,7 @@ struct Args {
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         list: false,
+        verbose: false,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         filters: Vec::new(),
     };
@@ -486,6 +493,8 @@ fn parse_args() -> std::result::Result<Args, String> {
                 .ok_or_else(|| format!("--test-threads wants a positive number, not {n:?}"))?;
         } else if arg == "--list" {
             args.list = true;
+        } else if arg == "--verbose" || arg == "-v" {
+            args.verbose = true;
         } else if !arg.starts_with('-') {
             args.filters.push(Filter::from_str(&arg)?);
         }
@@ -597,15 +606,26 @@ async fn run_all(files: Vec<TestFile>, args: Args) -> bool {
         .collect();
     let mut results: Vec<FileResult> = futures::stream::iter(jobs)
         .buffer_unordered(args.threads)
-        .inspect(|r| {
+        .enumerate()
+        .inspect(|(done, r)| {
             let verdict = match (&r.plain, &r.extension) {
                 (Outcome::NotRun, _) => "not run",
                 (Outcome::Failed(_), _) => "skipped (fails plain)",
                 (_, Some(Outcome::Failed(_))) => "FAILED with the extension",
                 _ => "ok",
             };
-            println!("{verdict:<25} {}  {}", r.times(), r.relative_path.display());
+            if args.verbose || verdict.starts_with("FAILED") {
+                println!("{verdict:<25} {}  {}", r.times(), r.relative_path.display());
+            }
+            if (done + 1) % 50 == 0 || done + 1 == total {
+                println!(
+                    "{}/{total} files done in {:.0} s",
+                    done + 1,
+                    start.elapsed().as_secs_f64()
+                );
+            }
         })
+        .map(|(_, r)| r)
         .collect()
         .await;
     results.sort_by(|a, b| a.relative_path.cmp(&b.relative_path));

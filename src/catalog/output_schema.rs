@@ -106,7 +106,11 @@ impl<'a> Piece<'a> {
     }
 
     fn invalid(self, message: impl Into<String>) -> Error {
-        invalid(format!("{} at character {}", message.into(), self.position()))
+        invalid(format!(
+            "{} at character {}",
+            message.into(),
+            self.position()
+        ))
     }
 }
 
@@ -518,7 +522,10 @@ mod tests {
                 "name STRNG",
                 "has an unknown type 'STRNG' (use STRING, INT, FLOAT, BOOLEAN, LIST<…> or STRUCT<…>) at character 6",
             ),
-            ("name", "has 'name', which is not 'name TYPE' at character 1"),
+            (
+                "name",
+                "has 'name', which is not 'name TYPE' at character 1",
+            ),
             ("a INT, a INT", "names the field 'a' twice at character 8"),
             (
                 "  tags LIST<STRING",

@@ -112,7 +112,8 @@ mod tests {
                 ("bedrock.max_requests".to_string(), Some("10".to_string())),
             ]
         );
-        let error = |key: &str, value: &str| config.clone().set(key, value).unwrap_err().to_string();
+        let error =
+            |key: &str, value: &str| config.clone().set(key, value).unwrap_err().to_string();
         assert_eq!(
             error("bedrock.max_requests", "-1"),
             "Invalid or Unsupported Configuration: bedrock.max_requests must be a whole number of requests, not '-1': e.g. SET bedrock.max_requests = 10, or RESET bedrock.max_requests for no limit"

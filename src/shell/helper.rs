@@ -130,8 +130,14 @@ mod tests {
             )),
             "valid"
         );
-        assert_eq!(shown(validate_input("SELECT 1; SHOW MODELS;", &generic)), "valid");
-        assert_eq!(shown(validate_input("CREATE MODEL m", &generic)), "incomplete");
+        assert_eq!(
+            shown(validate_input("SELECT 1; SHOW MODELS;", &generic)),
+            "valid"
+        );
+        assert_eq!(
+            shown(validate_input("CREATE MODEL m", &generic)),
+            "incomplete"
+        );
         assert_eq!(shown(validate_input("\\d", &generic)), "valid");
         assert_eq!(
             shown(validate_input(" ; ", &generic)),

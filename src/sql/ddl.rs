@@ -369,4 +369,3 @@ fn credential_kind(source: &CredentialSource) -> String {
         CredentialSource::ApiKey(_) => "api key".into(),
     }
 }
-

@@ -30,12 +30,14 @@ use crate::plan::rewrite::ModelRelationRule;
 /// ([`crate::SessionStateBuilderBedrock::with_bedrock`]) and returns the last statement's
 /// result.
 ///
+/// - Text may hold several `;`-separated statements, run in order (where
+///   `SessionContext::sql` takes one); the last one's result is returned.
 /// - The extension's statements (`CREATE ML_ENGINE`, `CREATE [OR REPLACE] MODEL`,
 ///   `SHOW ML_ENGINES`, `SHOW MODELS`, `DESCRIBE [MODEL] name`, `DESCRIBE name.metadata`,
-///   `DROP ML_ENGINE`, `DROP MODEL`) run at once; text holding any of them may hold several
-///   `;`-separated statements, run in order.
-/// - Any other text is DataFusion's: parsed with the session's `datafusion.sql_parser.*`
-///   settings and planned as `SessionContext::sql` plans it, errors included.
+///   `DROP ML_ENGINE`, `DROP MODEL`, `RESET bedrock.<key>`) run here.
+/// - Every other statement is DataFusion's: parsed with the session's
+///   `datafusion.sql_parser.*` settings and planned as `SessionContext::sql` plans it, errors
+///   included.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -59,16 +61,18 @@ pub async fn execute_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     let ext = BedrockExtension::of_session(ctx)?;
     let options = ParserOptions::from(&ctx.state().config_options().sql_parser);
     let statements = parse_sql_with(sql, &options)?;
-    let ours = statements
-        .iter()
-        .any(|s| matches!(s, ParsedStatement::Bedrock(_)));
-    if !ours && statements.len() != 1 {
-        // DataFusion's own answer to empty or multi-statement text.
+    if statements.is_empty() {
+        // DataFusion's own answer to text without a statement.
         return ctx.sql(sql).await;
     }
     let ddl = Ddl { ctx, ext: &ext };
-    let mut last = None;
+    let mut last: Option<DataFrame> = None;
     for statement in statements {
+        // A statement before the last runs to completion (an INSERT's DataFrame does nothing
+        // until it is collected), so the next one sees its effects.
+        if let Some(previous) = last.take() {
+            previous.collect().await?;
+        }
         last = Some(match statement {
             ParsedStatement::Bedrock(s) => ddl.run(s).await?,
             ParsedStatement::DataFusion(s) => {
@@ -169,7 +173,9 @@ fn reset_option(ctx: &SessionContext, key: &str) -> Result<DataFrame> {
             .extensions
             .get_mut::<BedrockOptions>()
             .ok_or_else(|| {
-                DataFusionError::Plan("The bedrock options are not registered in this session".into())
+                DataFusionError::Plan(
+                    "The bedrock options are not registered in this session".into(),
+                )
             })?;
         match key {
             "max_cost_usd" => options.max_cost_usd = defaults.max_cost_usd,

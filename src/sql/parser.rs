@@ -635,9 +635,8 @@ mod tests {
     fn describe_of_a_model_is_recognised_after_datafusion_parsed_it() {
         let options = ParserOptions::default();
         let is_m = |name: &str| name == "m";
-        let describe = |sql: &str| {
-            describe_of_model(&datafusion_statement(sql, &options), &options, is_m)
-        };
+        let describe =
+            |sql: &str| describe_of_model(&datafusion_statement(sql, &options), &options, is_m);
         assert_eq!(
             describe("DESCRIBE m.metadata"),
             Some(BedrockStatement::Describe {
@@ -726,7 +725,10 @@ mod tests {
                 .parse_statements()
                 .unwrap_err();
             assert!(
-                matches!(ours, DataFusionError::SQL(..) | DataFusionError::Diagnostic(..)),
+                matches!(
+                    ours,
+                    DataFusionError::SQL(..) | DataFusionError::Diagnostic(..)
+                ),
                 "{sql}: {ours:?}"
             );
             assert_eq!(ours.to_string(), theirs.to_string(), "{sql}");

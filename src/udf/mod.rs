@@ -17,12 +17,12 @@ pub mod predict;
 
 use std::sync::Arc;
 
+use datafusion::catalog::TableFunction;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::catalog::TableFunction;
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use crate::catalog::Catalog;
 

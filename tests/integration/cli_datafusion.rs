@@ -73,7 +73,9 @@ async fn finish(mut cmd: tokio::process::Command, stdin: Option<&str>) -> (Strin
     let mut child = cmd.spawn().expect("the process starts");
     if let Some(text) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(text.as_bytes()).await.expect("stdin takes the input");
+        pipe.write_all(text.as_bytes())
+            .await
+            .expect("stdin takes the input");
         drop(pipe);
     }
     let out = child.wait_with_output().await.expect("the process ends");
@@ -171,7 +173,10 @@ async fn stock_datafusion_cli_child() {
         "statistics_cache",
         Arc::new(StatisticsCacheFunc::new(Arc::clone(&caches))),
     );
-    ctx.register_udtf("list_files_cache", Arc::new(ListFilesCacheFunc::new(caches)));
+    ctx.register_udtf(
+        "list_files_cache",
+        Arc::new(ListFilesCacheFunc::new(caches)),
+    );
     let mut print = PrintOptions {
         format,
         quiet: true,
@@ -359,16 +364,25 @@ async fn what_a_new_user_types_first_works_with_and_without_the_emulator() {
         };
 
         let args_1 = run(vec![create.as_str(), "SELECT count(*) AS n FROM q"]);
-        let (stdout, _, code) = shell(home.path(), &root, &args_1.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let (stdout, _, code) = shell(
+            home.path(),
+            &root,
+            &args_1.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
         assert_eq!(
-            stdout,
-            "+---+\n| n |\n+---+\n| 2 |\n+---+\n",
+            stdout, "+---+\n| n |\n+---+\n| 2 |\n+---+\n",
             "--emulator {emulator}"
         );
         assert_eq!(code, Some(0));
 
         let args_2 = run(vec!["SELECT * FROM 'examples/files/related_questions.csv'"]);
-        let (stdout, _, code) = shell(home.path(), &root, &args_2.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let (stdout, _, code) = shell(
+            home.path(),
+            &root,
+            &args_2.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
         assert_eq!(
             stdout,
             "+-------------------------------------------+\n\
@@ -382,7 +396,12 @@ async fn what_a_new_user_types_first_works_with_and_without_the_emulator() {
         assert_eq!(code, Some(0));
 
         let args_3 = run(vec!["SELECT * FROM bedrock_usage()"]);
-        let (stdout, _, code) = shell(home.path(), &root, &args_3.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let (stdout, _, code) = shell(
+            home.path(),
+            &root,
+            &args_3.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
         assert_eq!(
             stdout,
             "+--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+\n\
@@ -394,7 +413,12 @@ async fn what_a_new_user_types_first_works_with_and_without_the_emulator() {
         assert_eq!(code, Some(0));
 
         let args_4 = run(vec!["SELECT * FROM no_such_table"]);
-        let (stdout, _, code) = shell(home.path(), &root, &args_4.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let (stdout, _, code) = shell(
+            home.path(),
+            &root,
+            &args_4.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
         assert_eq!(
             stdout,
             "Error: Error during planning: table 'datafusion.public.no_such_table' not found\n",
@@ -418,10 +442,7 @@ async fn show_all_lists_datafusions_settings_and_the_extensions() {
         .collect();
     assert_eq!(
         extra,
-        [
-            "bedrock.max_cost_usd,",
-            "bedrock.max_requests,"
-        ],
+        ["bedrock.max_cost_usd,", "bedrock.max_requests,"],
         "only the extension's settings are added, under their whole names"
     );
     assert_eq!(ours_lines.len(), stock.stdout.lines().count() + 2);
@@ -459,5 +480,34 @@ async fn the_extensions_settings_are_set_shown_and_reset_like_datafusions() {
          Error: Invalid or Unsupported Configuration: bedrock.max_requests must be a whole number of requests, not '-3': e.g. SET bedrock.max_requests = 10, or RESET bedrock.max_requests for no limit\n"
     );
     assert_eq!(stderr, "");
+    assert_eq!(code, Some(1));
+}
+
+#[tokio::test]
+async fn a_malformed_output_schema_is_an_error_with_its_position_not_a_crash() {
+    // Regression: 'ǰ' before a type once crashed the shell (exit code 101) on a byte slice.
+    let home = home_with_files();
+    let (stdout, stderr, code) = shell(
+        home.path(),
+        home.path(),
+        &[
+            "-q",
+            "--emulator",
+            "-c",
+            "CREATE ML_ENGINE e FROM bedrock USING api_key = 'k'",
+            "CREATE MODEL m PREDICT a USING engine = 'e', prompt_template = '{{x}}', output_schema = 'x ǰ<STRING>'",
+        ],
+    )
+    .await;
+    assert_eq!(
+        stdout,
+        "+------+---------+---------+\n\
+         | name | handler | status  |\n\
+         +------+---------+---------+\n\
+         | e    | bedrock | created |\n\
+         +------+---------+---------+\n\
+         Error: Error during planning: Parameter 'output_schema' has an unknown type 'ǰ<…>' at character 3: write e.g. output_schema = 'name STRING, age INT, tags LIST<STRING>' or a JSON Schema object\n"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(code, Some(1));
 }

@@ -6,6 +6,8 @@ mod support;
 
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_datafusion;
 #[cfg(feature = "emulator")]
 mod client_engine;
 #[cfg(feature = "emulator")]
@@ -16,6 +18,8 @@ mod emulator_families;
 mod emulator_runtime;
 #[cfg(feature = "emulator")]
 mod identity;
+#[cfg(feature = "emulator")]
+mod session_extension;
 #[cfg(feature = "emulator")]
 mod sql_accounting;
 #[cfg(feature = "emulator")]
@@ -28,7 +32,3 @@ mod sql_functions;
 mod sql_predict;
 #[cfg(feature = "emulator")]
 mod sql_relations;
-#[cfg(feature = "emulator")]
-mod session_extension;
-#[cfg(feature = "cli")]
-mod cli_datafusion;

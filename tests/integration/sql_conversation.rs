@@ -28,8 +28,7 @@ async fn three_files(emulator: &Emulator) -> (BedrockContext, std::path::PathBuf
     let config = SessionConfig::new()
         .with_target_partitions(3)
         .with_batch_size(1);
-    let ctx = BedrockContext::with_config(config)
-        .with_default_endpoint(emulator.url());
+    let ctx = BedrockContext::with_config(config).with_default_endpoint(emulator.url());
     ctx.session()
         .register_csv(
             "talk",
