@@ -1,6 +1,7 @@
-//! The extension inside an application: one `BedrockContext` over a DataFusion
-//! `SessionContext`, models created and queried with `ctx.sql`, results refined with the
-//! DataFrame API.
+//! The extension inside an application: the application builds its own DataFusion session
+//! (its configuration, its table), adds the extension with one builder call, creates models
+//! with `execute_sql`, queries them with DataFusion's own `ctx.sql`, and refines the results
+//! with the DataFrame API.
 //!
 //! ```sh
 //! cargo run --example embed_in_app                              # the built-in emulator
@@ -11,15 +12,25 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::{col, lit};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+use datafusion_bedrock::{BedrockExtension, SessionStateBuilderBedrock, execute_sql};
 
 #[path = "shared/bedrock.rs"]
 mod shared;
-use shared::bedrock;
+use shared::bedrock_endpoint;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (ctx, emulator, using) = bedrock().await?;
+    // The application's session, with the extension added by one builder call.
+    let state = SessionStateBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(4))
+        .with_default_features()
+        .with_bedrock()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let extension = BedrockExtension::of_session(&ctx)?;
+    let (emulator, using) = bedrock_endpoint(&extension).await?;
 
     // The application's own data: any table DataFusion can read.
     let reviews = RecordBatch::try_new(
@@ -36,15 +47,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ])),
         ],
     )?;
-    ctx.session().register_batch("reviews", reviews)?;
+    ctx.register_batch("reviews", reviews)?;
 
-    ctx.sql(&format!(
-        "CREATE ML_ENGINE bedrock FROM bedrock USING {using}"
-    ))
+    // The extension's statements run through `execute_sql`.
+    execute_sql(
+        &ctx,
+        &format!("CREATE ML_ENGINE bedrock FROM bedrock USING {using}"),
+    )
     .await?
     .show()
     .await?;
-    ctx.sql(
+    execute_sql(
+        &ctx,
         "CREATE MODEL sentiment PREDICT sentiment USING
              engine = 'bedrock',
              model_id = 'amazon.nova-micro-v1:0',
@@ -55,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .show()
     .await?;
 
-    // SQL: every review joined with the model, one answer per row.
+    // DataFusion's own SQL: every review joined with the model, one answer per row.
     let answers = ctx
         .sql("SELECT r.id, m.sentiment FROM reviews AS r JOIN sentiment AS m")
         .await?;
