@@ -511,3 +511,85 @@ async fn a_malformed_output_schema_is_an_error_with_its_position_not_a_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(code, Some(1));
 }
+
+/// A file server on loopback for `http://` tables: HEAD and GET (with `Range`) of one file,
+/// as object stores ask for it. Serves until the returned handle is dropped.
+async fn serve_file(body: &'static [u8]) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                let range = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes="))
+                    .and_then(|r| r.trim().split_once('-'))
+                    .and_then(|(a, b)| {
+                        let start: usize = a.parse().ok()?;
+                        let end: usize = b.parse::<usize>().map_or(body.len() - 1, |e| e);
+                        Some((start, end.min(body.len() - 1)))
+                    });
+                let (status, part) = match range {
+                    Some((start, end)) if start <= end => (
+                        format!(
+                            "206 Partial Content\r\nContent-Range: bytes {start}-{end}/{}",
+                            body.len()
+                        ),
+                        &body[start..=end],
+                    ),
+                    _ => ("200 OK".to_string(), body),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nLast-Modified: Tue, 01 Dec 2026 00:00:00 GMT\r\nETag: \"q\"\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                    part.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                if !text.starts_with("head ") {
+                    let _ = socket.write_all(part).await;
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn tables_over_http_register_their_object_store_on_the_fly_as_in_stock_datafusion_cli() {
+    let (url, server) = serve_file(b"n,question\n1,What is the capital of Sweden?\n").await;
+    let select = format!("SELECT * FROM '{url}/q.csv'");
+    let create = format!(
+        "CREATE EXTERNAL TABLE remote STORED AS CSV LOCATION '{url}/q.csv' OPTIONS ('format.has_header' 'true')"
+    );
+    let commands = [
+        select.as_str(),
+        create.as_str(),
+        "SELECT question FROM remote",
+    ];
+    let out = same_as_stock("table", Input::Commands(&commands)).await;
+    assert_eq!(
+        out.stdout,
+        "+---+--------------------------------+\n\
+         | n | question                       |\n\
+         +---+--------------------------------+\n\
+         | 1 | What is the capital of Sweden? |\n\
+         +---+--------------------------------+\n\
+         +--------------------------------+\n\
+         | question                       |\n\
+         +--------------------------------+\n\
+         | What is the capital of Sweden? |\n\
+         +--------------------------------+\n"
+    );
+    server.abort();
+}
