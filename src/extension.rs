@@ -213,6 +213,103 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
     }
 }
 
+/// Adds the extension to a `SessionContext` that already exists, for applications that get
+/// their session from elsewhere:
+///
+/// ```
+/// use datafusion::prelude::SessionContext;
+/// use datafusion_bedrock::SessionContextBedrock;
+///
+/// let ctx = SessionContext::new(); // an application's session
+/// let ctx = ctx.with_bedrock();
+/// assert!(ctx.udf("ai_complete").is_ok());
+/// ```
+///
+/// DataFusion cannot change a session's query planner in place, so this takes the context and
+/// returns a new one over the same state (tables, catalogs, settings, functions, rules) plus the
+/// extension: use the returned context from then on (something that kept a weak reference to
+/// the old one's state, such as `datafusion-cli`'s dynamic catalog, must be made again).
+/// Where you build the session yourself, prefer [`SessionStateBuilderBedrock::with_bedrock`].
+///
+/// It also undoes two changes that rebuilding a state through DataFusion's
+/// `SessionStateBuilder::new_from_existing` makes: `create_default_catalog_and_schema` keeps
+/// its value, and a name that is both one function's name and another's alias resolves to the
+/// same function as before (the builder re-registers functions in hash order).
+pub trait SessionContextBedrock {
+    /// The same session with the extension.
+    fn with_bedrock(self) -> SessionContext;
+}
+
+impl SessionContextBedrock for SessionContext {
+    fn with_bedrock(self) -> SessionContext {
+        let before = self.state();
+        let create_default = before
+            .config()
+            .options()
+            .catalog
+            .create_default_catalog_and_schema;
+        let mut state = self.into_state_builder().with_bedrock().build();
+        state
+            .config_mut()
+            .options_mut()
+            .catalog
+            .create_default_catalog_and_schema = create_default;
+        restore_function_names(&mut state, &before);
+        SessionContext::new_with_state(state)
+    }
+}
+
+/// The functions of `before` whose names resolve to another function in `now`, skipping the
+/// names in `skip`.
+fn moved<T: PartialEq + ?Sized>(
+    before: &HashMap<String, Arc<T>>,
+    now: &HashMap<String, Arc<T>>,
+    skip: &[String],
+) -> Vec<Arc<T>> {
+    before
+        .iter()
+        .filter(|(name, function)| {
+            !skip.contains(name)
+                && !now
+                    .get(*name)
+                    .is_some_and(|f| Arc::ptr_eq(f, function) || **f == ***function)
+        })
+        .map(|(_, function)| Arc::clone(function))
+        .collect()
+}
+
+/// Makes every function name of `before` (that the extension does not define) resolve in
+/// `state` to the function it resolved to in `before`. Registering a function sets its name
+/// and aliases, so names fixed early may be taken again by a later registration: repeat until
+/// nothing changes (in practice once or twice).
+fn restore_function_names(state: &mut SessionState, before: &SessionState) {
+    let ours: Vec<String> = udf::scalar_functions(&Arc::new(Catalog::default()))
+        .iter()
+        .flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()))
+        .collect();
+    for _ in 0..8 {
+        let scalars = moved(before.scalar_functions(), state.scalar_functions(), &ours);
+        let aggregates = moved(
+            before.aggregate_functions(),
+            state.aggregate_functions(),
+            &[],
+        );
+        let windows = moved(before.window_functions(), state.window_functions(), &[]);
+        if scalars.is_empty() && aggregates.is_empty() && windows.is_empty() {
+            return;
+        }
+        for function in scalars {
+            let _ = state.register_udf(function);
+        }
+        for function in aggregates {
+            let _ = state.register_udaf(function);
+        }
+        for function in windows {
+            let _ = state.register_udwf(function);
+        }
+    }
+}
+
 /// Registers the AI functions alone (`ai_complete`, `ai_embed`, `ai_filter`, `ai_classify`,
 /// `cosine_similarity`) on any function registry, resolving models and engines in `extension`.
 /// The `bedrock_usage()` table function is [`bedrock_usage_function`]; model relations need

@@ -86,7 +86,8 @@ pub mod slt;
 pub use context::BedrockContext;
 pub use error::{Error, Result};
 pub use extension::{
-    BedrockExtension, SessionStateBuilderBedrock, bedrock_usage_function, register_functions,
+    BedrockExtension, SessionContextBedrock, SessionStateBuilderBedrock, bedrock_usage_function,
+    register_functions,
 };
 pub use files::register_files_dir;
 pub use sql::execute::{execute_sql, prepare_plan, restore_catalog};

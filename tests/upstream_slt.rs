@@ -54,7 +54,7 @@ use datafusion::error::Result;
 use datafusion::physical_plan::common::collect;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
-use datafusion_bedrock::{SessionStateBuilderBedrock, execute_sql};
+use datafusion_bedrock::{SessionContextBedrock, execute_sql};
 use datafusion_sqllogictest::{
     DFColumnType, DFOutput, DFSqlLogicTestError, Filter, TestContext, TestFile, convert_batches,
     convert_schema_to_types, df_value_validator, is_spark_path, read_dir_recursive,
@@ -74,9 +74,9 @@ const FILE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 struct Extension(SessionContext);
 
-/// Adds the extension to a file's session, with the one builder call.
+/// Adds the extension to a file's session, with the one call for an existing context.
 fn extension_context(ctx: SessionContext) -> Extension {
-    Extension(ctx.into_state_builder().with_bedrock().build().into())
+    Extension(ctx.with_bedrock())
 }
 
 impl Extension {
@@ -396,7 +396,9 @@ async fn run_both(
     }
 }
 
-/// The directory of the `datafusion-sqllogictest` crate this project builds against.
+/// The directory of the `datafusion-sqllogictest` crate this project builds against, from
+/// `cargo metadata` (offline, and for this platform only: the packages of other platforms are
+/// not downloaded).
 fn upstream_crate_dir() -> std::result::Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");

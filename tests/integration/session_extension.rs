@@ -22,7 +22,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 use datafusion_bedrock::{
-    BedrockExtension, SessionStateBuilderBedrock, execute_sql, register_files_dir,
+    BedrockExtension, SessionContextBedrock, SessionStateBuilderBedrock, execute_sql,
+    register_files_dir,
 };
 
 /// An application's own analyzer rule: it counts the plans it sees.
@@ -195,7 +196,7 @@ async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_t
     app.add_analyzer_rule(Arc::clone(&audit) as _);
 
     // The one call.
-    let ctx: SessionContext = app.into_state_builder().with_bedrock().build().into();
+    let ctx = app.with_bedrock();
 
     BedrockExtension::of_session(&ctx)
         .expect("the extension is installed")
@@ -492,4 +493,87 @@ async fn several_statements_in_one_text_run_in_order() {
         ],
         &last
     );
+}
+
+/// A scalar function that answers its own name, for telling functions apart.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Named {
+    name: &'static str,
+    aliases: Vec<String>,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for Named {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<datafusion::logical_expr::ColumnarValue> {
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::from(self.name),
+        ))
+    }
+}
+
+fn named(name: &'static str, aliases: &[&str]) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::new_from_impl(Named {
+        name,
+        aliases: aliases.iter().map(|a| (*a).to_string()).collect(),
+        signature: datafusion::logical_expr::Signature::nullary(
+            datafusion::logical_expr::Volatility::Immutable,
+        ),
+    })
+}
+
+#[tokio::test]
+async fn adding_the_extension_to_an_existing_context_keeps_its_functions_and_settings() {
+    // Regression: rebuilding a state re-registers functions in hash order, so a name that is
+    // one function's name and another's alias (Spark's `array` and DataFusion's `make_array`
+    // have this shape) could resolve to either, differently from run to run.
+    for _ in 0..20 {
+        let app = SessionContext::new();
+        app.register_udf(named("first", &["shared", "other"]));
+        app.register_udf(named("shared", &[]));
+        let before = app
+            .state()
+            .config()
+            .options()
+            .catalog
+            .create_default_catalog_and_schema;
+        let ctx = app.with_bedrock();
+        let answers = collect(&ctx, "SELECT shared() AS s, other() AS o, first() AS f").await;
+        assert_batches_eq!(
+            [
+                "+--------+-------+-------+",
+                "| s      | o     | f     |",
+                "+--------+-------+-------+",
+                "| shared | first | first |",
+                "+--------+-------+-------+",
+            ],
+            &answers
+        );
+        let after = ctx
+            .state()
+            .config()
+            .options()
+            .catalog
+            .create_default_catalog_and_schema;
+        assert!(before, "a new session creates its default catalog");
+        assert_eq!(after, before);
+    }
 }
