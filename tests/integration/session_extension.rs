@@ -78,6 +78,28 @@ fn app_table() -> RecordBatch {
     .expect("a valid batch")
 }
 
+async fn emulator() -> Emulator {
+    Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator starts")
+}
+
+/// Points the session's engines without `endpoint_url` at the emulator.
+fn use_emulator(ctx: &SessionContext, emulator: &Emulator) {
+    BedrockExtension::of_session(ctx)
+        .expect("the extension is installed")
+        .set_default_endpoint(Some(emulator.url().to_string()));
+}
+
+/// A new session built with the extension.
+fn bedrock_session() -> SessionContext {
+    SessionStateBuilder::new()
+        .with_default_features()
+        .with_bedrock()
+        .build()
+        .into()
+}
+
 async fn collect(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
     execute_sql(ctx, sql)
         .await
@@ -182,9 +204,7 @@ async fn run_the_seed(ctx: &SessionContext) {
 
 #[tokio::test]
 async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_the_seed() {
-    let emulator = Emulator::start(EmulatorConfig::default())
-        .await
-        .expect("emulator starts");
+    let emulator = emulator().await;
     // The application's session: its configuration, its table, its analyzer rule.
     let config = SessionConfig::new()
         .with_target_partitions(3)
@@ -198,9 +218,7 @@ async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_t
     // The one call.
     let ctx = app.with_bedrock();
 
-    BedrockExtension::of_session(&ctx)
-        .expect("the extension is installed")
-        .set_default_endpoint(Some(emulator.url().to_string()));
+    use_emulator(&ctx, &emulator);
     register_files_dir(&ctx, "sql-tests/files")
         .await
         .expect("the files register");
@@ -246,17 +264,9 @@ async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_t
 
 #[tokio::test]
 async fn a_session_built_with_the_builder_call_runs_the_seed_through_datafusions_own_sql() {
-    let emulator = Emulator::start(EmulatorConfig::default())
-        .await
-        .expect("emulator starts");
-    let state = SessionStateBuilder::new()
-        .with_default_features()
-        .with_bedrock()
-        .build();
-    let ctx = SessionContext::new_with_state(state);
-    BedrockExtension::of_session(&ctx)
-        .expect("the extension is installed")
-        .set_default_endpoint(Some(emulator.url().to_string()));
+    let emulator = emulator().await;
+    let ctx = bedrock_session();
+    use_emulator(&ctx, &emulator);
     register_files_dir(&ctx, "sql-tests/files")
         .await
         .expect("the files register");
@@ -283,19 +293,11 @@ async fn a_session_built_with_the_builder_call_runs_the_seed_through_datafusions
 
 #[tokio::test]
 async fn engines_and_models_created_through_one_clone_are_seen_by_every_other() {
-    let emulator = Emulator::start(EmulatorConfig::default())
-        .await
-        .expect("emulator starts");
-    let state = SessionStateBuilder::new()
-        .with_default_features()
-        .with_bedrock()
-        .build();
-    let first = SessionContext::new_with_state(state);
+    let emulator = emulator().await;
+    let first = bedrock_session();
     let second = first.clone();
     let from_state = SessionContext::new_with_state(first.state());
-    BedrockExtension::of_session(&first)
-        .expect("the extension is installed")
-        .set_default_endpoint(Some(emulator.url().to_string()));
+    use_emulator(&first, &emulator);
 
     collect(
         &first,
@@ -343,9 +345,7 @@ async fn engines_and_models_created_through_one_clone_are_seen_by_every_other() 
 
 #[tokio::test]
 async fn the_applications_query_planner_still_plans_its_queries() {
-    let emulator = Emulator::start(EmulatorConfig::default())
-        .await
-        .expect("emulator starts");
+    let emulator = emulator().await;
     let planner = Arc::new(CountingPlanner::default());
     let state = SessionStateBuilder::new()
         .with_default_features()
@@ -355,9 +355,7 @@ async fn the_applications_query_planner_still_plans_its_queries() {
         .with_bedrock()
         .build();
     let ctx = SessionContext::new_with_state(state);
-    BedrockExtension::of_session(&ctx)
-        .expect("the extension is installed")
-        .set_default_endpoint(Some(emulator.url().to_string()));
+    use_emulator(&ctx, &emulator);
 
     let plain = collect(&ctx, "SELECT 1 + 1 AS two").await;
     assert_batches_eq!(
@@ -457,11 +455,7 @@ async fn plain_sql_through_the_extension_is_plain_datafusion() {
     ];
     for statements in cases {
         let plain = SessionContext::new();
-        let ours: SessionContext = SessionStateBuilder::new()
-            .with_default_features()
-            .with_bedrock()
-            .build()
-            .into();
+        let ours = bedrock_session();
         for sql in *statements {
             let expected = outcome(plain.sql(sql).await).await;
             let actual = outcome(execute_sql(&ours, sql).await).await;
@@ -473,11 +467,7 @@ async fn plain_sql_through_the_extension_is_plain_datafusion() {
 #[tokio::test]
 async fn several_statements_in_one_text_run_in_order() {
     // Where `SessionContext::sql` takes one statement, `execute_sql` runs a script.
-    let ctx: SessionContext = SessionStateBuilder::new()
-        .with_default_features()
-        .with_bedrock()
-        .build()
-        .into();
+    let ctx = bedrock_session();
     let last = collect(
         &ctx,
         "CREATE TABLE t AS VALUES (1), (2); INSERT INTO t VALUES (3); SELECT sum(column1) AS total FROM t",
