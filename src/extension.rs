@@ -137,7 +137,7 @@ impl BedrockExtension {
 /// `with_spark_features` does for its functions:
 ///
 /// ```
-/// use datafusion::execution::SessionStateBuilder;
+/// use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 /// use datafusion::prelude::SessionContext;
 /// use datafusion_bedrock::SessionStateBuilderBedrock;
 ///
@@ -217,6 +217,7 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
 /// their session from elsewhere:
 ///
 /// ```
+/// use datafusion::execution::FunctionRegistry;
 /// use datafusion::prelude::SessionContext;
 /// use datafusion_bedrock::SessionContextBedrock;
 ///
