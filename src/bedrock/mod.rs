@@ -34,6 +34,7 @@ pub mod families;
 mod identity;
 pub mod limiter;
 pub mod params;
+pub mod redact;
 pub mod request;
 pub mod retry;
 pub mod usage;

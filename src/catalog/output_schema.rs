@@ -134,18 +134,25 @@ fn split_top(piece: Piece<'_>) -> Vec<Piece<'_>> {
     parts
 }
 
-fn parse_type(piece: Piece<'_>) -> Result<OutputType> {
+/// How deep types may nest (`LIST<LIST<…>>`, `STRUCT<a STRUCT<…>>`), as JSON Schema tools
+/// bound it: deeper text is refused before it is parsed further.
+pub const MAX_DEPTH: usize = 32;
+
+fn parse_type(piece: Piece<'_>, depth: usize) -> Result<OutputType> {
     let t = piece.trimmed();
     let text = t.text();
     if let Some(open) = text.find('<') {
+        if depth >= MAX_DEPTH {
+            return Err(t.invalid(format!("nests types deeper than {MAX_DEPTH} levels")));
+        }
         let head = t.sub(0, open).trimmed().text();
         if !text.ends_with('>') {
             return Err(t.invalid(format!("has '{text}' without its closing '>'")));
         }
         let inner = t.sub(open + 1, text.len() - 1);
         return match head.to_uppercase().as_str() {
-            "LIST" | "ARRAY" => Ok(OutputType::List(Box::new(parse_type(inner)?))),
-            "STRUCT" => Ok(OutputType::Struct(parse_fields(inner)?)),
+            "LIST" | "ARRAY" => Ok(OutputType::List(Box::new(parse_type(inner, depth + 1)?))),
+            "STRUCT" => Ok(OutputType::Struct(parse_fields(inner, depth + 1)?)),
             _ => Err(t.invalid(format!("has an unknown type '{head}<…>'"))),
         };
     }
@@ -161,7 +168,7 @@ fn parse_type(piece: Piece<'_>) -> Result<OutputType> {
     }
 }
 
-fn parse_fields(piece: Piece<'_>) -> Result<Vec<OutputField>> {
+fn parse_fields(piece: Piece<'_>, depth: usize) -> Result<Vec<OutputField>> {
     let mut fields: Vec<OutputField> = Vec::new();
     for part in split_top(piece) {
         let part = part.trimmed();
@@ -179,7 +186,7 @@ fn parse_fields(piece: Piece<'_>) -> Result<Vec<OutputField>> {
         }
         fields.push(OutputField {
             name,
-            kind: parse_type(part.sub(space, text.len()))?,
+            kind: parse_type(part.sub(space, text.len()), depth)?,
         });
     }
     Ok(fields)
@@ -261,7 +268,13 @@ impl Ordered {
     }
 }
 
-fn from_json_schema(schema: &Ordered, path: &str) -> Result<OutputType> {
+fn from_json_schema(schema: &Ordered, path: &str, depth: usize) -> Result<OutputType> {
+    if depth > MAX_DEPTH {
+        return Err(invalid(format!(
+            "nests '{}' deeper than {MAX_DEPTH} levels",
+            path.chars().take(80).collect::<String>()
+        )));
+    }
     let kind = schema.get("type").and_then(Ordered::as_str).unwrap_or(
         if schema.get("properties").is_some() {
             "object"
@@ -281,6 +294,7 @@ fn from_json_schema(schema: &Ordered, path: &str) -> Result<OutputType> {
             Ok(OutputType::List(Box::new(from_json_schema(
                 items,
                 &format!("{path}[]"),
+                depth + 1,
             )?)))
         }
         "object" => {
@@ -294,7 +308,7 @@ fn from_json_schema(schema: &Ordered, path: &str) -> Result<OutputType> {
                 .map(|(name, sub)| {
                     Ok(OutputField {
                         name: name.clone(),
-                        kind: from_json_schema(sub, &format!("{path}.{name}"))?,
+                        kind: from_json_schema(sub, &format!("{path}.{name}"), depth + 1)?,
                     })
                 })
                 .collect::<Result<_>>()
@@ -420,7 +434,7 @@ impl OutputSchema {
         let fields = if trimmed.starts_with('{') {
             let schema: Ordered = serde_json::from_str(trimmed)
                 .map_err(|e| invalid(format!("is not valid JSON ({e})")))?;
-            match from_json_schema(&schema, "$")? {
+            match from_json_schema(&schema, "$", 0)? {
                 OutputType::Struct(fields) => fields,
                 _ => return Err(invalid("must describe an object with properties")),
             }
@@ -428,7 +442,7 @@ impl OutputSchema {
             if trimmed.is_empty() {
                 return Err(invalid("is empty"));
             }
-            parse_fields(Piece::new(text).trimmed())?
+            parse_fields(Piece::new(text).trimmed(), 0)?
         };
         Ok(Self {
             text: text.to_string(),
@@ -556,6 +570,48 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // Regression: 10,000 nested LISTs overflowed the stack; 50,000 STRUCTs ran for
+        // tens of seconds before aborting.
+        let fix = ": write e.g. output_schema = 'name STRING, age INT, tags LIST<STRING>' or a JSON Schema object";
+        let lists = format!("a {}STRING{}", "LIST<".repeat(10_000), ">".repeat(10_000));
+        assert_eq!(
+            OutputSchema::parse(&lists).unwrap_err().to_string(),
+            format!(
+                "Parameter 'output_schema' nests types deeper than 32 levels at character 163{fix}"
+            )
+        );
+        let structs = format!(
+            "a {}b INT{}",
+            "STRUCT<b ".repeat(50_000),
+            ">".repeat(50_000)
+        );
+        assert!(
+            OutputSchema::parse(&structs)
+                .unwrap_err()
+                .to_string()
+                .starts_with(
+                    "Parameter 'output_schema' nests types deeper than 32 levels at character "
+                )
+        );
+        // 32 levels are fine.
+        let deepest = format!("a {}STRING{}", "LIST<".repeat(32), ">".repeat(32));
+        assert!(OutputSchema::parse(&deepest).is_ok());
+        let json = format!(
+            "{{\"type\":\"object\",\"properties\":{{\"a\":{}{{\"type\":\"string\"}}{}}}}}",
+            "{\"type\":\"array\",\"items\":".repeat(40),
+            "}".repeat(40)
+        );
+        assert_eq!(
+            OutputSchema::parse(&json).unwrap_err().to_string(),
+            format!(
+                "Parameter 'output_schema' nests '$.a{}' deeper than 32 levels{fix}",
+                "[]".repeat(32)
+            )
+        );
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl CatalogFile {
             ))
         };
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail("created", e))?;
+            create_private_dir(dir).map_err(|e| fail("created", e))?;
         }
         let text = serde_json::to_string_pretty(contents)
             .map_err(|e| fail("written", std::io::Error::other(e)))?;
@@ -244,6 +244,25 @@ impl CatalogFile {
         write_private(&tmp, text.as_bytes()).map_err(|e| fail("written", e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| fail("written", e))
     }
+}
+
+/// Creates a directory and its missing parents, the ones it creates readable by their owner
+/// only (mode 0700 on Unix); a directory that exists already is left as it is.
+///
+/// # Errors
+/// What the file system reports.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Writes a file readable and writable by its owner only (mode 0600 on Unix).
@@ -337,6 +356,11 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = std::fs::metadata(path.parent().expect("has a parent"))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(dir_mode & 0o777, 0o700, "the directory the file made");
         }
     }
 

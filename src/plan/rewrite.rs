@@ -168,7 +168,11 @@ fn rewrite_filter(predicate: Expr, found: &Found) -> Result<LogicalPlan> {
         args.push(value.clone());
         exprs.push(value.alias_qualified(Some(found.qualifier.clone()), input.clone()));
     }
-    let one_row = LogicalPlanBuilder::empty(true).build()?;
+    // `input = NULL` is never true: no row, and no request.
+    let any_null = args
+        .iter()
+        .any(|a| matches!(a, Expr::Literal(v, _) if v.is_null()));
+    let one_row = LogicalPlanBuilder::empty(!any_null).build()?;
     let mut builder = LogicalPlanBuilder::from(answer(Arc::new(one_row), exprs, args, found)?);
     if let Some(rest) = conjunction(rest) {
         builder = builder.filter(rest)?;

@@ -9,6 +9,7 @@
 //! [`crate::execute_sql`] and print through the same `PrintOptions`.
 
 mod helper;
+pub mod history;
 pub mod progress;
 pub mod split;
 
@@ -342,7 +343,8 @@ impl Shell {
     }
 
     /// The interactive shell: `datafusion-cli`'s line editor, hints, highlighting and `\`
-    /// commands, with the extension's statements accepted. History is kept in `.history`.
+    /// commands, with the extension's statements accepted. History is kept in the user's state
+    /// directory ([`history::history_path`]) without the values of secret parameters.
     ///
     /// # Errors
     /// When the terminal cannot be read.
@@ -357,17 +359,20 @@ impl Shell {
             .sql_parser
             .dialect;
         editor.set_helper(Some(helper::ShellHelper::new(&dialect, self.print.color)));
-        editor.load_history(".history").ok();
+        let history = history::history_path();
+        if let Some(path) = &history {
+            editor.load_history(path).ok();
+        }
         loop {
             match editor.readline("> ") {
                 Ok(line) if line.starts_with('\\') => {
-                    editor.add_history_entry(line.trim_end())?;
+                    remember(&mut editor, &line)?;
                     if !self.run_command(&line).await {
                         break;
                     }
                 }
                 Ok(line) => {
-                    editor.add_history_entry(line.trim_end())?;
+                    remember(&mut editor, &line)?;
                     match self.run_sql(&line).await {
                         Ok(()) => {}
                         Err(Failure::Cancelled) => println!("^C"),
@@ -390,7 +395,10 @@ impl Shell {
                 }
             }
         }
-        editor.save_history(".history")
+        match &history {
+            Some(path) => save_history(&mut editor, path),
+            None => Ok(()),
+        }
     }
 
     /// Runs a `\` command; `false` for `\q`.
@@ -438,6 +446,28 @@ impl Shell {
         }
         true
     }
+}
+
+/// Adds a line to the history, with the values of secret parameters redacted.
+fn remember<H: rustyline::Helper>(
+    editor: &mut rustyline::Editor<H, rustyline::history::DefaultHistory>,
+    line: &str,
+) -> rustyline::Result<()> {
+    if let Some(safe) = history::redact(line.trim_end()) {
+        editor.add_history_entry(safe)?;
+    }
+    Ok(())
+}
+
+/// Saves the history in a directory only the user can read (0700 on Unix).
+fn save_history<H: rustyline::Helper>(
+    editor: &mut rustyline::Editor<H, rustyline::history::DefaultHistory>,
+    path: &Path,
+) -> rustyline::Result<()> {
+    if let Some(dir) = path.parent() {
+        crate::catalog::persist::create_private_dir(dir)?;
+    }
+    editor.save_history(path)
 }
 
 /// `datafusion-cli`'s print options for a format.

@@ -16,6 +16,7 @@ use super::parser::{BedrockStatement, QualifiedName};
 use crate::bedrock::config::{CredentialSource, EngineConfig};
 use crate::bedrock::engine::Engine;
 use crate::bedrock::params::suggest;
+use crate::bedrock::redact::url_for_display;
 use crate::catalog::ModelEntry;
 use crate::catalog::model::ModelSpec;
 use crate::error::Error;
@@ -113,7 +114,9 @@ impl Ddl<'_> {
                             e.name().to_string(),
                             "bedrock".into(),
                             e.region().to_string(),
-                            c.endpoint_url.clone().unwrap_or_else(|| "(AWS)".into()),
+                            c.endpoint_url
+                                .as_deref()
+                                .map_or_else(|| "(AWS)".into(), url_for_display),
                             credential_kind(&c.credentials),
                             c.max_concurrency.to_string(),
                             c.is_default.to_string(),
@@ -150,6 +153,7 @@ impl Ddl<'_> {
                     )));
                 }
                 let spec = ModelSpec::from_params(&name, &target, &params).map_err(from_error)?;
+                check_outputs_are_not_inputs(&spec)?;
                 let engine = self.ext.catalog().engine(&spec.engine).ok_or_else(|| {
                     let hint = match suggest(
                         &spec.engine,
@@ -338,6 +342,24 @@ impl Ddl<'_> {
             .collect();
         let batch = RecordBatch::try_new(schema, arrays)?;
         self.ctx.read_batch(batch)
+    }
+}
+
+/// A model's output columns (the target and, with provenance, `<target>_meta`) must differ
+/// from its inputs: a query would otherwise have two columns of one name.
+fn check_outputs_are_not_inputs(spec: &ModelSpec) -> Result<()> {
+    let inputs = spec.input_columns();
+    let mut outputs = vec![spec.target.clone()];
+    if spec.provenance {
+        outputs.push(spec.meta_column());
+    }
+    match outputs.iter().find(|o| inputs.contains(o)) {
+        Some(clash) => Err(user_error(format!(
+            "Model '{}' would predict the column '{clash}', which is also one of its inputs ({}): PREDICT another column, e.g. PREDICT answer",
+            spec.name,
+            inputs.join(", ")
+        ))),
+        None => Ok(()),
     }
 }
 

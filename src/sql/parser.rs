@@ -446,7 +446,7 @@ fn parse_using(p: &mut Parser<'_>) -> Result<Vec<(String, ParamValue)>> {
                 found(&eq)
             )));
         }
-        let value = parse_value(p, &key)?;
+        let value = parse_value(p, &key, 0)?;
         params.push((key, value));
         if !p.consume_token(&Token::Comma) {
             break;
@@ -455,7 +455,10 @@ fn parse_using(p: &mut Parser<'_>) -> Result<Vec<(String, ParamValue)>> {
     Ok(params)
 }
 
-fn parse_value(p: &mut Parser<'_>, key: &str) -> Result<ParamValue> {
+/// How deep `[…]` lists may nest in a parameter's value.
+const MAX_LIST_DEPTH: usize = 32;
+
+fn parse_value(p: &mut Parser<'_>, key: &str, depth: usize) -> Result<ParamValue> {
     let t = p.next_token();
     let bad = |t: &TokenWithSpan| {
         plan_error(format!(
@@ -482,13 +485,17 @@ fn parse_value(p: &mut Parser<'_>, key: &str) -> Result<ParamValue> {
             Ok(ParamValue::Bool(false))
         }
         Token::Word(w) => Ok(ParamValue::String(w.value.clone())),
+        Token::LBracket if depth >= MAX_LIST_DEPTH => Err(plan_error(format!(
+            "The value of '{key}' nests lists deeper than {MAX_LIST_DEPTH} levels, at line {}, column {}",
+            t.span.start.line, t.span.start.column
+        ))),
         Token::LBracket => {
             let mut items = Vec::new();
             if p.consume_token(&Token::RBracket) {
                 return Ok(ParamValue::List(items));
             }
             loop {
-                items.push(parse_value(p, key)?);
+                items.push(parse_value(p, key, depth + 1)?);
                 if p.consume_token(&Token::RBracket) {
                     return Ok(ParamValue::List(items));
                 }
@@ -752,6 +759,28 @@ mod tests {
         );
         let create_table = parse_sql("CREATE TABLE models (a INT)").unwrap();
         assert!(matches!(&create_table[0], ParsedStatement::DataFusion(_)));
+    }
+
+    #[test]
+    fn deeply_nested_lists_are_refused_not_a_stack_overflow() {
+        let sql = format!(
+            "CREATE MODEL m PREDICT a USING stop = {}'x'{}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        match parse_sql(&sql).unwrap_err() {
+            DataFusionError::Plan(message) => assert_eq!(
+                message,
+                "The value of 'stop' nests lists deeper than 32 levels, at line 1, column 71"
+            ),
+            other => panic!("not a plan error: {other:?}"),
+        }
+        let fine = format!(
+            "CREATE MODEL m PREDICT a USING stop = {}'x'{}",
+            "[".repeat(32),
+            "]".repeat(32)
+        );
+        assert!(parse_sql(&fine).is_ok());
     }
 
     #[test]
