@@ -384,12 +384,23 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
     if let Some(path) = catalog_path(&args) {
         let file = CatalogFile::open(&path).map_err(|e| e.to_string())?;
         ext.set_catalog_file(Some(file));
-        let failures = restore_catalog(&ctx).await.map_err(|e| e.to_string())?;
-        for (what, e) in failures {
-            eprintln!(
-                "Warning: {what} of {} was not restored: {e}",
-                path.display()
-            );
+        // Each engine and model waits at most its connect_timeout; Ctrl-C stops the restore
+        // (what was not restored stays in the file).
+        tokio::select! {
+            restored = restore_catalog(&ctx) => {
+                for (what, e) in restored.map_err(|e| e.to_string())? {
+                    eprintln!(
+                        "Warning: {what} of {} was not restored: {e}",
+                        path.display()
+                    );
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!(
+                    "Warning: restoring {} was interrupted (Ctrl-C): what was not restored yet stays in the file",
+                    path.display()
+                );
+            }
         }
     }
     if let Some(dir) = &args.files {

@@ -3,7 +3,9 @@
 //! What is stored is what recreates them — each name with its `USING` parameters exactly as
 //! written — so secrets are stored only when they were given inline, and engines that name no
 //! `endpoint_url` follow whatever default endpoint the next session has. The file is JSON,
-//! rewritten whole on every change (through a temporary file and a rename), with mode 0600.
+//! rewritten whole on every change (through a temporary file and a rename), with mode 0600, in
+//! a directory made with mode 0700. Every change is made under an exclusive lock of
+//! `<file>.lock` to the file as it is on disk then, so shells sharing a file lose nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -86,6 +88,37 @@ struct Contents {
     models: Vec<ModelRecord>,
 }
 
+/// The contents of a catalog file; empty when it does not exist.
+fn read_contents(path: &Path) -> Result<Contents> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let contents: Contents = serde_json::from_str(&text).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "The catalog file '{}' is not a datafusion-bedrock catalog ({e}): \
+                     move it away or name another file",
+                    path.display()
+                ))
+            })?;
+            if contents.version != VERSION {
+                return Err(Error::InvalidInput(format!(
+                    "The catalog file '{}' has version {}, this build reads version {VERSION}",
+                    path.display(),
+                    contents.version
+                )));
+            }
+            Ok(contents)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Contents {
+            version: VERSION,
+            ..Contents::default()
+        }),
+        Err(e) => Err(Error::InvalidInput(format!(
+            "The catalog file '{}' cannot be read: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// A catalog file on disk and its contents in memory.
 pub struct CatalogFile {
     path: PathBuf,
@@ -109,35 +142,7 @@ impl CatalogFile {
     /// When the file exists but cannot be read or is not a catalog file.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        let contents = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let contents: Contents = serde_json::from_str(&text).map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "The catalog file '{}' is not a datafusion-bedrock catalog ({e}): \
-                         move it away or name another file",
-                        path.display()
-                    ))
-                })?;
-                if contents.version != VERSION {
-                    return Err(Error::InvalidInput(format!(
-                        "The catalog file '{}' has version {}, this build reads version {VERSION}",
-                        path.display(),
-                        contents.version
-                    )));
-                }
-                contents
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Contents {
-                version: VERSION,
-                ..Contents::default()
-            },
-            Err(e) => {
-                return Err(Error::InvalidInput(format!(
-                    "The catalog file '{}' cannot be read: {e}",
-                    path.display()
-                )));
-            }
-        };
+        let contents = read_contents(&path)?;
         Ok(Self {
             path,
             contents: Mutex::new(contents),
@@ -186,8 +191,14 @@ impl CatalogFile {
     ///
     /// # Errors
     /// When the file cannot be written.
+    ///
+    /// Shells sharing one file never lose each other's entries: the change is made under an
+    /// exclusive lock of `<file>.lock`, to the file as it is on disk at that moment (what
+    /// other processes recorded since it was opened is kept).
     pub fn record(&self, statement: &BedrockStatement) -> Result<()> {
         let mut contents = self.lock();
+        let _file_lock = self.lock_file()?;
+        *contents = read_contents(&self.path)?;
         match statement {
             BedrockStatement::CreateEngine {
                 name,
@@ -224,6 +235,32 @@ impl CatalogFile {
             _ => return Ok(()),
         }
         self.write(&contents)
+    }
+
+    /// Takes the exclusive lock of `<file>.lock` (waiting for other processes that hold it);
+    /// it is released when the returned file is dropped.
+    fn lock_file(&self) -> Result<std::fs::File> {
+        let fail = |e: std::io::Error| {
+            Error::InvalidInput(format!(
+                "The catalog file '{}' cannot be locked: {e}",
+                self.path.display()
+            ))
+        };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(fail)?;
+        }
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(PathBuf::from(lock_path)).map_err(fail)?;
+        file.lock().map_err(fail)?;
+        Ok(file)
     }
 
     fn write(&self, contents: &Contents) -> Result<()> {
@@ -362,6 +399,42 @@ mod tests {
                 .mode();
             assert_eq!(dir_mode & 0o777, 0o700, "the directory the file made");
         }
+    }
+
+    fn engine(name: &str) -> BedrockStatement {
+        BedrockStatement::CreateEngine {
+            name: vec![name.into()],
+            if_not_exists: false,
+            handler: "bedrock".into(),
+            params: vec![],
+        }
+    }
+
+    #[test]
+    fn two_writers_of_one_file_keep_each_others_entries() {
+        // Regression: each writer rewrote the whole file from what it had read at start.
+        let path = temp_path("two-writers");
+        let first = CatalogFile::open(&path).expect("opens");
+        let second = CatalogFile::open(&path).expect("opens");
+        second.record(&engine("b")).expect("records");
+        first.record(&engine("a")).expect("records");
+        second
+            .record(&BedrockStatement::DropEngine {
+                name: vec!["b".into()],
+                if_exists: false,
+            })
+            .expect("records");
+        first.record(&engine("c")).expect("records");
+        let names: Vec<String> = CatalogFile::open(&path)
+            .expect("opens")
+            .statements()
+            .iter()
+            .map(|s| match s {
+                BedrockStatement::CreateEngine { name, .. } => name.join("."),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["a", "c"]);
     }
 
     #[test]

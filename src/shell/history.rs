@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::bedrock::config::SECRET_PARAMETERS;
-use crate::bedrock::redact::REDACTED;
+use crate::bedrock::redact::{REDACTED, url_for_display};
 
 /// Where the history is kept: `datafusion-bedrock/history` in the user's state directory
 /// (`$XDG_STATE_HOME`, else `~/.local/state` on Linux; the local data directory elsewhere), or
@@ -26,7 +26,7 @@ pub fn history_path() -> Option<PathBuf> {
 
 /// A line as it may be saved: the value after `secret_parameter =` replaced by
 /// [`REDACTED`] for every secret parameter (`aws_secret_access_key`, `aws_session_token`,
-/// `api_key`). A line that does not tokenize is kept only if it names no secret parameter.
+/// `api_key`), and the user-info of URLs in strings hidden. A line that does not tokenize is kept only if it names no secret parameter.
 pub fn redact(line: &str) -> Option<String> {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, line).tokenize() else {
         let lower = line.to_lowercase();
@@ -60,6 +60,10 @@ pub fn redact(line: &str) -> Option<String> {
                 state = 0;
                 out.push_str(&token.to_string());
             }
+            // A URL's user-info is a secret too.
+            (_, Token::SingleQuotedString(text)) if text.contains("://") => {
+                out.push_str(&Token::SingleQuotedString(url_for_display(text)).to_string());
+            }
             _ => out.push_str(&token.to_string()),
         }
     }
@@ -79,6 +83,15 @@ mod tests {
             .as_deref(),
             Some(
                 "CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AKID', AWS_SECRET_ACCESS_KEY = '<redacted>', aws_session_token = '<redacted>', api_key='<redacted>', region_name = 'us-east-1';"
+            )
+        );
+        assert_eq!(
+            redact(
+                "CREATE ML_ENGINE e FROM bedrock USING endpoint_url = 'http://user:pa55@host:9/'"
+            )
+            .as_deref(),
+            Some(
+                "CREATE ML_ENGINE e FROM bedrock USING endpoint_url = 'http://<redacted>@host:9/'"
             )
         );
         // Other text is kept as typed, comments and line breaks included.

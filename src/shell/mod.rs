@@ -258,7 +258,8 @@ impl Shell {
 
     async fn run_in_datafusion_cli(&self, sql: &str) -> Result<()> {
         let session = CliSession { ctx: &self.ctx };
-        datafusion_cli::exec::exec_from_commands(&session, vec![sql.to_string()], &self.print).await
+        let print = every_row_unless_table(&self.print);
+        datafusion_cli::exec::exec_from_commands(&session, vec![sql.to_string()], &print).await
     }
 
     async fn run_extension(&self, sql: &str) -> Result<()> {
@@ -446,6 +447,17 @@ impl Shell {
         }
         true
     }
+}
+
+/// `--maxrows` limits what the table format displays; `datafusion-cli` 55 also stops
+/// collecting a query's rows there for every other format, silently dropping rows that were
+/// computed (and paid for). CSV, TSV, JSON and NDJSON print every row.
+fn every_row_unless_table(print: &PrintOptions) -> PrintOptions {
+    let mut print = print.clone();
+    if !matches!(print.format, PrintFormat::Table | PrintFormat::Automatic) {
+        print.maxrows = MaxRows::Unlimited;
+    }
+    print
 }
 
 /// Adds a line to the history, with the values of secret parameters redacted.

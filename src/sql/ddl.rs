@@ -182,10 +182,7 @@ impl Ddl<'_> {
                         "Model '{name}' would hide the table '{name}': choose another name"
                     )));
                 }
-                let info = engine
-                    .check_text_model(&spec.model_id)
-                    .await
-                    .map_err(from_error)?;
+                let info = check_model_in_time(&engine, &spec).await?;
                 let udf =
                     Arc::new(PredictUdf::new(spec.clone(), Arc::clone(&engine)).into_scalar_udf());
                 self.ctx.register_udf(ScalarUDF::clone(&udf));
@@ -342,6 +339,30 @@ impl Ddl<'_> {
             .collect();
         let batch = RecordBatch::try_new(schema, arrays)?;
         self.ctx.read_batch(batch)
+    }
+}
+
+/// The foundation-model check of `CREATE MODEL`, bounded by the engine's `connect_timeout`
+/// (an endpoint that accepts connections and never answers is the endpoint's fault, not the
+/// model id's, and must not hold a shell's start-up for `request_timeout`).
+async fn check_model_in_time(
+    engine: &Engine,
+    spec: &ModelSpec,
+) -> Result<crate::bedrock::engine::FoundationModelInfo> {
+    let limit = engine.config().connect_timeout;
+    match tokio::time::timeout(limit, engine.check_text_model(&spec.model_id)).await {
+        Ok(checked) => checked.map_err(from_error),
+        Err(_) => Err(user_error(format!(
+            "Model '{}': ML engine '{}' got no answer from {} within {}s while checking model_id '{}' (GetFoundationModel): check the engine's endpoint_url, region_name and network access, or raise its connect_timeout",
+            spec.name,
+            engine.name(),
+            engine.config().endpoint_url.as_deref().map_or_else(
+                || format!("Bedrock in {}", engine.region()),
+                url_for_display
+            ),
+            limit.as_secs_f64(),
+            spec.model_id
+        ))),
     }
 }
 

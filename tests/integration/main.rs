@@ -8,6 +8,8 @@ mod support;
 mod cli;
 #[cfg(feature = "cli")]
 mod cli_datafusion;
+#[cfg(feature = "cli")]
+mod cli_hardening;
 #[cfg(feature = "emulator")]
 mod client_engine;
 #[cfg(feature = "emulator")]

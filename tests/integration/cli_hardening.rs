@@ -1,0 +1,316 @@
+//! Hostile and unlucky input through the `datafusion-bedrock` binary, where users met it:
+//! every row printed in non-table formats, secrets kept out of the history and of `SHOW`,
+//! deep nesting refused, two shells sharing one catalog file, all with no AWS credentials and
+//! empty home, config and state directories.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+struct Out {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+fn command(home: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_datafusion-bedrock"));
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("AWS_") || text.starts_with("DATAFUSION_") || text.starts_with("XDG_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .current_dir(home)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+async fn run(home: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut cmd = command(home, args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("the binary starts");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("piped");
+        pipe.write_all(text.as_bytes()).await.expect("written");
+    }
+    let out = child.wait_with_output().await.expect("the binary ends");
+    Out {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+const ENGINE: &str = "CREATE ML_ENGINE e FROM bedrock USING api_key = 'k'";
+
+#[tokio::test]
+async fn csv_and_json_print_every_row_whatever_maxrows_says() {
+    // Regression: with `-b 100`, datafusion-cli's exec kept only the batches up to --maxrows
+    // (40) for every format: 200 of 2,000 rows printed, exit 0, all 2,000 answered and paid.
+    let home = tempfile::tempdir().expect("temp dir");
+    for format in ["csv", "json", "nd-json", "tsv"] {
+        let out = run(
+            home.path(),
+            &[
+                "-q",
+                "--emulator",
+                "-b",
+                "100",
+                "--format",
+                format,
+                "-c",
+                ENGINE,
+                "CREATE MODEL m PREDICT answer USING engine = 'e', prompt_template = 'n{{n}}'",
+                "SELECT m.answer FROM (SELECT value AS n FROM range(2000)) AS d JOIN m",
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(out.code, Some(0), "{format}: {}", out.stderr);
+        let answers = out
+            .stdout
+            .lines()
+            .filter(|l| l.contains("Emulated amazon.titan-text-premier-v1:0"))
+            .map(|l| l.matches("Emulated ").count())
+            .sum::<usize>();
+        assert_eq!(answers, 2000, "{format} printed {answers} of 2000 answers");
+    }
+    // The table format still shows --maxrows rows and says how many there were.
+    let out = run(
+        home.path(),
+        &[
+            "--emulator",
+            "-b",
+            "100",
+            "-c",
+            ENGINE,
+            "CREATE MODEL m PREDICT answer USING engine = 'e', prompt_template = 'n{{n}}'",
+            "SELECT m.answer FROM (SELECT value AS n FROM range(2000)) AS d JOIN m",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.stdout
+            .contains("2000 row(s) fetched. (First 40 displayed. Use --maxrows to adjust)"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn the_history_is_kept_out_of_the_working_directory_and_without_secrets() {
+    // Regression: the prompt wrote every statement, secret keys included, to ./.history.
+    let home = tempfile::tempdir().expect("temp dir");
+    let typed = "CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AKIDHISTORY', aws_secret_access_key = 'history-secret-value', endpoint_url = 'http://user:url-password@127.0.0.1:9', verify_credentials = false;\nSHOW ML_ENGINES;\n";
+    let out = run(home.path(), &["-q"], Some(typed)).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // SHOW ML_ENGINES hides the URL's user-info.
+    assert!(
+        out.stdout.contains(
+            "| e    | bedrock | us-east-1 | http://<redacted>@127.0.0.1:9 | static keys |"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("url-password"), "{}", out.stdout);
+    assert!(!home.path().join(".history").exists());
+    let history = home.path().join("state/datafusion-bedrock/history");
+    let saved = std::fs::read_to_string(&history).expect("the history is saved");
+    assert_eq!(
+        saved,
+        "#V2\nCREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AKIDHISTORY', aws_secret_access_key = '<redacted>', endpoint_url = 'http://<redacted>@127.0.0.1:9', verify_credentials = false;\nSHOW ML_ENGINES;\n"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&history), 0o600);
+        assert_eq!(mode(history.parent().expect("a directory")), 0o700);
+    }
+}
+
+#[tokio::test]
+async fn deep_nesting_is_a_clear_error_not_an_abort() {
+    // Regression: 10,000 nested LISTs overflowed the stack (exit 134).
+    let home = tempfile::tempdir().expect("temp dir");
+    let schema = format!("a {}STRING{}", "LIST<".repeat(10_000), ">".repeat(10_000));
+    let create = format!(
+        "CREATE MODEL m PREDICT p USING engine = 'e', prompt_template = '{{{{x}}}}', output_schema = '{schema}'"
+    );
+    let stop = format!(
+        "CREATE MODEL m2 PREDICT p USING engine = 'e', prompt_template = '{{{{x}}}}', stop = {}'x'{}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let out = run(
+        home.path(),
+        &["-q", "--emulator", "-c", ENGINE, &create],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stdout.ends_with(
+            "Error: Error during planning: Parameter 'output_schema' nests types deeper than 32 levels at character 163: write e.g. output_schema = 'name STRING, age INT, tags LIST<STRING>' or a JSON Schema object\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = run(
+        home.path(),
+        &["-q", "--emulator", "-c", ENGINE, &stop],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stdout.ends_with(
+            "Error: Error during planning: The value of 'stop' nests lists deeper than 32 levels, at line 1, column 109\n"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn two_shells_sharing_one_catalog_file_lose_no_entry() {
+    // Regression: each shell rewrote the whole file from memory, so an engine made in one
+    // disappeared when the other wrote. Bounded: 2 processes × 10 engines each.
+    let home = tempfile::tempdir().expect("temp dir");
+    let catalog = home.path().join("shared").join("catalog.json");
+    let catalog = catalog.display().to_string();
+    let statements = |shell: &str| -> Vec<String> {
+        (0..10)
+            .map(|i| {
+                format!(
+                    "CREATE ML_ENGINE {shell}_{i} FROM bedrock USING api_key = 'k', endpoint_url = 'http://127.0.0.1:9', verify_credentials = false"
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (statements("a"), statements("b"));
+    let args = |list: &[String]| {
+        let mut args = vec![
+            "-q".to_string(),
+            "--catalog".into(),
+            catalog.clone(),
+            "-c".into(),
+        ];
+        args.extend(list.iter().cloned());
+        args
+    };
+    let (args_a, args_b) = (args(&a), args(&b));
+    let ra: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let rb: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let (out_a, out_b) = tokio::join!(run(home.path(), &ra, None), run(home.path(), &rb, None));
+    assert_eq!(
+        (out_a.code, out_b.code),
+        (Some(0), Some(0)),
+        "{}{}",
+        out_a.stderr,
+        out_b.stderr
+    );
+    let shown = run(
+        home.path(),
+        &[
+            "-q",
+            "--catalog",
+            &catalog,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT 1 AS ready",
+            "SHOW ML_ENGINES",
+        ],
+        None,
+    )
+    .await;
+    let mut names: Vec<&str> = shown
+        .stdout
+        .lines()
+        .filter_map(|l| l.split(',').next())
+        .filter(|n| n.starts_with("a_") || n.starts_with("b_"))
+        .collect();
+    names.sort_unstable();
+    let mut expected: Vec<String> = (0..10)
+        .flat_map(|i| [format!("a_{i}"), format!("b_{i}")])
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "{}", shown.stderr);
+}
+
+/// A loopback port that accepts connections and never answers; serves until dropped.
+async fn silent_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let task = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_silent_endpoint_costs_connect_timeout_and_is_blamed_at_create_and_at_start_up() {
+    // Regression: CREATE MODEL waited request_timeout (120 s) and blamed model_id; a saved
+    // model on such an endpoint delayed every shell start by that much.
+    let (url, server) = silent_endpoint().await;
+    let home = tempfile::tempdir().expect("temp dir");
+    let catalog = home.path().join("catalog.json").display().to_string();
+    let engine = format!(
+        "CREATE ML_ENGINE silent FROM bedrock USING api_key = 'k', endpoint_url = '{url}', verify_credentials = false, connect_timeout = 1"
+    );
+    let model = "CREATE MODEL m PREDICT answer USING engine = 'silent', question_column = 'q'";
+    let out = run(
+        home.path(),
+        &["-q", "--catalog", &catalog, "-c", &engine, model],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stdout.ends_with(&format!(
+            "Error: Error during planning: Model 'm': ML engine 'silent' got no answer from {url} within 1s while checking model_id 'amazon.titan-text-premier-v1:0' (GetFoundationModel): check the engine's endpoint_url, region_name and network access, or raise its connect_timeout\n"
+        )),
+        "{}",
+        out.stdout
+    );
+    // A model saved while the endpoint answered, restored while it is silent: start-up waits
+    // the engine's connect_timeout, says what it skipped, and the shell runs.
+    let saved = format!(
+        r#"{{"version":1,"engines":[{{"name":["silent"],"handler":"bedrock","params":[["api_key","k"],["endpoint_url","{url}"],["verify_credentials",false],["connect_timeout",1.0]]}}],"models":[{{"name":["m"],"target":"answer","params":[["engine","silent"],["question_column","q"]]}}]}}"#
+    );
+    std::fs::write(&catalog, saved).expect("the catalog is written");
+    let out = run(
+        home.path(),
+        &["-q", "--catalog", &catalog, "-c", "SELECT 1 AS up"],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "+----+\n| up |\n+----+\n| 1  |\n+----+\n");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "Warning: model 'm' of {catalog} was not restored: Error during planning: Model 'm': ML engine 'silent' got no answer from {url} within 1s while checking model_id 'amazon.titan-text-premier-v1:0' (GetFoundationModel): check the engine's endpoint_url, region_name and network access, or raise its connect_timeout\n"
+        )
+    );
+    server.abort();
+}
