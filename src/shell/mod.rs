@@ -10,6 +10,7 @@
 
 mod helper;
 pub mod history;
+pub mod nested_text;
 pub mod progress;
 pub mod split;
 
@@ -133,6 +134,8 @@ pub async fn session_context(
 /// come at planning and plainly.
 struct CliSession<'a> {
     ctx: &'a SessionContext,
+    /// Nested columns print as JSON text (CSV and TSV cannot hold them).
+    nested_as_json: bool,
 }
 
 #[async_trait::async_trait]
@@ -158,7 +161,10 @@ impl CliSessionContext for CliSession<'_> {
     }
 
     async fn execute_logical_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
-        let plan = crate::prepare_plan(plan, &self.ctx.state())?;
+        let mut plan = crate::prepare_plan(plan, &self.ctx.state())?;
+        if self.nested_as_json {
+            plan = nested_text::nested_columns_as_json(plan)?;
+        }
         self.ctx.execute_logical_plan(plan).await
     }
 }
@@ -256,8 +262,16 @@ impl Shell {
         }
     }
 
+    /// The session as `datafusion-cli` sees it, for the current print format.
+    fn cli_session(&self) -> CliSession<'_> {
+        CliSession {
+            ctx: &self.ctx,
+            nested_as_json: nested_as_json(&self.print),
+        }
+    }
+
     async fn run_in_datafusion_cli(&self, sql: &str) -> Result<()> {
-        let session = CliSession { ctx: &self.ctx };
+        let session = self.cli_session();
         let print = every_row_unless_table(&self.print);
         datafusion_cli::exec::exec_from_commands(&session, vec![sql.to_string()], &print).await
     }
@@ -438,7 +452,10 @@ impl Shell {
                 Err(Failure::Error(e)) => Err(e),
             },
             _ => {
-                let session = CliSession { ctx: &self.ctx };
+                let session = CliSession {
+                    ctx: &self.ctx,
+                    nested_as_json: nested_as_json(&self.print),
+                };
                 cmd.execute(&session, &mut self.print).await
             }
         };
@@ -447,6 +464,11 @@ impl Shell {
         }
         true
     }
+}
+
+/// CSV and TSV cannot hold nested values: they print as JSON text.
+fn nested_as_json(print: &PrintOptions) -> bool {
+    matches!(print.format, PrintFormat::Csv | PrintFormat::Tsv)
 }
 
 /// `--maxrows` limits what the table format displays; `datafusion-cli` 55 also stops

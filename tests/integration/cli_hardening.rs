@@ -304,3 +304,43 @@ async fn a_silent_endpoint_costs_connect_timeout_and_is_blamed_at_create_and_at_
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn structured_answers_print_in_csv_and_tsv_as_json_text() {
+    // Regression: Arrow's CSV writer refused the struct column after the model was paid for.
+    let home = tempfile::tempdir().expect("temp dir");
+    let model = "CREATE MODEL m PREDICT answer USING engine = 'e', question_column = 'q', output_schema = 'name STRING, tags LIST<STRING>'";
+    for (format, separator) in [("csv", ","), ("tsv", "\t")] {
+        let out = run(
+            home.path(),
+            &[
+                "-q",
+                "--emulator",
+                "--format",
+                format,
+                "-c",
+                ENGINE,
+                model,
+                "SELECT q, answer, [1, 2] AS list FROM m WHERE q = 'Ada'",
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(out.code, Some(0), "{format}: {}", out.stdout);
+        let last_two: Vec<&str> = out.stdout.lines().rev().take(2).collect();
+        // Quoted as the CSV writer quotes any text holding quotes, with either separator.
+        let expected_row = format!(
+            r#"Ada{separator}"{{""name"":""Ada"",""tags"":[""Ada"",""Ada""]}}"{separator}{}"#,
+            if format == "csv" {
+                "\"[1,2]\""
+            } else {
+                "[1,2]"
+            }
+        );
+        assert_eq!(
+            last_two,
+            [expected_row, format!("q{separator}answer{separator}list")],
+            "{format}"
+        );
+    }
+}
