@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::source_as_provider;
@@ -85,6 +86,26 @@ fn answer(
     .build()
 }
 
+/// A model's prompts are text: text, numbers, booleans, dates, times and lists render as text;
+/// structs, maps and binary values do not, and are refused at planning with the fix.
+fn check_text_input(model: &str, input: &str, data_type: &DataType) -> Result<()> {
+    let fix = match data_type {
+        DataType::Struct(_) | DataType::Map(..) | DataType::Union(..) => format!(
+            "select a field of it ({input}['field'] AS {input}) in a subquery, or pass it as JSON text"
+        ),
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => format!(
+            "decode it to text in a subquery (CAST({input} AS VARCHAR) AS {input} for UTF-8 bytes, encode({input}, 'base64') AS {input} otherwise)"
+        ),
+        _ => return Ok(()),
+    };
+    Err(DataFusionError::Plan(format!(
+        "Model '{model}' renders its input '{input}' as text, and that column is {data_type}: {fix}"
+    )))
+}
+
 /// `FROM data JOIN model`: one prediction per data row.
 fn rewrite_join(data: Arc<LogicalPlan>, found: &Found) -> Result<LogicalPlan> {
     let schema = Arc::clone(data.schema());
@@ -110,6 +131,11 @@ fn rewrite_join(data: Arc<LogicalPlan>, found: &Found) -> Result<LogicalPlan> {
                 )));
             }
         };
+        check_text_input(
+            &found.spec.name,
+            &input,
+            schema.qualified_field_from_column(&column)?.1.data_type(),
+        )?;
         args.push(Expr::Column(column.clone()));
         exprs.push(Expr::Column(column).alias_qualified(Some(found.qualifier.clone()), input));
     }
@@ -223,10 +249,44 @@ fn is_true(filter: &Expr) -> bool {
     matches!(filter, Expr::Literal(ScalarValue::Boolean(Some(true)), _))
 }
 
+/// A join with a model that the rewrite leaves alone, as an error saying what is not
+/// supported and what to write instead.
+fn unsupported_model_join(plan: &LogicalPlan) -> Option<DataFusionError> {
+    let mut error = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let LogicalPlan::Join(join) = node else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let (left, right) = (model_of(&join.left), model_of(&join.right));
+        let message = match (&left, &right) {
+            (None, None) => return Ok(TreeNodeRecursion::Continue),
+            (Some(a), Some(b)) => format!(
+                "Model '{}' is joined with model '{}': a model answers the rows of data, not of another model. Join each model with the data (FROM data AS d JOIN {} AS m), in separate queries or CTEs",
+                a.spec.name, b.spec.name, a.spec.name
+            ),
+            (Some(found), None) | (None, Some(found)) if join.join_type != JoinType::Inner => {
+                format!(
+                    "Model '{}' is in a {} JOIN: a model relation is joined with a plain JOIN (every row of the data gets its answer). Write FROM data AS d JOIN {} AS m",
+                    found.spec.name,
+                    join.join_type.to_string().to_uppercase(),
+                    found.spec.name
+                )
+            }
+            (Some(found), None) | (None, Some(found)) => format!(
+                "Model '{}' is joined with a condition (ON …): a model answers every row of the data it is joined with, and its inputs come from the data's columns of the same names. Drop the ON (FROM data AS d JOIN {} AS m) and filter the answers in WHERE",
+                found.spec.name, found.spec.name
+            ),
+        };
+        error = Some(DataFusionError::Plan(message));
+        Ok(TreeNodeRecursion::Stop)
+    });
+    error
+}
+
 impl AnalyzerRule for ModelRelationRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let mut rewritten: Vec<(TableReference, Vec<String>)> = Vec::new();
-        let result = plan.transform_up(|node| match node {
+        let result = plan.transform_up_with_subqueries(|node| match node {
             LogicalPlan::Join(join)
                 if join.on.is_empty()
                     && join.filter.as_ref().is_none_or(is_true)
@@ -250,6 +310,9 @@ impl AnalyzerRule for ModelRelationRule {
             }
             other => Ok(Transformed::no(other)),
         })?;
+        if let Some(error) = unsupported_model_join(&result.data) {
+            return Err(error);
+        }
         Ok(result.data)
     }
 
