@@ -165,7 +165,52 @@ async fn a_limit_bounds_the_requests_of_every_mode() {
     .await;
     assert!(got.contains("| 3        |"), "{got}");
     assert_eq!(converse_calls(&emulator, TITAN), 3);
+
+    // The same over a 10,000-row CSV file read as four partitions.
+    emulator.stats().reset();
+    let file = ten_thousand_rows();
+    let ctx = context(
+        &emulator,
+        SessionConfig::new().with_target_partitions(4),
+        "",
+    )
+    .await;
+    ctx.session()
+        .register_csv(
+            "data",
+            file.to_str().expect("utf-8 path"),
+            CsvReadOptions::new(),
+        )
+        .await
+        .expect("table");
+    ctx.sql("CREATE MODEL each PREDICT answer USING engine = 'e', prompt_template = 'csv {{q}}'")
+        .await
+        .expect("model");
+    ctx.sql("CREATE MODEL conv PREDICT answer USING engine = 'e', mode = 'conversational', prompt_template = 'csv {{q}}'")
+        .await
+        .expect("model");
+    let plan = run(
+        &ctx,
+        "EXPLAIN SELECT data.q, x.answer FROM data JOIN each AS x LIMIT 3",
+    )
+    .await;
+    let got = run(
+        &ctx,
+        "SELECT count(x.answer) AS answered FROM (SELECT x.answer FROM data JOIN each AS x LIMIT 3)",
+    )
+    .await;
+    assert!(got.contains("| 3        |"), "{got}");
+    assert_eq!(converse_calls(&emulator, TITAN), 3, "{plan}");
+    emulator.stats().reset();
+    let got = run(
+        &ctx,
+        "SELECT count(x.answer) AS answered FROM (SELECT x.answer FROM data JOIN conv AS x LIMIT 3)",
+    )
+    .await;
+    assert!(got.contains("| 1        |"), "{got}");
+    assert_eq!(converse_calls(&emulator, TITAN), 1);
     emulator.shutdown().await;
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
 }
 
 /// `max_history_rows = 2`: from the third row on, a request carries exactly two prior turns.
@@ -270,6 +315,8 @@ async fn after_a_budget_refusal_nothing_more_is_sent_and_the_error_counts_every_
     let message = failed(query("requests")).await;
     assert!(message.contains("BudgetExceeded"), "{message}");
     assert_eq!(sent_in(&message), 5, "{message}");
+    // The requests in flight at the refusal were waited for: all five were answered.
+    assert!(message.contains("received 5 answer(s)"), "{message}");
     assert_eq!(settled().await, 5, "{message}");
     ctx.sql("RESET bedrock.max_requests").await.expect("reset");
 
@@ -285,6 +332,10 @@ async fn after_a_budget_refusal_nothing_more_is_sent_and_the_error_counts_every_
     );
     let sent = sent_in(&message);
     assert!((1..=10).contains(&sent), "{message}");
+    assert!(
+        message.contains(&format!("received {sent} answer(s)")),
+        "{message}"
+    );
     assert_eq!(settled().await, sent, "{message}");
     emulator.shutdown().await;
 }
