@@ -1,7 +1,14 @@
 //! Per-query spending limits (`SET bedrock.max_requests = …`, `SET bedrock.max_cost_usd = …`):
 //! every attempt is admitted against them before it is sent.
+//!
+//! The first refusal stops the query's spending for good: every later admission is refused
+//! too, across all partitions and batches, so nothing starts after it. Attempts admitted
+//! before it may finish; [`Budget::refusal`] waits for them, so the error it builds counts
+//! every request that was really sent and every answer received.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
 
 use super::retry::CallFailure;
 
@@ -9,11 +16,27 @@ use super::retry::CallFailure;
 pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 
 /// Limits on one query's requests and estimated cost, with what it has spent so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Budget {
     max_requests: Option<u64>,
     max_cost_usd: Option<f64>,
-    state: Mutex<Spent>,
+    state: Mutex<State>,
+    /// Attempts admitted and not settled yet.
+    in_flight: watch::Sender<u64>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::new(None, None)
+    }
+}
+
+/// What a budget knows, behind its lock.
+#[derive(Debug, Default)]
+struct State {
+    spent: Spent,
+    /// The limit the first refused attempt would have passed: once set, nothing is admitted.
+    stopped_at: Option<String>,
 }
 
 /// What a query has spent.
@@ -31,13 +54,40 @@ pub struct Spent {
     pub rows_answered: u64,
 }
 
+/// One admitted attempt's claim on a [`Budget`]: settle it with what the attempt cost.
+/// Dropped unsettled, it counts as an attempt that got no answer.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<Budget>,
+    estimate_usd: f64,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Releases the reservation and records what the attempt really cost: `Some` for an
+    /// answer, `None` for a failure (not billed).
+    pub fn settle(mut self, actual_usd: Option<f64>) {
+        self.settled = true;
+        self.budget.settle(self.estimate_usd, actual_usd);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.budget.settle(self.estimate_usd, None);
+        }
+    }
+}
+
 impl Budget {
     /// A budget; `None` leaves that dimension unlimited.
     pub fn new(max_requests: Option<u64>, max_cost_usd: Option<f64>) -> Self {
         Self {
             max_requests,
             max_cost_usd,
-            state: Mutex::new(Spent::default()),
+            state: Mutex::new(State::default()),
+            in_flight: watch::Sender::new(0),
         }
     }
 
@@ -46,62 +96,96 @@ impl Budget {
         self.max_requests.is_some() || self.max_cost_usd.is_some()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// What has been spent so far.
     pub fn spent(&self) -> Spent {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock().spent
+    }
+
+    /// Whether an attempt has been refused: nothing more will be admitted.
+    pub fn is_stopped(&self) -> bool {
+        self.lock().stopped_at.is_some()
     }
 
     /// Counts rows answered (for the message of an exceeded budget).
     pub fn rows_answered(&self, rows: u64) {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .rows_answered += rows;
+        self.lock().spent.rows_answered += rows;
     }
 
     /// Admits one attempt whose cost may reach `estimate_usd`, or refuses it with a fatal
-    /// [`BUDGET_EXCEEDED`] failure that says what was spent. Returns the reservation to
-    /// [`Budget::settle`].
+    /// [`BUDGET_EXCEEDED`] failure. After a first refusal every attempt is refused. The
+    /// returned [`Reservation`] is settled when the attempt ends.
+    ///
+    /// The message of a refusal says what was spent when it was made; [`Budget::refusal`]
+    /// gives the final one, once the attempts in flight have ended.
     ///
     /// # Errors
-    /// When the attempt would pass `max_requests`, or the cost spent plus reserved plus this
-    /// estimate would pass `max_cost_usd`.
-    pub fn admit(&self, estimate_usd: f64) -> Result<f64, CallFailure> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let refused = |what: String, state: &Spent| {
-            CallFailure::fatal(
-                BUDGET_EXCEEDED,
-                format!(
-                    "the query stopped before a request that would pass {what}; it had sent {} request(s) costing about ${:.6}, received {} answer(s) and returned {} row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows",
-                    state.requests, state.cost_usd, state.answered, state.rows_answered
-                ),
-            )
-        };
-        if let Some(max) = self.max_requests
-            && state.requests + 1 > max
-        {
-            return Err(refused(format!("bedrock.max_requests = {max}"), &state));
+    /// When an attempt was refused before, or this one would pass `max_requests`, or the cost
+    /// spent plus reserved plus this estimate would pass `max_cost_usd`.
+    pub fn admit(self: &Arc<Self>, estimate_usd: f64) -> Result<Reservation, CallFailure> {
+        let mut state = self.lock();
+        if state.stopped_at.is_none() {
+            if let Some(max) = self.max_requests
+                && state.spent.requests + 1 > max
+            {
+                state.stopped_at = Some(format!("bedrock.max_requests = {max}"));
+            } else if let Some(max) = self.max_cost_usd
+                && state.spent.cost_usd + state.spent.reserved_usd + estimate_usd > max
+            {
+                state.stopped_at = Some(format!("bedrock.max_cost_usd = {max}"));
+            }
         }
-        if let Some(max) = self.max_cost_usd
-            && state.cost_usd + state.reserved_usd + estimate_usd > max
-        {
-            return Err(refused(format!("bedrock.max_cost_usd = {max}"), &state));
+        if let Some(limit) = &state.stopped_at {
+            return Err(refused(limit, &state.spent));
         }
-        state.requests += 1;
-        state.reserved_usd += estimate_usd;
-        Ok(estimate_usd)
+        state.spent.requests += 1;
+        state.spent.reserved_usd += estimate_usd;
+        self.in_flight.send_modify(|n| *n += 1);
+        Ok(Reservation {
+            budget: Arc::clone(self),
+            estimate_usd,
+            settled: false,
+        })
     }
 
-    /// Releases a reservation and records what the attempt really cost: `Some` for an
-    /// answer, `None` for a failure (not billed).
-    pub fn settle(&self, reservation: f64, actual_usd: Option<f64>) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.reserved_usd = (state.reserved_usd - reservation).max(0.0);
-        if let Some(cost) = actual_usd {
-            state.cost_usd += cost;
-            state.answered += 1;
+    fn settle(&self, reservation: f64, actual_usd: Option<f64>) {
+        {
+            let mut state = self.lock();
+            state.spent.reserved_usd = (state.spent.reserved_usd - reservation).max(0.0);
+            if let Some(cost) = actual_usd {
+                state.spent.cost_usd += cost;
+                state.spent.answered += 1;
+            }
         }
+        self.in_flight.send_modify(|n| *n = n.saturating_sub(1));
     }
+
+    /// The failure of a query whose budget refused an attempt, counting everything it sent:
+    /// waits until the attempts admitted before the refusal have ended (nothing else can
+    /// start). `None` when nothing was refused.
+    pub async fn refusal(&self) -> Option<CallFailure> {
+        self.lock().stopped_at.as_ref()?;
+        let mut in_flight = self.in_flight.subscribe();
+        // The sender lives in `self`, so the wait ends only when nothing is in flight.
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+        let state = self.lock();
+        let limit = state.stopped_at.as_deref()?;
+        Some(refused(limit, &state.spent))
+    }
+}
+
+/// The failure of a refused attempt: the limit it would pass and what had been spent.
+fn refused(limit: &str, spent: &Spent) -> CallFailure {
+    CallFailure::fatal(
+        BUDGET_EXCEEDED,
+        format!(
+            "the query stopped before a request that would pass {limit}; it had sent {} request(s) costing about ${:.6}, received {} answer(s) and returned {} row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows",
+            spent.requests, spent.cost_usd, spent.answered, spent.rows_answered
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -110,11 +194,11 @@ mod tests {
 
     #[test]
     fn requests_are_counted_and_refused_past_the_limit() {
-        let budget = Budget::new(Some(2), None);
+        let budget = Arc::new(Budget::new(Some(2), None));
         assert!(budget.is_limited());
         let a = budget.admit(0.0).expect("first");
-        budget.settle(a, Some(0.0));
-        budget.admit(0.0).expect("second");
+        a.settle(Some(0.0));
+        let _second = budget.admit(0.0).expect("second");
         budget.rows_answered(2);
         let refused = budget.admit(0.0).expect_err("third");
         assert_eq!(refused.code, BUDGET_EXCEEDED);
@@ -126,13 +210,52 @@ mod tests {
 
     #[test]
     fn cost_counts_what_was_spent_and_what_is_in_flight() {
-        let budget = Budget::new(None, Some(1.0));
+        let budget = Arc::new(Budget::new(None, Some(1.0)));
+        let first = budget.admit(0.6).expect("fits");
+        let second = budget.admit(0.3).expect("0.6 reserved + 0.3 fits");
+        second.settle(Some(0.1));
+        assert_eq!(budget.spent().cost_usd, 0.1);
+        first.settle(Some(0.1));
+        assert!((budget.spent().cost_usd - 0.2).abs() < 1e-12);
+        assert!(!Budget::default().is_limited());
+    }
+
+    /// Regression: a query went on sending after its budget refused a request, whenever an
+    /// answer freed room under the limit.
+    #[test]
+    fn nothing_is_admitted_after_the_first_refusal() {
+        let budget = Arc::new(Budget::new(None, Some(1.0)));
         let first = budget.admit(0.6).expect("fits");
         // 0.6 reserved: another 0.6 would pass 1.0.
         assert!(budget.admit(0.6).is_err());
-        budget.settle(first, Some(0.1));
-        assert_eq!(budget.spent().cost_usd, 0.1);
-        budget.admit(0.6).expect("0.1 spent + 0.6 fits");
-        assert!(!Budget::default().is_limited());
+        assert!(budget.is_stopped());
+        // The answer costs little, but the query has stopped: nothing fits any more.
+        first.settle(Some(0.01));
+        assert!(budget.admit(0.001).is_err());
+        assert_eq!(budget.spent().requests, 1);
+    }
+
+    /// Regression: the error of a refused query counted only the requests sent when the
+    /// refusal was made, not those in flight then.
+    #[tokio::test]
+    async fn the_refusal_waits_for_attempts_in_flight_and_counts_them() {
+        let budget = Arc::new(Budget::new(Some(2), None));
+        assert!(budget.refusal().await.is_none());
+        let a = budget.admit(0.0).expect("first");
+        let b = budget.admit(0.0).expect("second");
+        assert!(budget.admit(0.0).is_err());
+        a.settle(Some(0.0));
+        let wait = std::time::Duration::from_millis(20);
+        assert!(
+            tokio::time::timeout(wait, budget.refusal()).await.is_err(),
+            "one attempt is still in flight"
+        );
+        // Dropped unsettled: an attempt without an answer.
+        drop(b);
+        let failure = budget.refusal().await.expect("refused");
+        assert_eq!(
+            failure.message,
+            "the query stopped before a request that would pass bedrock.max_requests = 2; it had sent 2 request(s) costing about $0.000000, received 1 answer(s) and returned 0 row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows"
+        );
     }
 }

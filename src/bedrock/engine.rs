@@ -17,7 +17,7 @@ use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use aws_smithy_types::Document;
 use futures::{FutureExt, StreamExt};
 
-use super::budget::Budget;
+use super::budget::{Budget, Reservation};
 use super::cache::{CacheKey, ResponseCache, Source, cache_key};
 use super::config::{CredentialSource, EngineConfig};
 use super::families::{self, EmbedOptions, ModelFamily};
@@ -532,7 +532,7 @@ impl Engine {
 
     #[allow(clippy::too_many_arguments)]
     async fn answer_distinct(
-        &self,
+        self: &Arc<Self>,
         slot: usize,
         key: CacheKey,
         target: &ModelTarget,
@@ -561,7 +561,7 @@ impl Engine {
     }
 
     async fn call_text(
-        &self,
+        self: &Arc<Self>,
         target: &ModelTarget,
         request: &TextRequest,
         limiter: &Arc<Limiter>,
@@ -574,10 +574,9 @@ impl Engine {
             .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
         let input_estimate = request.estimated_input_tokens();
         let price = self.usage.price(&target.model_id);
-        let budget = options.budget.as_deref().map(|budget| BudgetGuard {
+        let budget = options.budget.as_ref().map(|budget| BudgetGuard {
             budget,
             estimate_usd: cost_usd(price, input_estimate, output_reserve),
-            price,
         });
         let (mut response, attempts) = self
             .with_retries(
@@ -586,8 +585,14 @@ impl Engine {
                 counters,
                 input_estimate + output_reserve,
                 budget.as_ref(),
-                || async {
-                    let response = self.call_text_once(target, request).await?;
+                |reservation| async move {
+                    let response = match reservation {
+                        None => self.call_text_once(target, request).await?,
+                        Some(reservation) => {
+                            self.call_text_admitted(target, request, reservation, price)
+                                .await?
+                        }
+                    };
                     let (input, output) = (response.input_tokens, response.output_tokens);
                     Ok((response, input, output))
                 },
@@ -603,9 +608,39 @@ impl Engine {
         Ok(response)
     }
 
+    /// One attempt admitted by a query's budget. It runs as a task of its own, which settles
+    /// the reservation when the attempt ends: dropping the query (after an error elsewhere,
+    /// say) neither cuts a request the budget counted as sent nor loses its answer's cost, so
+    /// the budget's counts are what Bedrock saw.
+    async fn call_text_admitted(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        request: &TextRequest,
+        reservation: Reservation,
+        price: Option<(f64, f64)>,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        let (engine, target, request) = (Arc::clone(self), target.clone(), request.clone());
+        let attempt = tokio::spawn(async move {
+            let outcome = engine.call_text_once(&target, &request).await;
+            let actual = outcome
+                .as_ref()
+                .ok()
+                .map(|r| cost_usd(price, r.input_tokens, r.output_tokens));
+            reservation.settle(actual);
+            outcome
+        });
+        attempt.await.unwrap_or_else(|e| {
+            Err(CallFailure::fatal(
+                "InternalError",
+                format!("the request's task ended without an answer: {e}"),
+            ))
+        })
+    }
+
     /// Runs attempts until one succeeds, a failure is fatal or the retries run out. Every
-    /// attempt holds a limiter slot and is counted; throttling shrinks the limit. `attempt`
-    /// returns the value with its input and output tokens.
+    /// attempt holds a limiter slot and is counted; throttling shrinks the limit. With a
+    /// budget, each attempt is admitted first and gets its [`Reservation`], which it settles;
+    /// a refusal ends the call. `attempt` returns the value with its input and output tokens.
     async fn with_retries<T, F, Fut>(
         &self,
         model_id: &str,
@@ -616,7 +651,7 @@ impl Engine {
         mut attempt_once: F,
     ) -> std::result::Result<(T, Attempts), CallFailure>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(Option<Reservation>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<(T, u64, u64), CallFailure>>,
     {
         let mut attempt = 0;
@@ -632,14 +667,7 @@ impl Engine {
                 counters.retry();
             }
             let started = Instant::now();
-            let outcome = attempt_once().await;
-            if let (Some(guard), Some(reservation)) = (budget, reservation) {
-                let actual = match &outcome {
-                    Ok((_, input, output)) => Some(cost_usd(guard.price, *input, *output)),
-                    Err(_) => None,
-                };
-                guard.budget.settle(reservation, actual);
-            }
+            let outcome = attempt_once(reservation).await;
             let failure = match outcome {
                 Ok((value, input, output)) => {
                     permit.succeeded(input + output);
@@ -931,7 +959,7 @@ impl Engine {
             .map(|t| (t.chars().count() as u64).div_ceil(4))
             .sum::<u64>()
             .max(1);
-        self.with_retries(model_id, limiter, counters, reserve, None, || async {
+        self.with_retries(model_id, limiter, counters, reserve, None, |_| async {
             let call = self
                 .runtime
                 .invoke_model()
@@ -986,11 +1014,10 @@ pub struct CallOptions {
     pub budget: Option<Arc<Budget>>,
 }
 
-/// A budget with the estimate and price of one request's attempts.
+/// A budget with the estimate of one request's attempts.
 struct BudgetGuard<'a> {
-    budget: &'a Budget,
+    budget: &'a Arc<Budget>,
     estimate_usd: f64,
-    price: Option<(f64, f64)>,
 }
 
 /// How a call went before it succeeded.

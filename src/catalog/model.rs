@@ -28,7 +28,15 @@ pub const MODEL_PARAMETERS: &[&str] = &[
     "output_schema",
     "on_error",
     "provenance",
+    "max_history_rows",
 ];
+
+/// Prior turns (a row's prompt and its answer) a `conversational-full` request carries when
+/// `max_history_rows` is not given.
+pub const DEFAULT_MAX_HISTORY_ROWS: usize = 50;
+
+/// The largest `max_history_rows` accepted.
+pub const MAX_HISTORY_ROWS_LIMIT: u64 = 10_000;
 
 /// What a row whose call failed gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -199,6 +207,9 @@ pub struct ModelSpec {
     pub on_error: OnError,
     /// Whether a `<target>_meta` column describes each answer.
     pub provenance: bool,
+    /// `conversational-full`: how many prior turns (the latest rows' prompts and answers) a
+    /// request carries at most; older turns are not sent.
+    pub max_history_rows: usize,
 }
 
 impl ModelSpec {
@@ -218,6 +229,7 @@ impl ModelSpec {
         let mut output_schema = None;
         let mut on_error = OnError::Fail;
         let mut provenance = false;
+        let mut max_history_rows = None;
         for (raw_key, value) in params {
             let key = raw_key.to_lowercase();
             match key.as_str() {
@@ -285,8 +297,20 @@ impl ModelSpec {
                     }
                 }
                 "provenance" => provenance = value.as_bool(&key)?,
+                "max_history_rows" => {
+                    max_history_rows = Some(
+                        usize::try_from(value.as_integer_in(&key, 0, MAX_HISTORY_ROWS_LIMIT)?)
+                            .unwrap_or(DEFAULT_MAX_HISTORY_ROWS),
+                    );
+                }
                 _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
             }
+        }
+        if max_history_rows.is_some() && mode != Mode::ConversationalFull {
+            return Err(Error::InvalidInput(format!(
+                "Parameter 'max_history_rows' bounds the prior turns of mode = 'conversational-full', but this model's mode is '{}': remove max_history_rows, or add mode = 'conversational-full'",
+                mode.name()
+            )));
         }
         if output_schema.is_some() && api == Api::Invoke {
             return Err(Error::InvalidInput(
@@ -330,6 +354,7 @@ impl ModelSpec {
             output_schema,
             on_error,
             provenance,
+            max_history_rows: max_history_rows.unwrap_or(DEFAULT_MAX_HISTORY_ROWS),
         })
     }
 
@@ -425,6 +450,10 @@ impl ModelSpec {
                 (self.on_error != OnError::Fail).then(|| self.on_error.name().to_string()),
             ),
             ("provenance", self.provenance.then(|| "true".to_string())),
+            (
+                "max_history_rows",
+                (self.mode == Mode::ConversationalFull).then(|| self.max_history_rows.to_string()),
+            ),
         ];
         rows.extend(
             optional
@@ -610,6 +639,63 @@ mod tests {
                 ("api", s("rest"))
             ]),
             "Parameter 'api' = 'rest' is not supported: use 'converse' (the default) or 'invoke'"
+        );
+    }
+
+    #[test]
+    fn max_history_rows_is_validated_and_described() {
+        let full = |extra: &[(&str, ParamValue)]| {
+            let mut params = vec![
+                ("engine", s("e")),
+                ("prompt_template", s("{{q}}")),
+                ("mode", s("conversational-full")),
+            ];
+            params.extend_from_slice(extra);
+            spec(&params)
+        };
+        let default = full(&[]).unwrap();
+        assert_eq!(default.max_history_rows, DEFAULT_MAX_HISTORY_ROWS);
+        assert!(
+            default
+                .describe()
+                .contains(&("max_history_rows".to_string(), "50".to_string()))
+        );
+        let two = full(&[("max_history_rows", ParamValue::Number(2.0))]).unwrap();
+        assert_eq!(two.max_history_rows, 2);
+        assert_eq!(
+            full(&[("max_history_rows", ParamValue::Number(0.0))])
+                .unwrap()
+                .max_history_rows,
+            0
+        );
+        assert_eq!(
+            full(&[("max_history_rows", ParamValue::Number(-1.0))])
+                .unwrap_err()
+                .to_string(),
+            "Parameter 'max_history_rows' = -1 is out of range: it must be between 0 and 10000"
+        );
+        assert_eq!(
+            full(&[("max_history_rows", ParamValue::Number(2.5))])
+                .unwrap_err()
+                .to_string(),
+            "Parameter 'max_history_rows' = 2.5 must be a whole number"
+        );
+        let not_full = spec(&[
+            ("engine", s("e")),
+            ("prompt_template", s("{{q}}")),
+            ("max_history_rows", ParamValue::Number(3.0)),
+        ]);
+        assert_eq!(
+            not_full.unwrap_err().to_string(),
+            "Parameter 'max_history_rows' bounds the prior turns of mode = 'conversational-full', but this model's mode is 'default': remove max_history_rows, or add mode = 'conversational-full'"
+        );
+        // Only conversational-full models show it.
+        let plain = spec(&[("engine", s("e")), ("prompt_template", s("{{q}}"))]).unwrap();
+        assert!(
+            !plain
+                .describe()
+                .iter()
+                .any(|(k, _)| k == "max_history_rows")
         );
     }
 }

@@ -6,8 +6,12 @@
 //! - `conversational` (MindsDB's semantics): the prompts of all rows form one user message of
 //!   one request; the answer goes to the last row, every other row gets NULL. Batches stream
 //!   through with NULL answers; only the last one is held until the answer arrives.
-//! - `conversational-full`: every row is answered in turn, with all earlier rows and their
-//!   answers sent as prior turns.
+//! - `conversational-full`: every row is answered in turn, with the earlier rows and their
+//!   answers sent as prior turns (the latest `max_history_rows` of them).
+//!
+//! A LIMIT bounds the requests of every mode: the default mode lets it through to its input;
+//! a conversation takes only its first rows (`fetch`), so `conversational-full` sends one
+//! request per row taken and `conversational` one request for them.
 //!
 //! The conversational modes see every row in the data's order, however many files,
 //! partitions and batches it spans. EXPLAIN names the model, its mode and concurrency, and
@@ -45,6 +49,8 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{CardinalityEffect, EmissionType};
+use datafusion::physical_plan::limit::LimitStream;
+use datafusion::physical_plan::metrics::BaselineMetrics;
 use datafusion::physical_plan::metrics::{
     Count, CustomMetricValue, ExecutionPlanMetricsSet, MetricBuilder, MetricType, MetricValue,
     MetricsSet,
@@ -136,17 +142,22 @@ impl PartialOrd for ModelNode {
     }
 }
 
-/// `Model: model=…, model_id=…, mode=…, max_concurrency=…, inputs=[…]`, for EXPLAIN.
+/// `Model: model=…, model_id=…, mode=…, max_concurrency=…, inputs=[…]`, for EXPLAIN
+/// (`conversational-full` adds `max_history_rows=…` after the concurrency).
 fn describe(call: &ModelCall, inputs: &str, f: &mut fmt::Formatter) -> fmt::Result {
     let spec = call.spec();
     write!(
         f,
-        "Model: model={}, model_id={}, mode={}, max_concurrency={}, inputs=[{inputs}]",
+        "Model: model={}, model_id={}, mode={}, max_concurrency={}",
         spec.name,
         spec.model_id,
         spec.mode.name(),
         call.engine().config().max_concurrency
-    )
+    )?;
+    if spec.mode == Mode::ConversationalFull {
+        write!(f, ", max_history_rows={}", spec.max_history_rows)?;
+    }
+    write!(f, ", inputs=[{inputs}]")
 }
 
 impl UserDefinedLogicalNodeCore for ModelNode {
@@ -335,6 +346,8 @@ pub struct ModelExec {
     args: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     budget: Arc<Budget>,
+    /// A conversation's LIMIT: only its first rows are read and answered.
+    fetch: Option<usize>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -382,6 +395,7 @@ impl ModelExec {
             args,
             schema,
             budget,
+            fetch: None,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -392,24 +406,34 @@ impl ModelExec {
     }
 
     fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Self {
-        Self::new(
+        let mut exec = Self::new(
             self.call.clone(),
             input,
             self.args.clone(),
             Arc::clone(&self.schema),
             Arc::clone(&self.budget),
-        )
+        );
+        exec.fetch = self.fetch;
+        exec
     }
 
-    /// `estimated_requests<=N, estimated_cost_usd=lo..hi` when the input's row count is
-    /// known: every row sent (dedup and the cache only lower it), from the prompt's fixed text
-    /// plus the input's bytes per row and one output token, up to `max_tokens` (512 when
-    /// unset) output tokens.
+    /// `estimated_requests<=N, estimated_input_tokens=lo..hi, estimated_cost_usd=lo..hi` when
+    /// the input's row count (or a LIMIT) is known: every row sent (dedup and the cache only
+    /// lower it), from the prompt's fixed text plus the input's bytes per row and one output
+    /// token, up to `max_tokens` (512 when unset) output tokens. A `conversational-full`
+    /// request also carries up to `max_history_rows` prior turns, each a prompt and an answer.
     fn estimate(&self) -> Option<String> {
         let stats = StatisticsContext::new()
             .compute(self.input.as_ref(), &StatisticsArgs::new())
             .ok()?;
-        let rows = *stats.num_rows.get_value()?;
+        let (rows, exact) = match (stats.num_rows.get_value(), self.fetch) {
+            (Some(rows), fetch) => (
+                fetch.map_or(*rows, |f| f.min(*rows)),
+                matches!(stats.num_rows, Precision::Exact(_)),
+            ),
+            (None, Some(fetch)) => (fetch, false),
+            (None, None) => return None,
+        };
         let spec = self.call.spec();
         let (requests, rows_per_request) = match spec.mode {
             Mode::Default | Mode::ConversationalFull => (rows, 1),
@@ -429,41 +453,64 @@ impl ModelExec {
             PromptSource::Question { .. } => "Context: \nQuestion: \nAnswer: ".len(),
         };
         let bytes_per_row = match stats.total_byte_size {
-            Precision::Exact(b) | Precision::Inexact(b) if rows > 0 => b / rows,
+            Precision::Exact(b) | Precision::Inexact(b) if rows > 0 => {
+                b / (*stats.num_rows.get_value().unwrap_or(&rows)).max(1)
+            }
             _ => 0,
         };
         let tokens = |chars: usize| u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX);
-        let low_input = tokens(fixed * rows_per_request).max(1);
-        let high_input = tokens((fixed + bytes_per_row) * rows_per_request).max(1);
         let max_output = spec
             .params
             .max_tokens
             .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
-        let n = requests as f64;
-        let bound = if matches!(stats.num_rows, Precision::Exact(_)) {
-            "<="
+        let n = u64::try_from(requests).unwrap_or(u64::MAX);
+        let low_input = tokens(fixed * rows_per_request).max(1);
+        let high_input = tokens((fixed + bytes_per_row) * rows_per_request).max(1);
+        // Prior turns over all requests: request i carries min(i, max_history_rows).
+        let turns = if spec.mode == Mode::ConversationalFull {
+            history_turns(n, spec.max_history_rows as u64)
         } else {
-            "~<="
+            0
         };
+        let input = (
+            n.saturating_mul(low_input)
+                .saturating_add(turns.saturating_mul(tokens(fixed).saturating_add(1))),
+            n.saturating_mul(high_input).saturating_add(
+                turns.saturating_mul(tokens(fixed + bytes_per_row).saturating_add(max_output)),
+            ),
+        );
+        let output = (n, n.saturating_mul(max_output));
+        let bound = if exact { "<=" } else { "~<=" };
+        let engine = self.call.engine();
         let cost = match (
-            self.call.engine().cost_usd(&spec.model_id, low_input, 1),
-            self.call
-                .engine()
-                .cost_usd(&spec.model_id, high_input, max_output),
+            engine.cost_usd(&spec.model_id, input.0, output.0),
+            engine.cost_usd(&spec.model_id, input.1, output.1),
         ) {
-            (Some(low), Some(high)) => format!("{:.6}..{:.6}", low * n, high * n),
+            (Some(low), Some(high)) => format!("{low:.6}..{high:.6}"),
             _ => "unknown (no price for this model)".to_string(),
         };
         Some(format!(
-            "estimated_requests{bound}{requests}, estimated_cost_usd={cost}"
+            "estimated_requests{bound}{requests}, estimated_input_tokens={}..{}, estimated_cost_usd={cost}",
+            input.0, input.1
         ))
     }
+}
+
+/// Prior turns sent by `requests` requests of a `conversational-full` model keeping `max`:
+/// the sum of `min(i, max)` for i below `requests`.
+fn history_turns(requests: u64, max: u64) -> u64 {
+    let ramp = requests.min(max.saturating_add(1));
+    let ramp_turns = ramp.saturating_mul(ramp.saturating_sub(1)) / 2;
+    ramp_turns.saturating_add((requests - ramp).saturating_mul(max))
 }
 
 impl DisplayAs for ModelExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let inputs: Vec<String> = self.args.iter().map(ToString::to_string).collect();
         describe(&self.call, &inputs.join(", "), f)?;
+        if let Some(fetch) = self.fetch {
+            write!(f, ", fetch={fetch}")?;
+        }
         if let Some(estimate) = self.estimate() {
             write!(f, ", {estimate}")?;
         }
@@ -517,6 +564,23 @@ impl ExecutionPlan for ModelExec {
 
     fn supports_limit_pushdown(&self) -> bool {
         !self.is_conversation()
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        // A conversation takes its first rows in order, and row i's answer depends only on
+        // the rows before it (`conversational-full`) or on the rows taken (`conversational`):
+        // a LIMIT n reads n rows and sends n requests, or one. (The default mode lets the
+        // LIMIT through to its input instead.)
+        if !self.is_conversation() {
+            return None;
+        }
+        let mut exec = self.with_input(Arc::clone(&self.input));
+        exec.fetch = limit;
+        Some(Arc::new(exec))
     }
 
     fn cardinality_effect(&self) -> CardinalityEffect {
@@ -595,8 +659,18 @@ impl ExecutionPlan for ModelExec {
         let batches = futures::stream::iter(0..partitions)
             .map(move |p| child.execute(p, Arc::clone(&context)))
             .try_flatten();
-        let input: SendableRecordBatchStream =
+        let mut input: SendableRecordBatchStream =
             Box::pin(RecordBatchStreamAdapter::new(input_schema, batches));
+        if let Some(fetch) = self.fetch {
+            // Stops reading the input once the rows are taken.
+            input = Box::pin(LimitStream::new(
+                input,
+                0,
+                Some(fetch),
+                // Its own metrics: EXPLAIN ANALYZE shows the model's.
+                BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), partition),
+            ));
+        }
         let state = Conversation {
             worker,
             input,

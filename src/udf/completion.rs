@@ -408,6 +408,7 @@ impl Completion {
             output_schema: Some(schema.clone()),
             on_error: OnError::Fail,
             provenance: false,
+            max_history_rows: crate::catalog::model::DEFAULT_MAX_HISTORY_ROWS,
         };
         Ok(Some(ModelCall::new(spec, Arc::clone(&self.engine))))
     }

@@ -325,6 +325,29 @@ impl ModelCall {
         outcomes
     }
 
+    /// Puts a budget's final refusal (see [`crate::bedrock::budget::Budget::refusal`]: it
+    /// waits for the requests still in flight and counts them) in place of what each refused
+    /// row was told when it was refused.
+    async fn settle_refusals(outcomes: &mut [Outcome], options: &CallOptions) {
+        let refused = |o: &Outcome| matches!(o, Some(Err(f)) if f.code == BUDGET_EXCEEDED);
+        if !outcomes.iter().any(refused) {
+            return;
+        }
+        let Some(budget) = &options.budget else {
+            return;
+        };
+        let Some(last) = budget.refusal().await else {
+            return;
+        };
+        for outcome in outcomes.iter_mut() {
+            if let Some(Err(failure)) = outcome
+                && failure.code == BUDGET_EXCEEDED
+            {
+                *failure = last.clone();
+            }
+        }
+    }
+
     /// Turns outcomes into answers, applying `on_error`.
     fn finish(&self, prompts: &[Option<&str>], outcomes: Vec<Outcome>) -> Result<Vec<RowAnswer>> {
         outcomes
@@ -411,7 +434,8 @@ impl ModelCall {
             .engine
             .generate_with(&self.target(), &requests, options)
             .await;
-        let outcomes = self.correct(&conversations, outcomes, options).await;
+        let mut outcomes = self.correct(&conversations, outcomes, options).await;
+        Self::settle_refusals(&mut outcomes, options).await;
         let prompts: Vec<Option<&str>> = prompts.iter().map(Option::as_deref).collect();
         self.finish(&prompts, outcomes)
     }
@@ -451,7 +475,8 @@ impl ModelCall {
             .engine
             .generate_with(&self.target(), &[Some(request)], options)
             .await;
-        let outcomes = self.correct(&[Some(messages)], outcomes, options).await;
+        let mut outcomes = self.correct(&[Some(messages)], outcomes, options).await;
+        Self::settle_refusals(&mut outcomes, options).await;
         Ok(self
             .finish(&[Some(shown)], outcomes)?
             .pop()
@@ -459,7 +484,8 @@ impl ModelCall {
     }
 
     /// `conversational-full`: every prompt answered in turn, `history` (the earlier prompts
-    /// and answers, carried from one call to the next) sent as prior turns.
+    /// and answers, carried from one call to the next) sent as prior turns — the latest
+    /// [`ModelSpec::max_history_rows`] of them; `history` keeps no more than that.
     ///
     /// # Errors
     /// As [`ModelCall::answer_each`], row by row.
@@ -469,12 +495,16 @@ impl ModelCall {
         prompts: &[Option<String>],
         options: &CallOptions,
     ) -> Result<Vec<RowAnswer>> {
+        // A turn is two messages: the row's prompt and its answer.
+        let kept = self.spec.max_history_rows.saturating_mul(2);
         let mut answers = Vec::with_capacity(prompts.len());
         for prompt in prompts {
             let Some(prompt) = prompt else {
                 answers.push(RowAnswer::default());
                 continue;
             };
+            let oldest = history.len().saturating_sub(kept);
+            history.drain(..oldest);
             let mut messages = history.clone();
             messages.push(ChatMessage::user(prompt.clone()));
             let answer = self.answer_one(messages, prompt, options).await?;

@@ -25,6 +25,8 @@ mod session_extension;
 #[cfg(feature = "emulator")]
 mod sql_accounting;
 #[cfg(feature = "emulator")]
+mod sql_bounds;
+#[cfg(feature = "emulator")]
 mod sql_conversation;
 #[cfg(feature = "emulator")]
 mod sql_ddl;
