@@ -94,11 +94,11 @@ impl BedrockContext {
     /// [`crate::register_files_dir`]).
     ///
     /// # Errors
-    /// An unreadable directory, two files with one name, or a file DataFusion cannot read.
+    /// An unreadable directory or two files with one name.
     pub async fn register_files_dir(
         &self,
         dir: impl AsRef<std::path::Path>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<crate::files::RegisteredFiles> {
         crate::register_files_dir(&self.ctx, dir).await
     }
 

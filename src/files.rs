@@ -1,21 +1,34 @@
 //! MindsDB's uploaded files: a directory's CSV, Parquet and JSON files as the `files` schema.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 
+/// What [`register_files_dir`] did.
+#[derive(Debug)]
+pub struct RegisteredFiles {
+    /// The tables of the `files` schema, sorted.
+    pub tables: Vec<String>,
+    /// Files DataFusion could not read (a malformed CSV, a truncated Parquet file), with why:
+    /// skipped, so that one bad file does not stop the others.
+    pub skipped: Vec<(PathBuf, DataFusionError)>,
+}
+
 /// Registers every CSV, Parquet and JSON (newline-delimited) file of a directory as a table
 /// of the `files` schema, named by its file name without extension, lower-cased — the
-/// equivalent of MindsDB's uploaded files (`SELECT * FROM files.unrelated_questions`).
-/// Registering a directory again refreshes its tables. Returns the table names, sorted.
+/// equivalent of MindsDB's uploaded files (`SELECT * FROM files.unrelated_questions`; a file
+/// `My Questions.csv` is `files."my questions"`). Registering a directory again refreshes its
+/// tables. A file that cannot be read is skipped and reported.
 ///
 /// # Errors
-/// An unreadable directory, two files with one name, or a file DataFusion cannot read.
+/// An unreadable directory or two files with one name.
 pub async fn register_files_dir(
     ctx: &SessionContext,
     dir: impl AsRef<std::path::Path>,
-) -> Result<Vec<String>> {
+) -> Result<RegisteredFiles> {
     use datafusion::catalog::MemorySchemaProvider;
     use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions};
 
@@ -70,25 +83,32 @@ pub async fn register_files_dir(
     if catalog.schema("files").is_none() {
         catalog.register_schema("files", Arc::new(MemorySchemaProvider::new()))?;
     }
-    for (name, path, ext) in &files {
-        let table = format!("files.{name}");
+    let mut tables = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, path, ext) in files {
+        // A reference built from its parts: names with capitals, dots or spaces stay whole.
+        let table = TableReference::partial("files", name.as_str());
         let location = path.display().to_string();
         // Registering a directory again refreshes its tables.
-        ctx.deregister_table(table.as_str())?;
-        match ext.as_str() {
+        ctx.deregister_table(table.clone())?;
+        let registered = match ext.as_str() {
             "csv" => {
-                ctx.register_csv(&table, &location, CsvReadOptions::new())
-                    .await?
+                ctx.register_csv(table, &location, CsvReadOptions::new())
+                    .await
             }
             "parquet" => {
-                ctx.register_parquet(&table, &location, ParquetReadOptions::default())
-                    .await?;
+                ctx.register_parquet(table, &location, ParquetReadOptions::default())
+                    .await
             }
             _ => {
-                let options = JsonReadOptions::default().file_extension(ext);
-                ctx.register_json(&table, &location, options).await?;
+                let options = JsonReadOptions::default().file_extension(&ext);
+                ctx.register_json(table, &location, options).await
             }
+        };
+        match registered {
+            Ok(()) => tables.push(name),
+            Err(e) => skipped.push((path, e)),
         }
     }
-    Ok(files.into_iter().map(|(name, ..)| name).collect())
+    Ok(RegisteredFiles { tables, skipped })
 }

@@ -89,5 +89,5 @@ pub use extension::{
     BedrockExtension, SessionContextBedrock, SessionStateBuilderBedrock, bedrock_usage_function,
     register_functions,
 };
-pub use files::register_files_dir;
+pub use files::{RegisteredFiles, register_files_dir};
 pub use sql::execute::{execute_sql, prepare_plan, restore_catalog};

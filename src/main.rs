@@ -404,9 +404,15 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         }
     }
     if let Some(dir) = &args.files {
-        register_files_dir(&ctx, dir)
+        let registered = register_files_dir(&ctx, dir)
             .await
             .map_err(|e| e.to_string())?;
+        for (file, e) in registered.skipped {
+            eprintln!(
+                "Warning: {} is not served in the files schema: {e}",
+                file.display()
+            );
+        }
     }
     let print = shell::print_options(args.format, args.quiet, args.maxrows, args.color, registry);
     let mut shell = Shell::new(ctx, print).map_err(|e| e.to_string())?;

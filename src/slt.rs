@@ -210,7 +210,19 @@ async fn connect(
 ) -> Result<BedrockSltDb, DFSqlLogicTestError> {
     let ctx = BedrockContext::new().with_default_endpoint(url);
     if let Some(dir) = &files_dir {
-        ctx.register_files_dir(dir).await?;
+        // A suite's data must all load: a file that does not is an error, not a warning.
+        if let Some((file, e)) = ctx
+            .register_files_dir(dir)
+            .await?
+            .skipped
+            .into_iter()
+            .next()
+        {
+            return Err(DFSqlLogicTestError::Other(format!(
+                "{} cannot be read: {e}",
+                file.display()
+            )));
+        }
     }
     ctx.session().register_udf(emulator_model_calls_udf(stats));
     Ok(BedrockSltDb::new(ctx))

@@ -67,23 +67,34 @@ impl ParamValue {
 
     /// The value as a number; numeric strings are accepted.
     pub fn as_number(&self, key: &str) -> Result<f64> {
+        self.number_or_example(key, "10")
+    }
+
+    /// The value as a number; the error's suggestion writes `key = example`.
+    fn number_or_example(&self, key: &str, example: &str) -> Result<f64> {
         match self {
             Self::Number(n) => Ok(*n),
             Self::String(s) => s.trim().parse().map_err(|_| {
                 Error::InvalidInput(format!(
-                    "Parameter '{key}' must be a number, got '{s}': write {key} = 10"
+                    "Parameter '{key}' must be a number, got '{s}': write {key} = {example}"
                 ))
             }),
             other => Err(Error::InvalidInput(format!(
-                "Parameter '{key}' must be a number, got {}: write {key} = 10",
+                "Parameter '{key}' must be a number, got {}: write {key} = {example}",
                 other.kind()
             ))),
         }
     }
 
-    /// A number within `[min, max]`.
+    /// A number within `[min, max]`; a value that is not a number gets a suggestion within
+    /// the range.
     pub fn as_number_in(&self, key: &str, min: f64, max: f64) -> Result<f64> {
-        let n = self.as_number(key)?;
+        let example = if (min..=max).contains(&10.0) {
+            "10".to_string()
+        } else {
+            ((min + max) / 2.0).to_string()
+        };
+        let n = self.number_or_example(key, &example)?;
         if n.is_finite() && (min..=max).contains(&n) {
             Ok(n)
         } else {
@@ -235,6 +246,14 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "Parameter 'max_tokens' must be a number, got 'ten': write max_tokens = 10"
+        );
+        // Regression: the suggestion was out of range for parameters such as temperature.
+        assert_eq!(
+            ParamValue::String("hot".into())
+                .as_number_in("temperature", 0.0, 1.0)
+                .unwrap_err()
+                .to_string(),
+            "Parameter 'temperature' must be a number, got 'hot': write temperature = 0.5"
         );
         assert_eq!(
             ParamValue::List(vec![

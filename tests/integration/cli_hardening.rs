@@ -344,3 +344,76 @@ async fn structured_answers_print_in_csv_and_tsv_as_json_text() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_malformed_file_is_skipped_with_a_warning_and_names_keep_their_spaces() {
+    // Regression: one unreadable file in --files stopped every command, and a file named with
+    // spaces or capitals landed in the wrong schema.
+    let home = tempfile::tempdir().expect("temp dir");
+    let files = home.path().join("files");
+    std::fs::create_dir(&files).expect("files dir");
+    std::fs::write(files.join("My Questions.csv"), "question\nWhy?\n").expect("csv");
+    std::fs::write(files.join("broken.parquet"), "not parquet at all").expect("parquet");
+    let dir = files.display().to_string();
+    let out = run(
+        home.path(),
+        &[
+            "-q",
+            "--files",
+            &dir,
+            "-c",
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = 'files'",
+            "SELECT * FROM files.\"my questions\"",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "+--------------+--------------+\n\
+         | table_schema | table_name   |\n\
+         +--------------+--------------+\n\
+         | files        | my questions |\n\
+         +--------------+--------------+\n\
+         +----------+\n\
+         | question |\n\
+         +----------+\n\
+         | Why?     |\n\
+         +----------+\n"
+    );
+    let broken = files.join("broken.parquet").display().to_string();
+    assert!(
+        out.stderr.starts_with(&format!(
+            "Warning: {broken} is not served in the files schema: "
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_non_number_gets_a_suggestion_within_the_parameters_range() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = run(
+        home.path(),
+        &[
+            "-q",
+            "--emulator",
+            "-c",
+            ENGINE,
+            "CREATE MODEL m PREDICT x USING engine = 'e', question_column = 'q', temperature = 'hot'",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stdout.ends_with(
+            "Error: Error during planning: Parameter 'temperature' must be a number, got 'hot': write temperature = 0.5\n"
+        ),
+        "{}",
+        out.stdout
+    );
+}

@@ -311,8 +311,12 @@ async fn the_files_schema_serves_a_directory() {
         .expect("write parquet");
 
     let ctx = BedrockContext::new();
-    let names = ctx.register_files_dir(&dir).await.expect("registered");
-    assert_eq!(names, vec!["numbers", "related", "unrelated_questions"]);
+    let registered = ctx.register_files_dir(&dir).await.expect("registered");
+    assert_eq!(
+        registered.tables,
+        vec!["numbers", "related", "unrelated_questions"]
+    );
+    assert!(registered.skipped.is_empty(), "{:?}", registered.skipped);
     assert_eq!(
         run(&ctx, "SELECT * FROM files.unrelated_questions").await,
         table(&[
