@@ -13,7 +13,7 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 use super::parser::{BedrockStatement, QualifiedName};
-use crate::bedrock::config::{CredentialSource, EngineConfig};
+use crate::bedrock::config::EngineConfig;
 use crate::bedrock::engine::Engine;
 use crate::bedrock::params::suggest;
 use crate::catalog::ModelEntry;
@@ -114,7 +114,7 @@ impl Ddl<'_> {
                             "bedrock".into(),
                             e.region().to_string(),
                             c.endpoint_url.clone().unwrap_or_else(|| "(AWS)".into()),
-                            credential_kind(&c.credentials),
+                            e.credentials_used().to_string(),
                             c.max_concurrency.to_string(),
                             c.is_default.to_string(),
                         ]
@@ -355,17 +355,4 @@ fn model_row(spec: &ModelSpec, status: &str) -> Vec<String> {
         spec.input_columns().join(", "),
         status.to_string(),
     ]
-}
-
-fn credential_kind(source: &CredentialSource) -> String {
-    match source {
-        CredentialSource::DefaultChain => "default chain".into(),
-        CredentialSource::Profile(p) => format!("profile '{p}'"),
-        CredentialSource::Static {
-            session_token: Some(_),
-            ..
-        } => "static keys + session token".into(),
-        CredentialSource::Static { .. } => "static keys".into(),
-        CredentialSource::ApiKey(_) => "api key".into(),
-    }
 }
