@@ -425,6 +425,66 @@ async fn child_profile() {
     child_engine(CredentialSource::Profile("analytics".into()), "us-west-2").await;
 }
 
+/// With `verify_credentials = false` the chain is resolved at the first call, once: its
+/// fingerprint scopes the cache, so the same prompt again is a cache hit, not a request.
+#[tokio::test]
+async fn an_unverified_chain_is_resolved_at_the_first_call_and_its_answers_cached() {
+    let emulator = signed_emulator(EmulatorConfig::default()).await;
+    let url = emulator.url().to_string();
+    tokio::task::spawn_blocking(move || {
+        run_child(
+            "client_engine::child_unverified_chain",
+            &[
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+                ("EMULATOR_URL", url),
+            ],
+        );
+    })
+    .await
+    .expect("child finished");
+    let stats = emulator.stats().snapshot();
+    assert_eq!(
+        (
+            stats.count(None, Some("ListFoundationModels"), None),
+            stats.count(Some(TITAN), Some("Converse"), Some(200)),
+            stats.total(),
+        ),
+        (0, 1, 1)
+    );
+}
+
+#[tokio::test]
+#[ignore = "run in a child process by an_unverified_chain_is_resolved_at_the_first_call_and_its_answers_cached"]
+async fn child_unverified_chain() {
+    let url = std::env::var("EMULATOR_URL").expect("run by its parent test");
+    let config = EngineConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(url),
+        verify_credentials: false,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::connect("chain", config)
+        .await
+        .expect("nothing is checked");
+    assert_eq!(engine.credentials_used(), "default chain");
+    let target = ModelTarget {
+        model_id: TITAN.into(),
+        api: Api::Converse,
+    };
+    for _ in 0..2 {
+        let results = engine
+            .generate(&target, &prompts(["unverified".to_string()]))
+            .await;
+        assert_eq!(
+            answers(&results),
+            vec![Some(expected_answer(TITAN, 1, 1, 0, "unverified"))]
+        );
+    }
+    let usage = &engine.usage()[0];
+    assert_eq!((usage.requests, usage.cache_hits), (1, 1));
+}
+
 #[tokio::test]
 async fn a_thousand_prompts_with_fifty_distinct_send_fifty_requests() {
     let emulator = signed_emulator(EmulatorConfig::default()).await;

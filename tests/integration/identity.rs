@@ -562,4 +562,67 @@ mod shell {
         );
         assert_nothing_secret_in(&out);
     }
+
+    /// Keys and profiles sign their requests even when the environment holds a Bedrock API
+    /// key (`AWS_BEARER_TOKEN_BEDROCK`); only the default chain takes that key.
+    #[tokio::test]
+    async fn the_environments_api_key_replaces_neither_keys_nor_a_profile() {
+        let signed = signed_emulator().await;
+        let keyed = Emulator::start(EmulatorConfig {
+            api_keys: vec!["ABSK-from-the-environment".into()],
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("emulator starts");
+        let home = tempfile::tempdir().expect("temp dir");
+        profile_file(home.path(), EMULATOR_KEY_ID, EMULATOR_SECRET);
+        let env = [("AWS_BEARER_TOKEN_BEDROCK", "ABSK-from-the-environment")];
+        let create = |name: &str, url: &str, identity: &str| {
+            format!(
+                "CREATE ML_ENGINE {name} FROM bedrock USING region_name = 'us-east-1', endpoint_url = '{url}'{identity}"
+            )
+        };
+        let keys = format!(
+            ", aws_access_key_id = '{EMULATOR_KEY_ID}', aws_secret_access_key = '{EMULATOR_SECRET}'"
+        );
+        let statements = [
+            create("keys", signed.url(), &keys),
+            create("prof", signed.url(), ", profile_name = 'p'"),
+            create("chain", keyed.url(), ""),
+            "SHOW ML_ENGINES".to_string(),
+        ];
+        let mut args = vec!["-q", "--format", "csv", "-c"];
+        args.extend(statements.iter().map(String::as_str));
+        let out = run(home.path(), &env, &args).await;
+        assert!(out.success, "{}\n{}", out.stdout, out.stderr);
+        let show = out
+            .stdout
+            .split_once("name,handler,region,")
+            .map(|(_, show)| show)
+            .unwrap_or_else(|| panic!("no SHOW output in:\n{}", out.stdout));
+        let (signed_url, keyed_url) = (signed.url(), keyed.url());
+        assert_eq!(
+            show,
+            format!(
+                "endpoint_url,credentials,max_concurrency,default\n\
+                 chain,bedrock,us-east-1,{keyed_url},default chain (AWS_BEARER_TOKEN_BEDROCK),32,false\n\
+                 keys,bedrock,us-east-1,{signed_url},static keys,32,false\n\
+                 prof,bedrock,us-east-1,{signed_url},profile 'p',32,false\n"
+            )
+        );
+        assert_eq!(
+            (
+                signed
+                    .stats()
+                    .snapshot()
+                    .count(None, Some("ListFoundationModels"), Some(200)),
+                keyed
+                    .stats()
+                    .snapshot()
+                    .count(None, Some("ListFoundationModels"), Some(200)),
+            ),
+            (2, 1)
+        );
+        assert!(!out.stdout.contains("ABSK-from-the-environment"));
+    }
 }
