@@ -755,6 +755,53 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_hash_the_key_id_or_account_and_salt_api_keys() {
+        let plain = |value: &str| -> [u8; 32] { Sha256::digest(value.as_bytes()).into() };
+        let keys = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI", None, None, "test");
+        // The access key id decides, not the secret.
+        assert_eq!(
+            credentials_fingerprint(&keys),
+            credentials_fingerprint(&Credentials::new(
+                "AKIDEXAMPLE",
+                "another-secret",
+                None,
+                None,
+                "test"
+            ))
+        );
+        assert_eq!(
+            credentials_fingerprint(&keys),
+            access_key_fingerprint("AKIDEXAMPLE")
+        );
+        assert_ne!(
+            access_key_fingerprint("AKIDEXAMPLE"),
+            access_key_fingerprint("AKIDOTHER")
+        );
+        // Temporary keys of one account keep the account's fingerprint when they rotate.
+        let rotated = |key: &str| {
+            Credentials::builder()
+                .access_key_id(key)
+                .secret_access_key("s")
+                .account_id("123456789012")
+                .provider_name("test")
+                .build()
+        };
+        assert_eq!(
+            credentials_fingerprint(&rotated("ASIAONE")),
+            credentials_fingerprint(&rotated("ASIATWO"))
+        );
+        assert_ne!(
+            credentials_fingerprint(&rotated("ASIAONE")),
+            access_key_fingerprint("ASIAONE")
+        );
+        // An API key's fingerprint is salted: not the plain hash of the key.
+        let api = api_key_fingerprint("ABSK-secret");
+        assert_ne!(api, plain("ABSK-secret"));
+        assert_ne!(api, api_key_fingerprint("ABSK-other"));
+        assert_ne!(api, access_key_fingerprint("ABSK-secret"));
+    }
+
+    #[test]
     fn reasons_never_show_a_secret_of_the_environment() {
         let secrets = vec![String::new(), "wJalrXUtnFEMI".to_string()];
         assert_eq!(
