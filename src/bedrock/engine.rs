@@ -280,11 +280,12 @@ impl Engine {
     /// Builds the AWS clients and, unless `verify_credentials = false`, checks the identity with
     /// a ListFoundationModels call bounded by `connect_timeout`.
     ///
-    /// Without keys or an API key, the engine first asks whether its endpoint (`endpoint_url`,
-    /// else `AWS_ENDPOINT_URL`) is the built-in emulator on the loopback interface accepting
-    /// unsigned requests (its default): then its requests go unsigned and no credentials are
-    /// looked up. Otherwise the standard AWS chain (or the named profile) is resolved once
-    /// here, so a missing identity is one short error at creation.
+    /// An explicit identity (keys, `api_key`, `profile_name`) is the only one used. With none,
+    /// the engine first asks whether its endpoint (`endpoint_url`, else `AWS_ENDPOINT_URL`) is
+    /// the built-in emulator on the loopback interface accepting unsigned requests (its
+    /// default): then its requests go unsigned and no credentials are looked up. Otherwise the
+    /// standard AWS chain (or the named profile alone) is resolved once here, so a missing
+    /// identity is one short error at creation.
     ///
     /// # Errors
     /// When the cache directory cannot be opened, no credentials are found, or the check
