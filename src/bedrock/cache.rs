@@ -13,16 +13,56 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// A cache key: the SHA-256 of (kind, model id, the whole request).
+/// A cache key: the SHA-256 of (scope, kind, model id, the whole request).
 pub type CacheKey = [u8; 32];
 
-/// Hashes what identifies a request.
-pub fn cache_key(kind: &str, model_id: &str, request: &impl Serialize) -> CacheKey {
+/// Where an engine's answers come from: its endpoint, region and identity, hashed. Every
+/// cache key holds it, so engines that send requests to another endpoint or region, or as
+/// another identity, never share answers — in memory or in a shared `cache_dir`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheScope([u8; 32]);
+
+impl CacheScope {
+    /// The scope of requests sent to `endpoint` (`AWS` for Bedrock's own endpoints) in `region`
+    /// as the identity whose fingerprint is `identity` (a hash that never holds a secret).
+    pub fn new(endpoint: &str, region: &str, identity: &[u8; 32]) -> Self {
+        let mut hasher = Sha256::new();
+        for part in [endpoint.as_bytes(), region.as_bytes(), identity.as_slice()] {
+            hasher.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes());
+            hasher.update(part);
+        }
+        Self(hasher.finalize().into())
+    }
+
+    /// A scope no other call shares: for a call whose identity could not be settled, so its
+    /// answer is never served to, or taken from, anyone else.
+    pub fn unique() -> Self {
+        let mut bytes = [0u8; 32];
+        bytes.fill_with(|| fastrand::u8(..));
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for CacheScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheScope(..)")
+    }
+}
+
+/// Hashes what identifies a request: the scope (endpoint, region, identity), the kind of call
+/// (`converse`, `invoke`, `embed`), the model id and the whole request.
+pub fn cache_key(
+    scope: &CacheScope,
+    kind: &str,
+    model_id: &str,
+    request: &impl Serialize,
+) -> CacheKey {
     let mut hasher = Sha256::new();
-    hasher.update(kind.as_bytes());
-    hasher.update([0]);
-    hasher.update(model_id.as_bytes());
-    hasher.update([0]);
+    hasher.update(scope.0);
+    for part in [kind.as_bytes(), model_id.as_bytes()] {
+        hasher.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes());
+        hasher.update(part);
+    }
     hasher.update(serde_json::to_vec(request).unwrap_or_default());
     hasher.finalize().into()
 }
@@ -183,11 +223,53 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    fn scope() -> CacheScope {
+        CacheScope::new("AWS", "us-east-1", &[7; 32])
+    }
+
+    #[test]
+    fn keys_differ_by_endpoint_region_identity_kind_model_and_request() {
+        let key =
+            |endpoint: &str, region: &str, identity: u8, kind: &str, model: &str, request: &str| {
+                cache_key(
+                    &CacheScope::new(endpoint, region, &[identity; 32]),
+                    kind,
+                    model,
+                    &request,
+                )
+            };
+        let base = key("AWS", "us-east-1", 1, "converse", "m", "p");
+        assert_eq!(base, key("AWS", "us-east-1", 1, "converse", "m", "p"));
+        let others = [
+            key(
+                "http://127.0.0.1:4100",
+                "us-east-1",
+                1,
+                "converse",
+                "m",
+                "p",
+            ),
+            key("AWS", "eu-west-1", 1, "converse", "m", "p"),
+            key("AWS", "us-east-1", 2, "converse", "m", "p"),
+            key("AWS", "us-east-1", 1, "invoke", "m", "p"),
+            key("AWS", "us-east-1", 1, "converse", "m2", "p"),
+            key("AWS", "us-east-1", 1, "converse", "m", "p2"),
+            // Parts do not run into each other.
+            key("AWSu", "s-east-1", 1, "converse", "m", "p"),
+            key("AWS", "us-east-1", 1, "conversem", "", "p"),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert_ne!(&base, other, "variant {i}");
+        }
+        assert_ne!(CacheScope::unique(), CacheScope::unique());
+        assert_eq!(format!("{:?}", scope()), "CacheScope(..)");
+    }
+
     #[tokio::test]
     async fn identical_requests_fetch_once_and_hit_afterwards() {
         let cache: ResponseCache<String> = ResponseCache::open("t", 100, None).unwrap();
         let fetches = AtomicUsize::new(0);
-        let key = cache_key("text", "m", &"prompt");
+        let key = cache_key(&scope(), "text", "m", &"prompt");
         let fetch = || async {
             fetches.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -212,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn failures_are_not_cached() {
         let cache: ResponseCache<String> = ResponseCache::open("t", 100, None).unwrap();
-        let key = cache_key("text", "m", &"p");
+        let key = cache_key(&scope(), "text", "m", &"p");
         let (r, _) = cache
             .get_or_fetch(key, async { Err::<String, _>("boom".to_string()) })
             .await;
@@ -226,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn the_disk_cache_survives_a_new_cache() {
         let dir = std::env::temp_dir().join(format!("dfb-cache-test-{}", std::process::id()));
-        let key = cache_key("text", "m", &"persist");
+        let key = cache_key(&scope(), "text", "m", &"persist");
         {
             let cache: ResponseCache<String> = ResponseCache::open("t", 10, Some(&dir)).unwrap();
             let (r, s) = cache

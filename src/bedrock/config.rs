@@ -42,7 +42,8 @@ pub enum CredentialSource {
     /// container and instance metadata (and `AWS_BEARER_TOKEN_BEDROCK`).
     #[default]
     DefaultChain,
-    /// A named profile of the shared config files.
+    /// A named profile of the shared config files: its credentials alone (never the
+    /// environment's keys or bearer token).
     Profile(String),
     /// Static keys, with a session token for temporary credentials.
     Static {
@@ -84,7 +85,8 @@ pub struct EngineConfig {
     /// `cache_size`: responses kept in memory. Default 10,000; 0 disables the cache.
     pub cache_size: u64,
     /// `cache_dir`: a directory for a persistent response cache (one file), so a re-run does
-    /// not pay twice. Default: none.
+    /// not pay twice. Engines may share it: answers are kept apart by endpoint, region and
+    /// identity. Default: none.
     pub cache_dir: Option<PathBuf>,
     /// `verify_credentials`: check the identity with ListFoundationModels when the engine is
     /// created. Default true.

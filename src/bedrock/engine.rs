@@ -6,22 +6,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message, SpecificToolChoice,
     SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
+use aws_smithy_runtime_api::client::auth::AuthSchemeId;
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use aws_smithy_types::Document;
 use futures::{FutureExt, StreamExt};
 
 use super::budget::{Budget, Reservation};
-use super::cache::{CacheKey, ResponseCache, Source, cache_key};
+use super::cache::{CacheKey, CacheScope, ResponseCache, Source, cache_key};
 use super::config::{CredentialSource, EngineConfig};
 use super::families::{self, EmbedOptions, ModelFamily};
-use super::identity::{self, Signing};
+use super::identity::{self, Identity, Signing};
 use super::limiter::Limiter;
 use super::request::{CallInfo, ChatRole, TextRequest, TextResponse};
 use super::retry::{CallFailure, FailureKind, RetryPolicy, one_line};
@@ -94,6 +98,10 @@ pub struct Engine {
     name: String,
     config: EngineConfig,
     region: String,
+    /// Where requests go: `endpoint_url`, else the environment's, else `AWS`.
+    endpoint: String,
+    identity: Identity,
+    scope: tokio::sync::OnceCell<CacheScope>,
     runtime: aws_sdk_bedrockruntime::Client,
     control: aws_sdk_bedrock::Client,
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
@@ -174,6 +182,7 @@ async fn load_sdk_config(config: &EngineConfig) -> aws_config::SdkConfig {
     }
     match &config.credentials {
         CredentialSource::DefaultChain => {}
+        // The profile's region and settings; its credentials are set below, alone.
         CredentialSource::Profile(profile) => loader = loader.profile_name(profile),
         CredentialSource::Static {
             access_key_id,
@@ -191,16 +200,47 @@ async fn load_sdk_config(config: &EngineConfig) -> aws_config::SdkConfig {
         CredentialSource::ApiKey(_) => loader = loader.no_credentials(),
     }
     let sdk = loader.load().await;
-    if sdk.region().is_some() {
-        return sdk;
+    let region = sdk
+        .region()
+        .cloned()
+        .unwrap_or_else(|| aws_config::Region::new(DEFAULT_REGION));
+    let mut builder = sdk.into_builder();
+    builder.set_region(Some(region.clone()));
+    if let CredentialSource::Profile(profile) = &config.credentials {
+        // Only the named profile: the standard chain with `profile_name` would still take the
+        // environment's keys first.
+        let provider_config = ProviderConfig::default()
+            .with_region(Some(region))
+            .with_behavior_version(Some(BehaviorVersion::latest()));
+        let provider = ProfileFileCredentialsProvider::builder()
+            .configure(&provider_config)
+            .profile_name(profile)
+            .build();
+        builder.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
     }
-    sdk.into_builder()
-        .region(aws_config::Region::new(DEFAULT_REGION))
-        .build()
+    builder.build()
 }
 
-/// The runtime and control-plane clients: bearer auth for an API key, no auth at all for
-/// unsigned requests.
+/// SigV4's scheme.
+const SIGV4_SCHEME_ID: AuthSchemeId = AuthSchemeId::new("sigv4");
+
+/// Where an engine's requests go, for its cache keys: `endpoint_url`, else the environment's
+/// Bedrock Runtime or general endpoint, else `AWS` (Bedrock's own endpoint for the region).
+fn endpoint_of(config: &EngineConfig, sdk: &aws_config::SdkConfig) -> String {
+    config
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_BEDROCK_RUNTIME").ok())
+        .or_else(|| sdk.endpoint_url().map(str::to_string))
+        .map_or_else(
+            || "AWS".to_string(),
+            |url| url.trim_end_matches('/').to_string(),
+        )
+}
+
+/// The runtime and control-plane clients: bearer auth for an API key, SigV4 alone for keys and
+/// profiles (an `AWS_BEARER_TOKEN_BEDROCK` of the environment does not replace them), no auth
+/// at all for unsigned requests.
 fn clients(
     sdk: &aws_config::SdkConfig,
     credentials: &CredentialSource,
@@ -219,6 +259,13 @@ fn clients(
             .bearer_token(aws_sdk_bedrock::config::Token::new(key.expose(), None))
             .auth_scheme_preference([HTTP_BEARER_AUTH_SCHEME_ID]);
     }
+    if matches!(
+        credentials,
+        CredentialSource::Static { .. } | CredentialSource::Profile(_)
+    ) {
+        runtime = runtime.auth_scheme_preference([SIGV4_SCHEME_ID]);
+        control = control.auth_scheme_preference([SIGV4_SCHEME_ID]);
+    }
     if signing == Signing::Unsigned {
         runtime = runtime.allow_no_auth();
         control = control.allow_no_auth();
@@ -233,11 +280,12 @@ impl Engine {
     /// Builds the AWS clients and, unless `verify_credentials = false`, checks the identity with
     /// a ListFoundationModels call bounded by `connect_timeout`.
     ///
-    /// Without keys or an API key, the engine first asks whether its endpoint (`endpoint_url`,
-    /// else `AWS_ENDPOINT_URL`) is the built-in emulator on the loopback interface accepting
-    /// unsigned requests (its default): then its requests go unsigned and no credentials are
-    /// looked up. Otherwise the standard AWS chain (or the named profile) is resolved once
-    /// here, so a missing identity is one short error at creation.
+    /// An explicit identity (keys, `api_key`, `profile_name`) is the only one used. With none,
+    /// the engine first asks whether its endpoint (`endpoint_url`, else `AWS_ENDPOINT_URL`) is
+    /// the built-in emulator on the loopback interface accepting unsigned requests (its
+    /// default): then its requests go unsigned and no credentials are looked up. Otherwise the
+    /// standard AWS chain (or the named profile alone) is resolved once here, so a missing
+    /// identity is one short error at creation.
     ///
     /// # Errors
     /// When the cache directory cannot be opened, no credentials are found, or the check
@@ -245,15 +293,23 @@ impl Engine {
     /// secret.
     pub async fn connect(name: &str, config: EngineConfig) -> Result<Arc<Self>> {
         let sdk = load_sdk_config(&config).await;
-        let (sdk, signing) = identity::settle(name, &config, sdk).await?;
+        let identity::Settled {
+            sdk,
+            signing,
+            identity,
+        } = identity::settle(name, &config, sdk).await?;
         let region = sdk
             .region()
             .map_or(DEFAULT_REGION.to_string(), ToString::to_string);
+        let endpoint = endpoint_of(&config, &sdk);
         let (runtime, control) = clients(&sdk, &config.credentials, signing);
         let cache_dir = config.cache_dir.as_deref();
         let engine = Arc::new(Self {
             name: name.to_string(),
             region,
+            endpoint,
+            identity,
+            scope: tokio::sync::OnceCell::new(),
             runtime,
             control,
             limiters: Mutex::default(),
@@ -316,6 +372,34 @@ impl Engine {
                 "Engine '{}': the credential check (ListFoundationModels in {}) failed — {code}: {detail}. Check region_name and endpoint_url, or create the engine with verify_credentials = false.",
                 self.name, self.region
             ),
+        }
+    }
+
+    /// What its requests really carry, as `SHOW ML_ENGINES` says it: `default chain`,
+    /// `profile 'dev'`, `static keys`, `static keys + session token`, `api key`,
+    /// `default chain (AWS_BEARER_TOKEN_BEDROCK)`, or `none (emulator)` when they go unsigned
+    /// to the built-in emulator.
+    pub fn credentials_used(&self) -> &str {
+        self.identity.shown()
+    }
+
+    /// The scope of its cache keys: endpoint, region and identity. When credentials left for
+    /// the first call cannot be resolved, a scope of this call alone (its answer is shared
+    /// with no one).
+    async fn cache_scope(&self) -> CacheScope {
+        if let Some(scope) = self.scope.get() {
+            return *scope;
+        }
+        match self.identity.fingerprint().await {
+            Some(identity) => {
+                *self
+                    .scope
+                    .get_or_init(|| async {
+                        CacheScope::new(&self.endpoint, &self.region, &identity)
+                    })
+                    .await
+            }
+            None => CacheScope::unique(),
         }
     }
 
@@ -479,9 +563,10 @@ impl Engine {
     ) -> RowResults<TextResponse> {
         let counters = self.usage.model(&target.model_id);
         let limiter = self.limiter(&target.model_id);
+        let scope = self.cache_scope().await;
         let groups = group_by_key(requests.iter().map(|r| {
             r.as_ref()
-                .map(|r| cache_key(target.api.name(), &target.model_id, r))
+                .map(|r| cache_key(&scope, target.api.name(), &target.model_id, r))
         }));
         counters.deduplicated(groups.duplicates);
         // Each request's future is made only when a slot in the window is free: a request
@@ -857,9 +942,10 @@ impl Engine {
             options.normalize,
             options.input_type.clone(),
         );
+        let scope = self.cache_scope().await;
         let groups = group_by_key(texts.iter().map(|t| {
             t.as_ref()
-                .map(|t| cache_key("embed", model_id, &(&option_key, t)))
+                .map(|t| cache_key(&scope, "embed", model_id, &(&option_key, t)))
         }));
         counters.deduplicated(groups.duplicates);
         let mut vectors: Vec<Shared<Vec<f32>>> = vec![None; groups.distinct.len()];

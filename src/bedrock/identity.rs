@@ -1,22 +1,29 @@
 //! An engine's identity, settled when it connects: which credentials its requests carry, when a
 //! local emulator lets it go without, and what to say when there is no identity or Bedrock
 //! refuses it — one short message naming what was tried and the fix, never an SDK dump and
-//! never a secret.
+//! never a secret. An explicit source (keys, `api_key`, `profile_name`) is the only one used:
+//! the environment's keys or bearer token never stand in for it.
 //!
 //! ```text
 //! credentials ── static keys / api_key ─────────────────────────────────► as given
-//!             └─ standard chain / profile_name
+//!             ├─ profile_name ─────────────────────────────────────────► that profile alone:
+//!             │                                                           resolved as below
+//!             └─ standard chain
 //!                 ├─ AWS_BEARER_TOKEN_BEDROCK set ───────────────────────► the SDK's bearer token
 //!                 ├─ endpoint_url on loopback, and its
 //!                 │  GET /_emulator/identity accepts unsigned requests ──► unsigned requests
-//!                 ├─ verify_credentials = false ─────────────────────────► the chain, at the first call
-//!                 └─ resolve the chain once, within connect_timeout
+//!                 ├─ verify_credentials = false ─────────────────────────► resolved at the first call
+//!                 └─ resolve once, within connect_timeout
 //!                     ├─ credentials ────────────────────────────────────► those (handed out first)
 //!                     └─ none, or an error ──────────────────────────────► a short error
 //! ```
+//!
+//! The identity also gives the response cache a fingerprint (a hash of the access key id or
+//! account, a salted hash of an API key — never of a secret key), so answers are never shared
+//! between identities.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -24,6 +31,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 
 use super::config::{CredentialSource, EngineConfig};
@@ -97,44 +105,200 @@ fn redact(message: &str, secrets: &[String]) -> String {
         .fold(message.to_string(), |m, s| replace_whole(&m, s))
 }
 
+/// What [`settle`] decided: the SDK configuration to build the engine's clients from, how
+/// its requests are authenticated, and the identity they carry.
+pub(crate) struct Settled {
+    /// The SDK configuration.
+    pub(crate) sdk: SdkConfig,
+    /// Signed as configured, or unsigned to the built-in emulator.
+    pub(crate) signing: Signing,
+    /// The identity requests carry.
+    pub(crate) identity: Identity,
+}
+
+/// The identity an engine's requests carry: what `SHOW ML_ENGINES` says of it, and a
+/// fingerprint for cache keys that never holds a secret (a hash of the access key id, the
+/// account, or a salted hash of an API key).
+#[derive(Debug)]
+pub(crate) struct Identity {
+    shown: String,
+    fingerprint: tokio::sync::OnceCell<[u8; 32]>,
+    pending: Option<Pending>,
+}
+
+impl Identity {
+    fn known(shown: impl Into<String>, fingerprint: [u8; 32]) -> Self {
+        Self {
+            shown: shown.into(),
+            fingerprint: tokio::sync::OnceCell::new_with(Some(fingerprint)),
+            pending: None,
+        }
+    }
+
+    /// What the engine's requests really carry, in words: `default chain`, `profile 'dev'`,
+    /// `static keys`, `static keys + session token`, `api key`, `default chain
+    /// (AWS_BEARER_TOKEN_BEDROCK)` or `none (emulator)`.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The identity's fingerprint. Credentials of the chain or a profile not resolved when the
+    /// engine connected (`verify_credentials = false`) are resolved here once, and handed to
+    /// the engine's first request; `None` when they cannot be.
+    pub(crate) async fn fingerprint(&self) -> Option<[u8; 32]> {
+        if let Some(known) = self.fingerprint.get() {
+            return Some(*known);
+        }
+        let pending = self.pending.as_ref()?;
+        self.fingerprint
+            .get_or_try_init(|| pending.resolve())
+            .await
+            .ok()
+            .copied()
+    }
+}
+
+/// Credentials of the chain or a profile, resolved at most once by the engine itself; the
+/// first ones go to the SDK's first request (see [`Primed`]).
+#[derive(Debug)]
+struct Pending {
+    chain: SharedCredentialsProvider,
+    first: Arc<Mutex<Option<Credentials>>>,
+    timeout: Duration,
+}
+
+impl Pending {
+    async fn resolve(&self) -> std::result::Result<[u8; 32], Missing> {
+        match tokio::time::timeout(self.timeout, self.chain.provide_credentials()).await {
+            Ok(Ok(credentials)) => {
+                let fingerprint = credentials_fingerprint(&credentials);
+                *self.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(credentials);
+                Ok(fingerprint)
+            }
+            Ok(Err(e)) => Err(Missing::from_error(&e)),
+            Err(_) => Err(Missing::Failed(format!(
+                "no answer within {}",
+                seconds(self.timeout)
+            ))),
+        }
+    }
+}
+
+/// Salt of API-key fingerprints, so a fingerprint is not the plain hash of the key.
+const API_KEY_SALT: &[u8] = b"datafusion-bedrock/api-key-fingerprint/v1";
+
+/// A fingerprint: the SHA-256 of a label and a value that is not secret (or, for API keys,
+/// salted).
+fn fingerprint(label: &str, value: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(label.as_bytes());
+    hasher.update([0]);
+    hasher.update(value);
+    hasher.finalize().into()
+}
+
+/// The fingerprint of an access key id (never of its secret).
+fn access_key_fingerprint(access_key_id: &str) -> [u8; 32] {
+    fingerprint("access-key-id", access_key_id.as_bytes())
+}
+
+/// The fingerprint of a Bedrock API key: salted.
+fn api_key_fingerprint(key: &str) -> [u8; 32] {
+    let mut salted = API_KEY_SALT.to_vec();
+    salted.extend_from_slice(key.as_bytes());
+    fingerprint("api-key", &salted)
+}
+
+/// The fingerprint of resolved credentials: their account when the provider names it (SSO,
+/// assumed roles: it stays when temporary keys rotate), else their access key id.
+fn credentials_fingerprint(credentials: &Credentials) -> [u8; 32] {
+    match credentials.account_id() {
+        Some(account) => fingerprint("account", account.as_str().as_bytes()),
+        None => access_key_fingerprint(credentials.access_key_id()),
+    }
+}
+
+/// What `SHOW ML_ENGINES` says of an engine whose requests go unsigned to the emulator.
+pub(crate) const SHOWN_UNSIGNED: &str = "none (emulator)";
+
 /// Settles how the engine authenticates (see the module's diagram) and returns the SDK
-/// configuration to build its clients from.
+/// configuration to build its clients from. An explicit source (keys, API key, profile) is
+/// the only one used: only the standard chain may fall back on the environment's bearer token
+/// or on unsigned requests to the built-in emulator.
 ///
 /// # Errors
 /// When the standard chain or the named profile yields no credentials (and `verify_credentials`
 /// is on); the message says what was tried and the fix.
-pub(crate) async fn settle(
-    engine: &str,
-    config: &EngineConfig,
-    sdk: SdkConfig,
-) -> Result<(SdkConfig, Signing)> {
-    let from_chain = matches!(
-        config.credentials,
-        CredentialSource::DefaultChain | CredentialSource::Profile(_)
-    );
-    if !from_chain || uses_bearer_token(&sdk) {
-        return Ok((sdk, Signing::Configured));
+pub(crate) async fn settle(engine: &str, config: &EngineConfig, sdk: SdkConfig) -> Result<Settled> {
+    let configured = |sdk, identity| {
+        Ok(Settled {
+            sdk,
+            signing: Signing::Configured,
+            identity,
+        })
+    };
+    let mut loopback = None;
+    match &config.credentials {
+        CredentialSource::Static {
+            access_key_id,
+            session_token,
+            ..
+        } => {
+            let shown = if session_token.is_some() {
+                "static keys + session token"
+            } else {
+                "static keys"
+            };
+            return configured(
+                sdk,
+                Identity::known(shown, access_key_fingerprint(access_key_id)),
+            );
+        }
+        CredentialSource::ApiKey(key) => {
+            return configured(
+                sdk,
+                Identity::known("api key", api_key_fingerprint(key.expose())),
+            );
+        }
+        CredentialSource::DefaultChain if uses_bearer_token(&sdk) => {
+            let token = std::env::var(BEARER_TOKEN_VARIABLE).unwrap_or_default();
+            return configured(
+                sdk,
+                Identity::known(
+                    format!("default chain ({BEARER_TOKEN_VARIABLE})"),
+                    api_key_fingerprint(&token),
+                ),
+            );
+        }
+        CredentialSource::DefaultChain => {
+            // `endpoint_url`, else the environment's or profile's `AWS_ENDPOINT_URL`.
+            let endpoint = config.endpoint_url.as_deref().or(sdk.endpoint_url());
+            loopback = endpoint.and_then(Loopback::parse);
+            if let Some(target) = &loopback
+                && target.accepts_unsigned(config.connect_timeout).await
+            {
+                tracing::info!(
+                    engine,
+                    endpoint = %target.authority,
+                    "the built-in emulator accepts unsigned requests: no credentials needed"
+                );
+                let mut builder = sdk.into_builder();
+                builder.set_credentials_provider(None);
+                // Else the bearer scheme would look for an SSO token in the shared config.
+                builder.set_token_provider(None);
+                return Ok(Settled {
+                    sdk: builder.build(),
+                    signing: Signing::Unsigned,
+                    identity: Identity::known(SHOWN_UNSIGNED, fingerprint("unsigned", b"")),
+                });
+            }
+        }
+        CredentialSource::Profile(_) => {}
     }
-    // `endpoint_url`, else the environment's or profile's `AWS_ENDPOINT_URL`.
-    let endpoint = config.endpoint_url.as_deref().or(sdk.endpoint_url());
-    let loopback = endpoint.and_then(Loopback::parse);
-    if let Some(target) = &loopback
-        && target.accepts_unsigned(config.connect_timeout).await
-    {
-        tracing::info!(
-            engine,
-            endpoint = %target.authority,
-            "the built-in emulator accepts unsigned requests: no credentials needed"
-        );
-        let mut builder = sdk.into_builder();
-        builder.set_credentials_provider(None);
-        // Else the bearer scheme would look for an SSO token in the shared config.
-        builder.set_token_provider(None);
-        return Ok((builder.build(), Signing::Unsigned));
-    }
-    if !config.verify_credentials {
-        return Ok((sdk, Signing::Configured));
-    }
+    let shown = match &config.credentials {
+        CredentialSource::Profile(profile) => format!("profile '{profile}'"),
+        _ => "default chain".to_string(),
+    };
     let fail = |missing: Missing| {
         let near = loopback.as_ref().map(|l| l.authority.as_str());
         Error::InvalidInput(missing_credentials(
@@ -147,24 +311,33 @@ pub(crate) async fn settle(
     let Some(chain) = sdk.credentials_provider() else {
         return Err(fail(Missing::NotFound));
     };
-    match tokio::time::timeout(config.connect_timeout, chain.provide_credentials()).await {
-        Ok(Ok(credentials)) => {
-            let primed = SharedCredentialsProvider::new(Primed {
-                first: Mutex::new(Some(credentials)),
-                chain,
-            });
-            Ok((
-                sdk.into_builder().credentials_provider(primed).build(),
-                Signing::Configured,
-            ))
-        }
-        Ok(Err(e)) => Err(fail(Missing::from_error(&e))),
-        Err(_) => Err(fail(Missing::Failed(format!(
-            "no answer within {}",
-            seconds(config.connect_timeout)
-        )))),
+    let first = Arc::new(Mutex::new(None));
+    let primed = SharedCredentialsProvider::new(Primed {
+        first: Arc::clone(&first),
+        chain: chain.clone(),
+    });
+    let sdk = sdk.into_builder().credentials_provider(primed).build();
+    let pending = Pending {
+        chain,
+        first,
+        timeout: config.connect_timeout,
+    };
+    if !config.verify_credentials {
+        return configured(
+            sdk,
+            Identity {
+                shown,
+                fingerprint: tokio::sync::OnceCell::new(),
+                pending: Some(pending),
+            },
+        );
     }
+    let fingerprint = pending.resolve().await.map_err(fail)?;
+    configured(sdk, Identity::known(shown, fingerprint))
 }
+
+/// The variable of the environment holding a Bedrock API key for the standard chain.
+const BEARER_TOKEN_VARIABLE: &str = "AWS_BEARER_TOKEN_BEDROCK";
 
 /// Whether the SDK found a Bedrock bearer token (`AWS_BEARER_TOKEN_BEDROCK`) and will send it
 /// instead of signing.
@@ -185,12 +358,12 @@ fn shown(text: &str) -> String {
     one_line(text, MAX_SHOWN)
 }
 
-/// The chain's provider, handing out the credentials resolved when the engine connected once
-/// before it resolves again, so creating an engine does not resolve them (an STS or SSO call,
-/// perhaps) twice.
+/// The chain's provider, handing out the credentials the engine resolved itself (when it
+/// connected, or for its first cache key) once before it resolves again, so they are not
+/// resolved (an STS or SSO call, perhaps) twice.
 #[derive(Debug)]
 struct Primed {
-    first: Mutex<Option<Credentials>>,
+    first: Arc<Mutex<Option<Credentials>>>,
     chain: SharedCredentialsProvider,
 }
 
@@ -360,6 +533,12 @@ pub(crate) fn missing_credentials(
     });
     let engine = shown(engine);
     match source {
+        CredentialSource::Profile(profile) if *missing == Missing::NotFound => {
+            let profile = shown(profile);
+            format!(
+                "Engine '{engine}': profile '{profile}' was not found in the shared config and credentials files, or holds no credentials. Check profile_name (aws configure list-profiles), or give aws_access_key_id and aws_secret_access_key, or api_key."
+            )
+        }
         CredentialSource::Profile(profile) => {
             let profile = shown(profile);
             format!(
@@ -576,6 +755,53 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_hash_the_key_id_or_account_and_salt_api_keys() {
+        let plain = |value: &str| -> [u8; 32] { Sha256::digest(value.as_bytes()).into() };
+        let keys = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI", None, None, "test");
+        // The access key id decides, not the secret.
+        assert_eq!(
+            credentials_fingerprint(&keys),
+            credentials_fingerprint(&Credentials::new(
+                "AKIDEXAMPLE",
+                "another-secret",
+                None,
+                None,
+                "test"
+            ))
+        );
+        assert_eq!(
+            credentials_fingerprint(&keys),
+            access_key_fingerprint("AKIDEXAMPLE")
+        );
+        assert_ne!(
+            access_key_fingerprint("AKIDEXAMPLE"),
+            access_key_fingerprint("AKIDOTHER")
+        );
+        // Temporary keys of one account keep the account's fingerprint when they rotate.
+        let rotated = |key: &str| {
+            Credentials::builder()
+                .access_key_id(key)
+                .secret_access_key("s")
+                .account_id("123456789012")
+                .provider_name("test")
+                .build()
+        };
+        assert_eq!(
+            credentials_fingerprint(&rotated("ASIAONE")),
+            credentials_fingerprint(&rotated("ASIATWO"))
+        );
+        assert_ne!(
+            credentials_fingerprint(&rotated("ASIAONE")),
+            access_key_fingerprint("ASIAONE")
+        );
+        // An API key's fingerprint is salted: not the plain hash of the key.
+        let api = api_key_fingerprint("ABSK-secret");
+        assert_ne!(api, plain("ABSK-secret"));
+        assert_ne!(api, api_key_fingerprint("ABSK-other"));
+        assert_ne!(api, access_key_fingerprint("ABSK-secret"));
+    }
+
+    #[test]
     fn reasons_never_show_a_secret_of_the_environment() {
         let secrets = vec![String::new(), "wJalrXUtnFEMI".to_string()];
         assert_eq!(
@@ -624,6 +850,16 @@ mod tests {
             "Engine 'engine_with_a_name': no AWS credentials found (the SSO session expired) — tried environment variables, the shared config and credentials files, SSO, web identity token, container credentials and EC2 instance metadata; no emulator accepting unsigned requests answers at [::1]:65535. Give profile_name, aws_access_key_id and aws_secret_access_key, or api_key in USING, or set AWS_PROFILE."
         );
         assert!(message.chars().count() < 400);
+        let missing = missing_credentials(
+            "e",
+            &CredentialSource::Profile("dev".into()),
+            &Missing::NotFound,
+            None,
+        );
+        assert_eq!(
+            missing,
+            "Engine 'e': profile 'dev' was not found in the shared config and credentials files, or holds no credentials. Check profile_name (aws configure list-profiles), or give aws_access_key_id and aws_secret_access_key, or api_key."
+        );
         let profile = missing_credentials(
             "e",
             &CredentialSource::Profile("dev".into()),

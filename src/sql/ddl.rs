@@ -13,7 +13,7 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 use super::parser::{BedrockStatement, QualifiedName};
-use crate::bedrock::config::{CredentialSource, EngineConfig};
+use crate::bedrock::config::EngineConfig;
 use crate::bedrock::engine::Engine;
 use crate::bedrock::params::suggest;
 use crate::bedrock::redact::url_for_display;
@@ -117,7 +117,7 @@ impl Ddl<'_> {
                             c.endpoint_url
                                 .as_deref()
                                 .map_or_else(|| "(AWS)".into(), url_for_display),
-                            credential_kind(&c.credentials),
+                            e.credentials_used().to_string(),
                             c.max_concurrency.to_string(),
                             c.is_default.to_string(),
                         ]
@@ -398,17 +398,4 @@ fn model_row(spec: &ModelSpec, status: &str) -> Vec<String> {
         spec.input_columns().join(", "),
         status.to_string(),
     ]
-}
-
-fn credential_kind(source: &CredentialSource) -> String {
-    match source {
-        CredentialSource::DefaultChain => "default chain".into(),
-        CredentialSource::Profile(p) => format!("profile '{p}'"),
-        CredentialSource::Static {
-            session_token: Some(_),
-            ..
-        } => "static keys + session token".into(),
-        CredentialSource::Static { .. } => "static keys".into(),
-        CredentialSource::ApiKey(_) => "api key".into(),
-    }
 }

@@ -425,6 +425,66 @@ async fn child_profile() {
     child_engine(CredentialSource::Profile("analytics".into()), "us-west-2").await;
 }
 
+/// With `verify_credentials = false` the chain is resolved at the first call, once: its
+/// fingerprint scopes the cache, so the same prompt again is a cache hit, not a request.
+#[tokio::test]
+async fn an_unverified_chain_is_resolved_at_the_first_call_and_its_answers_cached() {
+    let emulator = signed_emulator(EmulatorConfig::default()).await;
+    let url = emulator.url().to_string();
+    tokio::task::spawn_blocking(move || {
+        run_child(
+            "client_engine::child_unverified_chain",
+            &[
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+                ("EMULATOR_URL", url),
+            ],
+        );
+    })
+    .await
+    .expect("child finished");
+    let stats = emulator.stats().snapshot();
+    assert_eq!(
+        (
+            stats.count(None, Some("ListFoundationModels"), None),
+            stats.count(Some(TITAN), Some("Converse"), Some(200)),
+            stats.total(),
+        ),
+        (0, 1, 1)
+    );
+}
+
+#[tokio::test]
+#[ignore = "run in a child process by an_unverified_chain_is_resolved_at_the_first_call_and_its_answers_cached"]
+async fn child_unverified_chain() {
+    let url = std::env::var("EMULATOR_URL").expect("run by its parent test");
+    let config = EngineConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(url),
+        verify_credentials: false,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::connect("chain", config)
+        .await
+        .expect("nothing is checked");
+    assert_eq!(engine.credentials_used(), "default chain");
+    let target = ModelTarget {
+        model_id: TITAN.into(),
+        api: Api::Converse,
+    };
+    for _ in 0..2 {
+        let results = engine
+            .generate(&target, &prompts(["unverified".to_string()]))
+            .await;
+        assert_eq!(
+            answers(&results),
+            vec![Some(expected_answer(TITAN, 1, 1, 0, "unverified"))]
+        );
+    }
+    let usage = &engine.usage()[0];
+    assert_eq!((usage.requests, usage.cache_hits), (1, 1));
+}
+
 #[tokio::test]
 async fn a_thousand_prompts_with_fifty_distinct_send_fifty_requests() {
     let emulator = signed_emulator(EmulatorConfig::default()).await;
@@ -501,6 +561,125 @@ async fn the_disk_cache_serves_a_new_engine() {
     );
     assert_eq!(second.usage()[0].cache_hits, 20);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An engine with a `cache_dir`, signing with `key` / `secret` in `region`.
+async fn cached_engine(
+    emulator: &Emulator,
+    region: &str,
+    key: &str,
+    secret: &str,
+    dir: &std::path::Path,
+) -> Arc<Engine> {
+    engine(emulator, |c| {
+        c.region = Some(region.into());
+        c.credentials = static_keys(key, secret, None);
+        c.cache_dir = Some(dir.to_path_buf());
+    })
+    .await
+}
+
+/// Asks an engine three questions and one embedding, asserting the answers.
+async fn ask_three_and_embed_one(engine: &Arc<Engine>) {
+    let target = ModelTarget {
+        model_id: TITAN.into(),
+        api: Api::Converse,
+    };
+    let texts: Vec<String> = (0..3).map(|i| format!("scoped {i}")).collect();
+    let expected: Vec<Option<String>> = texts
+        .iter()
+        .map(|t| Some(expected_answer(TITAN, 1, 1, 0, t)))
+        .collect();
+    assert_eq!(
+        answers(&engine.generate(&target, &prompts(texts)).await),
+        expected
+    );
+    let titan_embed = "amazon.titan-embed-text-v2:0";
+    let vectors = engine
+        .embed(
+            titan_embed,
+            &[Some("scoped".to_string())],
+            &EmbedOptions::default(),
+        )
+        .await
+        .expect("an embedding model");
+    let got: Vec<Vec<f32>> = vectors
+        .into_iter()
+        .map(|v| v.expect("a row").expect("embedded"))
+        .collect();
+    assert_eq!(got, vec![embedding_for(titan_embed, "scoped", 1024, true)]);
+}
+
+/// Converse and InvokeModel (embedding) requests an emulator has served.
+fn calls(emulator: &Emulator) -> (u64, u64) {
+    let stats = emulator.stats().snapshot();
+    (
+        stats.count(Some(TITAN), Some("Converse"), None),
+        stats.count(
+            Some("amazon.titan-embed-text-v2:0"),
+            Some("InvokeModel"),
+            None,
+        ),
+    )
+}
+
+/// Regression: an answer cached against one endpoint was served, with zero requests, to an
+/// engine with another endpoint, region or keys sharing its `cache_dir`. Each of those sends
+/// its own requests; only the same endpoint, region and identity hit the cache.
+#[tokio::test]
+async fn a_shared_cache_dir_serves_only_the_same_endpoint_region_and_identity() {
+    const OTHER_KEY: &str = "AKIDSECONDACCOUNT";
+    const OTHER_SECRET: &str = "second/account/secret";
+    let first = Emulator::start(EmulatorConfig {
+        credentials: vec![
+            StaticCredential::new(ACCESS_KEY, SECRET_KEY),
+            StaticCredential::new(OTHER_KEY, OTHER_SECRET),
+        ],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let second = signed_emulator(EmulatorConfig::default()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = dir.path();
+
+    let original = cached_engine(&first, "us-east-1", ACCESS_KEY, SECRET_KEY, dir).await;
+    ask_three_and_embed_one(&original).await;
+    assert_eq!((calls(&first), calls(&second)), ((3, 1), (0, 0)));
+    drop(original);
+
+    // Another endpoint.
+    let elsewhere = cached_engine(&second, "us-east-1", ACCESS_KEY, SECRET_KEY, dir).await;
+    ask_three_and_embed_one(&elsewhere).await;
+    assert_eq!((calls(&first), calls(&second)), ((3, 1), (3, 1)));
+
+    // Another region.
+    let other_region = cached_engine(&first, "eu-west-1", ACCESS_KEY, SECRET_KEY, dir).await;
+    ask_three_and_embed_one(&other_region).await;
+    assert_eq!(calls(&first), (6, 2));
+
+    // Another identity.
+    let other_keys = cached_engine(&first, "us-east-1", OTHER_KEY, OTHER_SECRET, dir).await;
+    ask_three_and_embed_one(&other_keys).await;
+    assert_eq!(calls(&first), (9, 3));
+
+    // The same endpoint, region and keys: a new engine reads the disk cache, then its memory.
+    let same = cached_engine(&first, "us-east-1", ACCESS_KEY, SECRET_KEY, dir).await;
+    ask_three_and_embed_one(&same).await;
+    ask_three_and_embed_one(&same).await;
+    assert_eq!((calls(&first), calls(&second)), ((9, 3), (3, 1)));
+    let hits: Vec<(String, u64, u64)> = same
+        .usage()
+        .into_iter()
+        .map(|u| (u.model, u.requests, u.cache_hits))
+        .collect();
+    assert_eq!(
+        hits,
+        vec![
+            ("amazon.titan-embed-text-v2:0".to_string(), 0, 2),
+            (TITAN.to_string(), 0, 6),
+        ]
+    );
 }
 
 #[tokio::test]

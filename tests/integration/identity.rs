@@ -388,4 +388,241 @@ mod shell {
         );
         assert_nothing_secret_in(&out);
     }
+
+    /// Writes `~/.aws/credentials` of `home` with profile `p` holding `key_id` and `secret`.
+    fn profile_file(home: &Path, key_id: &str, secret: &str) {
+        let dir = home.join(".aws");
+        std::fs::create_dir_all(&dir).expect("the .aws directory");
+        std::fs::write(
+            dir.join("credentials"),
+            format!("[p]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"),
+        )
+        .expect("the credentials file");
+    }
+
+    /// Regression: `profile_name` lost to `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` of the
+    /// environment. The emulator accepts only the profile's keys, and SHOW ML_ENGINES names
+    /// the profile.
+    #[tokio::test]
+    async fn a_profile_signs_with_its_own_keys_not_the_environments() {
+        let emulator = signed_emulator().await;
+        let home = tempfile::tempdir().expect("temp dir");
+        profile_file(home.path(), EMULATOR_KEY_ID, EMULATOR_SECRET);
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "AKIDOTHER"),
+            ("AWS_SECRET_ACCESS_KEY", OTHER_SECRET),
+        ];
+        let sql = format!(
+            "CREATE ML_ENGINE e FROM bedrock USING region_name = 'us-east-1', profile_name = 'p', endpoint_url = '{}'",
+            emulator.url()
+        );
+        let out = run(
+            home.path(),
+            &env,
+            &["-q", "--format", "csv", "-c", &sql, "SHOW ML_ENGINES"],
+        )
+        .await;
+        assert!(out.success, "{}\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.stdout,
+            format!(
+                "name,handler,status\n\
+                 e,bedrock,created\n\
+                 name,handler,region,endpoint_url,credentials,max_concurrency,default\n\
+                 e,bedrock,us-east-1,{},profile 'p',32,false\n",
+                emulator.url()
+            )
+        );
+        let stats = emulator.stats().snapshot();
+        assert_eq!(
+            (
+                stats.count(None, Some("ListFoundationModels"), Some(200)),
+                stats.total()
+            ),
+            (1, 1)
+        );
+        assert_nothing_secret_in(&out);
+    }
+
+    /// Regression: with the environment's keys accepted and the profile's refused, the engine
+    /// must fail naming the profile instead of quietly using the environment.
+    #[tokio::test]
+    async fn a_refused_profile_fails_naming_it_even_when_the_environment_would_pass() {
+        let emulator = signed_emulator().await;
+        let home = tempfile::tempdir().expect("temp dir");
+        profile_file(home.path(), "AKIDOTHER", OTHER_SECRET);
+        let env = [
+            ("AWS_ACCESS_KEY_ID", EMULATOR_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", EMULATOR_SECRET),
+        ];
+        let sql = format!(
+            "CREATE ML_ENGINE e FROM bedrock USING region_name = 'us-east-1', profile_name = 'p', endpoint_url = '{}'",
+            emulator.url()
+        );
+        let out = run(home.path(), &env, &["-q", "-c", &sql]).await;
+        assert!(!out.success, "{}\n{}", out.stdout, out.stderr);
+        let message = engine_error(&out);
+        assert_eq!(
+            message,
+            "Engine 'e': Bedrock in us-east-1 rejected the credentials of profile 'p' — UnrecognizedClientException: the access key or session token is not known. Refresh profile 'p' (new keys, or aws sso login --profile p), or choose another profile_name."
+        );
+        assert_short_and_clean(&message);
+        assert_nothing_secret_in(&out);
+        assert_eq!(
+            emulator
+                .stats()
+                .snapshot()
+                .count(None, Some("ListFoundationModels"), Some(403)),
+            1
+        );
+    }
+
+    /// Regression: `profile_name = 'does_not_exist'` succeeded with the environment's keys.
+    /// Against an emulator that would accept them, or one accepting unsigned requests, a
+    /// missing profile is one short message naming it, and nothing is sent.
+    #[tokio::test]
+    async fn a_missing_profile_fails_naming_it() {
+        let signed = signed_emulator().await;
+        let open = Emulator::start(EmulatorConfig::default())
+            .await
+            .expect("emulator starts");
+        let home = tempfile::tempdir().expect("temp dir");
+        profile_file(home.path(), EMULATOR_KEY_ID, EMULATOR_SECRET);
+        let env = [
+            ("AWS_ACCESS_KEY_ID", EMULATOR_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", EMULATOR_SECRET),
+        ];
+        for emulator in [&signed, &open] {
+            let sql = format!(
+                "CREATE ML_ENGINE e FROM bedrock USING region_name = 'us-east-1', profile_name = 'does_not_exist', endpoint_url = '{}'",
+                emulator.url()
+            );
+            let out = run(home.path(), &env, &["-q", "-c", &sql]).await;
+            assert!(!out.success, "{}\n{}", out.stdout, out.stderr);
+            let message = engine_error(&out);
+            assert_eq!(message, MISSING_PROFILE);
+            assert_short_and_clean(&message);
+            assert_nothing_secret_in(&out);
+            assert_eq!(emulator.stats().snapshot().total(), 0);
+        }
+    }
+
+    /// What the shell says of `profile_name = 'does_not_exist'`.
+    const MISSING_PROFILE: &str = "Engine 'e': profile 'does_not_exist' was not found in the shared config and credentials files, or holds no credentials. Check profile_name (aws configure list-profiles), or give aws_access_key_id and aws_secret_access_key, or api_key.";
+
+    /// SHOW ML_ENGINES says what each engine's requests really carry.
+    #[tokio::test]
+    async fn show_ml_engines_reports_the_credentials_really_used() {
+        let signed = signed_emulator().await;
+        let open = Emulator::start(EmulatorConfig::default())
+            .await
+            .expect("emulator starts");
+        let home = tempfile::tempdir().expect("temp dir");
+        profile_file(home.path(), EMULATOR_KEY_ID, EMULATOR_SECRET);
+        let env = [
+            ("AWS_ACCESS_KEY_ID", EMULATOR_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", EMULATOR_SECRET),
+        ];
+        let create = |name: &str, url: &str, identity: &str| {
+            format!(
+                "CREATE ML_ENGINE {name} FROM bedrock USING region_name = 'us-east-1', endpoint_url = '{url}'{identity}"
+            )
+        };
+        let keys = format!(
+            ", aws_access_key_id = '{EMULATOR_KEY_ID}', aws_secret_access_key = '{EMULATOR_SECRET}'"
+        );
+        let statements = [
+            create("unsigned", open.url(), ""),
+            create("chain", signed.url(), ""),
+            create("prof", signed.url(), ", profile_name = 'p'"),
+            create("keys", signed.url(), &keys),
+            create("keyed", open.url(), ", api_key = 'ABSK-anything'"),
+            "SHOW ML_ENGINES".to_string(),
+        ];
+        let mut args = vec!["-q", "--format", "csv", "-c"];
+        args.extend(statements.iter().map(String::as_str));
+        let out = run(home.path(), &env, &args).await;
+        assert!(out.success, "{}\n{}", out.stdout, out.stderr);
+        let show = out
+            .stdout
+            .split_once("name,handler,region,")
+            .map(|(_, show)| show)
+            .unwrap_or_else(|| panic!("no SHOW output in:\n{}", out.stdout));
+        let (signed_url, open_url) = (signed.url(), open.url());
+        assert_eq!(
+            show,
+            format!(
+                "endpoint_url,credentials,max_concurrency,default\n\
+                 chain,bedrock,us-east-1,{signed_url},default chain,32,false\n\
+                 keyed,bedrock,us-east-1,{open_url},api key,32,false\n\
+                 keys,bedrock,us-east-1,{signed_url},static keys,32,false\n\
+                 prof,bedrock,us-east-1,{signed_url},profile 'p',32,false\n\
+                 unsigned,bedrock,us-east-1,{open_url},none (emulator),32,false\n"
+            )
+        );
+        assert_nothing_secret_in(&out);
+    }
+
+    /// Keys and profiles sign their requests even when the environment holds a Bedrock API
+    /// key (`AWS_BEARER_TOKEN_BEDROCK`); only the default chain takes that key.
+    #[tokio::test]
+    async fn the_environments_api_key_replaces_neither_keys_nor_a_profile() {
+        let signed = signed_emulator().await;
+        let keyed = Emulator::start(EmulatorConfig {
+            api_keys: vec!["ABSK-from-the-environment".into()],
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("emulator starts");
+        let home = tempfile::tempdir().expect("temp dir");
+        profile_file(home.path(), EMULATOR_KEY_ID, EMULATOR_SECRET);
+        let env = [("AWS_BEARER_TOKEN_BEDROCK", "ABSK-from-the-environment")];
+        let create = |name: &str, url: &str, identity: &str| {
+            format!(
+                "CREATE ML_ENGINE {name} FROM bedrock USING region_name = 'us-east-1', endpoint_url = '{url}'{identity}"
+            )
+        };
+        let keys = format!(
+            ", aws_access_key_id = '{EMULATOR_KEY_ID}', aws_secret_access_key = '{EMULATOR_SECRET}'"
+        );
+        let statements = [
+            create("keys", signed.url(), &keys),
+            create("prof", signed.url(), ", profile_name = 'p'"),
+            create("chain", keyed.url(), ""),
+            "SHOW ML_ENGINES".to_string(),
+        ];
+        let mut args = vec!["-q", "--format", "csv", "-c"];
+        args.extend(statements.iter().map(String::as_str));
+        let out = run(home.path(), &env, &args).await;
+        assert!(out.success, "{}\n{}", out.stdout, out.stderr);
+        let show = out
+            .stdout
+            .split_once("name,handler,region,")
+            .map(|(_, show)| show)
+            .unwrap_or_else(|| panic!("no SHOW output in:\n{}", out.stdout));
+        let (signed_url, keyed_url) = (signed.url(), keyed.url());
+        assert_eq!(
+            show,
+            format!(
+                "endpoint_url,credentials,max_concurrency,default\n\
+                 chain,bedrock,us-east-1,{keyed_url},default chain (AWS_BEARER_TOKEN_BEDROCK),32,false\n\
+                 keys,bedrock,us-east-1,{signed_url},static keys,32,false\n\
+                 prof,bedrock,us-east-1,{signed_url},profile 'p',32,false\n"
+            )
+        );
+        assert_eq!(
+            (
+                signed
+                    .stats()
+                    .snapshot()
+                    .count(None, Some("ListFoundationModels"), Some(200)),
+                keyed
+                    .stats()
+                    .snapshot()
+                    .count(None, Some("ListFoundationModels"), Some(200)),
+            ),
+            (2, 1)
+        );
+        assert!(!out.stdout.contains("ABSK-from-the-environment"));
+    }
 }
