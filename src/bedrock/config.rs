@@ -170,6 +170,14 @@ impl EngineConfig {
                 "profile_name" => profile = Some(value.as_text(&key)?),
                 "endpoint_url" => {
                     let url = value.as_text(&key)?;
+                    let shown = crate::bedrock::redact::url_for_display(&url);
+                    if shown != url {
+                        // Bedrock authenticates with AWS credentials, never with a URL's
+                        // user-info; kept, it would be a secret in plain sight.
+                        return Err(Error::InvalidInput(format!(
+                            "Parameter 'endpoint_url' = '{shown}' holds a user name or password: Bedrock endpoints take AWS credentials (aws_access_key_id …, profile_name or api_key), so remove the part before '@'"
+                        )));
+                    }
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
                         return Err(Error::InvalidInput(format!(
                             "Parameter 'endpoint_url' = '{url}' must start with http:// or https://"

@@ -360,7 +360,7 @@ impl Engine {
             "ConnectionError" => {
                 let target = self.config.endpoint_url.as_ref().map_or_else(
                     || format!("Bedrock in {}", self.region),
-                    |url| one_line(url, 100),
+                    |url| one_line(&super::redact::url_for_display(url), 100),
                 );
                 format!(
                     "Engine '{}': could not connect to {target} — {}. Check endpoint_url, region_name and network access, or create the engine with verify_credentials = false.",

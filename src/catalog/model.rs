@@ -100,39 +100,50 @@ pub struct Template {
 }
 
 impl Template {
-    /// Parses `{{column}}` placeholders (whitespace inside the braces tolerated).
+    /// Parses `{{column}}` placeholders (whitespace inside the braces tolerated); `\{{` and
+    /// `\}}` are literal braces (JSON in a prompt: `'{"a": \{{ "b": {{x}} \}} }'`).
     ///
     /// # Errors
-    /// Unbalanced braces, an empty placeholder, or no placeholder at all.
+    /// Unbalanced braces, an empty, nested or qualified placeholder, or no placeholder at all;
+    /// positions are counted in characters.
     pub fn parse(text: &str) -> Result<Self> {
         let mut parts = Vec::new();
-        let mut rest = text;
-        let mut offset = 0;
-        while let Some(open) = rest.find("{{") {
-            if let Some(close) = rest[..open].find("}}") {
-                return Err(unbalanced("'}}' without a '{{' before it", offset + close));
+        let mut literal = String::new();
+        let mut i = 0;
+        while let Some(c) = text[i..].chars().next() {
+            let rest = &text[i..];
+            if let Some(braces) = ["\\{{", "\\}}"].iter().find(|e| rest.starts_with(**e)) {
+                literal.push_str(&braces[1..]);
+                i += braces.len();
+            } else if rest.starts_with("}}") {
+                return Err(unbalanced("'}}' without a '{{' before it", text, i));
+            } else if let Some(after) = rest.strip_prefix("{{") {
+                let close = after
+                    .find("}}")
+                    .ok_or_else(|| unbalanced("'{{' that is never closed", text, i))?;
+                let name = after[..close].trim();
+                if name.is_empty() || name.contains("{{") {
+                    return Err(unbalanced("an empty or nested placeholder", text, i));
+                }
+                if let Some((_, column)) = name.rsplit_once('.') {
+                    return Err(Error::InvalidInput(format!(
+                        "Parameter 'prompt_template' has the placeholder {{{{{name}}}}} at character {}: name the column alone, {{{{{}}}}} — the model reads it from the data it is joined with, whatever that data's alias",
+                        position(text, i),
+                        column.trim()
+                    )));
+                }
+                if !literal.is_empty() {
+                    parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+                }
+                parts.push(TemplatePart::Column(name.to_string()));
+                i += 2 + close + 2;
+            } else {
+                literal.push(c);
+                i += c.len_utf8();
             }
-            let after = &rest[open + 2..];
-            let close = after
-                .find("}}")
-                .ok_or_else(|| unbalanced("'{{' that is never closed", offset + open))?;
-            let name = after[..close].trim();
-            if name.is_empty() || name.contains("{{") {
-                return Err(unbalanced("an empty or nested placeholder", offset + open));
-            }
-            if open > 0 {
-                parts.push(TemplatePart::Literal(rest[..open].to_string()));
-            }
-            parts.push(TemplatePart::Column(name.to_string()));
-            let consumed = open + 2 + close + 2;
-            offset += consumed;
-            rest = &rest[consumed..];
         }
-        if let Some(close) = rest.find("}}") {
-            return Err(unbalanced("'}}' without a '{{' before it", offset + close));
-        }
-        if !rest.is_empty() {
-            parts.push(TemplatePart::Literal(rest.to_string()));
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(literal));
         }
         if !parts.iter().any(|p| matches!(p, TemplatePart::Column(_))) {
             return Err(Error::InvalidInput(
@@ -159,10 +170,15 @@ impl Template {
     }
 }
 
-fn unbalanced(what: &str, at: usize) -> Error {
+/// The 1-based number of the character at byte offset `at` of `text`.
+fn position(text: &str, at: usize) -> usize {
+    text.get(..at).map_or(0, |before| before.chars().count()) + 1
+}
+
+fn unbalanced(what: &str, text: &str, at: usize) -> Error {
     Error::InvalidInput(format!(
-        "Parameter 'prompt_template' has {what} at character {}: placeholders are written {{{{column}}}}",
-        at + 1
+        "Parameter 'prompt_template' has {what} at character {}: placeholders are written {{{{column}}}}, literal braces \\{{{{ and \\}}}}",
+        position(text, at)
     ))
 }
 
@@ -599,14 +615,36 @@ mod tests {
         );
         assert_eq!(
             err(&[("engine", s("e")), ("prompt_template", s("Hi {{name"))]),
-            "Parameter 'prompt_template' has '{{' that is never closed at character 4: placeholders are written {{column}}"
+            "Parameter 'prompt_template' has '{{' that is never closed at character 4: placeholders are written {{column}}, literal braces \\{{ and \\}}"
+        );
+        // Literal braces: `\{{` and `\}}` (JSON in a prompt).
+        let json = Template::parse(r#"{"a": \{{ "b": {{x}} \}} }"#).unwrap();
+        assert_eq!(
+            json.parts,
+            [
+                TemplatePart::Literal(r#"{"a": {{ "b": "#.into()),
+                TemplatePart::Column("x".into()),
+                TemplatePart::Literal(" }} }".into()),
+            ]
+        );
+        // Positions count characters, not bytes.
+        assert_eq!(
+            err(&[("engine", s("e")), ("prompt_template", s("Här {{namn"))]),
+            "Parameter 'prompt_template' has '{{' that is never closed at character 5: placeholders are written {{column}}, literal braces \\{{ and \\}}"
+        );
+        assert_eq!(
+            err(&[
+                ("engine", s("e")),
+                ("prompt_template", s("Say {{d.question}}"))
+            ]),
+            "Parameter 'prompt_template' has the placeholder {{d.question}} at character 5: name the column alone, {{question}} — the model reads it from the data it is joined with, whatever that data's alias"
         );
         assert_eq!(
             err(&[
                 ("engine", s("e")),
                 ("prompt_template", s("Hi name}} {{x}}"))
             ]),
-            "Parameter 'prompt_template' has '}}' without a '{{' before it at character 8: placeholders are written {{column}}"
+            "Parameter 'prompt_template' has '}}' without a '{{' before it at character 8: placeholders are written {{column}}, literal braces \\{{ and \\}}"
         );
         assert_eq!(
             err(&[

@@ -75,10 +75,15 @@ impl TableProvider for ModelTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let name = &self.spec().name;
-        let inputs = self.spec().input_columns();
+        let inputs: Vec<String> = self
+            .spec()
+            .input_columns()
+            .iter()
+            .map(|i| format!("{} = '…'", crate::sql::parser::quote_ident(i)))
+            .collect();
         Err(DataFusionError::Plan(format!(
-            "Model '{name}' answers rows it is given: join it with data (SELECT * FROM data AS d JOIN {name} AS m) or give its inputs (SELECT * FROM {name} WHERE {} = '…')",
-            inputs.join(" = '…' AND ")
+            "Model '{name}' answers rows it is given: join it with data (SELECT * FROM data AS d JOIN {name} AS m) or give its inputs (SELECT * FROM {name} WHERE {})",
+            inputs.join(" AND ")
         )))
     }
 }

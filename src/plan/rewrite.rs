@@ -27,6 +27,7 @@ use datafusion::optimizer::AnalyzerRule;
 use super::model_node::ModelNode;
 use super::model_table::ModelTable;
 use crate::catalog::model::ModelSpec;
+use crate::sql::parser::quote_ident;
 use crate::udf::model_call::ModelCall;
 
 /// Rewrites model relations (see the module docs).
@@ -119,9 +120,10 @@ fn rewrite_join(data: Arc<LogicalPlan>, found: &Found) -> Result<LogicalPlan> {
             [] => {
                 let available: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
                 return Err(DataFusionError::Plan(format!(
-                    "Model '{}' needs the column '{input}' from the data it is joined with, which has: {}. Rename a column (SELECT x AS {input} …) or recreate the model with other inputs",
+                    "Model '{}' needs the column '{input}' from the data it is joined with, which has: {}. Rename a column (SELECT x AS {} …) or recreate the model with other inputs",
                     found.spec.name,
-                    available.join(", ")
+                    available.join(", "),
+                    quote_ident(&input)
                 )));
             }
             _ => {
@@ -172,7 +174,10 @@ fn rewrite_filter(predicate: Expr, found: &Found) -> Result<LogicalPlan> {
     }
     let missing: Vec<&String> = inputs.iter().filter(|i| !values.contains_key(*i)).collect();
     if !missing.is_empty() {
-        let example: Vec<String> = missing.iter().map(|m| format!("{m} = '…'")).collect();
+        let example: Vec<String> = missing
+            .iter()
+            .map(|m| format!("{} = '…'", quote_ident(m)))
+            .collect();
         return Err(DataFusionError::Plan(format!(
             "Model '{}' needs its input(s) {}: add WHERE {}",
             found.spec.name,

@@ -155,6 +155,24 @@ fn name_parts(name: &ObjectName, options: &ParserOptions) -> QualifiedName {
         .collect()
 }
 
+/// A name as SQL must write it to mean exactly that name: as is when it is a plain lower-case
+/// identifier, else in double quotes (`Question` → `"Question"`, since unquoted names are
+/// lower-cased).
+pub fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 fn plan_error(message: String) -> DataFusionError {
     DataFusionError::Plan(message)
 }
@@ -759,6 +777,16 @@ mod tests {
         );
         let create_table = parse_sql("CREATE TABLE models (a INT)").unwrap();
         assert!(matches!(&create_table[0], ParsedStatement::DataFusion(_)));
+    }
+
+    #[test]
+    fn names_are_quoted_only_when_sql_needs_it() {
+        assert_eq!(quote_ident("question"), "question");
+        assert_eq!(quote_ident("q_2"), "q_2");
+        assert_eq!(quote_ident("Question"), "\"Question\"");
+        assert_eq!(quote_ident("my col"), "\"my col\"");
+        assert_eq!(quote_ident("2x"), "\"2x\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 
     #[test]
