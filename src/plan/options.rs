@@ -26,6 +26,16 @@ impl ConfigExtension for BedrockOptions {
     const PREFIX: &'static str = "bedrock";
 }
 
+/// The message for a `bedrock.<key>` that does not exist, with the closest one.
+pub fn unknown_option(key: &str) -> String {
+    let hint = crate::bedrock::params::suggest(key, &[MAX_COST_USD, MAX_REQUESTS])
+        .map(|s| format!("; did you mean 'bedrock.{s}'?"))
+        .unwrap_or_default();
+    format!(
+        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD} and bedrock.{MAX_REQUESTS}{hint}"
+    )
+}
+
 fn bad_value(key: &str, value: &str, expected: &str) -> DataFusionError {
     DataFusionError::Configuration(format!(
         "bedrock.{key} must be {expected}, not '{value}': e.g. SET bedrock.{key} = 10, or RESET bedrock.{key} for no limit"
@@ -62,11 +72,7 @@ impl ExtensionOptions for BedrockOptions {
                     .map_err(|_| bad_value(key, value, "a whole number of requests"))?;
                 self.max_requests = Some(requests);
             }
-            other => {
-                return Err(DataFusionError::Configuration(format!(
-                    "Unknown option 'bedrock.{other}': the options are bedrock.{MAX_COST_USD} and bedrock.{MAX_REQUESTS}"
-                )));
-            }
+            other => return Err(DataFusionError::Configuration(unknown_option(other))),
         }
         Ok(())
     }
@@ -124,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             error("bedrock.max_request", "1"),
-            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd and bedrock.max_requests"
+            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd and bedrock.max_requests; did you mean 'bedrock.max_requests'?"
         );
     }
 }

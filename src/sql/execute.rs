@@ -181,8 +181,8 @@ fn reset_option(ctx: &SessionContext, key: &str) -> Result<DataFrame> {
             "max_cost_usd" => options.max_cost_usd = defaults.max_cost_usd,
             "max_requests" => options.max_requests = defaults.max_requests,
             other => {
-                return Err(DataFusionError::Plan(format!(
-                    "Unknown option 'bedrock.{other}': the options are bedrock.max_cost_usd and bedrock.max_requests"
+                return Err(DataFusionError::Plan(crate::plan::options::unknown_option(
+                    other,
                 )));
             }
         }
