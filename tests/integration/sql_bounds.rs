@@ -40,6 +40,22 @@ fn ten_thousand_rows() -> std::path::PathBuf {
     file
 }
 
+/// A context whose table `data` is a 10,000-row CSV file read as four partitions, and the
+/// file (to remove its directory at the end).
+async fn ten_thousand_row_table(emulator: &Emulator) -> (BedrockContext, std::path::PathBuf) {
+    let file = ten_thousand_rows();
+    let ctx = context(emulator, SessionConfig::new().with_target_partitions(4), "").await;
+    ctx.session()
+        .register_csv(
+            "data",
+            file.to_str().expect("utf-8 path"),
+            CsvReadOptions::new(),
+        )
+        .await
+        .expect("table");
+    (ctx, file)
+}
+
 fn answers(lines: &[(&str, usize)]) -> String {
     let width = lines
         .iter()
@@ -87,21 +103,7 @@ async fn conversational_full_under_limit_sends_one_request_per_row_taken() {
     // The same over a 10,000-row CSV file read as several partitions: the first rows of the
     // file, three requests.
     emulator.stats().reset();
-    let file = ten_thousand_rows();
-    let ctx = context(
-        &emulator,
-        SessionConfig::new().with_target_partitions(4),
-        "",
-    )
-    .await;
-    ctx.session()
-        .register_csv(
-            "data",
-            file.to_str().expect("utf-8 path"),
-            CsvReadOptions::new(),
-        )
-        .await
-        .expect("table");
+    let (ctx, file) = ten_thousand_row_table(&emulator).await;
     ctx.sql("CREATE MODEL c PREDICT answer USING engine = 'e', mode = 'conversational-full', prompt_template = '{{q}}', max_tokens = 100")
         .await
         .expect("model");
@@ -168,21 +170,7 @@ async fn a_limit_bounds_the_requests_of_every_mode() {
 
     // The same over a 10,000-row CSV file read as four partitions.
     emulator.stats().reset();
-    let file = ten_thousand_rows();
-    let ctx = context(
-        &emulator,
-        SessionConfig::new().with_target_partitions(4),
-        "",
-    )
-    .await;
-    ctx.session()
-        .register_csv(
-            "data",
-            file.to_str().expect("utf-8 path"),
-            CsvReadOptions::new(),
-        )
-        .await
-        .expect("table");
+    let (ctx, file) = ten_thousand_row_table(&emulator).await;
     ctx.sql("CREATE MODEL each PREDICT answer USING engine = 'e', prompt_template = 'csv {{q}}'")
         .await
         .expect("model");
