@@ -27,6 +27,7 @@ use super::config::{CredentialSource, EngineConfig};
 use super::families::{self, EmbedOptions, ModelFamily};
 use super::identity::{self, Identity, Signing};
 use super::limiter::Limiter;
+use super::redact::replace_whole;
 use super::request::{CallInfo, ChatRole, TextRequest, TextResponse};
 use super::retry::{CallFailure, FailureKind, RetryPolicy, one_line};
 use super::usage::{ModelCounters, Usage, UsageSnapshot};
@@ -138,28 +139,6 @@ fn scrub(message: &str, config: &EngineConfig) -> String {
         .into_iter()
         .filter(|s| !s.is_empty())
         .fold(message.to_string(), |m, s| replace_whole(&m, s))
-}
-
-/// `message` with every occurrence of `secret` that is not part of a longer word (no letter or
-/// digit right before or after it) replaced, so a short secret does not blank out ordinary
-/// words that happen to contain it.
-pub(super) fn replace_whole(message: &str, secret: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find(secret) {
-        let before = rest[..at].chars().next_back();
-        let after = rest[at + secret.len()..].chars().next();
-        let glued = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
-        out.push_str(&rest[..at]);
-        if glued(before) || glued(after) {
-            out.push_str(secret);
-        } else {
-            out.push_str("** redacted **");
-        }
-        rest = &rest[at + secret.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The SDK configuration of an engine: its region (else the environment's, else

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 
 use super::config::{CredentialSource, EngineConfig};
-use super::engine::replace_whole;
+use super::redact::replace_whole;
 use super::retry::{innermost_message, one_line};
 use crate::error::{Error, Result};
 

@@ -1,4 +1,4 @@
-//! Secrets kept out of what is shown: the user-info part of URLs.
+//! Secrets kept out of what is shown: secret values in messages, the user-info part of URLs.
 
 /// What a hidden secret is shown as.
 pub const REDACTED: &str = "<redacted>";
@@ -21,6 +21,28 @@ pub fn url_for_display(url: &str) -> String {
         ),
         None => url.to_string(),
     }
+}
+
+/// `message` with every occurrence of `secret` that is not part of a longer word (no letter or
+/// digit right before or after it) replaced, so a short secret does not blank out ordinary
+/// words that happen to contain it.
+pub fn replace_whole(message: &str, secret: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(secret) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + secret.len()..].chars().next();
+        let glued = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        out.push_str(&rest[..at]);
+        if glued(before) || glued(after) {
+            out.push_str(secret);
+        } else {
+            out.push_str("** redacted **");
+        }
+        rest = &rest[at + secret.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

@@ -241,6 +241,25 @@ mod shell {
         }
     }
 
+    /// The run of `statements` (the last of which is `SHOW ML_ENGINES`) in CSV, which must
+    /// succeed, and what the SHOW printed from its `endpoint_url` column header on.
+    async fn show_engines_after(
+        home: &Path,
+        env: &[(&str, &str)],
+        statements: &[String],
+    ) -> (Run, String) {
+        let mut args = vec!["-q", "--format", "csv", "-c"];
+        args.extend(statements.iter().map(String::as_str));
+        let out = run(home, env, &args).await;
+        assert!(out.success, "{}\n{}", out.stdout, out.stderr);
+        let show = out
+            .stdout
+            .split_once("name,handler,region,")
+            .map(|(_, show)| show.to_string())
+            .unwrap_or_else(|| panic!("no SHOW output in:\n{}", out.stdout));
+        (out, show)
+    }
+
     /// The line of the run's output that carries engine `e`'s error, from `Engine 'e'` on,
     /// whatever prefix the shell puts before it.
     fn engine_error(run: &Run) -> String {
@@ -539,15 +558,7 @@ mod shell {
             create("keyed", open.url(), ", api_key = 'ABSK-anything'"),
             "SHOW ML_ENGINES".to_string(),
         ];
-        let mut args = vec!["-q", "--format", "csv", "-c"];
-        args.extend(statements.iter().map(String::as_str));
-        let out = run(home.path(), &env, &args).await;
-        assert!(out.success, "{}\n{}", out.stdout, out.stderr);
-        let show = out
-            .stdout
-            .split_once("name,handler,region,")
-            .map(|(_, show)| show)
-            .unwrap_or_else(|| panic!("no SHOW output in:\n{}", out.stdout));
+        let (out, show) = show_engines_after(home.path(), &env, &statements).await;
         let (signed_url, open_url) = (signed.url(), open.url());
         assert_eq!(
             show,
@@ -591,15 +602,7 @@ mod shell {
             create("chain", keyed.url(), ""),
             "SHOW ML_ENGINES".to_string(),
         ];
-        let mut args = vec!["-q", "--format", "csv", "-c"];
-        args.extend(statements.iter().map(String::as_str));
-        let out = run(home.path(), &env, &args).await;
-        assert!(out.success, "{}\n{}", out.stdout, out.stderr);
-        let show = out
-            .stdout
-            .split_once("name,handler,region,")
-            .map(|(_, show)| show)
-            .unwrap_or_else(|| panic!("no SHOW output in:\n{}", out.stdout));
+        let (out, show) = show_engines_after(home.path(), &env, &statements).await;
         let (signed_url, keyed_url) = (signed.url(), keyed.url());
         assert_eq!(
             show,
