@@ -4,8 +4,9 @@
 //! ```text
 //! SessionStateBuilder
 //!   └─ with_bedrock()
-//!        ├─ query planner     BedrockQueryPlanner (wraps the planner already installed)
-//!        ├─ analyzer rule     ModelRelationRule, just before type coercion
+//!        ├─ query planner     BedrockQueryPlanner (wraps the planner already installed; runs
+//!        │                    AI functions through AiFunctionExec under the query's budget)
+//!        ├─ analyzer rules    ModelRelationRule and BindAiFunctions, just before type coercion
 //!        ├─ physical rule     ModelInputOrder (row order for the conversational modes)
 //!        ├─ config extension  BedrockOptions (`SET bedrock.max_requests = …`)
 //!        ├─ session extension BedrockExtension: the engines and models of this session
@@ -34,6 +35,7 @@ use crate::plan::model_node::{BedrockQueryPlanner, ModelInputOrder};
 use crate::plan::options::BedrockOptions;
 use crate::plan::rewrite::ModelRelationRule;
 use crate::udf;
+use crate::udf::function::BindAiFunctions;
 
 /// The extension's part of a session: its engines and models, the endpoint that engines
 /// without `endpoint_url` use, and the catalog file that keeps them between runs.
@@ -196,6 +198,7 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
             .iter()
             .position(|r| r.name() == "type_coercion")
             .unwrap_or(0);
+        analyzer.rules.insert(at, Arc::new(BindAiFunctions));
         analyzer.rules.insert(at, Arc::new(ModelRelationRule));
 
         self.physical_optimizer_rules()

@@ -72,6 +72,7 @@ pub mod context;
 pub mod error;
 pub mod extension;
 pub mod files;
+pub mod inference;
 pub mod plan;
 pub mod sql;
 pub mod udf;

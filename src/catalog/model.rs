@@ -49,6 +49,20 @@ pub enum OnError {
 }
 
 impl OnError {
+    /// Reads `'fail'` or `'null'` (any case).
+    ///
+    /// # Errors
+    /// Any other value, with the two that are allowed.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_lowercase().as_str() {
+            "fail" => Ok(Self::Fail),
+            "null" => Ok(Self::Null),
+            other => Err(Error::InvalidInput(format!(
+                "Parameter 'on_error' = '{other}' is not supported: use 'fail' (the default: the query fails, naming the row) or 'null' (the row's answer is NULL)"
+            ))),
+        }
+    }
+
     /// The name used in SQL.
     pub fn name(self) -> &'static str {
         match self {
@@ -301,17 +315,7 @@ impl ModelSpec {
                 "output_schema" => {
                     output_schema = Some(OutputSchema::parse(&value.as_text(&key)?)?);
                 }
-                "on_error" => {
-                    on_error = match value.as_text(&key)?.to_lowercase().as_str() {
-                        "fail" => OnError::Fail,
-                        "null" => OnError::Null,
-                        other => {
-                            return Err(Error::InvalidInput(format!(
-                                "Parameter 'on_error' = '{other}' is not supported: use 'fail' (the default: the query fails, naming the row) or 'null' (the row's answer is NULL)"
-                            )));
-                        }
-                    }
-                }
+                "on_error" => on_error = OnError::parse(&value.as_text(&key)?)?,
                 "provenance" => provenance = value.as_bool(&key)?,
                 "max_history_rows" => {
                     max_history_rows = Some(

@@ -28,7 +28,7 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
@@ -52,8 +52,7 @@ use datafusion::physical_plan::execution_plan::{CardinalityEffect, EmissionType}
 use datafusion::physical_plan::limit::LimitStream;
 use datafusion::physical_plan::metrics::BaselineMetrics;
 use datafusion::physical_plan::metrics::{
-    Count, CustomMetricValue, ExecutionPlanMetricsSet, MetricBuilder, MetricType, MetricValue,
-    MetricsSet,
+    ExecutionPlanMetricsSet, MetricsSet,
 };
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -64,18 +63,19 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::{StreamExt, TryStreamExt};
 
+use super::ai_function_exec::run_ai_functions;
 use super::options::BedrockOptions;
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::{CallOptions, DEFAULT_TOKEN_RESERVATION};
 use crate::bedrock::request::ChatMessage;
 use crate::catalog::model::{Mode, PromptSource, TemplatePart};
-use crate::udf::model_call::{CallStats, ModelCall, RowAnswer};
+use crate::inference::{Ask, CallMetrics, CreatedModel, RowAnswer};
 
 /// A model answering the rows of its input: the input's columns, then the model's target
 /// column and, with `provenance`, `<target>_meta` (qualified by the model's alias).
 #[derive(Debug, Clone)]
 pub struct ModelNode {
-    call: ModelCall,
+    call: CreatedModel,
     input: LogicalPlan,
     args: Vec<Expr>,
     qualifier: TableReference,
@@ -89,7 +89,7 @@ impl ModelNode {
     /// # Errors
     /// When an output column's name clashes with a column of the input.
     pub fn try_new(
-        call: ModelCall,
+        call: CreatedModel,
         input: LogicalPlan,
         args: Vec<Expr>,
         qualifier: TableReference,
@@ -107,12 +107,12 @@ impl ModelNode {
     }
 
     /// The model and its engine.
-    pub fn call(&self) -> &ModelCall {
+    pub fn call(&self) -> &CreatedModel {
         &self.call
     }
 
     fn fingerprint(&self) -> String {
-        format!("{:?}@{}", self.call.spec(), self.call.engine().name())
+        self.call.fingerprint()
     }
 }
 
@@ -144,7 +144,7 @@ impl PartialOrd for ModelNode {
 
 /// `Model: model=…, model_id=…, mode=…, max_concurrency=…, inputs=[…]`, for EXPLAIN
 /// (`conversational-full` adds `max_history_rows=…` after the concurrency).
-fn describe(call: &ModelCall, inputs: &str, f: &mut fmt::Formatter) -> fmt::Result {
+fn describe(call: &CreatedModel, inputs: &str, f: &mut fmt::Formatter) -> fmt::Result {
     let spec = call.spec();
     write!(
         f,
@@ -236,112 +236,10 @@ impl UserDefinedLogicalNodeCore for ModelNode {
     }
 }
 
-/// Estimated USD, shown by EXPLAIN ANALYZE.
-#[derive(Debug, Default)]
-struct UsdMetric(Mutex<f64>);
-
-impl UsdMetric {
-    fn add(&self, usd: f64) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) += usd;
-    }
-
-    fn value(&self) -> f64 {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl fmt::Display for UsdMetric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "${:.6}", self.value())
-    }
-}
-
-impl CustomMetricValue for UsdMetric {
-    fn new_empty(&self) -> Arc<dyn CustomMetricValue> {
-        Arc::new(Self::default())
-    }
-
-    fn aggregate(&self, other: Arc<dyn CustomMetricValue + 'static>) {
-        if let Some(other) = other.as_any().downcast_ref::<Self>() {
-            self.add(other.value());
-        }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn is_eq(&self, other: &Arc<dyn CustomMetricValue>) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<Self>()
-            .is_some_and(|o| o.value().to_bits() == self.value().to_bits())
-    }
-}
-
-/// The counters of one partition's execution.
-struct Metrics {
-    requests: Count,
-    dedup_hits: Count,
-    cache_hits: Count,
-    retries: Count,
-    throttles: Count,
-    input_tokens: Count,
-    output_tokens: Count,
-    failed_rows: Count,
-    cost: Arc<UsdMetric>,
-}
-
-impl Metrics {
-    fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
-        let count = |name: &'static str| {
-            MetricBuilder::new(set)
-                .with_type(MetricType::Summary)
-                .counter(name, partition)
-        };
-        let cost = Arc::new(UsdMetric::default());
-        MetricBuilder::new(set)
-            .with_type(MetricType::Summary)
-            .with_partition(partition)
-            .build(MetricValue::Custom {
-                name: "estimated_cost_usd".into(),
-                value: Arc::clone(&cost) as Arc<dyn CustomMetricValue>,
-            });
-        Self {
-            requests: count("requests"),
-            dedup_hits: count("dedup_hits"),
-            cache_hits: count("cache_hits"),
-            retries: count("retries"),
-            throttles: count("throttles"),
-            input_tokens: count("input_tokens"),
-            output_tokens: count("output_tokens"),
-            failed_rows: count("failed_rows"),
-            cost,
-        }
-    }
-
-    fn record(&self, answers: &[RowAnswer]) {
-        let mut stats = CallStats::default();
-        for answer in answers {
-            stats.add(answer);
-        }
-        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        self.requests.add(n(stats.requests));
-        self.dedup_hits.add(n(stats.dedup_hits));
-        self.cache_hits.add(n(stats.cache_hits));
-        self.retries.add(n(stats.retries));
-        self.throttles.add(n(stats.throttles));
-        self.input_tokens.add(n(stats.input_tokens));
-        self.output_tokens.add(n(stats.output_tokens));
-        self.failed_rows.add(n(stats.failed_rows));
-        self.cost.add(stats.cost_usd);
-    }
-}
-
 /// The operator of [`ModelNode`].
 #[derive(Debug)]
 pub struct ModelExec {
-    call: ModelCall,
+    call: CreatedModel,
     input: Arc<dyn ExecutionPlan>,
     args: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
@@ -356,7 +254,7 @@ impl ModelExec {
     /// The operator answering `input`'s rows; `args` evaluate to the model's inputs; `budget`
     /// is the query's.
     pub fn new(
-        call: ModelCall,
+        call: CreatedModel,
         input: Arc<dyn ExecutionPlan>,
         args: Vec<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
@@ -621,7 +519,7 @@ impl ExecutionPlan for ModelExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let metrics = Arc::new(Metrics::new(&self.metrics, partition));
+        let metrics = Arc::new(CallMetrics::new(&self.metrics, partition));
         let options = CallOptions {
             budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
         };
@@ -698,12 +596,12 @@ impl ExecutionPlan for ModelExec {
 
 /// What every batch of one partition needs.
 struct Worker {
-    call: ModelCall,
+    call: CreatedModel,
     args: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     options: CallOptions,
     budget: Arc<Budget>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<CallMetrics>,
 }
 
 impl Worker {
@@ -718,9 +616,7 @@ impl Worker {
     }
 
     fn with_answers(&self, batch: &RecordBatch, answers: &[RowAnswer]) -> Result<RecordBatch> {
-        self.metrics.record(answers);
-        self.budget
-            .rows_answered(answers.iter().filter(|a| a.meta.is_some()).count() as u64);
+        self.metrics.record(answers, Some(&self.budget));
         let mut columns = batch.columns().to_vec();
         columns.extend(self.call.output_arrays(answers)?);
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
@@ -737,7 +633,11 @@ impl Worker {
     /// `default`: every row of a batch answered, concurrently.
     async fn answer_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let prompts = self.prompts_of(&batch)?;
-        let answers = self.call.answer_each(&prompts, &self.options).await?;
+        let answers = self
+            .call
+            .call()
+            .answer_each(&prompts, &Ask::default(), &self.options)
+            .await?;
         self.with_answers(&batch, &answers)
     }
 }
@@ -774,7 +674,13 @@ impl Conversation {
                 let answers = self
                     .worker
                     .call
-                    .answer_turns(&mut self.history, &prompts, &self.worker.options)
+                    .call()
+                    .answer_turns(
+                        &mut self.history,
+                        &prompts,
+                        self.worker.call.spec().max_history_rows,
+                        &self.worker.options,
+                    )
                     .await?;
                 return self.worker.with_answers(&batch, &answers).map(Some);
             }
@@ -796,6 +702,7 @@ impl Conversation {
             *slot = self
                 .worker
                 .call
+                .call()
                 .answer_conversation(&prompts, &self.worker.options)
                 .await?;
         }
@@ -988,14 +895,18 @@ impl QueryPlanner for BedrockQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if let Some(inner) = &self.inner
-            && !has_model_node(logical_plan)
-        {
-            return inner.create_physical_plan(logical_plan, session).await;
-        }
-        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
-            ModelPlanner::for_session(session),
-        )]);
-        planner.create_physical_plan(logical_plan, session).await
+        let models = ModelPlanner::for_session(session);
+        let budget = Arc::clone(&models.budget);
+        let plan = match &self.inner {
+            Some(inner) if !has_model_node(logical_plan) => {
+                inner.create_physical_plan(logical_plan, session).await?
+            }
+            _ => {
+                let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(models)]);
+                planner.create_physical_plan(logical_plan, session).await?
+            }
+        };
+        // AI functions run under the same budget as the query's model relations.
+        run_ai_functions(plan, &budget)
     }
 }

@@ -9,24 +9,23 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, ScalarUDF};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::model::ModelSpec;
-use crate::udf::model_call::ModelCall;
+use crate::inference::CreatedModel;
 
 /// The relation of a model.
 #[derive(Debug)]
 pub struct ModelTable {
-    call: ModelCall,
-    udf: Arc<ScalarUDF>,
+    call: CreatedModel,
     schema: SchemaRef,
 }
 
 impl ModelTable {
     /// The relation of a model, answered by `udf` (its predict UDF) or, in the
     /// conversational modes, by `call` directly.
-    pub fn new(call: ModelCall, udf: Arc<ScalarUDF>) -> Self {
+    pub fn new(call: CreatedModel) -> Self {
         let fields: Vec<Field> = call
             .spec()
             .input_columns()
@@ -37,7 +36,6 @@ impl ModelTable {
         Self {
             schema: Arc::new(Schema::new(fields)),
             call,
-            udf,
         }
     }
 
@@ -47,14 +45,10 @@ impl ModelTable {
     }
 
     /// The model and its engine.
-    pub fn call(&self) -> &ModelCall {
+    pub fn call(&self) -> &CreatedModel {
         &self.call
     }
 
-    /// Its predict UDF.
-    pub fn udf(&self) -> &Arc<ScalarUDF> {
-        &self.udf
-    }
 }
 
 #[async_trait]

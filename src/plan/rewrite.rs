@@ -28,7 +28,7 @@ use super::model_node::ModelNode;
 use super::model_table::ModelTable;
 use crate::catalog::model::ModelSpec;
 use crate::sql::parser::quote_ident;
-use crate::udf::model_call::ModelCall;
+use crate::inference::CreatedModel;
 
 /// Rewrites model relations (see the module docs).
 #[derive(Debug, Default)]
@@ -37,7 +37,7 @@ pub struct ModelRelationRule;
 /// A model relation found in a plan: its spec, UDF and qualifier (alias or name).
 struct Found {
     spec: ModelSpec,
-    call: ModelCall,
+    call: CreatedModel,
     qualifier: TableReference,
 }
 

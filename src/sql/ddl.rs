@@ -9,7 +9,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 use super::parser::{BedrockStatement, QualifiedName};
@@ -22,8 +21,8 @@ use crate::catalog::model::ModelSpec;
 use crate::error::Error;
 use crate::extension::BedrockExtension;
 use crate::plan::model_table::ModelTable;
-use crate::udf::model_call::ModelCall;
-use crate::udf::predict::PredictUdf;
+use crate::inference::CreatedModel;
+use crate::udf::predict::PredictCall;
 
 fn user_error(message: impl Into<String>) -> DataFusionError {
     DataFusionError::Plan(message.into())
@@ -183,15 +182,14 @@ impl Ddl<'_> {
                     )));
                 }
                 let info = check_model_in_time(&engine, &spec).await?;
-                let udf =
-                    Arc::new(PredictUdf::new(spec.clone(), Arc::clone(&engine)).into_scalar_udf());
-                self.ctx.register_udf(ScalarUDF::clone(&udf));
+                self.ctx
+                    .register_udf(PredictCall::udf(spec.clone(), Arc::clone(&engine)));
                 if replacing {
                     self.ctx.deregister_table(name.as_str())?;
                 }
-                let call = ModelCall::new(spec.clone(), engine);
+                let model = CreatedModel::new(spec.clone(), engine);
                 self.ctx
-                    .register_table(name.as_str(), Arc::new(ModelTable::new(call, udf)))?;
+                    .register_table(name.as_str(), Arc::new(ModelTable::new(model)))?;
                 self.ext.catalog().put_model(ModelEntry { spec, info });
                 self.model_status(&name, "ready")
             }
@@ -201,7 +199,7 @@ impl Ddl<'_> {
                     Some(entry) => {
                         self.ctx.deregister_table(name.as_str())?;
                         self.ctx
-                            .deregister_udf(PredictUdf::udf_name(&entry.spec).as_str());
+                            .deregister_udf(PredictCall::udf_name(&entry.spec).as_str());
                         "dropped"
                     }
                     None if if_exists => "absent",

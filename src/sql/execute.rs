@@ -25,6 +25,7 @@ use crate::extension::BedrockExtension;
 use crate::plan::model_table::ModelTable;
 use crate::plan::options::BedrockOptions;
 use crate::plan::rewrite::ModelRelationRule;
+use crate::udf::function::BindAiFunctions;
 
 /// Runs SQL text on a session that has the extension
 /// ([`crate::SessionStateBuilderBedrock::with_bedrock`]) and returns the last statement's
@@ -117,8 +118,8 @@ async fn run_datafusion(ctx: &SessionContext, statement: DfStatement) -> Result<
     ctx.execute_logical_plan(plan).await
 }
 
-/// Rewrites the model relations of a plan and checks where its AI functions are called, so
-/// that both kinds of error come at planning, without an analyzer rule's name in front.
+/// Rewrites the model relations of a plan, binds its AI functions to their models and checks
+/// where they are called, so that every such error comes at planning, without an analyzer rule's name in front.
 /// Plans without either are returned untouched.
 ///
 /// # Errors
@@ -131,6 +132,7 @@ pub fn prepare_plan(
         return Ok(plan);
     }
     let plan = ModelRelationRule.analyze(plan, state.config_options())?;
+    let plan = BindAiFunctions::bind(plan)?;
     crate::udf::check_async_placement(&plan, state)?;
     Ok(plan)
 }

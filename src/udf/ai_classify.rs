@@ -1,23 +1,19 @@
-//! `ai_classify(model, text, labels)`: the one label a model picks for each row.
+//! `ai_classify(model, text, labels [, options])`: the one label a model picks for each row.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
-use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
-};
+use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
 
-use super::completion::{
-    Completion, CompletionOptions, plan_error, planning_text, preview, runtime_text, text_rows,
-};
+use super::ai_complete::{MODEL_EXAMPLE, OPTIONS_EXAMPLE};
+use super::ai_filter::resolve_worded;
+use super::function::{AiBinder, AiCall, AiFunction, BindArgs};
+use super::text_call::{TextCall, TextKind};
 use crate::catalog::Catalog;
+use crate::inference::text::text_column;
 
 /// The function's name in SQL.
 pub const NAME: &str = "ai_classify";
@@ -27,11 +23,9 @@ pub const NAME: &str = "ai_classify";
 pub const INSTRUCTION: &str =
     "Classify the user's message. Reply with exactly one of the labels below, and nothing else.";
 
-const MODEL_EXAMPLE: &str =
-    "'amazon.nova-micro-v1:0' or the name of a model created with CREATE MODEL";
 const LABELS_EXAMPLE: &str = "['billing', 'shipping', 'other'] or 'billing, shipping, other'";
 
-/// `ai_classify(model, text, labels) → Utf8`: the label the model picks for each row's text.
+/// `ai_classify(model, text, labels [, options]) → Utf8`: the label the model picks for each row's text.
 ///
 /// `model` is resolved like [`ai_complete`](super::ai_complete::AiComplete)'s. `labels` is a
 /// constant: an array literal `['billing', 'shipping']` or a comma-separated string
@@ -50,24 +44,32 @@ const LABELS_EXAMPLE: &str = "['billing', 'shipping', 'other'] or 'billing, ship
 /// FROM tickets;
 /// ```
 #[derive(Debug)]
-pub struct AiClassify {
-    catalog: Arc<Catalog>,
-    signature: Signature,
-}
+pub struct AiClassify;
 
 impl AiClassify {
-    /// The function, resolving model names against a session's catalog.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self {
-            catalog,
-            signature: Signature::any(3, Volatility::Volatile),
-        }
+    /// The function as registered in a session whose models are in `catalog`.
+    pub fn udf(catalog: &Arc<Catalog>) -> ScalarUDF {
+        AiFunction::unbound(
+            Arc::new(Self),
+            Arc::clone(catalog),
+            Signature::variadic_any(Volatility::Volatile),
+        )
     }
+}
 
-    /// The function ready to register with a session.
-    pub fn into_scalar_udf(self) -> ScalarUDF {
-        AsyncScalarUDF::new(Arc::new(self)).into_scalar_udf()
-    }
+/// The error of labels that are not a constant.
+pub(crate) fn labels_not_constant() -> String {
+    format!(
+        "{NAME}: the labels (argument 3) must be a constant such as {LABELS_EXAMPLE}, not a column or an expression"
+    )
+}
+
+/// What an error says of an answer that is none of `labels`.
+pub(crate) fn not_a_label(labels: &[String]) -> String {
+    format!(
+        "which is not exactly one of the labels {}",
+        serde_json::Value::from(labels.to_vec())
+    )
 }
 
 /// The labels of a constant: a comma-separated string or a list of strings.
@@ -88,7 +90,7 @@ pub fn labels_from_scalar(value: &ScalarValue) -> Result<Vec<String>> {
         other => match other.try_as_str() {
             Some(Some(text)) => text.split(',').map(|l| Some(l.to_string())).collect(),
             _ => {
-                return Err(plan_error(format!(
+                return Err(DataFusionError::Plan(format!(
                     "{NAME}: the labels (argument 3) must be a constant list of strings or a comma-separated string such as {LABELS_EXAMPLE}, got {other}"
                 )));
             }
@@ -98,31 +100,27 @@ pub fn labels_from_scalar(value: &ScalarValue) -> Result<Vec<String>> {
     for label in raw {
         let label = label.map(|l| l.trim().to_string()).unwrap_or_default();
         if label.is_empty() {
-            return Err(plan_error(format!(
+            return Err(DataFusionError::Plan(format!(
                 "{NAME}: the labels hold an empty label or NULL: write them as {LABELS_EXAMPLE}"
             )));
         }
         if labels.contains(&label) {
-            return Err(plan_error(format!(
+            return Err(DataFusionError::Plan(format!(
                 "{NAME}: the label '{label}' is given twice: keep one"
             )));
         }
         labels.push(label);
     }
     if labels.is_empty() {
-        return Err(plan_error(format!(
+        return Err(DataFusionError::Plan(format!(
             "{NAME}: there are no labels to choose from: write them as {LABELS_EXAMPLE}"
         )));
     }
     Ok(labels)
 }
 
-fn list_strings(values: &dyn Array) -> Result<Vec<Option<String>>> {
-    let strings = cast(values, &DataType::Utf8)?;
-    let strings = strings
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("a text cast did not produce Utf8".into()))?;
+fn list_strings(values: &ArrayRef) -> Result<Vec<Option<String>>> {
+    let strings = text_column(values)?;
     Ok((0..strings.len())
         .map(|i| (!strings.is_null(i)).then(|| strings.value(i).to_string()))
         .collect())
@@ -153,93 +151,33 @@ pub fn parse_label<'a>(answer: &str, labels: &'a [String]) -> Option<&'a str> {
     }
 }
 
-super::completion::bound_to_catalog!(AiClassify);
-
-impl ScalarUDFImpl for AiClassify {
+impl AiBinder for AiClassify {
     fn name(&self) -> &str {
         NAME
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    /// Checks at planning time that the model is a constant that resolves, and the labels
-    /// when they are already a literal (an array literal becomes one during optimization).
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        if args.scalar_arguments.len() != 3 {
-            return Err(plan_error(format!(
-                "{NAME} takes 3 arguments (model, text, labels), got {}",
-                args.scalar_arguments.len()
+    fn bind(&self, catalog: &Catalog, args: &BindArgs) -> Result<Arc<dyn AiCall>> {
+        let count = args.len();
+        if !(3..=4).contains(&count) {
+            return Err(DataFusionError::Plan(format!(
+                "{NAME} takes 3 or 4 arguments (model, text, labels [, options]), got {count}"
             )));
         }
-        let model = planning_text(NAME, "model", 1, args.scalar_arguments[0], MODEL_EXAMPLE)?;
-        Completion::resolve(&self.catalog, NAME, &model, &CompletionOptions::default())?;
-        if let Some(labels) = args.scalar_arguments[2] {
-            labels_from_scalar(labels)?;
-        } else if !matches!(
-            args.arg_fields[2].data_type(),
-            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
-        ) {
-            return Err(plan_error(format!(
-                "{NAME}: the labels (argument 3) must be a constant such as {LABELS_EXAMPLE}, not a column or an expression"
-            )));
-        }
-        Ok(Arc::new(Field::new(NAME, DataType::Utf8, true)))
-    }
-
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Err(DataFusionError::Internal(format!(
-            "{NAME} is asynchronous and runs through AsyncFuncExec"
-        )))
-    }
-}
-
-#[async_trait]
-impl AsyncScalarUDFImpl for AiClassify {
-    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if args.args.len() != 3 {
-            return Err(plan_error(format!(
-                "{NAME} takes 3 arguments (model, text, labels), got {}",
-                args.args.len()
-            )));
-        }
-        let model = runtime_text(NAME, "model", 1, &args.args[0], MODEL_EXAMPLE)?;
-        let ColumnarValue::Scalar(labels) = &args.args[2] else {
-            return Err(plan_error(format!(
-                "{NAME}: the labels (argument 3) must be a constant such as {LABELS_EXAMPLE}, not a column or an expression"
-            )));
+        let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
+        let labels = match args.scalar(2) {
+            Some(labels) => Some(labels_from_scalar(labels)?),
+            None if matches!(
+                args.types[2],
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+            ) =>
+            {
+                None
+            }
+            None => return Err(DataFusionError::Plan(labels_not_constant())),
         };
-        let labels = labels_from_scalar(labels)?;
-        let completion =
-            Completion::resolve(&self.catalog, NAME, &model, &CompletionOptions::default())?;
-        let texts = text_rows(&args.args[1], args.number_rows)?;
-        let answers = completion
-            .answers(NAME, &texts, Some(&instruction(&labels)))
-            .await?;
-        let chosen = answers
-            .iter()
-            .zip(&texts)
-            .map(|(answer, text)| match answer {
-                None => Ok(None),
-                Some(answer) => parse_label(answer, &labels)
-                    .map(|l| Some(l.to_string()))
-                    .ok_or_else(|| {
-                        DataFusionError::Execution(format!(
-                            "{NAME}: {} answered \"{}\" for the row whose text is \"{}\", which is not exactly one of the labels {}",
-                            completion.label,
-                            preview(answer),
-                            preview(text.as_deref().unwrap_or_default()),
-                            serde_json::Value::from(labels.clone())
-                        ))
-                    }),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ColumnarValue::Array(Arc::new(StringArray::from(chosen))))
+        let options = args.optional_text(NAME, "options", 4, OPTIONS_EXAMPLE)?;
+        let call = resolve_worded(catalog, NAME, &model, options)?;
+        Ok(TextCall::new(NAME, call, TextKind::Classify(labels)))
     }
 }
 

@@ -3,22 +3,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{FixedSizeListArray, Float32Array};
+use datafusion::arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
-use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
 
-use super::completion::{
-    choose_engine, option_error, option_pairs, plan_error, planning_text, preview, runtime_text,
-    text_rows, unknown_option,
-};
+use super::function::{AiBinder, AiCall, AiFunction, BindArgs};
+use super::options::{option_error, option_pairs, unknown_option};
+use super::resolve::choose_engine;
+use crate::bedrock::engine::CallOptions;
 use crate::bedrock::families::{EmbedOptions, base_model_id};
 use crate::catalog::Catalog;
+use crate::catalog::model::OnError;
+use crate::inference::text::text_rows;
+use crate::inference::{Ask, BoundModel, ModelCall, RowAnswer};
 
 /// The function's name in SQL.
 pub const NAME: &str = "ai_embed";
@@ -30,7 +29,14 @@ const MODEL_EXAMPLE: &str = "'amazon.titan-embed-text-v2:0' or 'cohere.embed-eng
 const OPTIONS_EXAMPLE: &str = "'{\"dimensions\": 256}'";
 
 /// The keys of `ai_embed`'s options.
-pub const EMBED_OPTIONS: &[&str] = &["dimensions", "normalize", "input_type", "engine"];
+pub const EMBED_OPTIONS: &[&str] = &[
+    "dimensions",
+    "normalize",
+    "input_type",
+    "engine",
+    "on_error",
+    "provenance",
+];
 
 /// The options of an `ai_embed` call.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,6 +45,10 @@ pub struct AiEmbedOptions {
     pub embed: EmbedOptions,
     /// `engine`: the engine to call through (instead of the default engine).
     pub engine: Option<String>,
+    /// `on_error`: `'fail'` (the default) or `'null'`.
+    pub on_error: Option<OnError>,
+    /// `provenance`: the vector becomes `{value, meta}`.
+    pub provenance: Option<bool>,
 }
 
 impl AiEmbedOptions {
@@ -60,6 +70,11 @@ impl AiEmbedOptions {
                 "normalize" => options.embed.normalize = Some(value.as_bool(&key).map_err(e)?),
                 "input_type" => options.embed.input_type = Some(value.as_text(&key).map_err(e)?),
                 "engine" => options.engine = Some(value.as_text(&key).map_err(e)?),
+                "on_error" => {
+                    options.on_error =
+                        Some(OnError::parse(&value.as_text(&key).map_err(e)?).map_err(e)?);
+                }
+                "provenance" => options.provenance = Some(value.as_bool(&key).map_err(e)?),
                 _ => return Err(unknown_option(NAME, &key, EMBED_OPTIONS)),
             }
         }
@@ -84,17 +99,17 @@ pub fn embedding_dimensions(model_id: &str, options: &EmbedOptions) -> Result<i3
     } else if base.starts_with("cohere.embed-") {
         (1024, &[])
     } else {
-        return Err(plan_error(format!(
+        return Err(DataFusionError::Plan(format!(
             "{NAME}: '{model_id}' is not a supported embedding model: use amazon.titan-embed-text-v2:0 (1024 dimensions, or 256 / 512 with '{{\"dimensions\": 256}}'), amazon.titan-embed-text-v1, cohere.embed-english-v3 or cohere.embed-multilingual-v3"
         )));
     };
     match options.dimensions {
         None => Ok(default),
         Some(d) if allowed.contains(&d) => Ok(i32::try_from(d).unwrap_or(i32::MAX)),
-        Some(d) if allowed.is_empty() => Err(plan_error(format!(
+        Some(d) if allowed.is_empty() => Err(DataFusionError::Plan(format!(
             "{NAME}: '{model_id}' always produces {default} dimensions and takes no dimensions option (got {d}): remove it"
         ))),
-        Some(d) => Err(plan_error(format!(
+        Some(d) => Err(DataFusionError::Plan(format!(
             "{NAME}: '{model_id}' produces vectors of {} dimensions, not {d}: choose one of those",
             allowed
                 .iter()
@@ -119,7 +134,8 @@ fn item_field() -> FieldRef {
 ///   `amazon.titan-embed-text-v1` (1536), `cohere.embed-english-v3` /
 ///   `cohere.embed-multilingual-v3` (1024; up to 96 texts per request).
 /// - `text`: any expression; cast to text.
-/// - `options` (a constant JSON object): `dimensions`, `normalize` (Titan v2), `input_type`
+/// - `options` (a constant JSON object), also `on_error` and `provenance` as for
+///   `ai_complete`: `dimensions`, `normalize` (Titan v2), `input_type`
 ///   (Cohere: `search_document`, the default, or `search_query`, …), `engine`.
 ///
 /// The vector length is part of the return type, so it is derived from the model id and the
@@ -131,148 +147,131 @@ fn item_field() -> FieldRef {
 /// FROM docs;
 /// ```
 #[derive(Debug)]
-pub struct AiEmbed {
-    catalog: Arc<Catalog>,
-    signature: Signature,
-}
+pub struct AiEmbed;
 
 impl AiEmbed {
-    /// The function, calling through a session's engines.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self {
-            catalog,
-            signature: Signature::variadic_any(Volatility::Volatile),
-        }
-    }
-
-    /// The function ready to register with a session.
-    pub fn into_scalar_udf(self) -> ScalarUDF {
-        AsyncScalarUDF::new(Arc::new(self)).into_scalar_udf()
-    }
-
-    fn check_arity(count: usize) -> Result<()> {
-        if (2..=3).contains(&count) {
-            Ok(())
-        } else {
-            Err(plan_error(format!(
-                "{NAME} takes 2 or 3 arguments (model, text [, options]), got {count}: write {NAME}('{DEFAULT_EMBEDDING_MODEL}', text_column)"
-            )))
-        }
-    }
-
-    /// The model id, options and dimensions, checked.
-    fn resolve(&self, model: &str, options: Option<String>) -> Result<(AiEmbedOptions, i32)> {
-        if let Some(entry) = self.catalog.model(model) {
-            return Err(plan_error(format!(
-                "{NAME}: '{model}' is a text model created with CREATE MODEL ({}); {NAME} takes an embedding model id such as {MODEL_EXAMPLE}",
-                entry.spec.model_id
-            )));
-        }
-        let options = options
-            .map(|o| AiEmbedOptions::parse(&o))
-            .transpose()?
-            .unwrap_or_default();
-        let dimensions = embedding_dimensions(model, &options.embed)?;
-        Ok((options, dimensions))
+    /// The function as registered in a session whose engines are in `catalog`.
+    pub fn udf(catalog: &Arc<Catalog>) -> ScalarUDF {
+        AiFunction::unbound(
+            Arc::new(Self),
+            Arc::clone(catalog),
+            Signature::variadic_any(Volatility::Volatile),
+        )
     }
 }
 
-super::completion::bound_to_catalog!(AiEmbed);
-
-impl ScalarUDFImpl for AiEmbed {
+impl AiBinder for AiEmbed {
     fn name(&self) -> &str {
         NAME
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Err(DataFusionError::Internal(format!(
-            "{NAME}'s type depends on its model: it is computed by return_field_from_args"
-        )))
-    }
-
-    /// The vector type from the model id and options, checked at planning time.
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        Self::check_arity(args.arg_fields.len())?;
-        let model = planning_text(NAME, "model", 1, args.scalar_arguments[0], MODEL_EXAMPLE)?;
+    fn bind(&self, catalog: &Catalog, args: &BindArgs) -> Result<Arc<dyn AiCall>> {
+        let count = args.len();
+        if !(2..=3).contains(&count) {
+            return Err(DataFusionError::Plan(format!(
+                "{NAME} takes 2 or 3 arguments (model, text [, options]), got {count}: write {NAME}('{DEFAULT_EMBEDDING_MODEL}', text_column)"
+            )));
+        }
+        let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
+        if let Some(entry) = catalog.model(&model) {
+            return Err(DataFusionError::Plan(format!(
+                "{NAME}: '{model}' is a text model created with CREATE MODEL ({}); {NAME} takes an embedding model id such as {MODEL_EXAMPLE}",
+                entry.spec.model_id
+            )));
+        }
         let options = args
-            .scalar_arguments
-            .get(2)
-            .map(|s| planning_text(NAME, "options", 3, *s, OPTIONS_EXAMPLE))
-            .transpose()?;
-        let (options, dimensions) = self.resolve(&model, options)?;
-        choose_engine(&self.catalog, NAME, options.engine.as_deref())?;
-        Ok(Arc::new(Field::new(
-            NAME,
-            DataType::FixedSizeList(item_field(), dimensions),
-            true,
-        )))
-    }
-
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Err(DataFusionError::Internal(format!(
-            "{NAME} is asynchronous and runs through AsyncFuncExec"
-        )))
+            .optional_text(NAME, "options", 3, OPTIONS_EXAMPLE)?
+            .map(|o| AiEmbedOptions::parse(&o))
+            .transpose()?
+            .unwrap_or_default();
+        let dimensions = embedding_dimensions(&model, &options.embed)?;
+        let engine = choose_engine(catalog, NAME, options.engine.as_deref())?;
+        let mut bound = BoundModel::of_model_id(&model, engine);
+        bound.on_error = options.on_error.unwrap_or_default();
+        bound.provenance = options.provenance.unwrap_or_default();
+        Ok(Arc::new(EmbedCall {
+            call: ModelCall::new(bound),
+            embed: options.embed,
+            dimensions,
+        }))
     }
 }
 
+/// `ai_embed` bound to its model.
+#[derive(Debug)]
+struct EmbedCall {
+    call: ModelCall,
+    embed: EmbedOptions,
+    dimensions: i32,
+}
+
 #[async_trait]
-impl AsyncScalarUDFImpl for AiEmbed {
-    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Self::check_arity(args.args.len())?;
-        let model = runtime_text(NAME, "model", 1, &args.args[0], MODEL_EXAMPLE)?;
-        let options = args
-            .args
-            .get(2)
-            .map(|v| runtime_text(NAME, "options", 3, v, OPTIONS_EXAMPLE))
-            .transpose()?;
-        let (options, dimensions) = self.resolve(&model, options)?;
-        let engine = choose_engine(&self.catalog, NAME, options.engine.as_deref())?;
-        let texts = text_rows(&args.args[1], args.number_rows)?;
-        let results = engine
-            .embed(&model, &texts, &options.embed)
+impl AiCall for EmbedCall {
+    fn value_type(&self) -> DataType {
+        DataType::FixedSizeList(item_field(), self.dimensions)
+    }
+
+    fn provenance(&self) -> bool {
+        self.call.model().provenance
+    }
+
+    fn describe(&self) -> String {
+        format!("{}, dimensions={}", self.call.model(), self.dimensions)
+    }
+
+    fn fingerprint(&self) -> String {
+        format!(
+            "{NAME}|{:?}|{}|{}",
+            self.embed,
+            self.dimensions,
+            self.call.model().fingerprint()
+        )
+    }
+
+    async fn answer(
+        &self,
+        args: &[ColumnarValue],
+        rows: usize,
+        options: &CallOptions,
+    ) -> Result<Vec<RowAnswer>> {
+        let Some(texts) = args.get(1) else {
+            return Err(DataFusionError::Internal(format!(
+                "{NAME} was called without its text argument"
+            )));
+        };
+        let texts = text_rows(texts, rows)?;
+        let ask = Ask {
+            input: "text",
+            ..Ask::by(NAME)
+        };
+        let size = usize::try_from(self.dimensions).unwrap_or(0);
+        self.call
+            .embed_each(&texts, &self.embed, size, &ask, options)
             .await
-            .map_err(|e| plan_error(format!("{NAME}: {e}")))?;
-        let size = usize::try_from(dimensions).unwrap_or(0);
-        let mut values: Vec<f32> = Vec::with_capacity(size * texts.len());
-        let mut valid: Vec<bool> = Vec::with_capacity(texts.len());
-        for (result, text) in results.into_iter().zip(&texts) {
-            let text = || preview(text.as_deref().unwrap_or_default());
-            match result {
-                None => {
+    }
+
+    fn values(&self, answers: &[RowAnswer]) -> Result<ArrayRef> {
+        let size = usize::try_from(self.dimensions).unwrap_or(0);
+        let mut values: Vec<f32> = Vec::with_capacity(size * answers.len());
+        let mut valid: Vec<bool> = Vec::with_capacity(answers.len());
+        for answer in answers {
+            match &answer.vector {
+                Some(vector) if vector.len() == size => {
+                    values.extend_from_slice(vector);
+                    valid.push(true);
+                }
+                _ => {
                     values.extend(std::iter::repeat_n(0.0, size));
                     valid.push(false);
                 }
-                Some(Ok(vector)) if vector.len() == size => {
-                    values.extend_from_slice(&vector);
-                    valid.push(true);
-                }
-                Some(Ok(vector)) => {
-                    return Err(DataFusionError::Execution(format!(
-                        "{NAME}: model '{model}' returned {} dimensions instead of {size} for the row whose text is \"{}\"",
-                        vector.len(),
-                        text()
-                    )));
-                }
-                Some(Err(failure)) => {
-                    return Err(DataFusionError::Execution(format!(
-                        "{NAME}: model '{model}' via engine '{}' failed for the row whose text is \"{}\": {failure}",
-                        engine.name(),
-                        text()
-                    )));
-                }
             }
         }
-        let array = FixedSizeListArray::try_new(
+        Ok(Arc::new(FixedSizeListArray::try_new(
             item_field(),
-            dimensions,
+            self.dimensions,
             Arc::new(Float32Array::from(values)),
             Some(NullBuffer::from(valid)),
-        )?;
-        Ok(ColumnarValue::Array(Arc::new(array)))
+        )?))
     }
 }
 

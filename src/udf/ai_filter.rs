@@ -1,21 +1,18 @@
-//! `ai_filter(model, predicate_text)`: a model's yes/no verdict on each row, as a Boolean.
+//! `ai_filter(model, predicate_text [, options])`: a model's yes/no verdict on each row, as a
+//! Boolean.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use datafusion::arrow::array::BooleanArray;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
-use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
-};
+use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
 
-use super::completion::{
-    Completion, CompletionOptions, plan_error, planning_text, preview, runtime_text, text_rows,
-};
+use super::ai_complete::{MODEL_EXAMPLE, OPTIONS_EXAMPLE};
+use super::function::{AiBinder, AiCall, AiFunction, BindArgs};
+use super::options::CompletionOptions;
+use super::resolve::resolve_model;
+use super::text_call::{TextCall, TextKind};
 use crate::catalog::Catalog;
+use crate::inference::ModelCall;
 
 /// The function's name in SQL.
 pub const NAME: &str = "ai_filter";
@@ -23,17 +20,18 @@ pub const NAME: &str = "ai_filter";
 /// The system prompt sent before the model's own: it asks for a bare yes or no.
 pub const INSTRUCTION: &str = "Answer the question, or judge the statement, in the user's message. Reply with yes or no, and nothing else.";
 
-const MODEL_EXAMPLE: &str =
-    "'amazon.nova-micro-v1:0' or the name of a model created with CREATE MODEL";
+/// What an error says of an answer that is not a verdict.
+pub const NOT_A_VERDICT: &str = "which is neither yes nor no: phrase the text as a yes/no question";
 
-/// `ai_filter(model, predicate_text) → Boolean`: whether the model answers yes to each row's
+/// `ai_filter(model, predicate_text [, options]) → Boolean`: whether the model answers yes to each row's
 /// question or statement.
 ///
 /// `model` is resolved like [`ai_complete`](super::ai_complete::AiComplete)'s. Each row's
 /// text is sent as the user message, with the fixed system prompt [`INSTRUCTION`] before the
 /// model's own. The answer is parsed strictly: after trimming whitespace and a trailing `.` or
 /// `!`, `yes`/`true` (any case) is TRUE and `no`/`false` is FALSE; any other answer fails the
-/// query with an error naming the row and the answer. A NULL text gives NULL (so WHERE drops
+/// query with an error naming the row and the answer (or, with `on_error = 'null'`, gives
+/// NULL). `options` are `ai_complete`'s, without `output_schema`. A NULL text gives NULL (so WHERE drops
 /// the row) and sends no request.
 ///
 /// ```sql
@@ -41,23 +39,16 @@ const MODEL_EXAMPLE: &str =
 /// WHERE ai_filter('amazon.nova-micro-v1:0', 'Is this review about shipping? ' || review);
 /// ```
 #[derive(Debug)]
-pub struct AiFilter {
-    catalog: Arc<Catalog>,
-    signature: Signature,
-}
+pub struct AiFilter;
 
 impl AiFilter {
-    /// The function, resolving model names against a session's catalog.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self {
-            catalog,
-            signature: Signature::any(2, Volatility::Volatile),
-        }
-    }
-
-    /// The function ready to register with a session.
-    pub fn into_scalar_udf(self) -> ScalarUDF {
-        AsyncScalarUDF::new(Arc::new(self)).into_scalar_udf()
+    /// The function as registered in a session whose models are in `catalog`.
+    pub fn udf(catalog: &Arc<Catalog>) -> ScalarUDF {
+        AiFunction::unbound(
+            Arc::new(Self),
+            Arc::clone(catalog),
+            Signature::variadic_any(Volatility::Volatile),
+        )
     }
 }
 
@@ -75,71 +66,47 @@ pub fn parse_verdict(answer: &str) -> Option<bool> {
     }
 }
 
-super::completion::bound_to_catalog!(AiFilter);
+/// The model of a text function that answers in words of its own (a verdict, a label): the
+/// options without `output_schema`, and the model's `output_schema` left aside.
+///
+/// # Errors
+/// As [`resolve_model`], and an `output_schema` option.
+pub(crate) fn resolve_worded(
+    catalog: &Catalog,
+    function: &str,
+    model: &str,
+    options: Option<String>,
+) -> Result<ModelCall> {
+    let options = options.map_or_else(
+        || Ok(CompletionOptions::default()),
+        |t| CompletionOptions::parse(function, &t),
+    )?;
+    if options.output_schema.is_some() {
+        return Err(DataFusionError::Plan(format!(
+            "{function}: the option output_schema does not apply: {function} answers with its own type; use ai_complete for structured output"
+        )));
+    }
+    let mut model = resolve_model(catalog, function, model, &options)?;
+    model.output_schema = None;
+    Ok(ModelCall::new(model))
+}
 
-impl ScalarUDFImpl for AiFilter {
+impl AiBinder for AiFilter {
     fn name(&self) -> &str {
         NAME
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Boolean)
-    }
-
-    /// Checks at planning time that the model is a constant that resolves.
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        if args.scalar_arguments.len() != 2 {
-            return Err(plan_error(format!(
-                "{NAME} takes 2 arguments (model, predicate_text), got {}",
-                args.scalar_arguments.len()
+    fn bind(&self, catalog: &Catalog, args: &BindArgs) -> Result<Arc<dyn AiCall>> {
+        let count = args.len();
+        if !(2..=3).contains(&count) {
+            return Err(DataFusionError::Plan(format!(
+                "{NAME} takes 2 or 3 arguments (model, predicate_text [, options]), got {count}"
             )));
         }
-        let model = planning_text(NAME, "model", 1, args.scalar_arguments[0], MODEL_EXAMPLE)?;
-        Completion::resolve(&self.catalog, NAME, &model, &CompletionOptions::default())?;
-        Ok(Arc::new(Field::new(NAME, DataType::Boolean, true)))
-    }
-
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Err(DataFusionError::Internal(format!(
-            "{NAME} is asynchronous and runs through AsyncFuncExec"
-        )))
-    }
-}
-
-#[async_trait]
-impl AsyncScalarUDFImpl for AiFilter {
-    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if args.args.len() != 2 {
-            return Err(plan_error(format!(
-                "{NAME} takes 2 arguments (model, predicate_text), got {}",
-                args.args.len()
-            )));
-        }
-        let model = runtime_text(NAME, "model", 1, &args.args[0], MODEL_EXAMPLE)?;
-        let completion =
-            Completion::resolve(&self.catalog, NAME, &model, &CompletionOptions::default())?;
-        let texts = text_rows(&args.args[1], args.number_rows)?;
-        let answers = completion.answers(NAME, &texts, Some(INSTRUCTION)).await?;
-        let verdicts = answers
-            .iter()
-            .zip(&texts)
-            .map(|(answer, text)| match answer {
-                None => Ok(None),
-                Some(answer) => parse_verdict(answer).map(Some).ok_or_else(|| {
-                    DataFusionError::Execution(format!(
-                        "{NAME}: {} answered \"{}\" for the row whose text is \"{}\", which is neither yes nor no: phrase the text as a yes/no question",
-                        completion.label,
-                        preview(answer),
-                        preview(text.as_deref().unwrap_or_default())
-                    ))
-                }),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(verdicts))))
+        let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
+        let options = args.optional_text(NAME, "options", 3, OPTIONS_EXAMPLE)?;
+        let call = resolve_worded(catalog, NAME, &model, options)?;
+        Ok(TextCall::new(NAME, call, TextKind::Filter))
     }
 }
 

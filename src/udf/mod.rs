@@ -1,6 +1,8 @@
 //! User-defined functions that call Bedrock.
 //!
-//! - [`predict`]: the async UDF behind a model relation (`FROM data JOIN model`).
+//! - [`function`]: what every AI function is (unbound as registered, bound to its model when a
+//!   query is planned); [`text_call`], [`options`], [`resolve`]: what the text functions share;
+//! - [`predict`]: `predict_<model>`, a created model as a function.
 //! - AI functions, added to a session by [`crate::SessionStateBuilderBedrock::with_bedrock`]:
 //!   [`ai_complete`], [`ai_embed`], [`ai_filter`], [`ai_classify`] (async UDFs),
 //!   [`cosine_similarity`] (a plain scalar UDF) and the [`bedrock_usage`] table function.
@@ -10,10 +12,12 @@ pub mod ai_complete;
 pub mod ai_embed;
 pub mod ai_filter;
 pub mod bedrock_usage;
-pub mod completion;
 pub mod cosine_similarity;
-pub mod model_call;
+pub mod function;
+pub mod options;
 pub mod predict;
+pub mod resolve;
+pub mod text_call;
 
 use std::sync::Arc;
 
@@ -30,10 +34,10 @@ use crate::catalog::Catalog;
 /// functions find models and engines in `catalog`.
 pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
     vec![
-        Arc::new(ai_complete::AiComplete::new(Arc::clone(catalog)).into_scalar_udf()),
-        Arc::new(ai_embed::AiEmbed::new(Arc::clone(catalog)).into_scalar_udf()),
-        Arc::new(ai_filter::AiFilter::new(Arc::clone(catalog)).into_scalar_udf()),
-        Arc::new(ai_classify::AiClassify::new(Arc::clone(catalog)).into_scalar_udf()),
+        Arc::new(ai_complete::AiComplete::udf(catalog)),
+        Arc::new(ai_embed::AiEmbed::udf(catalog)),
+        Arc::new(ai_filter::AiFilter::udf(catalog)),
+        Arc::new(ai_classify::AiClassify::udf(catalog)),
         Arc::new(cosine_similarity::CosineSimilarity::udf()),
     ]
 }

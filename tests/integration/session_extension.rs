@@ -243,7 +243,8 @@ async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_t
         "the application's analyzer rule saw {} plans",
         audit.plans.load(Ordering::SeqCst)
     );
-    // The rewrite runs before type coercion; the application's rule keeps its place after.
+    // The rewrite and the binding of AI functions run before type coercion; the application's
+    // rule keeps its place after.
     let rules: Vec<String> = ctx
         .state()
         .analyzer()
@@ -256,6 +257,7 @@ async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_t
         [
             "resolve_grouping_function",
             "bedrock_model_relations",
+            "bedrock_bind_ai_functions",
             "type_coercion",
             "app_audit"
         ]

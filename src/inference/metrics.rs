@@ -1,0 +1,122 @@
+//! What EXPLAIN ANALYZE shows of an operator that calls models: the same counters for a model
+//! relation's operator and for the operator that runs AI functions.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::physical_plan::metrics::{
+    Count, CustomMetricValue, ExecutionPlanMetricsSet, MetricBuilder, MetricType, MetricValue,
+};
+
+use super::answer::{CallStats, RowAnswer};
+use crate::bedrock::budget::Budget;
+
+/// Estimated USD, shown by EXPLAIN ANALYZE.
+#[derive(Debug, Default)]
+struct UsdMetric(Mutex<f64>);
+
+impl UsdMetric {
+    fn add(&self, usd: f64) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) += usd;
+    }
+
+    fn value(&self) -> f64 {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Display for UsdMetric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${:.6}", self.value())
+    }
+}
+
+impl CustomMetricValue for UsdMetric {
+    fn new_empty(&self) -> Arc<dyn CustomMetricValue> {
+        Arc::new(Self::default())
+    }
+
+    fn aggregate(&self, other: Arc<dyn CustomMetricValue + 'static>) {
+        if let Some(other) = other.as_any().downcast_ref::<Self>() {
+            self.add(other.value());
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn is_eq(&self, other: &Arc<dyn CustomMetricValue>) -> bool {
+        other
+            .as_any()
+            .downcast_ref::<Self>()
+            .is_some_and(|o| o.value().to_bits() == self.value().to_bits())
+    }
+}
+
+/// The counters of one partition of an operator that calls models (requests, dedup and cache
+/// hits, retries, throttles, tokens, failed rows and estimated USD), for EXPLAIN ANALYZE.
+pub struct CallMetrics {
+    requests: Count,
+    dedup_hits: Count,
+    cache_hits: Count,
+    retries: Count,
+    throttles: Count,
+    input_tokens: Count,
+    output_tokens: Count,
+    failed_rows: Count,
+    cost: Arc<UsdMetric>,
+}
+
+impl CallMetrics {
+    /// The counters of partition `partition` in `set`.
+    pub fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let count = |name: &'static str| {
+            MetricBuilder::new(set)
+                .with_type(MetricType::Summary)
+                .counter(name, partition)
+        };
+        let cost = Arc::new(UsdMetric::default());
+        MetricBuilder::new(set)
+            .with_type(MetricType::Summary)
+            .with_partition(partition)
+            .build(MetricValue::Custom {
+                name: "estimated_cost_usd".into(),
+                value: Arc::clone(&cost) as Arc<dyn CustomMetricValue>,
+            });
+        Self {
+            requests: count("requests"),
+            dedup_hits: count("dedup_hits"),
+            cache_hits: count("cache_hits"),
+            retries: count("retries"),
+            throttles: count("throttles"),
+            input_tokens: count("input_tokens"),
+            output_tokens: count("output_tokens"),
+            failed_rows: count("failed_rows"),
+            cost,
+        }
+    }
+
+    /// Adds a batch's answers, and counts the rows answered in the query's budget.
+    pub fn record(&self, answers: &[RowAnswer], budget: Option<&Budget>) {
+        if let Some(budget) = budget {
+            budget.rows_answered(answers.iter().filter(|a| a.meta.is_some()).count() as u64);
+        }
+        let mut stats = CallStats::default();
+        for answer in answers {
+            stats.add(answer);
+        }
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        self.requests.add(n(stats.requests));
+        self.dedup_hits.add(n(stats.dedup_hits));
+        self.cache_hits.add(n(stats.cache_hits));
+        self.retries.add(n(stats.retries));
+        self.throttles.add(n(stats.throttles));
+        self.input_tokens.add(n(stats.input_tokens));
+        self.output_tokens.add(n(stats.output_tokens));
+        self.failed_rows.add(n(stats.failed_rows));
+        self.cost.add(stats.cost_usd);
+    }
+}
+

@@ -1,0 +1,297 @@
+//! The operator that runs AI functions: DataFusion plans async functions into its own
+//! `AsyncFuncExec`; the extension's query planner puts this operator in its place when an AI
+//! function is among them. It evaluates the same expressions on the same (coalesced) batches,
+//! and for AI functions it adds what the model relation's operator has: the query's budget
+//! (`bedrock.max_requests`, `bedrock.max_cost_usd`), the counters of EXPLAIN ANALYZE
+//! (requests, dedup and cache hits, retries, throttles, tokens, failed rows, estimated USD) and,
+//! in EXPLAIN, the model each call is bound to. Two batches are answered at a time, so a slow
+//! row of one batch does not idle the next.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_plan::async_func::AsyncFuncExec;
+use datafusion::physical_plan::coalesce::LimitedBatchCoalescer;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+
+use crate::bedrock::budget::Budget;
+use crate::bedrock::engine::CallOptions;
+use crate::inference::CallMetrics;
+use crate::udf::function::{AiCall, AiFunction, output_array};
+
+/// One async expression: an AI function bound to its model, or another async function.
+#[derive(Debug, Clone)]
+struct Evaluated {
+    expr: Arc<AsyncFuncExpr>,
+    call: Option<Arc<dyn AiCall>>,
+}
+
+impl Evaluated {
+    fn of(expr: Arc<AsyncFuncExpr>) -> Self {
+        let call = expr
+            .func
+            .downcast_ref::<ScalarFunctionExpr>()
+            .and_then(|f| AiFunction::of(f.fun()))
+            .and_then(|f| f.call().cloned());
+        Self { expr, call }
+    }
+
+    fn function(&self) -> Result<&ScalarFunctionExpr> {
+        self.expr
+            .func
+            .downcast_ref::<ScalarFunctionExpr>()
+            .ok_or_else(|| DataFusionError::Internal("an async expression is not a function".into()))
+    }
+}
+
+/// Runs the async functions of a projection or filter, AI functions under the query's budget.
+#[derive(Debug)]
+pub struct AiFunctionExec {
+    exprs: Vec<Evaluated>,
+    input: Arc<dyn ExecutionPlan>,
+    budget: Arc<Budget>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl AiFunctionExec {
+    /// The operator in place of `exec`, when one of its functions is an AI function.
+    ///
+    /// # Errors
+    /// When DataFusion cannot compute the properties of the same expressions over `input`.
+    fn replacing(
+        exprs: Vec<Arc<AsyncFuncExpr>>,
+        input: Arc<dyn ExecutionPlan>,
+        budget: Arc<Budget>,
+    ) -> Result<Option<Self>> {
+        let evaluated: Vec<Evaluated> = exprs.iter().cloned().map(Evaluated::of).collect();
+        if evaluated.iter().all(|e| e.call.is_none()) {
+            return Ok(None);
+        }
+        // The same output as DataFusion's operator: its properties are computed by it.
+        let same = AsyncFuncExec::try_new(exprs, Arc::clone(&input))?;
+        Ok(Some(Self {
+            exprs: evaluated,
+            input,
+            budget,
+            properties: Arc::clone(same.properties()),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
+    fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        let exprs: Vec<Arc<AsyncFuncExpr>> = self.exprs.iter().map(|e| Arc::clone(&e.expr)).collect();
+        let same = AsyncFuncExec::try_new(exprs, Arc::clone(&input))?;
+        Ok(Self {
+            exprs: self.exprs.clone(),
+            input,
+            budget: Arc::clone(&self.budget),
+            properties: Arc::clone(same.properties()),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+/// `plan` with every `AsyncFuncExec` that runs an AI function replaced by an
+/// [`AiFunctionExec`] under `budget`.
+///
+/// # Errors
+/// As DataFusion's own planning of the replaced operators.
+pub fn run_ai_functions(
+    plan: Arc<dyn ExecutionPlan>,
+    budget: &Arc<Budget>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(exec) = node.downcast_ref::<AsyncFuncExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        #[expect(deprecated)]
+        let exprs = exec.async_exprs().to_vec();
+        match AiFunctionExec::replacing(exprs, Arc::clone(exec.input()), Arc::clone(budget))? {
+            Some(ours) => Ok(Transformed::yes(Arc::new(ours) as Arc<dyn ExecutionPlan>)),
+            None => Ok(Transformed::no(node)),
+        }
+    })
+    .map(|t| t.data)
+}
+
+impl DisplayAs for AiFunctionExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let calls: Vec<String> = self
+            .exprs
+            .iter()
+            .map(|e| match &e.call {
+                Some(call) => format!("{} AS {} [{}]", e.expr.func, e.expr.name(), call.describe()),
+                None => e.expr.to_string(),
+            })
+            .collect();
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "AiFunctionExec: calls=[{}]", calls.join(", "))
+            }
+            DisplayFormatType::TreeRender => writeln!(f, "calls={}", calls.join(", ")),
+        }
+    }
+}
+
+impl ExecutionPlan for AiFunctionExec {
+    fn name(&self) -> &str {
+        "AiFunctionExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for e in &self.exprs {
+            let expr = Arc::clone(&e.expr) as Arc<dyn PhysicalExpr>;
+            if f(&expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(format!(
+                "AiFunctionExec takes one input, got {}",
+                children.len()
+            )));
+        }
+        Ok(Arc::new(self.with_input(children.swap_remove(0))?))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let config = Arc::clone(context.session_config().options());
+        let input = self.input.execute(partition, Arc::clone(&context))?;
+        let coalescer = LimitedBatchCoalescer::new(
+            self.input.schema(),
+            config.execution.batch_size.get(),
+            None,
+        );
+        let worker = Arc::new(Worker {
+            exprs: self.exprs.clone(),
+            schema: self.schema(),
+            options: CallOptions {
+                budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
+            },
+            budget: Arc::clone(&self.budget),
+            calls: CallMetrics::new(&self.metrics, partition),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            config,
+        });
+        let batches = coalesced(input, coalescer)
+            .map(move |batch| {
+                let worker = Arc::clone(&worker);
+                async move { worker.evaluate(batch?).await }
+            })
+            .buffered(2);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), batches)))
+    }
+}
+
+/// The input's batches gathered to `batch_size` rows, as DataFusion's operator does, so that
+/// every call sends a full batch's rows at once.
+fn coalesced(
+    input: SendableRecordBatchStream,
+    coalescer: LimitedBatchCoalescer,
+) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
+    futures::stream::unfold(
+        (input, coalescer, false),
+        |(mut input, mut coalescer, mut finished)| async move {
+            loop {
+                if let Some(batch) = coalescer.next_completed_batch() {
+                    return Some((Ok(batch), (input, coalescer, finished)));
+                }
+                if finished {
+                    return None;
+                }
+                let pushed = match input.next().await {
+                    Some(Ok(batch)) => coalescer.push_batch(batch).map(|_| ()),
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        finished = true;
+                        coalescer.finish()
+                    }
+                };
+                if let Err(e) = pushed {
+                    return Some((Err(e), (input, coalescer, true)));
+                }
+            }
+        },
+    )
+}
+
+/// What every batch of one partition needs.
+struct Worker {
+    exprs: Vec<Evaluated>,
+    schema: SchemaRef,
+    options: CallOptions,
+    budget: Arc<Budget>,
+    calls: CallMetrics,
+    baseline: BaselineMetrics,
+    config: Arc<ConfigOptions>,
+}
+
+impl Worker {
+    /// The batch with one column more per expression.
+    async fn evaluate(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let mut columns = batch.columns().to_vec();
+        for e in &self.exprs {
+            let column = match &e.call {
+                Some(call) => {
+                    let args = e
+                        .function()?
+                        .args()
+                        .iter()
+                        .map(|a| a.evaluate(&batch))
+                        .collect::<Result<Vec<_>>>()?;
+                    let answers = call.answer(&args, rows, &self.options).await?;
+                    self.calls.record(&answers, Some(&self.budget));
+                    output_array(call.as_ref(), &answers)?
+                }
+                None => e
+                    .expr
+                    .invoke_with_args(&batch, Arc::clone(&self.config))
+                    .await?
+                    .to_array(rows)?,
+            };
+            columns.push(column);
+        }
+        let output = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        self.baseline.record_output(output.num_rows());
+        Ok(output)
+    }
+}
