@@ -38,12 +38,14 @@ impl Default for BedrockContext {
 
 impl BedrockContext {
     /// A new session with DataFusion's default features and the extension.
+    #[must_use]
     pub fn new() -> Self {
         Self::with_config(SessionConfig::new())
     }
 
     /// A new session with this configuration, DataFusion's default features and the
     /// extension.
+    #[must_use]
     pub fn with_config(config: SessionConfig) -> Self {
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -103,16 +105,19 @@ impl BedrockContext {
     }
 
     /// The DataFusion session.
+    #[must_use]
     pub fn session(&self) -> &SessionContext {
         &self.ctx
     }
 
     /// The extension's state of the session.
+    #[must_use]
     pub fn extension(&self) -> &Arc<BedrockExtension> {
         &self.ext
     }
 
     /// The engines and models.
+    #[must_use]
     pub fn catalog(&self) -> &Arc<Catalog> {
         self.ext.catalog()
     }

@@ -45,6 +45,8 @@ enum Command {
 }
 
 /// The shell's flags: datafusion-cli's, then the extension's.
+// The field docs are the `--help` text, printed as written: no Markdown backticks there.
+#[allow(clippy::doc_markdown)]
 #[derive(Debug, Args)]
 struct ShellArgs {
     /// Path to your data, default to current directory
@@ -155,6 +157,8 @@ struct SltArgs {
     files: Option<PathBuf>,
 }
 
+// The field docs are the `--help` text, printed as written: no Markdown backticks there.
+#[allow(clippy::doc_markdown)]
 #[derive(Debug, Args)]
 struct EmulatorArgs {
     /// TCP port on 127.0.0.1 (0 picks a free one).
@@ -345,6 +349,36 @@ fn catalog_path(args: &ShellArgs) -> Option<PathBuf> {
     dirs::config_dir().map(|d| d.join("datafusion-bedrock").join("catalog.json"))
 }
 
+/// Keeps the session's engines and models in the catalog file at `path`, after recreating
+/// what the file already holds.
+async fn open_catalog(
+    ctx: &SessionContext,
+    ext: &BedrockExtension,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let file = CatalogFile::open(path).map_err(|e| e.to_string())?;
+    ext.set_catalog_file(Some(file));
+    // Each engine and model waits at most its connect_timeout; Ctrl-C stops the restore
+    // (what was not restored stays in the file).
+    tokio::select! {
+        restored = restore_catalog(ctx) => {
+            for (what, e) in restored.map_err(|e| e.to_string())? {
+                eprintln!(
+                    "Warning: {what} of {} was not restored: {e}",
+                    path.display()
+                );
+            }
+        }
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!(
+                "Warning: restoring {} was interrupted (Ctrl-C): what was not restored yet stays in the file",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs the shell; `Ok(false)` when a `-c`/`-f` statement failed.
 async fn run_shell(args: ShellArgs) -> Result<bool, String> {
     if !args.quiet {
@@ -382,26 +416,7 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         None
     };
     if let Some(path) = catalog_path(&args) {
-        let file = CatalogFile::open(&path).map_err(|e| e.to_string())?;
-        ext.set_catalog_file(Some(file));
-        // Each engine and model waits at most its connect_timeout; Ctrl-C stops the restore
-        // (what was not restored stays in the file).
-        tokio::select! {
-            restored = restore_catalog(&ctx) => {
-                for (what, e) in restored.map_err(|e| e.to_string())? {
-                    eprintln!(
-                        "Warning: {what} of {} was not restored: {e}",
-                        path.display()
-                    );
-                }
-            }
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!(
-                    "Warning: restoring {} was interrupted (Ctrl-C): what was not restored yet stays in the file",
-                    path.display()
-                );
-            }
-        }
+        open_catalog(&ctx, &ext, &path).await?;
     }
     if let Some(dir) = &args.files {
         let registered = register_files_dir(&ctx, dir)

@@ -48,11 +48,13 @@ pub struct BedrockSltDb {
 
 impl BedrockSltDb {
     /// Wraps a context.
+    #[must_use]
     pub fn new(ctx: BedrockContext) -> Self {
         Self { ctx }
     }
 
     /// The context the records run against.
+    #[must_use]
     pub fn context(&self) -> &BedrockContext {
         &self.ctx
     }
@@ -78,12 +80,12 @@ impl sqllogictest::AsyncDB for BedrockSltDb {
 
     async fn shutdown(&mut self) {}
 
-    fn engine_name(&self) -> &str {
+    fn engine_name(&self) -> &'static str {
         "datafusion-bedrock"
     }
 }
 
-/// `emulator_model_calls() -> BIGINT`: how many model invocations (Converse and InvokeModel,
+/// `emulator_model_calls() -> BIGINT`: how many model invocations (`Converse` and `InvokeModel`,
 /// streamed or not) the emulator has received since the current `.slt` file started, so a file
 /// can prove how many requests a query made.
 pub fn emulator_model_calls_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
@@ -134,6 +136,7 @@ impl SltDriver {
     }
 
     /// The emulator the engines talk to.
+    #[must_use]
     pub fn emulator(&self) -> &Emulator {
         &self.emulator
     }

@@ -64,7 +64,7 @@ use futures::StreamExt;
 use sqllogictest::{DBOutput, Record, parse_file, strict_column_validator};
 
 /// How long one way of one file may take.
-const FILE_TIMEOUT: Duration = Duration::from_secs(120);
+const FILE_TIMEOUT: Duration = Duration::from_mins(2);
 
 // ------------------------------------------------------------------------------------------
 // The extension: the only place that names its API.
@@ -228,7 +228,7 @@ impl sqllogictest::AsyncDB for SltDb {
     }
 
     /// The name DataFusion's engine gives itself: `skipif`/`onlyif` conditions see it.
-    fn engine_name(&self) -> &str {
+    fn engine_name(&self) -> &'static str {
         "DataFusion"
     }
 
@@ -455,7 +455,7 @@ fn test_files(upstream: &Path, filters: &[Filter]) -> std::result::Result<Vec<Te
                 relative_path,
             })
         })
-        .filter(|f| f.is_slt_file())
+        .filter(TestFile::is_slt_file)
         .filter(|f| !should_skip_file(&f.path, filters))
         .filter(|f| !f.relative_path_starts_with("tpch"))
         .filter(|f| !f.relative_path_starts_with("encrypted_parquet.slt"))
@@ -477,7 +477,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         list: false,
         verbose: false,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         filters: Vec::new(),
     };
     let mut it = std::env::args().skip(1);

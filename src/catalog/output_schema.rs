@@ -322,6 +322,7 @@ fn from_json_schema(schema: &Ordered, path: &str, depth: usize) -> Result<Output
 
 impl OutputType {
     /// The Arrow type of values of this type.
+    #[must_use]
     pub fn arrow_type(&self) -> DataType {
         match self {
             Self::String => DataType::Utf8,
@@ -348,10 +349,11 @@ impl OutputType {
 
     fn check(&self, value: &Value, path: &str) -> std::result::Result<(), String> {
         let ok = match (self, value) {
-            (_, Value::Null) => true,
-            (Self::String, Value::String(_)) | (Self::Bool, Value::Bool(_)) => true,
+            (_, Value::Null)
+            | (Self::String, Value::String(_))
+            | (Self::Bool, Value::Bool(_))
+            | (Self::Float, Value::Number(_)) => true,
             (Self::Int, Value::Number(n)) => n.is_i64() || n.is_u64(),
-            (Self::Float, Value::Number(_)) => true,
             (Self::List(item), Value::Array(items)) => {
                 for (i, v) in items.iter().enumerate() {
                     item.check(v, &format!("{path}[{i}]"))?;
@@ -451,11 +453,13 @@ impl OutputSchema {
     }
 
     /// The Arrow struct type of an answer.
+    #[must_use]
     pub fn arrow_type(&self) -> DataType {
         DataType::Struct(arrow_fields(&self.fields))
     }
 
     /// The JSON Schema given to the model as the tool's input schema.
+    #[must_use]
     pub fn json_schema(&self) -> Value {
         object_schema(&self.fields)
     }

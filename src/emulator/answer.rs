@@ -116,6 +116,7 @@ pub(crate) struct Reply {
 /// assert_eq!(datafusion_bedrock::emulator::count_text_tokens("What is"), 2);
 /// assert_eq!(datafusion_bedrock::emulator::count_text_tokens(""), 0);
 /// ```
+#[must_use]
 pub fn count_text_tokens(text: &str) -> u32 {
     u32::try_from(text.chars().count().div_ceil(4)).unwrap_or(u32::MAX)
 }
@@ -273,8 +274,9 @@ pub(crate) fn splitmix64(state: &mut u64) -> u64 {
 }
 
 /// A uniform number in `[0, 1)` from a generator state.
+// Both operands fit in f64's 53-bit mantissa: the conversions are exact.
+#[allow(clippy::cast_precision_loss)]
 pub(crate) fn unit_f64(state: &mut u64) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
     let x = (splitmix64(state) >> 11) as f64;
     x / (1u64 << 53) as f64
 }
@@ -282,6 +284,7 @@ pub(crate) fn unit_f64(state: &mut u64) -> f64 {
 /// The emulator's embedding of a text: a bag of words, each lower-cased word contributing a
 /// fixed pseudo-random vector seeded by (model id, word). Texts that share words are similar,
 /// identical texts are identical, and the result has unit length when `normalize` is true.
+#[must_use]
 pub fn embedding_for(model_id: &str, text: &str, dimensions: usize, normalize: bool) -> Vec<f32> {
     let mut sum = vec![0f64; dimensions];
     let lower = text.to_lowercase();

@@ -12,7 +12,7 @@ use super::StaticCredential;
 use super::wire::{ApiError, ErrorCode};
 
 /// How far a request's `x-amz-date` may be from the emulator's clock.
-const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+const MAX_SKEW: Duration = Duration::from_mins(15);
 
 /// The parts of a request that authentication looks at.
 pub(crate) struct SignedRequest<'a> {
@@ -110,9 +110,8 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, ApiError> {
             _ => {}
         }
     }
-    let (credential, signed, signature) = match (credential, signed, signature) {
-        (Some(c), Some(h), Some(s)) => (c, h, s),
-        _ => return Err(incomplete()),
+    let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
+        return Err(incomplete());
     };
     let scope: Vec<&str> = credential.split('/').collect();
     let [access_key_id, date, region, service, "aws4_request"] = scope.as_slice() else {

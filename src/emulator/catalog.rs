@@ -1,6 +1,6 @@
 //! The emulator's built-in foundation-model catalog.
 
-/// How a model's native InvokeModel body looks.
+/// How a model's native `InvokeModel` body looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// Amazon Titan Text (`inputText`, `textGenerationConfig`).
@@ -27,11 +27,13 @@ pub enum Family {
 
 impl Family {
     /// Whether the family produces embeddings rather than text.
+    #[must_use]
     pub fn is_embedding(self) -> bool {
         matches!(self, Self::TitanEmbed | Self::CohereEmbed)
     }
 
     /// Whether the Converse API accepts the family.
+    #[must_use]
     pub fn supports_converse(self) -> bool {
         !self.is_embedding() && self != Self::MetadataOnly
     }
@@ -71,11 +73,13 @@ pub struct CatalogModel {
 
 impl CatalogModel {
     /// Whether the model can be invoked by its base id (not only through a profile).
+    #[must_use]
     pub fn on_demand(&self) -> bool {
         self.inference_types.contains(&"ON_DEMAND")
     }
 
     /// The model's ARN in a region.
+    #[must_use]
     pub fn arn(&self, region: &str) -> String {
         format!("arn:aws:bedrock:{region}::foundation-model/{}", self.id)
     }
@@ -455,6 +459,7 @@ static CATALOG: &[CatalogModel] = &[
 ];
 
 /// Every model the emulator knows, in listing order.
+#[must_use]
 pub fn catalog() -> &'static [CatalogModel] {
     CATALOG
 }

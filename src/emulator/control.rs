@@ -41,21 +41,21 @@ pub(crate) fn list(query: &str) -> Result<Value, ApiError> {
                     value,
                     "byOutputModality",
                     &["TEXT", "IMAGE", "EMBEDDING"],
-                )?)
+                )?);
             }
             "byInferenceType" => {
                 inference = Some(check_enum(
                     value,
                     "byInferenceType",
                     &["ON_DEMAND", "PROVISIONED"],
-                )?)
+                )?);
             }
             "byCustomizationType" => {
                 customization = Some(check_enum(
                     value,
                     "byCustomizationType",
                     &["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"],
-                )?)
+                )?);
             }
             _ => {}
         }

@@ -44,7 +44,7 @@ fn range(value: f64, path: &str, min: f64, max: f64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reads and validates a Converse (or ConverseStream) body for a model.
+/// Reads and validates a `Converse` (or `ConverseStream`) body for a model.
 pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseRequest, ApiError> {
     if !model.family.supports_converse() {
         return Err(ApiError::validation(
@@ -282,6 +282,8 @@ pub(crate) fn value_for_schema(schema: &Value, text: &str) -> Value {
             json!([value_for_schema(item, text), value_for_schema(item, text)])
         }
         Some("integer") => json!(words),
+        // A word count is far below 2^52: the conversion is exact.
+        #[allow(clippy::cast_precision_loss)]
         Some("number") => json!(words as f64 + 0.5),
         Some("boolean") => json!(words.is_multiple_of(2)),
         Some("null") => Value::Null,
@@ -378,27 +380,24 @@ pub(crate) fn stream_events(
     latency_ms: u64,
 ) -> Vec<(&'static str, Value)> {
     let mut events = vec![("messageStart", json!({ "role": "assistant" }))];
-    let stop = match tool {
-        Some(call) => {
-            events.push((
-                "contentBlockStart",
-                json!({ "contentBlockIndex": 0, "start": { "toolUse": { "toolUseId": call.id, "name": call.name } } }),
-            ));
+    let stop = if let Some(call) = tool {
+        events.push((
+            "contentBlockStart",
+            json!({ "contentBlockIndex": 0, "start": { "toolUse": { "toolUseId": call.id, "name": call.name } } }),
+        ));
+        events.push((
+            "contentBlockDelta",
+            json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": call.input.to_string() } } }),
+        ));
+        "tool_use"
+    } else {
+        for piece in stream_pieces(&reply.text) {
             events.push((
                 "contentBlockDelta",
-                json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": call.input.to_string() } } }),
+                json!({ "contentBlockIndex": 0, "delta": { "text": piece } }),
             ));
-            "tool_use"
         }
-        None => {
-            for piece in stream_pieces(&reply.text) {
-                events.push((
-                    "contentBlockDelta",
-                    json!({ "contentBlockIndex": 0, "delta": { "text": piece } }),
-                ));
-            }
-            stop_reason(&reply.stop)
-        }
+        stop_reason(&reply.stop)
     };
     events.push(("contentBlockStop", json!({ "contentBlockIndex": 0 })));
     events.push(("messageStop", json!({ "stopReason": stop })));
@@ -418,8 +417,8 @@ mod tests {
         catalog::find("amazon.titan-text-premier-v1:0").unwrap()
     }
 
-    fn err(body: Value) -> String {
-        parse(&body, titan())
+    fn err(body: &Value) -> String {
+        parse(body, titan())
             .expect_err("expected a validation error")
             .message
     }
@@ -450,37 +449,37 @@ mod tests {
     fn validation_messages_match_the_service() {
         let user = json!([{"role": "user", "content": [{"text": "hi"}]}]);
         assert_eq!(
-            err(json!({"messages": user, "inferenceConfig": {"temperature": 1.5}})),
+            err(&json!({"messages": user, "inferenceConfig": {"temperature": 1.5}})),
             "1 validation error detected: Value '1.5' at 'inferenceConfig.temperature' failed to satisfy constraint: Member must have value less than or equal to 1"
         );
         assert_eq!(
-            err(json!({"messages": user, "inferenceConfig": {"topP": -0.1}})),
+            err(&json!({"messages": user, "inferenceConfig": {"topP": -0.1}})),
             "1 validation error detected: Value '-0.1' at 'inferenceConfig.topP' failed to satisfy constraint: Member must have value greater than or equal to 0"
         );
         assert_eq!(
-            err(json!({"messages": user, "inferenceConfig": {"maxTokens": 0}})),
+            err(&json!({"messages": user, "inferenceConfig": {"maxTokens": 0}})),
             "1 validation error detected: Value '0' at 'inferenceConfig.maxTokens' failed to satisfy constraint: Member must have value greater than or equal to 1"
         );
         assert_eq!(
-            err(json!({"messages": user, "inferenceConfig": {"maxTokens": 5000}})),
+            err(&json!({"messages": user, "inferenceConfig": {"maxTokens": 5000}})),
             "The maximum tokens you requested exceeds the model limit of 3072. Try again with a maximum tokens value that is lower than 3072."
         );
         assert_eq!(
-            err(json!({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]})),
+            err(&json!({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]})),
             "A conversation must start with a user message. Try again with a conversation that starts with a user message."
         );
         assert_eq!(
             err(
-                json!({"messages": [{"role": "user", "content": [{"text": "x"}]}, {"role": "user", "content": [{"text": "y"}]}]})
+                &json!({"messages": [{"role": "user", "content": [{"text": "x"}]}, {"role": "user", "content": [{"text": "y"}]}]})
             ),
             "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again."
         );
         assert_eq!(
-            err(json!({"messages": [{"role": "user", "content": [{"text": "  "}]}]})),
+            err(&json!({"messages": [{"role": "user", "content": [{"text": "  "}]}]})),
             "The text field in the ContentBlock object at messages.0.content.0 is blank. Add text to the text field, and try again."
         );
         assert_eq!(
-            err(json!({})),
+            err(&json!({})),
             "1 validation error detected: Value 'null' at 'messages' failed to satisfy constraint: Member must not be null"
         );
         let embed = catalog::find("amazon.titan-embed-text-v2:0").unwrap();

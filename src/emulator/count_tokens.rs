@@ -7,7 +7,7 @@ use super::catalog::CatalogModel;
 use super::wire::ApiError;
 use super::{converse, embed, families};
 
-/// The `{"inputTokens": n}` response for a CountTokens body.
+/// The `{"inputTokens": n}` response for a `CountTokens` body.
 pub(crate) fn count(model: &CatalogModel, body: &Value) -> Result<Value, ApiError> {
     let input = body
         .get("input")

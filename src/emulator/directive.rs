@@ -4,7 +4,7 @@
 //! without the `Exception` suffix.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use super::answer::fnv1a;
 use super::wire::{ApiError, ErrorCode};
@@ -47,7 +47,7 @@ impl Directives {
         let Some(times) = directive.times else {
             return Some(error);
         };
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let count = seen.entry(fnv1a(&[body])).or_default();
         if *count < times {
             *count += 1;
@@ -58,7 +58,10 @@ impl Directives {
     }
 
     pub(crate) fn clear(&self) {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 

@@ -28,59 +28,63 @@ pub(crate) fn input_tokens(model: &CatalogModel, body: &Value) -> Result<u32, Ap
 /// Serves an embedding body.
 pub(crate) fn invoke(model: &CatalogModel, body: &Value) -> Result<Embedded, ApiError> {
     match model.family {
-        Family::TitanEmbed => {
-            let (text, dims, normalize, types) = titan_text(model, body)?;
-            let vector = embedding_for(model.id, text, dims, normalize);
-            let tokens = count_text_tokens(text).max(1);
-            let mut out = json!({ "embedding": vector, "inputTextTokenCount": tokens });
-            if model.id != "amazon.titan-embed-text-v1" {
-                let mut by_type = serde_json::Map::new();
-                for t in &types {
-                    let v = if t == "binary" {
-                        json!(
-                            vector
-                                .iter()
-                                .map(|x| u8::from(*x > 0.0))
-                                .collect::<Vec<_>>()
-                        )
-                    } else {
-                        json!(vector)
-                    };
-                    by_type.insert(t.clone(), v);
-                }
-                out["embeddingsByType"] = Value::Object(by_type);
-            }
-            Ok(Embedded {
-                body: out,
-                input_tokens: tokens,
-            })
-        }
-        _ => {
-            let (texts, types) = cohere_texts(body)?;
-            let vectors: Vec<Vec<f32>> = texts
-                .iter()
-                .map(|t| embedding_for(model.id, t, model.embedding_dimensions as usize, true))
-                .collect();
-            let tokens = texts.iter().map(|t| count_text_tokens(t).max(1)).sum();
-            let id = format!(
-                "{:016x}",
-                fnv1a(&[model.id.as_bytes(), texts.concat().as_bytes()])
-            );
-            let body = if types.is_empty() {
-                json!({ "id": id, "embeddings": vectors, "response_type": "embeddings_floats", "texts": texts })
-            } else {
-                let mut by_type = serde_json::Map::new();
-                for t in &types {
-                    by_type.insert(t.clone(), cohere_typed(&vectors, t));
-                }
-                json!({ "id": id, "embeddings": by_type, "response_type": "embeddings_by_type", "texts": texts })
-            };
-            Ok(Embedded {
-                body,
-                input_tokens: tokens,
-            })
-        }
+        Family::TitanEmbed => invoke_titan(model, body),
+        _ => invoke_cohere(model, body),
     }
+}
+
+fn invoke_titan(model: &CatalogModel, body: &Value) -> Result<Embedded, ApiError> {
+    let (text, dims, normalize, types) = titan_text(model, body)?;
+    let vector = embedding_for(model.id, text, dims, normalize);
+    let tokens = count_text_tokens(text).max(1);
+    let mut out = json!({ "embedding": vector, "inputTextTokenCount": tokens });
+    if model.id != "amazon.titan-embed-text-v1" {
+        let mut by_type = serde_json::Map::new();
+        for t in &types {
+            let v = if t == "binary" {
+                json!(
+                    vector
+                        .iter()
+                        .map(|x| u8::from(*x > 0.0))
+                        .collect::<Vec<_>>()
+                )
+            } else {
+                json!(vector)
+            };
+            by_type.insert(t.clone(), v);
+        }
+        out["embeddingsByType"] = Value::Object(by_type);
+    }
+    Ok(Embedded {
+        body: out,
+        input_tokens: tokens,
+    })
+}
+
+fn invoke_cohere(model: &CatalogModel, body: &Value) -> Result<Embedded, ApiError> {
+    let (texts, types) = cohere_texts(body)?;
+    let vectors: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| embedding_for(model.id, t, model.embedding_dimensions as usize, true))
+        .collect();
+    let tokens = texts.iter().map(|t| count_text_tokens(t).max(1)).sum();
+    let id = format!(
+        "{:016x}",
+        fnv1a(&[model.id.as_bytes(), texts.concat().as_bytes()])
+    );
+    let body = if types.is_empty() {
+        json!({ "id": id, "embeddings": vectors, "response_type": "embeddings_floats", "texts": texts })
+    } else {
+        let mut by_type = serde_json::Map::new();
+        for t in &types {
+            by_type.insert(t.clone(), cohere_typed(&vectors, t));
+        }
+        json!({ "id": id, "embeddings": by_type, "response_type": "embeddings_by_type", "texts": texts })
+    };
+    Ok(Embedded {
+        body,
+        input_tokens: tokens,
+    })
 }
 
 type TitanInput<'a> = (&'a str, usize, bool, Vec<String>);
@@ -200,7 +204,8 @@ fn cohere_texts(body: &Value) -> Result<(Vec<String>, Vec<String>), ApiError> {
     Ok((texts, types))
 }
 
-#[allow(clippy::cast_possible_truncation)]
+// `scale` clamps and rounds to [-128, 127], so every cast below is exact.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn cohere_typed(vectors: &[Vec<f32>], kind: &str) -> Value {
     let scale = |x: f32| (x * 127.0 * 8.0).clamp(-128.0, 127.0).round();
     let packed = |v: &Vec<f32>| -> Vec<u8> {
@@ -229,7 +234,7 @@ fn cohere_typed(vectors: &[Vec<f32>], kind: &str) -> Value {
                 .iter()
                 .map(|v| packed(v)
                     .into_iter()
-                    .map(|b| b.wrapping_sub(128) as i8)
+                    .map(|b| b.wrapping_sub(128).cast_signed())
                     .collect::<Vec<_>>())
                 .collect::<Vec<_>>()
         ),

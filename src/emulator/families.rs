@@ -1,4 +1,4 @@
-//! Native InvokeModel bodies of the text families: request schemas, responses, stream chunks.
+//! Native `InvokeModel` bodies of the text families: request schemas, responses, stream chunks.
 
 use serde_json::{Value, json};
 
@@ -37,117 +37,9 @@ pub(crate) fn parse(model: &CatalogModel, body: &Value) -> Result<InvokeRequest,
     let o = Obj::root(body)?;
     let max = model.max_output_tokens;
     match model.family {
-        Family::TitanText => {
-            o.allow_only(&["inputText", "textGenerationConfig"])?;
-            let input = o.req_str("inputText")?;
-            if input.is_empty() {
-                return Err(ApiError::malformed("expected minLength: 1, actual: 0"));
-            }
-            let mut request = InvokeRequest {
-                conversation: Conversation::single(input),
-                max_tokens: None,
-                stop_sequences: Vec::new(),
-            };
-            if let Some(config) = o.opt_obj("textGenerationConfig")? {
-                config.allow_only(&["temperature", "topP", "maxTokenCount", "stopSequences"])?;
-                config.opt_f64("temperature", 0.0, 1.0)?;
-                config.opt_f64("topP", 0.0, 1.0)?;
-                request.max_tokens = config.opt_u32("maxTokenCount", 0, max)?;
-                request.stop_sequences = config.opt_str_list("stopSequences")?;
-            }
-            Ok(request)
-        }
-        Family::Nova => {
-            o.allow_only(&[
-                "schemaVersion",
-                "system",
-                "messages",
-                "inferenceConfig",
-                "toolConfig",
-            ])?;
-            let messages = o.req_array("messages")?;
-            let conversation = Conversation {
-                system: converse::parse_system(o.get("system"))?,
-                turns: converse::parse_messages(messages)?,
-            };
-            let mut request = InvokeRequest {
-                conversation,
-                max_tokens: None,
-                stop_sequences: Vec::new(),
-            };
-            if let Some(config) = o.opt_obj("inferenceConfig")? {
-                config.allow_only(&[
-                    "max_new_tokens",
-                    "temperature",
-                    "top_p",
-                    "top_k",
-                    "stopSequences",
-                ])?;
-                config.opt_f64("temperature", 0.0, 1.0)?;
-                config.opt_f64("top_p", 0.0, 1.0)?;
-                config.opt_u32("top_k", 0, 128)?;
-                request.max_tokens = config.opt_u32("max_new_tokens", 1, max)?;
-                request.stop_sequences = config.opt_str_list("stopSequences")?;
-            }
-            Ok(request)
-        }
-        Family::Claude => {
-            o.allow_only(&[
-                "anthropic_version",
-                "anthropic_beta",
-                "max_tokens",
-                "messages",
-                "system",
-                "temperature",
-                "top_p",
-                "top_k",
-                "stop_sequences",
-                "tools",
-                "tool_choice",
-                "metadata",
-                "thinking",
-            ])?;
-            let version = o.req_str("anthropic_version")?;
-            if version != "bedrock-2023-05-31" {
-                return Err(ApiError::malformed(format!(
-                    "#/anthropic_version: {version} is not a valid enum value"
-                )));
-            }
-            let max_tokens = o.req_u32("max_tokens", 1, max)?;
-            o.opt_f64("temperature", 0.0, 1.0)?;
-            o.opt_f64("top_p", 0.0, 1.0)?;
-            o.opt_u32("top_k", 0, 500)?;
-            let mut turns = Vec::new();
-            for (i, m) in o.req_array("messages")?.iter().enumerate() {
-                let m = o.item("messages", i, m)?;
-                let role = match m.req_str("role")? {
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    other => {
-                        return Err(ApiError::malformed(format!(
-                            "{}: {other} is not a valid enum value",
-                            m.path_of("role")
-                        )));
-                    }
-                };
-                turns.push(claude_turn(role, m.get("content"), &m.path_of("content"))?);
-            }
-            let system = match o.get("system") {
-                None => Vec::new(),
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(blocks) => blocks
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| b.get("text").and_then(Value::as_str).map(str::to_string))
-                    .collect(),
-            };
-            Ok(InvokeRequest {
-                conversation: Conversation { system, turns },
-                max_tokens: Some(max_tokens),
-                stop_sequences: o.opt_str_list("stop_sequences")?,
-            })
-        }
+        Family::TitanText => parse_titan_text(&o, max),
+        Family::Nova => parse_nova(&o, max),
+        Family::Claude => parse_claude(&o, max),
         Family::Llama => {
             o.allow_only(&["prompt", "temperature", "top_p", "max_gen_len", "images"])?;
             let prompt = o.req_str("prompt")?;
@@ -184,6 +76,120 @@ pub(crate) fn parse(model: &CatalogModel, body: &Value) -> Result<InvokeRequest,
             ApiError::validation("The provided model doesn't support text generation."),
         ),
     }
+}
+
+fn parse_titan_text(o: &Obj<'_>, max: u32) -> Result<InvokeRequest, ApiError> {
+    o.allow_only(&["inputText", "textGenerationConfig"])?;
+    let input = o.req_str("inputText")?;
+    if input.is_empty() {
+        return Err(ApiError::malformed("expected minLength: 1, actual: 0"));
+    }
+    let mut request = InvokeRequest {
+        conversation: Conversation::single(input),
+        max_tokens: None,
+        stop_sequences: Vec::new(),
+    };
+    if let Some(config) = o.opt_obj("textGenerationConfig")? {
+        config.allow_only(&["temperature", "topP", "maxTokenCount", "stopSequences"])?;
+        config.opt_f64("temperature", 0.0, 1.0)?;
+        config.opt_f64("topP", 0.0, 1.0)?;
+        request.max_tokens = config.opt_u32("maxTokenCount", 0, max)?;
+        request.stop_sequences = config.opt_str_list("stopSequences")?;
+    }
+    Ok(request)
+}
+
+fn parse_nova(o: &Obj<'_>, max: u32) -> Result<InvokeRequest, ApiError> {
+    o.allow_only(&[
+        "schemaVersion",
+        "system",
+        "messages",
+        "inferenceConfig",
+        "toolConfig",
+    ])?;
+    let messages = o.req_array("messages")?;
+    let conversation = Conversation {
+        system: converse::parse_system(o.get("system"))?,
+        turns: converse::parse_messages(messages)?,
+    };
+    let mut request = InvokeRequest {
+        conversation,
+        max_tokens: None,
+        stop_sequences: Vec::new(),
+    };
+    if let Some(config) = o.opt_obj("inferenceConfig")? {
+        config.allow_only(&[
+            "max_new_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "stopSequences",
+        ])?;
+        config.opt_f64("temperature", 0.0, 1.0)?;
+        config.opt_f64("top_p", 0.0, 1.0)?;
+        config.opt_u32("top_k", 0, 128)?;
+        request.max_tokens = config.opt_u32("max_new_tokens", 1, max)?;
+        request.stop_sequences = config.opt_str_list("stopSequences")?;
+    }
+    Ok(request)
+}
+
+fn parse_claude(o: &Obj<'_>, max: u32) -> Result<InvokeRequest, ApiError> {
+    o.allow_only(&[
+        "anthropic_version",
+        "anthropic_beta",
+        "max_tokens",
+        "messages",
+        "system",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
+    ])?;
+    let version = o.req_str("anthropic_version")?;
+    if version != "bedrock-2023-05-31" {
+        return Err(ApiError::malformed(format!(
+            "#/anthropic_version: {version} is not a valid enum value"
+        )));
+    }
+    let max_tokens = o.req_u32("max_tokens", 1, max)?;
+    o.opt_f64("temperature", 0.0, 1.0)?;
+    o.opt_f64("top_p", 0.0, 1.0)?;
+    o.opt_u32("top_k", 0, 500)?;
+    let mut turns = Vec::new();
+    for (i, m) in o.req_array("messages")?.iter().enumerate() {
+        let m = o.item("messages", i, m)?;
+        let role = match m.req_str("role")? {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(ApiError::malformed(format!(
+                    "{}: {other} is not a valid enum value",
+                    m.path_of("role")
+                )));
+            }
+        };
+        turns.push(claude_turn(role, m.get("content"), &m.path_of("content"))?);
+    }
+    let system = match o.get("system") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(blocks) => blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.get("text").and_then(Value::as_str).map(str::to_string))
+            .collect(),
+    };
+    Ok(InvokeRequest {
+        conversation: Conversation { system, turns },
+        max_tokens: Some(max_tokens),
+        stop_sequences: o.opt_str_list("stop_sequences")?,
+    })
 }
 
 fn claude_turn(role: Role, content: Option<&Value>, path: &str) -> Result<Turn, ApiError> {
@@ -471,6 +477,33 @@ fn stop_sequence(stop: &StopReason) -> Value {
     }
 }
 
+/// The stream chunks of the Anthropic Messages API.
+fn claude_chunks(model: &CatalogModel, reply: &Reply, pieces: &[&str]) -> Vec<Value> {
+    let stop = &reply.stop;
+    let mut chunks = vec![
+        json!({
+            "type": "message_start",
+            "message": {
+                "id": response_id("msg_bdrk_", model, reply), "type": "message", "role": "assistant",
+                "model": model.id, "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": { "input_tokens": reply.input_tokens, "output_tokens": 1 }
+            }
+        }),
+        json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+    ];
+    for piece in pieces {
+        chunks.push(json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": piece } }));
+    }
+    chunks.push(json!({ "type": "content_block_stop", "index": 0 }));
+    chunks.push(json!({
+        "type": "message_delta",
+        "delta": { "stop_reason": converse::stop_reason(stop), "stop_sequence": stop_sequence(stop) },
+        "usage": { "output_tokens": reply.output_tokens }
+    }));
+    chunks.push(json!({ "type": "message_stop" }));
+    chunks
+}
+
 /// The chunks of `invoke-with-response-stream`, each a JSON document the service base64-wraps
 /// in `{"bytes": …}`. The last chunk carries `amazon-bedrock-invocationMetrics`.
 pub(crate) fn stream_chunks(model: &CatalogModel, reply: &Reply, t: Timings) -> Vec<Value> {
@@ -500,27 +533,7 @@ pub(crate) fn stream_chunks(model: &CatalogModel, reply: &Reply, t: Timings) -> 
             chunks.push(json!({ "messageStop": { "stopReason": converse::stop_reason(stop) } }));
             chunks.push(json!({ "metadata": { "usage": { "inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens } } }));
         }
-        Family::Claude => {
-            chunks.push(json!({
-                "type": "message_start",
-                "message": {
-                    "id": response_id("msg_bdrk_", model, reply), "type": "message", "role": "assistant",
-                    "model": model.id, "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": { "input_tokens": reply.input_tokens, "output_tokens": 1 }
-                }
-            }));
-            chunks.push(json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }));
-            for piece in &pieces {
-                chunks.push(json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": piece } }));
-            }
-            chunks.push(json!({ "type": "content_block_stop", "index": 0 }));
-            chunks.push(json!({
-                "type": "message_delta",
-                "delta": { "stop_reason": converse::stop_reason(stop), "stop_sequence": stop_sequence(stop) },
-                "usage": { "output_tokens": reply.output_tokens }
-            }));
-            chunks.push(json!({ "type": "message_stop" }));
-        }
+        Family::Claude => chunks.extend(claude_chunks(model, reply, &pieces)),
         Family::Llama => {
             let mut generated = 0;
             for (i, piece) in pieces.iter().enumerate() {
@@ -591,8 +604,8 @@ mod tests {
         catalog::find(id).unwrap()
     }
 
-    fn parsed(id: &str, body: Value) -> Result<InvokeRequest, String> {
-        parse(model(id), &body).map_err(|e| e.message)
+    fn parsed(id: &str, body: &Value) -> Result<InvokeRequest, String> {
+        parse(model(id), body).map_err(|e| e.message)
     }
 
     #[test]
@@ -661,7 +674,7 @@ mod tests {
             ),
         ];
         for (id, body, max) in cases {
-            let r = parsed(id, body).unwrap_or_else(|e| panic!("{id}: {e}"));
+            let r = parsed(id, &body).unwrap_or_else(|e| panic!("{id}: {e}"));
             assert_eq!(
                 (r.conversation.last_user_text().as_str(), r.max_tokens),
                 ("q", max),
@@ -674,19 +687,19 @@ mod tests {
     fn schema_violations_are_malformed_input() {
         let claude = "anthropic.claude-3-haiku-20240307-v1:0";
         assert_eq!(
-            parsed(claude, json!({"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "q"}]})),
+            parsed(claude, &json!({"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "q"}]})),
             Err("Malformed input request: #: required key [max_tokens] not found, please reformat your input and try again.".into())
         );
         assert_eq!(
-            parsed("amazon.titan-text-premier-v1:0", json!({"texts": ["q"], "input_type": "search_document"})),
+            parsed("amazon.titan-text-premier-v1:0", &json!({"texts": ["q"], "input_type": "search_document"})),
             Err("Malformed input request: #: extraneous key [input_type] is not permitted, please reformat your input and try again.".into())
         );
         assert_eq!(
-            parsed("meta.llama3-8b-instruct-v1:0", json!({"prompt": "q", "max_gen_len": 4096})),
+            parsed("meta.llama3-8b-instruct-v1:0", &json!({"prompt": "q", "max_gen_len": 4096})),
             Err("Malformed input request: #/max_gen_len: 4096 is not less or equal to 2048, please reformat your input and try again.".into())
         );
         assert_eq!(
-            parsed("amazon.titan-embed-text-v2:0", json!({"inputText": "q"})),
+            parsed("amazon.titan-embed-text-v2:0", &json!({"inputText": "q"})),
             Err("The provided model doesn't support text generation.".into())
         );
     }

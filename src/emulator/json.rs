@@ -1,4 +1,4 @@
-//! Strict reading of native InvokeModel bodies, with the JSON-schema style messages Bedrock
+//! Strict reading of native `InvokeModel` bodies, with the JSON-schema style messages Bedrock
 //! returns for them (`#/temperature: 1.5 is not less or equal to 1`).
 
 use serde_json::{Map, Value};
@@ -130,7 +130,7 @@ impl<'a> Obj<'a> {
     /// A required integer within `[min, max]`.
     pub(crate) fn req_u32(&self, key: &str, min: u32, max: u32) -> Result<u32, ApiError> {
         self.required(key)?;
-        self.opt_u32(key, min, max).map(|v| v.unwrap_or_default())
+        self.opt_u32(key, min, max).map(Option::unwrap_or_default)
     }
 
     /// An optional list of strings (`stop_sequences`).

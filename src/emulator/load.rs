@@ -1,7 +1,7 @@
 //! The load model: latency, per-model quotas that throttle like Bedrock, and seeded faults.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::answer::{fnv1a, unit_f64};
@@ -26,6 +26,7 @@ pub struct FaultRates {
 
 impl FaultRates {
     /// The sum of all rates.
+    #[must_use]
     pub fn total(&self) -> f64 {
         self.throttle
             + self.internal
@@ -39,13 +40,13 @@ impl FaultRates {
 /// A fault injected into one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
-    /// 429 ThrottlingException.
+    /// 429 `ThrottlingException`.
     Throttle,
-    /// 500 InternalServerException.
+    /// 500 `InternalServerException`.
     Internal,
-    /// 503 ServiceUnavailableException.
+    /// 503 `ServiceUnavailableException`.
     Unavailable,
-    /// 408 ModelTimeoutException.
+    /// 408 `ModelTimeoutException`.
     Timeout,
     /// 200 with a truncated JSON body.
     Malformed,
@@ -55,6 +56,7 @@ pub enum Fault {
 
 impl Fault {
     /// A short, stable name (`throttle`, `internal`, …) used in the stats.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Throttle => "throttle",
@@ -98,7 +100,7 @@ impl Default for LoadModel {
             per_output_token: Duration::ZERO,
             requests_per_minute: None,
             tokens_per_minute: None,
-            quota_window: Duration::from_secs(60),
+            quota_window: Duration::from_mins(1),
             faults: FaultRates::default(),
             seed: 0,
         }
@@ -113,6 +115,7 @@ impl LoadModel {
 
     /// The fault injected into the runtime request with this sequence number (0-based, counted
     /// over requests that passed validation and quotas), if any. A pure function of the seed.
+    #[must_use]
     pub fn fault_for(&self, sequence: u64) -> Option<Fault> {
         let u = self.draw(sequence, 0);
         let f = &self.faults;
@@ -135,6 +138,7 @@ impl LoadModel {
     }
 
     /// The time before the response of request `sequence` starts (latency plus jitter).
+    #[must_use]
     pub fn first_byte_delay(&self, sequence: u64) -> Duration {
         self.latency + self.jitter.mul_f64(self.draw(sequence, 1))
     }
@@ -196,7 +200,7 @@ impl Quotas {
             return Ok(());
         }
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let (requests, token_bucket) = buckets.entry(model).or_insert_with(|| {
             (
                 load.requests_per_minute
@@ -229,7 +233,7 @@ impl Quotas {
 
     /// Gives back tokens reserved but not used.
     pub(crate) fn refund(&self, model: &'static str, tokens: u32) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, Some(b))) = buckets.get_mut(model) {
             b.level = (b.level + f64::from(tokens)).min(b.capacity);
         }
@@ -239,7 +243,7 @@ impl Quotas {
     pub(crate) fn clear(&self) {
         self.buckets
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clear();
     }
 }

@@ -165,21 +165,25 @@ impl Emulator {
     }
 
     /// The base URL to give the AWS SDK as `endpoint_url`, e.g. `http://127.0.0.1:41234`.
+    #[must_use]
     pub fn url(&self) -> &str {
         &self.url
     }
 
     /// The socket address the server listens on.
+    #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The live counters.
+    #[must_use]
     pub fn stats(&self) -> &EmulatorStats {
         &self.state.stats
     }
 
     /// The live counters, as a handle that outlives this borrow (for test harnesses).
+    #[must_use]
     pub fn shared_stats(&self) -> Arc<EmulatorStats> {
         Arc::clone(&self.state.stats)
     }
@@ -212,6 +216,8 @@ impl Drop for Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator").field("url", &self.url).finish()
+        f.debug_struct("Emulator")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }

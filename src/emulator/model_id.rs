@@ -45,7 +45,7 @@ fn invalid_identifier() -> ApiError {
     ApiError::validation("The provided model identifier is invalid.")
 }
 
-/// Resolves a decoded model id. Errors are the runtime's ValidationExceptions.
+/// Resolves a decoded model id. Errors are the runtime's `ValidationException`s.
 pub(crate) fn resolve(id: &str) -> Result<Resolved, ApiError> {
     if !well_formed(id) {
         return Err(ApiError::constraint(

@@ -1,9 +1,10 @@
 //! The HTTP server: routing, authentication, the load model, and responses.
 
 use std::convert::Infallible;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -55,13 +56,13 @@ impl State {
     }
 
     pub(crate) fn set_load(&self, load: LoadModel) {
-        *self.load.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(load);
+        *self.load.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(load);
         self.quotas.clear();
         self.sequence.store(0, Ordering::SeqCst);
     }
 
     fn load(&self) -> Arc<LoadModel> {
-        Arc::clone(&self.load.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.load.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -383,6 +384,43 @@ impl Work {
             Work::Embedding(e) => e.input_tokens,
         }
     }
+
+    /// The model's reply, and the tool call when the request forced one.
+    fn answer(&self, model: &CatalogModel) -> (Reply, Option<converse::ToolCall>) {
+        match self {
+            Work::Text {
+                conversation,
+                max_tokens,
+                stop_sequences,
+                tool,
+            } => match tool {
+                Some(t) => {
+                    let call = converse::tool_use(t, conversation);
+                    let text = call.input.to_string();
+                    let reply = Reply {
+                        input_tokens: conversation.input_tokens(),
+                        output_tokens: answer::count_text_tokens(&text),
+                        text,
+                        stop: StopReason::EndTurn,
+                    };
+                    (reply, Some(call))
+                }
+                None => (
+                    answer::reply(model.id, conversation, *max_tokens, stop_sequences),
+                    None,
+                ),
+            },
+            Work::Embedding(e) => (
+                Reply {
+                    text: String::new(),
+                    input_tokens: e.input_tokens,
+                    output_tokens: 0,
+                    stop: StopReason::EndTurn,
+                },
+                None,
+            ),
+        }
+    }
 }
 
 fn validate(
@@ -433,8 +471,20 @@ fn validate(
     }
 }
 
-async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) -> Served {
-    let in_flight = InFlight::enter(state);
+/// An error response, counted in the stats under the model and operation.
+fn failed(state: &State, op: Operation, model: &str, e: &ApiError) -> Response<Body> {
+    state.stats.record(model, op.name(), e.code.status());
+    error_response(e)
+}
+
+/// Logs a runtime request and reads it: the model and the work it asks for, or the finished
+/// response when that is all (an invalid request, `count-tokens`).
+fn read_request(
+    state: &State,
+    op: Operation,
+    raw_id: &str,
+    body: &Bytes,
+) -> ControlFlow<Served, (&'static CatalogModel, Work)> {
     let decoded = model_id::percent_decode(raw_id).unwrap_or_else(|| raw_id.to_string());
     let json: Option<Value> = serde_json::from_slice(body).ok();
     state.stats.log(LoggedRequest {
@@ -442,10 +492,7 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
         model_id: decoded.clone(),
         body: json.clone().unwrap_or(Value::Null),
     });
-    let fail = |model: &str, e: ApiError| {
-        state.stats.record(model, op.name(), e.code.status());
-        Ok(error_response(&e))
-    };
+    let fail = |model: &str, e: ApiError| ControlFlow::Break(Ok(failed(state, op, model, &e)));
     let resolved = match model_id::resolve(&decoded) {
         Ok(r) => r,
         Err(e) => return fail(&decoded, e),
@@ -461,15 +508,24 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
         return match count_tokens::count(model, &json) {
             Ok(v) => {
                 state.stats.record(model.id, op.name(), 200);
-                Ok(json_response(200, &v))
+                ControlFlow::Break(Ok(json_response(200, &v)))
             }
             Err(e) => fail(model.id, e),
         };
     }
-    let work = match validate(op, model, resolved.via_profile, &json) {
-        Ok(w) => w,
-        Err(e) => return fail(model.id, e),
+    match validate(op, model, resolved.via_profile, &json) {
+        Ok(work) => ControlFlow::Continue((model, work)),
+        Err(e) => fail(model.id, e),
+    }
+}
+
+async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) -> Served {
+    let in_flight = InFlight::enter(state);
+    let (model, work) = match read_request(state, op, raw_id, body) {
+        ControlFlow::Continue(read) => read,
+        ControlFlow::Break(served) => return served,
     };
+    let fail = |model: &str, e: ApiError| Ok(failed(state, op, model, &e));
 
     let load = state.load();
     let reserved = work.reservation();
@@ -485,39 +541,7 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
     let sequence = state.sequence.fetch_add(1, Ordering::SeqCst);
     let started = Instant::now();
     let first_byte = load.first_byte_delay(sequence);
-    let (reply, tool_call) = match &work {
-        Work::Text {
-            conversation,
-            max_tokens,
-            stop_sequences,
-            tool,
-        } => match tool {
-            Some(t) => {
-                let call = converse::tool_use(t, conversation);
-                let text = call.input.to_string();
-                let reply = Reply {
-                    input_tokens: conversation.input_tokens(),
-                    output_tokens: answer::count_text_tokens(&text),
-                    text,
-                    stop: StopReason::EndTurn,
-                };
-                (reply, Some(call))
-            }
-            None => (
-                answer::reply(model.id, conversation, *max_tokens, stop_sequences),
-                None,
-            ),
-        },
-        Work::Embedding(e) => (
-            Reply {
-                text: String::new(),
-                input_tokens: e.input_tokens,
-                output_tokens: 0,
-                stop: StopReason::EndTurn,
-            },
-            None,
-        ),
-    };
+    let (reply, tool_call) = work.answer(model);
     let generation = load.per_output_token * reply.output_tokens;
 
     if let Some(error) = state.directives.error_for(body) {
@@ -534,35 +558,19 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
         if fault != Fault::Malformed {
             state.quotas.refund(model.id, reserved);
         }
-        let error = match fault {
-            Fault::Throttle => ApiError::new(
-                ErrorCode::Throttling,
-                "Too many requests, please wait before trying again.",
-            ),
-            Fault::Internal => ApiError::new(
-                ErrorCode::InternalServer,
-                "The server encountered an internal error while processing the request.",
-            ),
-            Fault::Unavailable => ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "Bedrock is unable to process your request.",
-            ),
-            Fault::Timeout => ApiError::new(
-                ErrorCode::ModelTimeout,
-                "Model has timed out in processing the request. Try your request again.",
-            ),
-            Fault::DropConnection => {
+        return match fault_error(fault) {
+            Some(error) => fail(model.id, error),
+            None if fault == Fault::DropConnection => {
                 state.stats.record(model.id, op.name(), 0);
-                return Err(DroppedConnection);
+                Err(DroppedConnection)
             }
-            Fault::Malformed => {
+            None => {
                 state.stats.record(model.id, op.name(), 200);
                 let whole =
                     Bytes::from(r#"{"output":{"message":{"role":"assistant","content":[{"text":"#);
-                return Ok(full_response(200, "application/json", whole));
+                Ok(full_response(200, "application/json", whole))
             }
         };
-        return fail(model.id, error);
     }
 
     let used = reply.input_tokens.saturating_add(reply.output_tokens);
@@ -588,35 +596,7 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
                 .collect()
         };
         let pace = load.per_output_token;
-        let pieces = frames.len().max(1);
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            let _in_flight = in_flight;
-            for (i, (frame, tokens)) in frames.into_iter().enumerate() {
-                let wait = if op == Operation::ConverseStream {
-                    pace * tokens
-                } else {
-                    generation / u32::try_from(pieces).unwrap_or(1)
-                };
-                if i > 0 && !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                if tx.send(frame).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let mut response = Response::new(Body::Stream(rx));
-        let headers = response.headers_mut();
-        headers.insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("application/vnd.amazon.eventstream"),
-        );
-        headers.insert(
-            "x-amzn-bedrock-content-type",
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        return Ok(response);
+        return Ok(stream_response(op, frames, pace, generation, in_flight));
     }
 
     tokio::time::sleep(first_byte + generation).await;
@@ -628,28 +608,98 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
     };
     let mut response = json_response(200, &body);
     if op == Operation::InvokeModel {
-        let headers = response.headers_mut();
-        for (name, value) in [
-            (
-                "x-amzn-bedrock-input-token-count",
-                reply.input_tokens.to_string(),
-            ),
-            (
-                "x-amzn-bedrock-output-token-count",
-                reply.output_tokens.to_string(),
-            ),
-            ("x-amzn-bedrock-invocation-latency", latency_ms.to_string()),
-        ] {
-            if let Ok(v) = value.parse() {
-                headers.insert(name, v);
-            }
-        }
+        usage_headers(&mut response, &reply, latency_ms);
     }
     drop(in_flight);
     Ok(response)
 }
 
+/// The `invoke-model` headers that report the tokens and the latency.
+fn usage_headers(response: &mut Response<Body>, reply: &Reply, latency_ms: u64) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            "x-amzn-bedrock-input-token-count",
+            reply.input_tokens.to_string(),
+        ),
+        (
+            "x-amzn-bedrock-output-token-count",
+            reply.output_tokens.to_string(),
+        ),
+        ("x-amzn-bedrock-invocation-latency", latency_ms.to_string()),
+    ] {
+        if let Ok(v) = value.parse() {
+            headers.insert(name, v);
+        }
+    }
+}
+
 /// Output tokens a converse-stream event carries (its text delta).
+/// The error a fault injects, or `None` for the faults that are no error response (a dropped
+/// connection, a truncated body).
+fn fault_error(fault: Fault) -> Option<ApiError> {
+    match fault {
+        Fault::Throttle => Some(ApiError::new(
+            ErrorCode::Throttling,
+            "Too many requests, please wait before trying again.",
+        )),
+        Fault::Internal => Some(ApiError::new(
+            ErrorCode::InternalServer,
+            "The server encountered an internal error while processing the request.",
+        )),
+        Fault::Unavailable => Some(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "Bedrock is unable to process your request.",
+        )),
+        Fault::Timeout => Some(ApiError::new(
+            ErrorCode::ModelTimeout,
+            "Model has timed out in processing the request. Try your request again.",
+        )),
+        Fault::DropConnection | Fault::Malformed => None,
+    }
+}
+
+/// An event-stream response that sends its frames paced as the model would generate them:
+/// `converse-stream` by each delta's tokens, `invoke-with-response-stream` evenly over the
+/// generation time.
+fn stream_response(
+    op: Operation,
+    frames: Vec<(Bytes, u32)>,
+    pace: Duration,
+    generation: Duration,
+    in_flight: InFlight,
+) -> Response<Body> {
+    let pieces = frames.len().max(1);
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        for (i, (frame, tokens)) in frames.into_iter().enumerate() {
+            let wait = if op == Operation::ConverseStream {
+                pace * tokens
+            } else {
+                generation / u32::try_from(pieces).unwrap_or(1)
+            };
+            if i > 0 && !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Body::Stream(rx));
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    headers.insert(
+        "x-amzn-bedrock-content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn delta_tokens(payload: &Value) -> u32 {
     payload
         .pointer("/delta/text")

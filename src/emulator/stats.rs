@@ -2,8 +2,8 @@
 //! concurrency; and a bounded log of recent request bodies.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -59,11 +59,13 @@ pub struct StatsSnapshot {
 
 impl StatsSnapshot {
     /// Requests of every model, operation and status.
+    #[must_use]
     pub fn total(&self) -> u64 {
         self.requests.iter().map(|r| r.count).sum()
     }
 
     /// Requests matching the given filters (`None` matches anything).
+    #[must_use]
     pub fn count(&self, model: Option<&str>, operation: Option<&str>, status: Option<u16>) -> u64 {
         self.requests
             .iter()
@@ -75,6 +77,7 @@ impl StatsSnapshot {
     }
 
     /// Injected faults of one kind.
+    #[must_use]
     pub fn fault_count(&self, name: &str) -> u64 {
         self.faults.get(name).copied().unwrap_or(0)
     }
@@ -111,7 +114,7 @@ impl EmulatorStats {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A copy of every counter.

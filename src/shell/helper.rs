@@ -21,11 +21,11 @@ pub(super) struct ShellHelper {
 }
 
 impl ShellHelper {
-    pub(super) fn new(dialect: &Dialect, color: bool) -> Self {
+    pub(super) fn new(dialect: Dialect, color: bool) -> Self {
         Self {
-            inner: CliHelper::new(dialect, color),
+            inner: CliHelper::new(&dialect, color),
             parser: ParserOptions {
-                dialect: *dialect,
+                dialect,
                 ..ParserOptions::default()
             },
         }

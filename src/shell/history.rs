@@ -27,6 +27,7 @@ pub fn history_path() -> Option<PathBuf> {
 /// A line as it may be saved: the value after `secret_parameter =` replaced by
 /// [`REDACTED`] for every secret parameter (`aws_secret_access_key`, `aws_session_token`,
 /// `api_key`), and the user-info of URLs in strings hidden. A line that does not tokenize is kept only if it names no secret parameter.
+#[must_use]
 pub fn redact(line: &str) -> Option<String> {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, line).tokenize() else {
         let lower = line.to_lowercase();
@@ -54,7 +55,9 @@ pub fn redact(line: &str) -> Option<String> {
             }
             (2, _) if !is_space => {
                 state = 0;
-                out.push_str(&format!("'{REDACTED}'"));
+                out.push('\'');
+                out.push_str(REDACTED);
+                out.push('\'');
             }
             (1, _) if !is_space => {
                 state = 0;

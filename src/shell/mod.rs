@@ -19,6 +19,7 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::instant::Instant;
 use datafusion::config::ConfigOptions;
 use datafusion::dataframe::DataFrame;
@@ -221,6 +222,7 @@ impl Shell {
     }
 
     /// The session.
+    #[must_use]
     pub fn session(&self) -> &SessionContext {
         &self.ctx
     }
@@ -281,7 +283,7 @@ impl Shell {
         let df = crate::execute_sql(&self.ctx, sql).await?;
         let schema = Arc::clone(df.schema().inner());
         let batches = df.collect().await?;
-        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let mut print = self.print.clone();
         // Results print as tables, as datafusion-cli prints its queries; a statement without
         // a result (RESET bedrock.…) prints nothing, as datafusion-cli's SET and RESET.
@@ -373,7 +375,7 @@ impl Shell {
             .options()
             .sql_parser
             .dialect;
-        editor.set_helper(Some(helper::ShellHelper::new(&dialect, self.print.color)));
+        editor.set_helper(Some(helper::ShellHelper::new(dialect, self.print.color)));
         let history = history::history_path();
         if let Some(path) = &history {
             editor.load_history(path).ok();
@@ -435,13 +437,14 @@ impl Shell {
                 println!("Output format is {:?}.", self.print.format);
                 Ok(())
             }
-            Command::OutputFormat(Some(sub)) => match sub.parse::<OutputFormat>() {
-                Ok(change) => change.execute(&mut self.print),
-                Err(()) => {
+            Command::OutputFormat(Some(sub)) => {
+                if let Ok(change) = sub.parse::<OutputFormat>() {
+                    change.execute(&mut self.print)
+                } else {
                     invalid();
                     Ok(())
                 }
-            },
+            }
             // Included files may hold the extension's statements too.
             Command::Include(Some(file)) => match self.run_file(file).await {
                 Ok(_) => Ok(()),

@@ -36,6 +36,7 @@ pub struct Progress {
 
 impl Progress {
     /// The work done between two usage snapshots of every engine (before and now).
+    #[must_use]
     pub fn between(before: &[UsageSnapshot], now: &[UsageSnapshot], elapsed: Duration) -> Self {
         let mut p = Self {
             elapsed,
@@ -64,6 +65,7 @@ impl Progress {
     }
 
     /// The line, e.g. `models: 120/500 rows, 124 requests, 45,210 tokens, ~$0.0213, 3 throttles, 12.4s`.
+    #[must_use]
     pub fn render(&self) -> String {
         let rows = match self.rows_total {
             Some(total) => format!("{}/{} rows", grouped(self.rows_answered), grouped(total)),

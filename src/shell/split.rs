@@ -30,6 +30,7 @@ fn offset(line_starts: &[usize], sql: &str, line: u64, column: u64) -> usize {
 /// comments). Each piece is trimmed and keeps no `;`; pieces with nothing but whitespace and
 /// comments are dropped. Text the tokenizer cannot read (an unterminated string) is one piece,
 /// so the parser reports the error.
+#[must_use]
 pub fn split_statements(sql: &str) -> Vec<String> {
     let Some(tokens) = tokens(sql) else {
         return if sql.trim().is_empty() {
@@ -66,6 +67,7 @@ pub fn split_statements(sql: &str) -> Vec<String> {
 /// Whether a statement starts like one of the extension's (`CREATE ML_ENGINE`, `CREATE [OR
 /// REPLACE] MODEL`, `DROP ML_ENGINE|MODEL`, `SHOW ML_ENGINES|MODELS`, `DESCRIBE`), so its
 /// syntax errors are the extension's to report.
+#[must_use]
 pub fn looks_like_extension(sql: &str) -> bool {
     let Some(tokens) = tokens(sql) else {
         return false;
@@ -93,8 +95,7 @@ pub fn looks_like_extension(sql: &str) -> bool {
     let w = |i: usize| words.get(i).map_or("", String::as_str);
     matches!(
         (w(0), w(1)),
-        ("CREATE", "ML_ENGINE" | "MODEL")
-            | ("DROP", "ML_ENGINE" | "MODEL")
+        ("CREATE" | "DROP", "ML_ENGINE" | "MODEL")
             | ("SHOW", "ML_ENGINES" | "MODELS")
             | ("DESCRIBE" | "DESC", "MODEL")
     ) || (w(0), w(1), w(2), w(3)) == ("CREATE", "OR", "REPLACE", "MODEL")

@@ -85,56 +85,8 @@ impl Ddl<'_> {
                 self.create_engine(&joined(&name), if_not_exists, &handler, &params)
                     .await
             }
-            BedrockStatement::DropEngine { name, if_exists } => {
-                let name = joined(&name);
-                let users = self.ext.catalog().models_of(&name);
-                if !users.is_empty() {
-                    return Err(user_error(format!(
-                        "ML engine '{name}' is used by model(s) {}: drop them first",
-                        users.join(", ")
-                    )));
-                }
-                let status = match self.ext.catalog().remove_engine(&name) {
-                    Some(_) => "dropped",
-                    None if if_exists => "absent",
-                    None => return Err(self.no_engine(&name)),
-                };
-                self.table(&["name", "status"], vec![vec![name, status.into()]])
-            }
-            BedrockStatement::ShowEngines => {
-                let rows = self
-                    .ext
-                    .catalog()
-                    .engines()
-                    .iter()
-                    .map(|e| {
-                        let c = e.config();
-                        vec![
-                            e.name().to_string(),
-                            "bedrock".into(),
-                            e.region().to_string(),
-                            c.endpoint_url
-                                .as_deref()
-                                .map_or_else(|| "(AWS)".into(), url_for_display),
-                            e.credentials_used().to_string(),
-                            c.max_concurrency.to_string(),
-                            c.is_default.to_string(),
-                        ]
-                    })
-                    .collect();
-                self.table(
-                    &[
-                        "name",
-                        "handler",
-                        "region",
-                        "endpoint_url",
-                        "credentials",
-                        "max_concurrency",
-                        "default",
-                    ],
-                    rows,
-                )
-            }
+            BedrockStatement::DropEngine { name, if_exists } => self.drop_engine(&name, if_exists),
+            BedrockStatement::ShowEngines => self.show_engines(),
             BedrockStatement::CreateModel {
                 name,
                 or_replace,
@@ -142,116 +94,187 @@ impl Ddl<'_> {
                 target,
                 params,
             } => {
-                let name = joined(&name);
-                if self.ext.catalog().model(&name).is_some() && !or_replace {
-                    if if_not_exists {
-                        return self.model_status(&name, "exists");
-                    }
-                    return Err(user_error(format!(
-                        "Model '{name}' already exists: DROP MODEL {name} first, or write CREATE OR REPLACE MODEL"
-                    )));
-                }
-                let spec = ModelSpec::from_params(&name, &target, &params).map_err(from_error)?;
-                check_outputs_are_not_inputs(&spec)?;
-                let engine = self.ext.catalog().engine(&spec.engine).ok_or_else(|| {
-                    let hint = match suggest(
-                        &spec.engine,
-                        &self
-                            .ext
-                            .catalog()
-                            .engine_names()
-                            .iter()
-                            .map(String::as_str)
-                            .collect::<Vec<_>>(),
-                    ) {
-                        Some(s) => format!(" — did you mean '{s}'?"),
-                        None => format!(
-                            ": create it with CREATE ML_ENGINE {} FROM bedrock USING …",
-                            spec.engine
-                        ),
-                    };
-                    user_error(format!(
-                        "Model '{name}' uses ML engine '{}', which does not exist{hint}",
-                        spec.engine
-                    ))
-                })?;
-                let replacing = self.ext.catalog().model(&name).is_some();
-                if !replacing && self.ctx.table_exist(name.as_str())? {
-                    return Err(user_error(format!(
-                        "Model '{name}' would hide the table '{name}': choose another name"
-                    )));
-                }
-                let info = check_model_in_time(&engine, &spec).await?;
-                self.ctx
-                    .register_udf(PredictCall::udf(spec.clone(), Arc::clone(&engine)));
-                if replacing {
-                    self.ctx.deregister_table(name.as_str())?;
-                }
-                let model = CreatedModel::new(spec.clone(), engine);
-                self.ctx
-                    .register_table(name.as_str(), Arc::new(ModelTable::new(model)))?;
-                self.ext.catalog().put_model(ModelEntry { spec, info });
-                self.model_status(&name, "ready")
+                self.create_model(&name, or_replace, if_not_exists, &target, &params)
+                    .await
             }
-            BedrockStatement::DropModel { name, if_exists } => {
-                let name = joined(&name);
-                let status = match self.ext.catalog().remove_model(&name) {
-                    Some(entry) => {
-                        self.ctx.deregister_table(name.as_str())?;
-                        self.ctx
-                            .deregister_udf(PredictCall::udf_name(&entry.spec).as_str());
-                        "dropped"
-                    }
-                    None if if_exists => "absent",
-                    None => return Err(user_error(format!("Model '{name}' does not exist"))),
-                };
-                self.table(&["name", "status"], vec![vec![name, status.into()]])
-            }
-            BedrockStatement::ShowModels => {
-                let rows = self
-                    .ext
-                    .catalog()
-                    .models()
-                    .iter()
-                    .map(|m| model_row(&m.spec, "ready"))
-                    .collect();
-                self.table(MODEL_COLUMNS, rows)
-            }
+            BedrockStatement::DropModel { name, if_exists } => self.drop_model(&name, if_exists),
+            BedrockStatement::ShowModels => self.show_models(),
             BedrockStatement::Describe {
                 name,
                 explicit: _,
                 metadata,
-            } => {
-                let joined_name = joined(&name);
-                let Some(entry) = self.ext.catalog().model(&joined_name) else {
-                    return Err(user_error(format!("Model '{joined_name}' does not exist")));
-                };
-                if metadata {
-                    let i = &entry.info;
-                    let rows = [
-                        ("model_id", i.model_id.clone()),
-                        ("model_arn", i.model_arn.clone()),
-                        ("name", i.name.clone()),
-                        ("provider", i.provider.clone()),
-                        ("input_modalities", i.input_modalities.join(", ")),
-                        ("output_modalities", i.output_modalities.join(", ")),
-                        ("response_streaming", i.streaming.to_string()),
-                        ("inference_types", i.inference_types.join(", ")),
-                        ("lifecycle", i.lifecycle.clone()),
-                    ];
-                    return self.table(
-                        &["property", "value"],
-                        rows.into_iter()
-                            .map(|(k, v)| vec![k.to_string(), v])
-                            .collect(),
-                    );
-                }
-                let mut rows: Vec<Vec<String>> = vec![vec!["name".into(), entry.spec.name.clone()]];
-                rows.extend(entry.spec.describe().into_iter().map(|(k, v)| vec![k, v]));
-                rows.push(vec!["status".into(), "ready".into()]);
-                self.table(&["parameter", "value"], rows)
-            }
+            } => self.describe(&name, metadata),
         }
+    }
+
+    fn drop_engine(&self, name: &QualifiedName, if_exists: bool) -> Result<DataFrame> {
+        let name = joined(name);
+        let users = self.ext.catalog().models_of(&name);
+        if !users.is_empty() {
+            return Err(user_error(format!(
+                "ML engine '{name}' is used by model(s) {}: drop them first",
+                users.join(", ")
+            )));
+        }
+        let status = match self.ext.catalog().remove_engine(&name) {
+            Some(_) => "dropped",
+            None if if_exists => "absent",
+            None => return Err(self.no_engine(&name)),
+        };
+        self.table(&["name", "status"], &[vec![name, status.into()]])
+    }
+
+    fn show_engines(&self) -> Result<DataFrame> {
+        let rows = self
+            .ext
+            .catalog()
+            .engines()
+            .iter()
+            .map(|e| {
+                let c = e.config();
+                vec![
+                    e.name().to_string(),
+                    "bedrock".into(),
+                    e.region().to_string(),
+                    c.endpoint_url
+                        .as_deref()
+                        .map_or_else(|| "(AWS)".into(), url_for_display),
+                    e.credentials_used().to_string(),
+                    c.max_concurrency.to_string(),
+                    c.is_default.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>();
+        self.table(
+            &[
+                "name",
+                "handler",
+                "region",
+                "endpoint_url",
+                "credentials",
+                "max_concurrency",
+                "default",
+            ],
+            &rows,
+        )
+    }
+
+    async fn create_model(
+        &self,
+        name: &QualifiedName,
+        or_replace: bool,
+        if_not_exists: bool,
+        target: &str,
+        params: &[(String, crate::bedrock::params::ParamValue)],
+    ) -> Result<DataFrame> {
+        let name = joined(name);
+        if self.ext.catalog().model(&name).is_some() && !or_replace {
+            if if_not_exists {
+                return self.model_status(&name, "exists");
+            }
+            return Err(user_error(format!(
+                "Model '{name}' already exists: DROP MODEL {name} first, or write CREATE OR REPLACE MODEL"
+            )));
+        }
+        let spec = ModelSpec::from_params(&name, target, params).map_err(from_error)?;
+        check_outputs_are_not_inputs(&spec)?;
+        let engine = self.ext.catalog().engine(&spec.engine).ok_or_else(|| {
+            let hint = match suggest(
+                &spec.engine,
+                &self
+                    .ext
+                    .catalog()
+                    .engine_names()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            ) {
+                Some(s) => format!(" — did you mean '{s}'?"),
+                None => format!(
+                    ": create it with CREATE ML_ENGINE {} FROM bedrock USING …",
+                    spec.engine
+                ),
+            };
+            user_error(format!(
+                "Model '{name}' uses ML engine '{}', which does not exist{hint}",
+                spec.engine
+            ))
+        })?;
+        let replacing = self.ext.catalog().model(&name).is_some();
+        if !replacing && self.ctx.table_exist(name.as_str())? {
+            return Err(user_error(format!(
+                "Model '{name}' would hide the table '{name}': choose another name"
+            )));
+        }
+        let info = check_model_in_time(&engine, &spec).await?;
+        self.ctx
+            .register_udf(PredictCall::udf(spec.clone(), Arc::clone(&engine)));
+        if replacing {
+            self.ctx.deregister_table(name.as_str())?;
+        }
+        let model = CreatedModel::new(spec.clone(), engine);
+        self.ctx
+            .register_table(name.as_str(), Arc::new(ModelTable::new(model)))?;
+        self.ext.catalog().put_model(ModelEntry { spec, info });
+        self.model_status(&name, "ready")
+    }
+
+    fn drop_model(&self, name: &QualifiedName, if_exists: bool) -> Result<DataFrame> {
+        let name = joined(name);
+        let status = match self.ext.catalog().remove_model(&name) {
+            Some(entry) => {
+                self.ctx.deregister_table(name.as_str())?;
+                self.ctx
+                    .deregister_udf(PredictCall::udf_name(&entry.spec).as_str());
+                "dropped"
+            }
+            None if if_exists => "absent",
+            None => return Err(user_error(format!("Model '{name}' does not exist"))),
+        };
+        self.table(&["name", "status"], &[vec![name, status.into()]])
+    }
+
+    fn show_models(&self) -> Result<DataFrame> {
+        let rows = self
+            .ext
+            .catalog()
+            .models()
+            .iter()
+            .map(|m| model_row(&m.spec, "ready"))
+            .collect::<Vec<_>>();
+        self.table(MODEL_COLUMNS, &rows)
+    }
+
+    fn describe(&self, name: &QualifiedName, metadata: bool) -> Result<DataFrame> {
+        let joined_name = joined(name);
+        let Some(entry) = self.ext.catalog().model(&joined_name) else {
+            return Err(user_error(format!("Model '{joined_name}' does not exist")));
+        };
+        if metadata {
+            let i = &entry.info;
+            let rows = [
+                ("model_id", i.model_id.clone()),
+                ("model_arn", i.model_arn.clone()),
+                ("name", i.name.clone()),
+                ("provider", i.provider.clone()),
+                ("input_modalities", i.input_modalities.join(", ")),
+                ("output_modalities", i.output_modalities.join(", ")),
+                ("response_streaming", i.streaming.to_string()),
+                ("inference_types", i.inference_types.join(", ")),
+                ("lifecycle", i.lifecycle.clone()),
+            ];
+            return self.table(
+                &["property", "value"],
+                &rows
+                    .into_iter()
+                    .map(|(k, v)| vec![k.to_string(), v])
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let mut rows: Vec<Vec<String>> = vec![vec!["name".into(), entry.spec.name.clone()]];
+        rows.extend(entry.spec.describe().into_iter().map(|(k, v)| vec![k, v]));
+        rows.push(vec!["status".into(), "ready".into()]);
+        self.table(&["parameter", "value"], &rows)
     }
 
     async fn create_engine(
@@ -270,7 +293,7 @@ impl Ddl<'_> {
             if if_not_exists {
                 return self.table(
                     &["name", "handler", "status"],
-                    vec![vec![name.into(), "bedrock".into(), "exists".into()]],
+                    &[vec![name.into(), "bedrock".into(), "exists".into()]],
                 );
             }
             return Err(user_error(format!(
@@ -299,7 +322,7 @@ impl Ddl<'_> {
         self.ext.catalog().put_engine(engine);
         self.table(
             &["name", "handler", "status"],
-            vec![vec![name.into(), "bedrock".into(), "created".into()]],
+            &[vec![name.into(), "bedrock".into(), "created".into()]],
         )
     }
 
@@ -317,11 +340,11 @@ impl Ddl<'_> {
             .catalog()
             .model(name)
             .ok_or_else(|| user_error(format!("Model '{name}' does not exist")))?;
-        self.table(MODEL_COLUMNS, vec![model_row(&entry.spec, status)])
+        self.table(MODEL_COLUMNS, &[model_row(&entry.spec, status)])
     }
 
     /// A one-batch table of text columns.
-    fn table(&self, columns: &[&str], rows: Vec<Vec<String>>) -> Result<DataFrame> {
+    fn table(&self, columns: &[&str], rows: &[Vec<String>]) -> Result<DataFrame> {
         let schema = Arc::new(Schema::new(
             columns
                 .iter()

@@ -158,6 +158,7 @@ fn name_parts(name: &ObjectName, options: &ParserOptions) -> QualifiedName {
 /// A name as SQL must write it to mean exactly that name: as is when it is a plain lower-case
 /// identifier, else in double quotes (`Question` → `"Question"`, since unquoted names are
 /// lower-cased).
+#[must_use]
 pub fn quote_ident(name: &str) -> String {
     let plain = name
         .chars()
@@ -652,7 +653,7 @@ mod tests {
             .remove(0)
         {
             ParsedStatement::DataFusion(s) => *s,
-            other => panic!("{sql}: {other:?}"),
+            other @ ParsedStatement::Bedrock(_) => panic!("{sql}: {other:?}"),
         }
     }
 

@@ -324,7 +324,17 @@ mod tests {
                     normalize: Some(false),
                     input_type: None
                 },
-                engine: None
+                engine: None,
+                on_error: None,
+                provenance: None,
+            }
+        );
+        assert_eq!(
+            AiEmbedOptions::parse(r#"{"on_error": "null", "provenance": true}"#).unwrap(),
+            AiEmbedOptions {
+                on_error: Some(OnError::Null),
+                provenance: Some(true),
+                ..AiEmbedOptions::default()
             }
         );
         assert_eq!(

@@ -122,10 +122,10 @@ async fn stock(home: &Path, format: &str, input: &Input<'_>) -> Out {
         Input::Repl(lines) => Some(*lines),
     };
     let (stdout, code) = finish(cmd, stdin).await;
-    let stdout = stdout
-        .split_once(&format!("{START}\n"))
-        .map(|(_, after)| after.to_string())
-        .unwrap_or_else(|| panic!("the stock shell printed no output marker: {stdout}"));
+    let stdout = stdout.split_once(&format!("{START}\n")).map_or_else(
+        || panic!("the stock shell printed no output marker: {stdout}"),
+        |(_, after)| after.to_string(),
+    );
     Out { stdout, code }
 }
 
@@ -198,8 +198,7 @@ async fn stock_datafusion_cli_child() {
             1
         }
     };
-    use std::io::Write;
-    std::io::stdout().flush().expect("stdout flushes");
+    std::io::Write::flush(&mut std::io::stdout()).expect("stdout flushes");
     std::process::exit(code);
 }
 

@@ -62,8 +62,7 @@ fn answers(
         .map(|r| {
             r.as_ref().map(|r| {
                 r.as_ref()
-                    .map(|t| t.text.clone())
-                    .unwrap_or_else(|e| format!("ERROR {e}"))
+                    .map_or_else(|e| format!("ERROR {e}"), |t| t.text.clone())
             })
         })
         .collect()
@@ -610,7 +609,7 @@ async fn ask_three_and_embed_one(engine: &Arc<Engine>) {
     assert_eq!(got, vec![embedding_for(titan_embed, "scoped", 1024, true)]);
 }
 
-/// Converse and InvokeModel (embedding) requests an emulator has served.
+/// `Converse` and `InvokeModel` (embedding) requests an emulator has served.
 fn calls(emulator: &Emulator) -> (u64, u64) {
     let stats = emulator.stats().snapshot();
     (

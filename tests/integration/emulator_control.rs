@@ -2,7 +2,10 @@
 //! the `emulator` subcommand.
 
 use aws_sdk_bedrock::error::ProvideErrorMetadata;
-use aws_sdk_bedrock::types::{FoundationModelLifecycleStatus, InferenceType, ModelModality};
+use aws_sdk_bedrock::types::{
+    FoundationModelLifecycle, FoundationModelLifecycleStatus, FoundationModelSummary,
+    InferenceType, ModelModality,
+};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +31,7 @@ async fn list_foundation_models_applies_its_filters() {
     let ids: Vec<&str> = embeddings
         .model_summaries()
         .iter()
-        .map(|m| m.model_id())
+        .map(FoundationModelSummary::model_id)
         .collect();
     assert_eq!(
         ids,
@@ -50,7 +53,7 @@ async fn list_foundation_models_applies_its_filters() {
     let ids: Vec<&str> = meta
         .model_summaries()
         .iter()
-        .map(|m| m.model_id())
+        .map(FoundationModelSummary::model_id)
         .collect();
     assert_eq!(
         ids,
@@ -85,7 +88,9 @@ async fn get_foundation_model_returns_details_or_not_found() {
     );
     assert_eq!(details.response_streaming_supported(), Some(true));
     assert_eq!(
-        details.model_lifecycle().map(|l| l.status()),
+        details
+            .model_lifecycle()
+            .map(FoundationModelLifecycle::status),
         Some(&FoundationModelLifecycleStatus::Active)
     );
     assert_eq!(
@@ -163,14 +168,14 @@ async fn stats_and_reset_routes_serve_the_counters() {
         .expect("converse");
     let (status, body) = raw_http(emulator.addr(), "GET", "/_emulator/stats").await;
     assert_eq!(status, 200);
-    let stats: Value = serde_json::from_str(&body).expect("JSON stats");
+    let counters: Value = serde_json::from_str(&body).expect("JSON stats");
     assert_eq!(
-        stats["requests"],
+        counters["requests"],
         serde_json::json!([{"model": "amazon.nova-lite-v1:0", "operation": "Converse", "status": 200, "count": 1}])
     );
-    assert_eq!(stats["peak_in_flight"], serde_json::json!(1));
+    assert_eq!(counters["peak_in_flight"], serde_json::json!(1));
     assert_eq!(
-        stats["recent"][0]["body"]["messages"][0]["content"][0]["text"],
+        counters["recent"][0]["body"]["messages"][0]["content"][0]["text"],
         serde_json::json!("hello")
     );
 

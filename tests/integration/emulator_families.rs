@@ -1,5 +1,5 @@
-//! Native InvokeModel bodies of every family, their response streams, embeddings and
-//! CountTokens, through the real `aws-sdk-bedrockruntime` client.
+//! Native `InvokeModel` bodies of every family, their response streams, embeddings and
+//! `CountTokens`, through the real `aws-sdk-bedrockruntime` client.
 
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::types::{

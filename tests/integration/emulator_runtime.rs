@@ -1,13 +1,13 @@
-//! Converse, ConverseStream, errors, authentication, quotas and faults through the real
+//! `Converse`, `ConverseStream`, errors, authentication, quotas and faults through the real
 //! `aws-sdk-bedrockruntime` client.
 
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{
-    ContentBlockDelta, ConversationRole, ConverseStreamOutput as Event, InferenceConfiguration,
-    StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
-    ToolSpecification,
+    ContentBlockDelta, ConversationRole, ConverseMetrics, ConverseStreamOutput as Event,
+    InferenceConfiguration, StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration,
+    ToolInputSchema, ToolSpecification,
 };
 use aws_smithy_types::Document;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, Fault, FaultRates, LoadModel};
@@ -280,17 +280,13 @@ async fn every_error_type_arrives_as_the_sdks_typed_error() {
             err.is_internal_server_exception(),
             err.is_service_unavailable_exception(),
         ];
-        let index = typed
-            .iter()
-            .position(|t| *t)
-            .map(|i| i as i32)
-            .unwrap_or(-1);
+        let index = typed.iter().position(|t| *t);
         seen.push((name, index, err.code().map(str::to_string)));
     }
     let expected: Vec<_> = seen
         .iter()
         .enumerate()
-        .map(|(i, (name, ..))| (*name, i as i32, Some(name.to_string())))
+        .map(|(i, (name, ..))| (*name, Some(i), Some(name.to_string())))
         .collect();
     assert_eq!(seen, expected);
 
@@ -722,11 +718,16 @@ async fn latency_jitter_and_per_token_time_are_applied() {
             .send()
             .await
             .expect("converse");
-        let reported = out.metrics().map(|m| m.latency_ms()).expect("metrics");
+        let reported = out
+            .metrics()
+            .map(ConverseMetrics::latency_ms)
+            .expect("metrics");
         // 17 output tokens at 2 ms each on top of the seeded first-byte delay: a lower bound,
         // since the server may only sleep longer than asked.
-        let floor =
-            (load.first_byte_delay(sequence) + Duration::from_millis(2 * 17)).as_millis() as i64;
+        let floor = i64::try_from(
+            (load.first_byte_delay(sequence) + Duration::from_millis(2 * 17)).as_millis(),
+        )
+        .expect("the floor fits in i64 milliseconds");
         assert!(
             reported >= floor,
             "request {sequence}: {reported} ms < {floor} ms"

@@ -252,11 +252,10 @@ mod shell {
         args.extend(statements.iter().map(String::as_str));
         let out = run(home, env, &args).await;
         assert!(out.success, "{}\n{}", out.stdout, out.stderr);
-        let show = out
-            .stdout
-            .split_once("name,handler,region,")
-            .map(|(_, show)| show.to_string())
-            .unwrap_or_else(|| panic!("no SHOW output in:\n{}", out.stdout));
+        let show = out.stdout.split_once("name,handler,region,").map_or_else(
+            || panic!("no SHOW output in:\n{}", out.stdout),
+            |(_, show)| show.to_string(),
+        );
         (out, show)
     }
 
@@ -420,7 +419,7 @@ mod shell {
     }
 
     /// Regression: `profile_name` lost to `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` of the
-    /// environment. The emulator accepts only the profile's keys, and SHOW ML_ENGINES names
+    /// environment. The emulator accepts only the profile's keys, and `SHOW ML_ENGINES` names
     /// the profile.
     #[tokio::test]
     async fn a_profile_signs_with_its_own_keys_not_the_environments() {
@@ -529,7 +528,7 @@ mod shell {
     /// What the shell says of `profile_name = 'does_not_exist'`.
     const MISSING_PROFILE: &str = "Engine 'e': profile 'does_not_exist' was not found in the shared config and credentials files, or holds no credentials. Check profile_name (aws configure list-profiles), or give aws_access_key_id and aws_secret_access_key, or api_key.";
 
-    /// SHOW ML_ENGINES says what each engine's requests really carry.
+    /// `SHOW ML_ENGINES` says what each engine's requests really carry.
     #[tokio::test]
     async fn show_ml_engines_reports_the_credentials_really_used() {
         let signed = signed_emulator().await;

@@ -38,7 +38,7 @@ impl AnalyzerRule for AuditRule {
         Ok(plan)
     }
 
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "app_audit"
     }
 }

@@ -2,6 +2,7 @@
 //! history is bounded by `max_history_rows`, and a budget's first refusal stops every request
 //! after it. Every count is the emulator's.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use datafusion::prelude::{CsvReadOptions, SessionConfig};
@@ -33,7 +34,7 @@ fn ten_thousand_rows() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("dir");
     let mut csv = String::from("q\n");
     for i in 1..=10_000 {
-        csv.push_str(&format!("row {i}\n"));
+        writeln!(csv, "row {i}").expect("writing to a String cannot fail");
     }
     let file = dir.join("data.csv");
     std::fs::write(&file, csv).expect("csv");

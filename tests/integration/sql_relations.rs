@@ -30,10 +30,10 @@ async fn setup(emulator: &Emulator) -> (BedrockContext, std::path::PathBuf) {
     (ctx, dir)
 }
 
-fn fastrand_suffix() -> u64 {
+fn fastrand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| d.as_nanos())
         .unwrap_or_default()
 }
 
