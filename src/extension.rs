@@ -4,10 +4,10 @@
 //! ```text
 //! SessionStateBuilder
 //!   └─ with_bedrock()
-//!        ├─ query planner     BedrockQueryPlanner (wraps the planner already installed; runs
-//!        │                    AI functions through AiFunctionExec under the query's budget)
+//!        ├─ query planner     BedrockQueryPlanner (wraps the planner already installed)
 //!        ├─ analyzer rules    ModelRelationRule and BindAiFunctions, just before type coercion
-//!        ├─ physical rule     ModelInputOrder (row order for the conversational modes)
+//!        ├─ physical rules    ModelInputOrder (row order for the conversational modes),
+//!        │                    RunAiFunctions (AI functions under the query's budget)
 //!        ├─ config extension  BedrockOptions (`SET bedrock.max_requests = …`)
 //!        ├─ session extension BedrockExtension: the engines and models of this session
 //!        └─ functions         ai_complete, ai_embed, ai_filter, ai_classify,
@@ -27,6 +27,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::registry::FunctionRegistry;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::optimizer::Analyzer;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::Catalog;
@@ -34,6 +35,7 @@ use crate::catalog::persist::CatalogFile;
 use crate::plan::model_node::{BedrockQueryPlanner, ModelInputOrder};
 use crate::plan::options::BedrockOptions;
 use crate::plan::rewrite::ModelRelationRule;
+use crate::plan::ai_function_exec::RunAiFunctions;
 use crate::udf;
 use crate::udf::function::BindAiFunctions;
 
@@ -203,7 +205,10 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
 
         self.physical_optimizer_rules()
             .get_or_insert_with(Vec::new)
-            .push(Arc::new(ModelInputOrder));
+            .extend([
+                Arc::new(ModelInputOrder) as Arc<dyn PhysicalOptimizerRule + Send + Sync>,
+                Arc::new(RunAiFunctions),
+            ]);
 
         self.scalar_functions()
             .get_or_insert_with(Vec::new)

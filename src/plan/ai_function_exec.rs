@@ -1,6 +1,6 @@
 //! The operator that runs AI functions: DataFusion plans async functions into its own
-//! `AsyncFuncExec`; the extension's query planner puts this operator in its place when an AI
-//! function is among them. It evaluates the same expressions on the same (coalesced) batches,
+//! `AsyncFuncExec`; the physical rule [`RunAiFunctions`] puts this operator in its place when an
+//! AI function is among them. It evaluates the same expressions on the same (coalesced) batches,
 //! and for AI functions it adds what the model relation's operator has: the query's budget
 //! (`bedrock.max_requests`, `bedrock.max_cost_usd`), the counters of EXPLAIN ANALYZE
 //! (requests, dedup and cache hits, retries, throttles, tokens, failed rows, estimated USD) and,
@@ -18,6 +18,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::async_func::AsyncFuncExec;
 use datafusion::physical_plan::coalesce::LimitedBatchCoalescer;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -25,6 +26,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 
+use super::model_node::ModelExec;
+use super::options::BedrockOptions;
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::CallOptions;
 use crate::inference::CallMetrics;
@@ -103,27 +106,49 @@ impl AiFunctionExec {
     }
 }
 
-/// `plan` with every `AsyncFuncExec` that runs an AI function replaced by an
-/// [`AiFunctionExec`] under `budget`.
-///
-/// # Errors
-/// As DataFusion's own planning of the replaced operators.
-pub fn run_ai_functions(
-    plan: Arc<dyn ExecutionPlan>,
-    budget: &Arc<Budget>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        let Some(exec) = node.downcast_ref::<AsyncFuncExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        #[expect(deprecated)]
-        let exprs = exec.async_exprs().to_vec();
-        match AiFunctionExec::replacing(exprs, Arc::clone(exec.input()), Arc::clone(budget))? {
-            Some(ours) => Ok(Transformed::yes(Arc::new(ours) as Arc<dyn ExecutionPlan>)),
-            None => Ok(Transformed::no(node)),
-        }
-    })
-    .map(|t| t.data)
+/// The physical rule that puts an [`AiFunctionExec`] in place of every `AsyncFuncExec` that runs
+/// an AI function. The AI functions of a query share the budget of its model relations (the
+/// budget of the plan's first `ModelExec`), or get one from the session's `bedrock.*` options.
+/// It runs for every physical plan, EXPLAIN's included.
+#[derive(Debug, Default)]
+pub struct RunAiFunctions;
+
+impl PhysicalOptimizerRule for RunAiFunctions {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut budget = None;
+        plan.apply(|node| {
+            if let Some(model) = node.downcast_ref::<ModelExec>() {
+                budget = Some(Arc::clone(model.budget()));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let budget = budget.unwrap_or_else(|| Arc::new(BedrockOptions::of_config(config).budget()));
+        plan.transform_up(|node| {
+            let Some(exec) = node.downcast_ref::<AsyncFuncExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            #[expect(deprecated)]
+            let exprs = exec.async_exprs().to_vec();
+            match AiFunctionExec::replacing(exprs, Arc::clone(exec.input()), Arc::clone(&budget))? {
+                Some(ours) => Ok(Transformed::yes(Arc::new(ours) as Arc<dyn ExecutionPlan>)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "bedrock_run_ai_functions"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }
 
 impl DisplayAs for AiFunctionExec {

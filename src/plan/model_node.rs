@@ -63,7 +63,6 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::{StreamExt, TryStreamExt};
 
-use super::ai_function_exec::run_ai_functions;
 use super::options::BedrockOptions;
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::{CallOptions, DEFAULT_TOKEN_RESERVATION};
@@ -297,6 +296,11 @@ impl ModelExec {
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// The query's budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     fn is_conversation(&self) -> bool {
@@ -862,14 +866,8 @@ impl ModelPlanner {
     /// The extension planner of one query, with the budget of the session's `bedrock.*`
     /// options.
     pub fn for_session(session: &dyn Session) -> Self {
-        let options = session
-            .config_options()
-            .extensions
-            .get::<BedrockOptions>()
-            .cloned()
-            .unwrap_or_default();
         Self {
-            budget: Arc::new(Budget::new(options.max_requests, options.max_cost_usd)),
+            budget: Arc::new(BedrockOptions::of_config(session.config_options()).budget()),
         }
     }
 }
@@ -895,18 +893,14 @@ impl QueryPlanner for BedrockQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let models = ModelPlanner::for_session(session);
-        let budget = Arc::clone(&models.budget);
-        let plan = match &self.inner {
-            Some(inner) if !has_model_node(logical_plan) => {
-                inner.create_physical_plan(logical_plan, session).await?
-            }
-            _ => {
-                let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(models)]);
-                planner.create_physical_plan(logical_plan, session).await?
-            }
-        };
-        // AI functions run under the same budget as the query's model relations.
-        run_ai_functions(plan, &budget)
+        if let Some(inner) = &self.inner
+            && !has_model_node(logical_plan)
+        {
+            return inner.create_physical_plan(logical_plan, session).await;
+        }
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+            ModelPlanner::for_session(session),
+        )]);
+        planner.create_physical_plan(logical_plan, session).await
     }
 }

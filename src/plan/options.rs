@@ -22,6 +22,22 @@ pub struct BedrockOptions {
 const MAX_COST_USD: &str = "max_cost_usd";
 const MAX_REQUESTS: &str = "max_requests";
 
+impl BedrockOptions {
+    /// The options of a session's configuration (the defaults when the extension is absent).
+    pub fn of_config(config: &datafusion::config::ConfigOptions) -> Self {
+        config
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A query's budget under these limits.
+    pub fn budget(&self) -> crate::bedrock::budget::Budget {
+        crate::bedrock::budget::Budget::new(self.max_requests, self.max_cost_usd)
+    }
+}
+
 impl ConfigExtension for BedrockOptions {
     const PREFIX: &'static str = "bedrock";
 }
