@@ -21,7 +21,7 @@ use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::async_func::AsyncFuncExec;
 use datafusion::physical_plan::coalesce::LimitedBatchCoalescer;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
@@ -233,7 +233,6 @@ impl ExecutionPlan for AiFunctionExec {
             },
             budget: Arc::clone(&self.budget),
             calls: CallMetrics::new(&self.metrics, partition),
-            baseline: BaselineMetrics::new(&self.metrics, partition),
             config,
         });
         let batches = coalesced(input, coalescer)
@@ -285,7 +284,6 @@ struct Worker {
     options: CallOptions,
     budget: Arc<Budget>,
     calls: CallMetrics,
-    baseline: BaselineMetrics,
     config: Arc<ConfigOptions>,
 }
 
@@ -315,8 +313,6 @@ impl Worker {
             };
             columns.push(column);
         }
-        let output = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        self.baseline.record_output(output.num_rows());
-        Ok(output)
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 }
