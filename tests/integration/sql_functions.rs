@@ -170,3 +170,70 @@ async fn usage_and_errors_never_show_the_secret() {
     );
     assert!(!format!("{ctx:?}").contains(SECRET));
 }
+
+/// An AI function's model is bound when the query is planned: the spec travels in the plan,
+/// so a plan made before `DROP MODEL` still runs with the model's settings, through
+/// DataFusion's own `ctx.sql` on a session built with the builder, and through the extension's
+/// SQL front. A query planned after the drop is refused.
+#[tokio::test]
+async fn a_planned_ai_function_keeps_its_model_after_drop_model() {
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+    use datafusion_bedrock::{SessionStateBuilderBedrock, execute_sql};
+
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_bedrock()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let setup = format!(
+        "CREATE ML_ENGINE e FROM bedrock USING endpoint_url = '{}', aws_access_key_id = 'AKIDTEST', aws_secret_access_key = '{SECRET}', region_name = 'us-east-1'; \
+         CREATE MODEL brief PREDICT answer USING engine = 'e', question_column = 'q', model_id = 'amazon.nova-micro-v1:0', system_prompt = 'Be brief.'",
+        emulator.url()
+    );
+    execute_sql(&ctx, &setup).await.expect("engine and model");
+    let query = "SELECT ai_complete('brief', q) AS answer FROM (VALUES ('Why?')) AS t(q)";
+
+    // DataFusion's own path: planned (analyzed, optimized, physical plan made), then dropped.
+    let plan = ctx
+        .sql(query)
+        .await
+        .expect("sql")
+        .create_physical_plan()
+        .await
+        .expect("plan");
+    // Our SQL front binds the model when it makes the logical plan.
+    let bctx = BedrockContext::try_new(ctx.clone()).expect("extension");
+    let frame = bctx.sql(query).await.expect("planned");
+    execute_sql(&ctx, "DROP MODEL brief")
+        .await
+        .expect("drop")
+        .collect()
+        .await
+        .expect("dropped");
+
+    let expected = [
+        "+---------------------------------------------------------------------------+",
+        "| answer                                                                    |",
+        "+---------------------------------------------------------------------------+",
+        "| Emulated amazon.nova-micro-v1:0 (messages: 1, blocks: 1, system: 1): Why? |",
+        "+---------------------------------------------------------------------------+",
+    ];
+    let batches = collect(plan, ctx.task_ctx()).await.expect("runs");
+    assert_batches_eq!(expected, &batches);
+    let batches = frame.collect().await.expect("runs");
+    assert_batches_eq!(expected, &batches);
+    let recent = emulator.stats().snapshot().recent;
+    assert_eq!(recent.len(), 1, "the second run is a cache hit");
+    assert_eq!(recent[0].body["system"], json!([{"text": "Be brief."}]));
+
+    let after = ctx.sql(query).await.expect_err("the model is gone");
+    assert_eq!(
+        after.strip_backtrace(),
+        "Error during planning: ai_complete: 'brief' is neither a model created with CREATE MODEL nor a Bedrock model id: write a model's name or a model id such as 'amazon.nova-micro-v1:0', an inference profile such as 'us.anthropic.claude-3-haiku-20240307-v1:0', or an ARN"
+    );
+}
