@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backoff;
 pub mod budget;
 pub mod cache;
 pub mod config;
