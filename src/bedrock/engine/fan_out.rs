@@ -13,8 +13,8 @@ use crate::bedrock::budget::Reservation;
 use crate::bedrock::cache::{CacheKey, Source, cache_key};
 use crate::bedrock::families::{self, EmbedOptions, ModelFamily};
 use crate::bedrock::limiter::Limiter;
-use crate::bedrock::request::{CallInfo, TextRequest, TextResponse};
-use crate::bedrock::retry::{BudgetGuard, CallFailure};
+use crate::bedrock::request::{CallInfo, EmbedResponse, TextRequest, TextResponse};
+use crate::bedrock::retry::{Attempts, BudgetGuard, CallFailure};
 use crate::bedrock::usage::ModelCounters;
 use crate::error::{Error, Result};
 
@@ -172,10 +172,8 @@ impl Engine {
         Ok(response)
     }
 
-    /// One attempt admitted by a query's budget. It runs as a task of its own, which settles
-    /// the reservation when the attempt ends: dropping the query (after an error elsewhere,
-    /// say) neither cuts a request the budget counted as sent nor loses its answer's cost, so
-    /// the budget's counts are what Bedrock saw.
+    /// One attempt admitted by a query's budget, settled by a task of its own (see
+    /// [`settled`]).
     async fn call_text_admitted(
         self: &Arc<Self>,
         target: &ModelTarget,
@@ -184,32 +182,54 @@ impl Engine {
         price: Option<(f64, f64)>,
     ) -> std::result::Result<TextResponse, CallFailure> {
         let (engine, target, request) = (Arc::clone(self), target.clone(), request.clone());
-        let attempt = tokio::spawn(async move {
-            let outcome = engine.call_text_once(&target, &request).await;
-            let actual = outcome
-                .as_ref()
-                .ok()
-                .map(|r| cost_usd(price, r.input_tokens, r.output_tokens));
-            reservation.settle(actual);
-            outcome
-        });
-        attempt.await.unwrap_or_else(|e| {
-            Err(CallFailure::fatal(
-                "InternalError",
-                format!("the request's task ended without an answer: {e}"),
-            ))
+        let attempt = async move { engine.call_text_once(&target, &request).await };
+        settled(reservation, price, attempt, |r: &TextResponse| {
+            (r.input_tokens, r.output_tokens)
         })
+        .await
     }
 
-    /// Embeds texts, one vector per input in input order (`None` for `None` inputs). Identical
-    /// texts are embedded once, cached vectors cost nothing, and families that take several
-    /// texts a call (Cohere: 96) get them batched.
+    /// Embeds texts, one vector per input in input order (`None` for `None` inputs):
+    /// [`Engine::embed_with`] without a budget, the vectors alone.
+    ///
+    /// # Errors
+    /// When the model is not a supported embedding model.
     pub async fn embed(
         self: &Arc<Self>,
         model_id: &str,
         texts: &[Option<String>],
         options: &EmbedOptions,
     ) -> Result<RowResults<Vec<f32>>> {
+        let rows = self
+            .embed_with(model_id, texts, options, &CallOptions::default())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.map(|r| r.map(|e| Vec::clone(&e.vector))))
+            .collect())
+    }
+
+    /// Embeds texts under a query's [`CallOptions`], one [`EmbedResponse`] per input in input
+    /// order (`None` for `None` inputs). Identical texts are embedded once, cached vectors cost
+    /// nothing, and families that take several texts a call (Cohere: 96) get them batched.
+    ///
+    /// Each call (a chunk of up to the family's texts per call) is admitted by the query's
+    /// budget as a text request is, its estimate the chunk's input tokens at the model's input
+    /// price; a refused call fails each of its rows with
+    /// [`BUDGET_EXCEEDED`](crate::bedrock::budget::BUDGET_EXCEEDED). A call's input tokens are
+    /// divided among its rows (the remainder to the first), so the rows' tokens add up to what
+    /// the service counted; a row served from the cache or repeating an earlier row of the
+    /// batch has 0 and says so in its [`EmbedResponse::call`].
+    ///
+    /// # Errors
+    /// When the model is not a supported embedding model.
+    pub async fn embed_with(
+        self: &Arc<Self>,
+        model_id: &str,
+        texts: &[Option<String>],
+        options: &EmbedOptions,
+        call: &CallOptions,
+    ) -> Result<RowResults<EmbedResponse>> {
         let family = ModelFamily::from_model_id(model_id)
             .filter(|f| f.is_embedding())
             .ok_or_else(|| {
@@ -230,13 +250,20 @@ impl Engine {
                 .map(|t| cache_key(&scope, "embed", model_id, &(&option_key, t)))
         }));
         counters.deduplicated(groups.duplicates);
-        let mut vectors: Vec<Shared<Vec<f32>>> = vec![None; groups.distinct.len()];
+        let mut answers: Vec<Shared<EmbedResponse>> = vec![None; groups.distinct.len()];
         let mut missing = Vec::new();
         for (slot, (key, _)) in groups.distinct.iter().enumerate() {
             match self.embed_cache.get(key).await {
-                Some(v) => {
+                Some(vector) => {
                     counters.cache_hit();
-                    vectors[slot] = Some(Ok(v));
+                    answers[slot] = Some(Ok(Arc::new(EmbedResponse {
+                        vector,
+                        input_tokens: 0,
+                        call: CallInfo {
+                            cache_hit: true,
+                            ..CallInfo::default()
+                        },
+                    })));
                 }
                 None => missing.push(slot),
             }
@@ -254,22 +281,36 @@ impl Engine {
                     .iter()
                     .filter_map(|s| texts[groups_ref.distinct[*s].1].as_deref())
                     .collect();
-                self.embed_chunk(slots, batch, model_id, family, options, limiter, counters)
-                    .boxed()
+                self.embed_chunk(
+                    slots, batch, model_id, family, options, limiter, counters, call,
+                )
+                .boxed()
             })
             .buffer_unordered(limiter.ceiling());
         while let Some((slots, result)) = stream.next().await {
             match result {
-                Ok(batch) if batch.len() == slots.len() => {
-                    for (slot, vector) in slots.iter().zip(batch) {
+                Ok((batch, tokens, attempts)) if batch.len() == slots.len() => {
+                    let info = CallInfo {
+                        cache_hit: false,
+                        deduplicated: false,
+                        retries: attempts.retries,
+                        throttles: attempts.throttles,
+                        latency_ms: attempts.latency_ms,
+                    };
+                    let shares = token_shares(tokens, slots.len());
+                    for ((slot, vector), input_tokens) in slots.iter().zip(batch).zip(shares) {
                         let vector = Arc::new(vector);
                         self.embed_cache
                             .insert(groups.distinct[*slot].0, Arc::clone(&vector))
                             .await;
-                        vectors[*slot] = Some(Ok(vector));
+                        answers[*slot] = Some(Ok(Arc::new(EmbedResponse {
+                            vector,
+                            input_tokens,
+                            call: info,
+                        })));
                     }
                 }
-                Ok(batch) => {
+                Ok((batch, _, _)) => {
                     let failure = Arc::new(CallFailure::fatal(
                         "ResponseError",
                         format!(
@@ -279,23 +320,36 @@ impl Engine {
                         ),
                     ));
                     for slot in slots {
-                        vectors[*slot] = Some(Err(Arc::clone(&failure)));
+                        answers[*slot] = Some(Err(Arc::clone(&failure)));
                     }
                 }
                 Err(failure) => {
                     let failure = Arc::new(failure);
                     for slot in slots {
-                        vectors[*slot] = Some(Err(Arc::clone(&failure)));
+                        answers[*slot] = Some(Err(Arc::clone(&failure)));
                     }
                 }
             }
         }
-        Ok(spread(&groups.slots, &vectors))
+        let mut rows = spread(&groups.slots, &answers);
+        // A row repeating an earlier row of the batch was embedded by that row's call.
+        for (row, slot) in groups.slots.iter().enumerate() {
+            if let (Some(slot), Some(Ok(answer))) = (slot, rows[row].as_mut())
+                && groups.distinct[*slot].1 != row
+            {
+                answer.input_tokens = 0;
+                answer.call = CallInfo {
+                    deduplicated: true,
+                    ..CallInfo::default()
+                };
+            }
+        }
+        Ok(rows)
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn embed_chunk<'s>(
-        &self,
+        self: &Arc<Self>,
         slots: &'s [usize],
         batch: Vec<&str>,
         model_id: &str,
@@ -303,38 +357,108 @@ impl Engine {
         options: &EmbedOptions,
         limiter: &Arc<Limiter>,
         counters: &ModelCounters,
-    ) -> (&'s [usize], std::result::Result<Vec<Vec<f32>>, CallFailure>) {
+        call: &CallOptions,
+    ) -> (&'s [usize], std::result::Result<Embedded, CallFailure>) {
         let result = self
-            .call_embed(model_id, family, &batch, options, limiter, counters)
+            .call_embed(model_id, family, &batch, options, limiter, counters, call)
             .await;
         (slots, result)
     }
 
+    /// One embedding call with its retries, admitted by the query's budget when it has one.
+    #[allow(clippy::too_many_arguments)]
     async fn call_embed(
-        &self,
+        self: &Arc<Self>,
         model_id: &str,
         family: ModelFamily,
         texts: &[&str],
         options: &EmbedOptions,
         limiter: &Arc<Limiter>,
         counters: &ModelCounters,
-    ) -> std::result::Result<Vec<Vec<f32>>, CallFailure> {
-        let body = families::encode_embed_request(family, texts, options)
+        call: &CallOptions,
+    ) -> std::result::Result<Embedded, CallFailure> {
+        let body: Arc<str> = families::encode_embed_request(family, texts, options)
             .map_err(|e| CallFailure::fatal("InvalidRequest", e.to_string()))?
-            .to_string();
+            .to_string()
+            .into();
         let reserve = texts
             .iter()
             .map(|t| (t.chars().count() as u64).div_ceil(4))
             .sum::<u64>()
             .max(1);
-        self.retry
-            .run(model_id, limiter, counters, reserve, None, |_| async {
-                let (vectors, tokens) = self.embed_once(model_id, family, &body).await?;
-                Ok((vectors, tokens, 0))
-            })
-            .await
-            .map(|(vectors, _)| vectors)
+        let price = self.usage.price(model_id);
+        let budget = call.budget.as_ref().map(|budget| BudgetGuard {
+            budget,
+            estimate_usd: cost_usd(price, reserve, 0),
+        });
+        let body = &body;
+        let ((vectors, tokens), attempts) = self
+            .retry
+            .run(
+                model_id,
+                limiter,
+                counters,
+                reserve,
+                budget.as_ref(),
+                |reservation| async move {
+                    let (vectors, tokens) = match reservation {
+                        None => self.embed_once(model_id, family, body).await?,
+                        Some(reservation) => {
+                            let (engine, model_id, body) =
+                                (Arc::clone(self), model_id.to_string(), Arc::clone(body));
+                            let attempt =
+                                async move { engine.embed_once(&model_id, family, &body).await };
+                            settled(reservation, price, attempt, |(_, tokens)| (*tokens, 0)).await?
+                        }
+                    };
+                    Ok(((vectors, tokens), tokens, 0))
+                },
+            )
+            .await?;
+        Ok((vectors, tokens, attempts))
     }
+}
+
+/// What one embedding call returned: the vectors, the input tokens the service counted, and
+/// how its attempts went.
+type Embedded = (Vec<Vec<f32>>, u64, Attempts);
+
+/// `tokens` divided among `rows` rows, the remainder to the first, so the shares add up.
+fn token_shares(tokens: u64, rows: usize) -> impl Iterator<Item = u64> {
+    let n = u64::try_from(rows).unwrap_or(u64::MAX).max(1);
+    let (share, remainder) = (tokens / n, tokens % n);
+    (0..rows).map(move |i| if i == 0 { share + remainder } else { share })
+}
+
+/// Runs one attempt admitted by a query's budget as a task of its own, which settles the
+/// reservation with the attempt's cost (`tokens` gives its input and output tokens) when it
+/// ends: dropping the query (after an error elsewhere, say) neither cuts a request the budget
+/// counted as sent nor loses its answer's cost, so the budget's counts are what Bedrock saw.
+async fn settled<T, Fut>(
+    reservation: Reservation,
+    price: Option<(f64, f64)>,
+    attempt: Fut,
+    tokens: fn(&T) -> (u64, u64),
+) -> std::result::Result<T, CallFailure>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = std::result::Result<T, CallFailure>> + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        let outcome = attempt.await;
+        let actual = outcome.as_ref().ok().map(|value| {
+            let (input, output) = tokens(value);
+            cost_usd(price, input, output)
+        });
+        reservation.settle(actual);
+        outcome
+    });
+    task.await.unwrap_or_else(|e| {
+        Err(CallFailure::fatal(
+            "InternalError",
+            format!("the request's task ended without an answer: {e}"),
+        ))
+    })
 }
 
 /// The outcome of one distinct input, shared by every row that repeats it.
@@ -393,7 +517,11 @@ fn batch_futures_are_send(
     let texts: Vec<Option<String>> = Vec::new();
     send(async move {
         engine.generate(&target, &requests).await;
-        engine.embed("m", &texts, &EmbedOptions::default()).await
+        let options = EmbedOptions::default();
+        let _ = engine.embed("m", &texts, &options).await;
+        engine
+            .embed_with("m", &texts, &options, &CallOptions::default())
+            .await
     });
 }
 
@@ -417,5 +545,230 @@ mod tests {
             vec![Some(0), None, Some(1), Some(0), Some(0), None, Some(2)]
         );
         assert_eq!(g.duplicates, 2);
+    }
+
+    #[test]
+    fn token_shares_add_up_with_the_remainder_first() {
+        assert_eq!(token_shares(11, 3).collect::<Vec<_>>(), vec![5, 3, 3]);
+        assert_eq!(token_shares(6, 3).collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(token_shares(2, 3).collect::<Vec<_>>(), vec![2, 0, 0]);
+        assert_eq!(token_shares(7, 1).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(token_shares(7, 0).count(), 0);
+    }
+
+    #[cfg(feature = "emulator")]
+    mod against_the_emulator {
+        use super::*;
+        use crate::bedrock::budget::{BUDGET_EXCEEDED, Budget, Spent};
+        use crate::bedrock::config::EngineConfig;
+        use crate::bedrock::retry::FailureKind;
+        use crate::emulator::{Emulator, EmulatorConfig, count_text_tokens, embedding_for};
+
+        const COHERE: &str = "cohere.embed-english-v3";
+        const TITAN: &str = "amazon.titan-embed-text-v2:0";
+
+        async fn engine(emulator: &Emulator, max_concurrency: usize) -> Arc<Engine> {
+            let config = EngineConfig {
+                region: Some("us-east-1".into()),
+                endpoint_url: Some(emulator.url().into()),
+                max_concurrency,
+                ..EngineConfig::default()
+            };
+            Engine::connect("embed_test", config)
+                .await
+                .expect("the engine connects to the emulator")
+        }
+
+        /// The rows with each latency set to 0 (it is measured, not predictable).
+        fn without_latency(rows: RowResults<EmbedResponse>) -> RowResults<EmbedResponse> {
+            rows.into_iter()
+                .map(|row| {
+                    row.map(|r| {
+                        r.map(|mut e| {
+                            e.call.latency_ms = 0;
+                            e
+                        })
+                    })
+                })
+                .collect()
+        }
+
+        fn tokens(text: &str) -> u64 {
+            u64::from(count_text_tokens(text).max(1))
+        }
+
+        #[tokio::test]
+        async fn embed_with_tells_each_row_how_its_vector_came_and_shares_tokens_exactly() {
+            let emulator = Emulator::start(EmulatorConfig::default())
+                .await
+                .expect("the emulator starts");
+            let engine = engine(&emulator, 32).await;
+            // 97 distinct texts of different lengths (two calls: 96 + 1), a NULL, a repeat.
+            let distinct: Vec<String> = (0..97)
+                .map(|i| format!("passage {i}{}", " more".repeat(i % 5)))
+                .collect();
+            let mut texts: Vec<Option<String>> = distinct.iter().cloned().map(Some).collect();
+            texts.insert(3, None);
+            texts.push(Some(distinct[1].clone()));
+            let options = EmbedOptions::default();
+            let rows = engine
+                .embed_with(COHERE, &texts, &options, &CallOptions::default())
+                .await
+                .expect("an embedding model");
+
+            let first_call: u64 = distinct[..96].iter().map(|t| tokens(t)).sum();
+            let (share, remainder) = (first_call / 96, first_call % 96);
+            let sent = |i: usize| EmbedResponse {
+                vector: Arc::new(embedding_for(COHERE, &distinct[i], 1024, true)),
+                input_tokens: match i {
+                    0 => share + remainder,
+                    96 => tokens(&distinct[96]),
+                    _ => share,
+                },
+                call: CallInfo::default(),
+            };
+            let mut expected: RowResults<EmbedResponse> =
+                (0..97).map(|i| Some(Ok(sent(i)))).collect();
+            expected.insert(3, None);
+            expected.push(Some(Ok(EmbedResponse {
+                input_tokens: 0,
+                call: CallInfo {
+                    deduplicated: true,
+                    ..CallInfo::default()
+                },
+                ..sent(1)
+            })));
+            assert_eq!(without_latency(rows.clone()), expected);
+            assert_ne!(
+                remainder, 0,
+                "the texts' lengths leave a remainder to place"
+            );
+
+            let row_tokens: u64 = rows
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.input_tokens)
+                .sum();
+            let stats = emulator.stats().snapshot();
+            assert_eq!(
+                (
+                    row_tokens,
+                    stats.count(Some(COHERE), Some("InvokeModel"), None)
+                ),
+                (stats.input_tokens, 2)
+            );
+            let usage = engine.usage();
+            assert_eq!(
+                usage
+                    .iter()
+                    .map(|u| (u.model.as_str(), u.requests, u.input_tokens, u.deduplicated))
+                    .collect::<Vec<_>>(),
+                vec![(COHERE, 2, row_tokens, 1)]
+            );
+
+            // Again: every distinct text from the cache, at no cost.
+            let again = engine
+                .embed_with(COHERE, &texts, &options, &CallOptions::default())
+                .await
+                .expect("an embedding model");
+            let cached = |i: usize, call: CallInfo| EmbedResponse {
+                input_tokens: 0,
+                call,
+                ..sent(i)
+            };
+            let hit = CallInfo {
+                cache_hit: true,
+                ..CallInfo::default()
+            };
+            let mut expected: RowResults<EmbedResponse> =
+                (0..97).map(|i| Some(Ok(cached(i, hit)))).collect();
+            expected.insert(3, None);
+            expected.push(Some(Ok(cached(
+                1,
+                CallInfo {
+                    deduplicated: true,
+                    ..CallInfo::default()
+                },
+            ))));
+            assert_eq!(again, expected);
+            assert_eq!(
+                emulator
+                    .stats()
+                    .snapshot()
+                    .count(Some(COHERE), Some("InvokeModel"), None),
+                2
+            );
+            emulator.shutdown().await;
+        }
+
+        #[tokio::test]
+        async fn a_budget_admits_each_embedding_call_and_its_refusal_fails_the_call_s_rows() {
+            let emulator = Emulator::start(EmulatorConfig::default())
+                .await
+                .expect("the emulator starts");
+            // One call at a time: the calls are admitted in row order.
+            let engine = engine(&emulator, 1).await;
+            let texts: Vec<Option<String>> = vec![
+                Some("red apple".into()),
+                Some("green pear".into()),
+                Some("red apple".into()),
+                None,
+                Some("blue sky".into()),
+            ];
+            let budget = Arc::new(Budget::new(Some(1), None));
+            let call = CallOptions {
+                budget: Some(Arc::clone(&budget)),
+            };
+            let rows = engine
+                .embed_with(TITAN, &texts, &EmbedOptions::default(), &call)
+                .await
+                .expect("an embedding model");
+
+            let apple = || Arc::new(embedding_for(TITAN, "red apple", 1024, true));
+            let cost = engine.cost_usd(TITAN, 3, 0).expect("a listed price");
+            let refusal = CallFailure {
+                kind: FailureKind::Fatal,
+                code: BUDGET_EXCEEDED.into(),
+                message: "the query stopped before a request that would pass bedrock.max_requests = 1; it had sent 1 request(s) costing about $0.000000, received 1 answer(s) and returned 0 row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows".into(),
+            };
+            let expected: RowResults<EmbedResponse> = vec![
+                Some(Ok(EmbedResponse {
+                    vector: apple(),
+                    input_tokens: 3,
+                    call: CallInfo::default(),
+                })),
+                Some(Err(refusal.clone())),
+                Some(Ok(EmbedResponse {
+                    vector: apple(),
+                    input_tokens: 0,
+                    call: CallInfo {
+                        deduplicated: true,
+                        ..CallInfo::default()
+                    },
+                })),
+                None,
+                Some(Err(refusal)),
+            ];
+            assert_eq!(without_latency(rows), expected);
+            assert_eq!(
+                budget.spent(),
+                Spent {
+                    requests: 1,
+                    cost_usd: cost,
+                    reserved_usd: 0.0,
+                    answered: 1,
+                    rows_answered: 0,
+                }
+            );
+            assert_eq!(
+                emulator
+                    .stats()
+                    .snapshot()
+                    .count(Some(TITAN), Some("InvokeModel"), None),
+                1
+            );
+            emulator.shutdown().await;
+        }
     }
 }

@@ -1,12 +1,20 @@
 //! One attempt of one SDK call: Converse, InvokeModel with a family's native body, and an
 //! embedding call. Retries, limits and caching are the callers' business.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message, SpecificToolChoice,
     SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::Document;
+use aws_smithy_types::config_bag::ConfigBag;
 
 use super::{Api, Engine, ModelTarget};
 use crate::bedrock::families::{self, ModelFamily};
@@ -153,13 +161,15 @@ impl Engine {
     }
 
     /// One InvokeModel call of an embedding model with a chunk's native body: the vectors, in
-    /// the order of the chunk's texts, and the input tokens the service counted.
+    /// the order of the chunk's texts, and the input tokens the service counted (the body's
+    /// count, else the response header's).
     pub(super) async fn embed_once(
         &self,
         model_id: &str,
         family: ModelFamily,
         body: &str,
     ) -> std::result::Result<(Vec<Vec<f32>>, u64), CallFailure> {
+        let header = Arc::new(AtomicU64::new(NO_COUNT));
         let call = self
             .runtime
             .invoke_model()
@@ -167,11 +177,55 @@ impl Engine {
             .content_type("application/json")
             .accept("application/json")
             .body(Blob::new(body.to_string()))
+            .customize()
+            .interceptor(InputTokenHeader(Arc::clone(&header)))
             .send();
         let out = Box::pin(call)
             .await
             .map_err(|e| CallFailure::from_sdk(&e))?;
-        families::decode_embed_response(family, out.body().as_ref()).map_err(|e| unreadable(&e))
+        let (vectors, tokens) = families::decode_embed_response(family, out.body().as_ref())
+            .map_err(|e| unreadable(&e))?;
+        // Cohere's body has no token count: Bedrock gives it in a response header.
+        let counted = header.load(Ordering::Relaxed);
+        let tokens = if tokens == 0 && counted != NO_COUNT {
+            counted
+        } else {
+            tokens
+        };
+        Ok((vectors, tokens))
+    }
+}
+
+/// The header in which InvokeModel reports the input tokens it counted.
+const INPUT_TOKEN_HEADER: &str = "x-amzn-bedrock-input-token-count";
+
+/// No [`INPUT_TOKEN_HEADER`] was seen.
+const NO_COUNT: u64 = u64::MAX;
+
+/// Reads [`INPUT_TOKEN_HEADER`] of a response into a shared cell.
+#[derive(Debug)]
+struct InputTokenHeader(Arc<AtomicU64>);
+
+impl Intercept for InputTokenHeader {
+    fn name(&self) -> &'static str {
+        "InputTokenHeader"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        if let Some(count) = context
+            .response()
+            .headers()
+            .get(INPUT_TOKEN_HEADER)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            self.0.store(count.min(NO_COUNT - 1), Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
