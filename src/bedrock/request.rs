@@ -130,6 +130,18 @@ pub struct TextResponse {
     pub call: CallInfo,
 }
 
+/// An embedding of one row's text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedResponse {
+    /// The vector, shared with the cache and with the rows repeating the same text.
+    pub vector: std::sync::Arc<Vec<f32>>,
+    /// This row's share of its call's input tokens (calls embedding several texts divide
+    /// theirs among them, the remainder to the first); 0 when no call was made for the row.
+    pub input_tokens: u64,
+    /// How this vector was obtained.
+    pub call: CallInfo,
+}
+
 /// How one answer was obtained.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallInfo {

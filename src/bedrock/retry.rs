@@ -1,9 +1,17 @@
-//! Which failures are retried, and how long to wait before the next attempt.
+//! Which failures are retried, and the loop that retries them: every attempt holds a limiter
+//! slot, is admitted by the query's budget and is counted; throttling shrinks the limit; the
+//! waits between attempts are [`Backoff`]'s.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::Instant;
 
 use aws_credential_types::provider::error::{CredentialsError, TokenError};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+
+pub use super::backoff::Backoff;
+use super::budget::{Budget, Reservation};
+use super::limiter::Limiter;
+use super::usage::ModelCounters;
 
 /// How a failed attempt is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,39 +216,116 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
     cut
 }
 
-/// Exponential backoff with full jitter: attempt `n` (0-based) waits a uniform time in
-/// `[0, min(max_delay, base_delay × 2ⁿ)]`.
+/// How many times a call is retried, and how long to wait in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt. Default 8.
     pub max_retries: u32,
-    /// The first backoff ceiling. Default 200 ms.
-    pub base_delay: Duration,
-    /// The largest backoff ceiling. Default 20 s.
-    pub max_delay: Duration,
+    /// The waits before retries.
+    pub backoff: Backoff,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_retries: 8,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(20),
+            backoff: Backoff::default(),
         }
     }
 }
 
 impl RetryPolicy {
-    /// The ceiling of the wait before retry `attempt` (0-based).
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(30));
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    /// Runs attempts until one succeeds, a failure is fatal or the retries run out. Every
+    /// attempt holds a limiter slot and is counted; throttling shrinks the limit. With a
+    /// budget, each attempt is admitted first and gets its [`Reservation`], which it settles;
+    /// a refusal ends the call. `attempt_once` returns the value with its input and output tokens.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        model_id: &str,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+        reserve: u64,
+        budget: Option<&BudgetGuard<'_>>,
+        mut attempt_once: F,
+    ) -> std::result::Result<(T, Attempts), CallFailure>
+    where
+        F: FnMut(Option<Reservation>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(T, u64, u64), CallFailure>>,
+    {
+        let mut attempt = 0;
+        let mut throttles = 0;
+        loop {
+            let permit = limiter.acquire(reserve).await;
+            let reservation = match budget {
+                Some(guard) => Some(guard.budget.admit(guard.estimate_usd)?),
+                None => None,
+            };
+            counters.request();
+            if attempt > 0 {
+                counters.retry();
+            }
+            let started = Instant::now();
+            let outcome = attempt_once(reservation).await;
+            let failure = match outcome {
+                Ok((value, input, output)) => {
+                    permit.succeeded(input + output);
+                    let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    counters.success(input, output, latency);
+                    let attempts = Attempts {
+                        retries: attempt,
+                        throttles,
+                        latency_ms: latency,
+                    };
+                    return Ok((value, attempts));
+                }
+                Err(failure) => failure,
+            };
+            if failure.kind == FailureKind::Throttled {
+                throttles += 1;
+                counters.throttle();
+                permit.throttled();
+            } else {
+                drop(permit);
+            }
+            if failure.kind == FailureKind::Fatal || attempt >= self.max_retries {
+                counters.failure();
+                return Err(with_attempts(failure, attempt + 1));
+            }
+            tracing::debug!(model = %model_id, attempt, %failure, "retrying");
+            tokio::time::sleep(self.backoff.delay(attempt)).await;
+            attempt += 1;
+        }
     }
+}
 
-    /// A random wait in `[0, ceiling(attempt)]`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        self.ceiling(attempt).mul_f64(fastrand::f64())
+/// The failure of the last attempt, saying how many were made when there were several.
+fn with_attempts(mut failure: CallFailure, attempts: u32) -> CallFailure {
+    if attempts > 1 {
+        failure.message = format!(
+            "{} (after {attempts} attempts)",
+            failure.message.trim_end_matches('.')
+        );
     }
+    failure
+}
+
+/// A budget with the estimate of one request's attempts.
+pub(crate) struct BudgetGuard<'a> {
+    /// The query's budget.
+    pub(crate) budget: &'a Arc<Budget>,
+    /// The estimated USD of one attempt.
+    pub(crate) estimate_usd: f64,
+}
+
+/// How a call went before it succeeded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempts {
+    /// Attempts retried before the success.
+    pub(crate) retries: u32,
+    /// Attempts refused by throttling among them.
+    pub(crate) throttles: u32,
+    /// Milliseconds of the successful attempt.
+    pub(crate) latency_ms: u64,
 }
 
 #[cfg(test)]
@@ -248,6 +333,7 @@ mod tests {
     use super::*;
 
     use std::error::Error as StdError;
+    use std::time::Duration;
 
     use aws_sdk_bedrock::operation::list_foundation_models::ListFoundationModelsError;
     use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -374,18 +460,5 @@ mod tests {
         assert_eq!(one_line("éééééé", 5), "éééé…");
         assert_eq!(one_line("", 5), "");
         assert_eq!(one_line("abc", 0), "…");
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_within_its_ceiling() {
-        let p = RetryPolicy::default();
-        let ceilings: Vec<u128> = (0..9).map(|a| p.ceiling(a).as_millis()).collect();
-        assert_eq!(
-            ceilings,
-            vec![200, 400, 800, 1600, 3200, 6400, 12800, 20000, 20000]
-        );
-        for attempt in 0..10 {
-            assert!(p.backoff(attempt) <= p.ceiling(attempt));
-        }
     }
 }

@@ -1,0 +1,774 @@
+//! A batch of rows fanned out to requests and back: inputs grouped by cache key (a repeat of an
+//! earlier row costs nothing), cached answers served, the rest sent through a window of the
+//! limiter's concurrency (each distinct request with its retries and budget), and every
+//! distinct answer spread back to the rows that asked for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+
+use super::{CallOptions, DEFAULT_TOKEN_RESERVATION, Engine, ModelTarget, RowResults, cost_usd};
+use crate::bedrock::budget::Reservation;
+use crate::bedrock::cache::{CacheKey, Source, cache_key};
+use crate::bedrock::families::{self, EmbedOptions, ModelFamily};
+use crate::bedrock::limiter::Limiter;
+use crate::bedrock::request::{CallInfo, EmbedResponse, TextRequest, TextResponse};
+use crate::bedrock::retry::{Attempts, BudgetGuard, CallFailure};
+use crate::bedrock::usage::ModelCounters;
+use crate::error::{Error, Result};
+
+impl Engine {
+    /// Answers a batch of requests, one result per input in input order (`None` for `None`
+    /// inputs). Identical requests are sent once; cached answers cost nothing; up to the
+    /// limiter's concurrency run at once. Dropping the future stops sending new requests.
+    pub async fn generate(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        requests: &[Option<TextRequest>],
+    ) -> RowResults<TextResponse> {
+        self.generate_with(target, requests, &CallOptions::default())
+            .await
+    }
+
+    /// [`Engine::generate`] under a query's [`CallOptions`] (its budget). Each answer's
+    /// [`TextResponse::call`] says whether it cost a request, and its retries and latency.
+    pub async fn generate_with(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        requests: &[Option<TextRequest>],
+        options: &CallOptions,
+    ) -> RowResults<TextResponse> {
+        let counters = self.usage.model(&target.model_id);
+        let limiter = self.limiter(&target.model_id);
+        let scope = self.cache_scope().await;
+        let groups = group_by_key(requests.iter().map(|r| {
+            r.as_ref()
+                .map(|r| cache_key(&scope, target.api.name(), &target.model_id, r))
+        }));
+        counters.deduplicated(groups.duplicates);
+        // Each request's future is made only when a slot in the window is free: a request
+        // future holds the SDK call's whole state (kilobytes), so making a batch's worth up
+        // front costs a large allocation and copy per batch. The stream's items are plain
+        // slot numbers (an item borrowing data would keep the compiler from proving the batch
+        // future `Send`), and each future is boxed where it is made.
+        let slots: Vec<usize> = (0..groups.distinct.len())
+            .filter(|slot| requests[groups.distinct[*slot].1].is_some())
+            .collect();
+        let mut answers: Vec<Shared<TextResponse>> = vec![None; groups.distinct.len()];
+        let (limiter, counters, groups_ref) = (&limiter, &counters, &groups);
+        let mut stream = futures::stream::iter(slots)
+            .map(|slot| {
+                let (key, first) = groups_ref.distinct[slot];
+                async move {
+                    match &requests[first] {
+                        Some(request) => Some(
+                            self.answer_distinct(
+                                slot, key, target, request, limiter, counters, options,
+                            )
+                            .await,
+                        ),
+                        None => None,
+                    }
+                }
+                .boxed()
+            })
+            .buffer_unordered(limiter.ceiling())
+            .filter_map(std::future::ready);
+        while let Some((slot, result)) = stream.next().await {
+            answers[slot] = Some(result);
+        }
+        let mut rows = spread(&groups.slots, &answers);
+        // A row repeating an earlier row of the batch was answered without a request.
+        for (row, slot) in groups.slots.iter().enumerate() {
+            if let (Some(slot), Some(Ok(answer))) = (slot, rows[row].as_mut())
+                && groups.distinct[*slot].1 != row
+            {
+                answer.call = CallInfo {
+                    deduplicated: true,
+                    ..CallInfo::default()
+                };
+            }
+        }
+        rows
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_distinct(
+        self: &Arc<Self>,
+        slot: usize,
+        key: CacheKey,
+        target: &ModelTarget,
+        request: &TextRequest,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+        options: &CallOptions,
+    ) -> (
+        usize,
+        std::result::Result<Arc<TextResponse>, Arc<CallFailure>>,
+    ) {
+        let fetch = self.call_text(target, request, limiter, counters, options);
+        let (result, source) = self.text_cache.get_or_fetch(key, fetch).await;
+        if source != Source::Fetched
+            && let Ok(answer) = &result
+        {
+            counters.cache_hit();
+            let mut served = TextResponse::clone(answer);
+            served.call = CallInfo {
+                cache_hit: true,
+                ..CallInfo::default()
+            };
+            return (slot, Ok(Arc::new(served)));
+        }
+        (slot, result)
+    }
+
+    async fn call_text(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        request: &TextRequest,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+        options: &CallOptions,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        let output_reserve = request
+            .params
+            .max_tokens
+            .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
+        let input_estimate = request.estimated_input_tokens();
+        let price = self.usage.price(&target.model_id);
+        let budget = options.budget.as_ref().map(|budget| BudgetGuard {
+            budget,
+            estimate_usd: cost_usd(price, input_estimate, output_reserve),
+        });
+        let (mut response, attempts) = self
+            .retry
+            .run(
+                &target.model_id,
+                limiter,
+                counters,
+                input_estimate + output_reserve,
+                budget.as_ref(),
+                |reservation| async move {
+                    let response = match reservation {
+                        None => self.call_text_once(target, request).await?,
+                        Some(reservation) => {
+                            self.call_text_admitted(target, request, reservation, price)
+                                .await?
+                        }
+                    };
+                    let (input, output) = (response.input_tokens, response.output_tokens);
+                    Ok((response, input, output))
+                },
+            )
+            .await?;
+        response.call = CallInfo {
+            cache_hit: false,
+            deduplicated: false,
+            retries: attempts.retries,
+            throttles: attempts.throttles,
+            latency_ms: attempts.latency_ms,
+        };
+        Ok(response)
+    }
+
+    /// One attempt admitted by a query's budget, settled by a task of its own (see
+    /// [`settled`]).
+    async fn call_text_admitted(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        request: &TextRequest,
+        reservation: Reservation,
+        price: Option<(f64, f64)>,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        let (engine, target, request) = (Arc::clone(self), target.clone(), request.clone());
+        let attempt = async move { engine.call_text_once(&target, &request).await };
+        settled(reservation, price, attempt, |r: &TextResponse| {
+            (r.input_tokens, r.output_tokens)
+        })
+        .await
+    }
+
+    /// Embeds texts, one vector per input in input order (`None` for `None` inputs):
+    /// [`Engine::embed_with`] without a budget, the vectors alone.
+    ///
+    /// # Errors
+    /// When the model is not a supported embedding model.
+    pub async fn embed(
+        self: &Arc<Self>,
+        model_id: &str,
+        texts: &[Option<String>],
+        options: &EmbedOptions,
+    ) -> Result<RowResults<Vec<f32>>> {
+        let rows = self
+            .embed_with(model_id, texts, options, &CallOptions::default())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.map(|r| r.map(|e| Vec::clone(&e.vector))))
+            .collect())
+    }
+
+    /// Embeds texts under a query's [`CallOptions`], one [`EmbedResponse`] per input in input
+    /// order (`None` for `None` inputs). Identical texts are embedded once, cached vectors cost
+    /// nothing, and families that take several texts a call (Cohere: 96) get them batched.
+    ///
+    /// Each call (a chunk of up to the family's texts per call) is admitted by the query's
+    /// budget as a text request is, its estimate the chunk's input tokens at the model's input
+    /// price; a refused call fails each of its rows with
+    /// [`BUDGET_EXCEEDED`](crate::bedrock::budget::BUDGET_EXCEEDED). A call's input tokens are
+    /// divided among its rows (the remainder to the first), so the rows' tokens add up to what
+    /// the service counted; a row served from the cache or repeating an earlier row of the
+    /// batch has 0 and says so in its [`EmbedResponse::call`].
+    ///
+    /// # Errors
+    /// When the model is not a supported embedding model.
+    pub async fn embed_with(
+        self: &Arc<Self>,
+        model_id: &str,
+        texts: &[Option<String>],
+        options: &EmbedOptions,
+        call: &CallOptions,
+    ) -> Result<RowResults<EmbedResponse>> {
+        let family = ModelFamily::from_model_id(model_id)
+            .filter(|f| f.is_embedding())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "Model '{model_id}' is not a supported embedding model: use amazon.titan-embed-text-v2:0 or cohere.embed-english-v3"
+                ))
+            })?;
+        let counters = self.usage.model(model_id);
+        let limiter = self.limiter(model_id);
+        let option_key = (
+            options.dimensions,
+            options.normalize,
+            options.input_type.clone(),
+        );
+        let scope = self.cache_scope().await;
+        let groups = group_by_key(texts.iter().map(|t| {
+            t.as_ref()
+                .map(|t| cache_key(&scope, "embed", model_id, &(&option_key, t)))
+        }));
+        counters.deduplicated(groups.duplicates);
+        let mut answers: Vec<Shared<EmbedResponse>> = vec![None; groups.distinct.len()];
+        let mut missing = Vec::new();
+        for (slot, (key, _)) in groups.distinct.iter().enumerate() {
+            match self.embed_cache.get(key).await {
+                Some(vector) => {
+                    counters.cache_hit();
+                    answers[slot] = Some(Ok(Arc::new(EmbedResponse {
+                        vector,
+                        input_tokens: 0,
+                        call: CallInfo {
+                            cache_hit: true,
+                            ..CallInfo::default()
+                        },
+                    })));
+                }
+                None => missing.push(slot),
+            }
+        }
+        let per_call = family.max_texts_per_call().max(1);
+        // As in `generate_with`: each call's future is made when the window has room.
+        let (limiter, counters, groups_ref) = (&limiter, &counters, &groups);
+        let chunks = missing.len().div_ceil(per_call);
+        let missing_ref = &missing;
+        let mut stream = futures::stream::iter(0..chunks)
+            .map(|chunk| {
+                let slots =
+                    &missing_ref[chunk * per_call..missing_ref.len().min((chunk + 1) * per_call)];
+                let batch: Vec<&str> = slots
+                    .iter()
+                    .filter_map(|s| texts[groups_ref.distinct[*s].1].as_deref())
+                    .collect();
+                self.embed_chunk(
+                    slots, batch, model_id, family, options, limiter, counters, call,
+                )
+                .boxed()
+            })
+            .buffer_unordered(limiter.ceiling());
+        while let Some((slots, result)) = stream.next().await {
+            match result {
+                Ok((batch, tokens, attempts)) if batch.len() == slots.len() => {
+                    let info = CallInfo {
+                        cache_hit: false,
+                        deduplicated: false,
+                        retries: attempts.retries,
+                        throttles: attempts.throttles,
+                        latency_ms: attempts.latency_ms,
+                    };
+                    let shares = token_shares(tokens, slots.len());
+                    for ((slot, vector), input_tokens) in slots.iter().zip(batch).zip(shares) {
+                        let vector = Arc::new(vector);
+                        self.embed_cache
+                            .insert(groups.distinct[*slot].0, Arc::clone(&vector))
+                            .await;
+                        answers[*slot] = Some(Ok(Arc::new(EmbedResponse {
+                            vector,
+                            input_tokens,
+                            call: info,
+                        })));
+                    }
+                }
+                Ok((batch, _, _)) => {
+                    let failure = Arc::new(CallFailure::fatal(
+                        "ResponseError",
+                        format!(
+                            "{} vectors came back for {} texts",
+                            batch.len(),
+                            slots.len()
+                        ),
+                    ));
+                    for slot in slots {
+                        answers[*slot] = Some(Err(Arc::clone(&failure)));
+                    }
+                }
+                Err(failure) => {
+                    let failure = Arc::new(failure);
+                    for slot in slots {
+                        answers[*slot] = Some(Err(Arc::clone(&failure)));
+                    }
+                }
+            }
+        }
+        let mut rows = spread(&groups.slots, &answers);
+        // A row repeating an earlier row of the batch was embedded by that row's call.
+        for (row, slot) in groups.slots.iter().enumerate() {
+            if let (Some(slot), Some(Ok(answer))) = (slot, rows[row].as_mut())
+                && groups.distinct[*slot].1 != row
+            {
+                answer.input_tokens = 0;
+                answer.call = CallInfo {
+                    deduplicated: true,
+                    ..CallInfo::default()
+                };
+            }
+        }
+        Ok(rows)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn embed_chunk<'s>(
+        self: &Arc<Self>,
+        slots: &'s [usize],
+        batch: Vec<&str>,
+        model_id: &str,
+        family: ModelFamily,
+        options: &EmbedOptions,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+        call: &CallOptions,
+    ) -> (&'s [usize], std::result::Result<Embedded, CallFailure>) {
+        let result = self
+            .call_embed(model_id, family, &batch, options, limiter, counters, call)
+            .await;
+        (slots, result)
+    }
+
+    /// One embedding call with its retries, admitted by the query's budget when it has one.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_embed(
+        self: &Arc<Self>,
+        model_id: &str,
+        family: ModelFamily,
+        texts: &[&str],
+        options: &EmbedOptions,
+        limiter: &Arc<Limiter>,
+        counters: &ModelCounters,
+        call: &CallOptions,
+    ) -> std::result::Result<Embedded, CallFailure> {
+        let body: Arc<str> = families::encode_embed_request(family, texts, options)
+            .map_err(|e| CallFailure::fatal("InvalidRequest", e.to_string()))?
+            .to_string()
+            .into();
+        let reserve = texts
+            .iter()
+            .map(|t| (t.chars().count() as u64).div_ceil(4))
+            .sum::<u64>()
+            .max(1);
+        let price = self.usage.price(model_id);
+        let budget = call.budget.as_ref().map(|budget| BudgetGuard {
+            budget,
+            estimate_usd: cost_usd(price, reserve, 0),
+        });
+        let body = &body;
+        let ((vectors, tokens), attempts) = self
+            .retry
+            .run(
+                model_id,
+                limiter,
+                counters,
+                reserve,
+                budget.as_ref(),
+                |reservation| async move {
+                    let (vectors, tokens) = match reservation {
+                        None => self.embed_once(model_id, family, body).await?,
+                        Some(reservation) => {
+                            let (engine, model_id, body) =
+                                (Arc::clone(self), model_id.to_string(), Arc::clone(body));
+                            let attempt =
+                                async move { engine.embed_once(&model_id, family, &body).await };
+                            settled(reservation, price, attempt, |(_, tokens)| (*tokens, 0)).await?
+                        }
+                    };
+                    Ok(((vectors, tokens), tokens, 0))
+                },
+            )
+            .await?;
+        Ok((vectors, tokens, attempts))
+    }
+}
+
+/// What one embedding call returned: the vectors, the input tokens the service counted, and
+/// how its attempts went.
+type Embedded = (Vec<Vec<f32>>, u64, Attempts);
+
+/// `tokens` divided among `rows` rows, the remainder to the first, so the shares add up.
+fn token_shares(tokens: u64, rows: usize) -> impl Iterator<Item = u64> {
+    let n = u64::try_from(rows).unwrap_or(u64::MAX).max(1);
+    let (share, remainder) = (tokens / n, tokens % n);
+    (0..rows).map(move |i| if i == 0 { share + remainder } else { share })
+}
+
+/// Runs one attempt admitted by a query's budget as a task of its own, which settles the
+/// reservation with the attempt's cost (`tokens` gives its input and output tokens) when it
+/// ends: dropping the query (after an error elsewhere, say) neither cuts a request the budget
+/// counted as sent nor loses its answer's cost, so the budget's counts are what Bedrock saw.
+async fn settled<T, Fut>(
+    reservation: Reservation,
+    price: Option<(f64, f64)>,
+    attempt: Fut,
+    tokens: fn(&T) -> (u64, u64),
+) -> std::result::Result<T, CallFailure>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = std::result::Result<T, CallFailure>> + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        let outcome = attempt.await;
+        let actual = outcome.as_ref().ok().map(|value| {
+            let (input, output) = tokens(value);
+            cost_usd(price, input, output)
+        });
+        reservation.settle(actual);
+        outcome
+    });
+    task.await.unwrap_or_else(|e| {
+        Err(CallFailure::fatal(
+            "InternalError",
+            format!("the request's task ended without an answer: {e}"),
+        ))
+    })
+}
+
+/// The outcome of one distinct input, shared by every row that repeats it.
+type Shared<T> = Option<std::result::Result<Arc<T>, Arc<CallFailure>>>;
+
+/// One result per row from the results of the distinct inputs.
+fn spread<T: Clone>(slots: &[Option<usize>], shared: &[Shared<T>]) -> RowResults<T> {
+    slots
+        .iter()
+        .map(|slot| {
+            slot.and_then(|s| shared[s].as_ref()).map(|r| match r {
+                Ok(v) => Ok(T::clone(v)),
+                Err(e) => Err(CallFailure::clone(e)),
+            })
+        })
+        .collect()
+}
+
+/// Inputs grouped by key: the distinct keys with the index of their first input, each input's
+/// slot among the distinct keys, and how many inputs repeated an earlier one.
+struct Groups {
+    distinct: Vec<(CacheKey, usize)>,
+    slots: Vec<Option<usize>>,
+    duplicates: u64,
+}
+
+fn group_by_key(keys: impl Iterator<Item = Option<CacheKey>>) -> Groups {
+    let mut index: HashMap<CacheKey, usize> = HashMap::new();
+    let mut groups = Groups {
+        distinct: Vec::new(),
+        slots: Vec::new(),
+        duplicates: 0,
+    };
+    for (i, key) in keys.enumerate() {
+        let slot = key.map(|key| {
+            *index.entry(key).or_insert_with(|| {
+                groups.distinct.push((key, i));
+                groups.distinct.len() - 1
+            })
+        });
+        groups.slots.push(slot);
+    }
+    let non_null = groups.slots.iter().flatten().count();
+    groups.duplicates = (non_null - groups.distinct.len()) as u64;
+    groups
+}
+
+/// Compile-time check: batches can run on any tokio worker (DataFusion's async UDFs need it).
+#[allow(dead_code)]
+fn batch_futures_are_send(
+    engine: Arc<Engine>,
+    target: ModelTarget,
+    requests: Vec<Option<TextRequest>>,
+) {
+    fn send<T: Send>(_: T) {}
+    let texts: Vec<Option<String>> = Vec::new();
+    send(async move {
+        engine.generate(&target, &requests).await;
+        let options = EmbedOptions::default();
+        let _ = engine.embed("m", &texts, &options).await;
+        engine
+            .embed_with("m", &texts, &options, &CallOptions::default())
+            .await
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_keeps_order_and_counts_duplicates() {
+        let k = |b: u8| Some([b; 32]);
+        let g = group_by_key([k(1), None, k(2), k(1), k(1), None, k(3)].into_iter());
+        assert_eq!(
+            g.distinct
+                .iter()
+                .map(|(_, first)| *first)
+                .collect::<Vec<_>>(),
+            vec![0, 2, 6]
+        );
+        assert_eq!(
+            g.slots,
+            vec![Some(0), None, Some(1), Some(0), Some(0), None, Some(2)]
+        );
+        assert_eq!(g.duplicates, 2);
+    }
+
+    #[test]
+    fn token_shares_add_up_with_the_remainder_first() {
+        assert_eq!(token_shares(11, 3).collect::<Vec<_>>(), vec![5, 3, 3]);
+        assert_eq!(token_shares(6, 3).collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(token_shares(2, 3).collect::<Vec<_>>(), vec![2, 0, 0]);
+        assert_eq!(token_shares(7, 1).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(token_shares(7, 0).count(), 0);
+    }
+
+    #[cfg(feature = "emulator")]
+    mod against_the_emulator {
+        use super::*;
+        use crate::bedrock::budget::{BUDGET_EXCEEDED, Budget, Spent};
+        use crate::bedrock::config::EngineConfig;
+        use crate::bedrock::retry::FailureKind;
+        use crate::emulator::{Emulator, EmulatorConfig, count_text_tokens, embedding_for};
+
+        const COHERE: &str = "cohere.embed-english-v3";
+        const TITAN: &str = "amazon.titan-embed-text-v2:0";
+
+        async fn engine(emulator: &Emulator, max_concurrency: usize) -> Arc<Engine> {
+            let config = EngineConfig {
+                region: Some("us-east-1".into()),
+                endpoint_url: Some(emulator.url().into()),
+                max_concurrency,
+                ..EngineConfig::default()
+            };
+            Engine::connect("embed_test", config)
+                .await
+                .expect("the engine connects to the emulator")
+        }
+
+        /// The rows with each latency set to 0 (it is measured, not predictable).
+        fn without_latency(rows: RowResults<EmbedResponse>) -> RowResults<EmbedResponse> {
+            rows.into_iter()
+                .map(|row| {
+                    row.map(|r| {
+                        r.map(|mut e| {
+                            e.call.latency_ms = 0;
+                            e
+                        })
+                    })
+                })
+                .collect()
+        }
+
+        fn tokens(text: &str) -> u64 {
+            u64::from(count_text_tokens(text).max(1))
+        }
+
+        #[tokio::test]
+        async fn embed_with_tells_each_row_how_its_vector_came_and_shares_tokens_exactly() {
+            let emulator = Emulator::start(EmulatorConfig::default())
+                .await
+                .expect("the emulator starts");
+            let engine = engine(&emulator, 32).await;
+            // 97 distinct texts of different lengths (two calls: 96 + 1), a NULL, a repeat.
+            let distinct: Vec<String> = (0..97)
+                .map(|i| format!("passage {i}{}", " more".repeat(i % 5)))
+                .collect();
+            let mut texts: Vec<Option<String>> = distinct.iter().cloned().map(Some).collect();
+            texts.insert(3, None);
+            texts.push(Some(distinct[1].clone()));
+            let options = EmbedOptions::default();
+            let rows = engine
+                .embed_with(COHERE, &texts, &options, &CallOptions::default())
+                .await
+                .expect("an embedding model");
+
+            let first_call: u64 = distinct[..96].iter().map(|t| tokens(t)).sum();
+            let (share, remainder) = (first_call / 96, first_call % 96);
+            let sent = |i: usize| EmbedResponse {
+                vector: Arc::new(embedding_for(COHERE, &distinct[i], 1024, true)),
+                input_tokens: match i {
+                    0 => share + remainder,
+                    96 => tokens(&distinct[96]),
+                    _ => share,
+                },
+                call: CallInfo::default(),
+            };
+            let mut expected: RowResults<EmbedResponse> =
+                (0..97).map(|i| Some(Ok(sent(i)))).collect();
+            expected.insert(3, None);
+            expected.push(Some(Ok(EmbedResponse {
+                input_tokens: 0,
+                call: CallInfo {
+                    deduplicated: true,
+                    ..CallInfo::default()
+                },
+                ..sent(1)
+            })));
+            assert_eq!(without_latency(rows.clone()), expected);
+            assert_ne!(
+                remainder, 0,
+                "the texts' lengths leave a remainder to place"
+            );
+
+            let row_tokens: u64 = rows
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.input_tokens)
+                .sum();
+            let stats = emulator.stats().snapshot();
+            assert_eq!(
+                (
+                    row_tokens,
+                    stats.count(Some(COHERE), Some("InvokeModel"), None)
+                ),
+                (stats.input_tokens, 2)
+            );
+            let usage = engine.usage();
+            assert_eq!(
+                usage
+                    .iter()
+                    .map(|u| (u.model.as_str(), u.requests, u.input_tokens, u.deduplicated))
+                    .collect::<Vec<_>>(),
+                vec![(COHERE, 2, row_tokens, 1)]
+            );
+
+            // Again: every distinct text from the cache, at no cost.
+            let again = engine
+                .embed_with(COHERE, &texts, &options, &CallOptions::default())
+                .await
+                .expect("an embedding model");
+            let cached = |i: usize, call: CallInfo| EmbedResponse {
+                input_tokens: 0,
+                call,
+                ..sent(i)
+            };
+            let hit = CallInfo {
+                cache_hit: true,
+                ..CallInfo::default()
+            };
+            let mut expected: RowResults<EmbedResponse> =
+                (0..97).map(|i| Some(Ok(cached(i, hit)))).collect();
+            expected.insert(3, None);
+            expected.push(Some(Ok(cached(
+                1,
+                CallInfo {
+                    deduplicated: true,
+                    ..CallInfo::default()
+                },
+            ))));
+            assert_eq!(again, expected);
+            assert_eq!(
+                emulator
+                    .stats()
+                    .snapshot()
+                    .count(Some(COHERE), Some("InvokeModel"), None),
+                2
+            );
+            emulator.shutdown().await;
+        }
+
+        #[tokio::test]
+        async fn a_budget_admits_each_embedding_call_and_its_refusal_fails_the_call_s_rows() {
+            let emulator = Emulator::start(EmulatorConfig::default())
+                .await
+                .expect("the emulator starts");
+            // One call at a time: the calls are admitted in row order.
+            let engine = engine(&emulator, 1).await;
+            let texts: Vec<Option<String>> = vec![
+                Some("red apple".into()),
+                Some("green pear".into()),
+                Some("red apple".into()),
+                None,
+                Some("blue sky".into()),
+            ];
+            let budget = Arc::new(Budget::new(Some(1), None));
+            let call = CallOptions {
+                budget: Some(Arc::clone(&budget)),
+            };
+            let rows = engine
+                .embed_with(TITAN, &texts, &EmbedOptions::default(), &call)
+                .await
+                .expect("an embedding model");
+
+            let apple = || Arc::new(embedding_for(TITAN, "red apple", 1024, true));
+            let cost = engine.cost_usd(TITAN, 3, 0).expect("a listed price");
+            let refusal = CallFailure {
+                kind: FailureKind::Fatal,
+                code: BUDGET_EXCEEDED.into(),
+                message: "the query stopped before a request that would pass bedrock.max_requests = 1; it had sent 1 request(s) costing about $0.000000, received 1 answer(s) and returned 0 row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows".into(),
+            };
+            let expected: RowResults<EmbedResponse> = vec![
+                Some(Ok(EmbedResponse {
+                    vector: apple(),
+                    input_tokens: 3,
+                    call: CallInfo::default(),
+                })),
+                Some(Err(refusal.clone())),
+                Some(Ok(EmbedResponse {
+                    vector: apple(),
+                    input_tokens: 0,
+                    call: CallInfo {
+                        deduplicated: true,
+                        ..CallInfo::default()
+                    },
+                })),
+                None,
+                Some(Err(refusal)),
+            ];
+            assert_eq!(without_latency(rows), expected);
+            assert_eq!(
+                budget.spent(),
+                Spent {
+                    requests: 1,
+                    cost_usd: cost,
+                    reserved_usd: 0.0,
+                    answered: 1,
+                    rows_answered: 0,
+                }
+            );
+            assert_eq!(
+                emulator
+                    .stats()
+                    .snapshot()
+                    .count(Some(TITAN), Some("InvokeModel"), None),
+                1
+            );
+            emulator.shutdown().await;
+        }
+    }
+}

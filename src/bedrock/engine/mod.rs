@@ -1,0 +1,197 @@
+//! An engine: AWS clients for one identity and region, with the limiter, cache and usage
+//! counters that every query using it shares.
+//!
+//! How a batch of rows becomes answers, file by file:
+//!
+//! - `connect.rs`: building an engine — its SDK configuration, clients and credential check.
+//! - `models.rs`: what the control plane says of a model, checked before a query pays for it.
+//! - `fan_out.rs`: a batch of rows grouped by cache key, repeats answered once, cached answers
+//!   served, the rest sent through a window of the limiter's concurrency and spread back to
+//!   their rows.
+//! - [`retry`](super::retry): each distinct request's attempts (limiter slot, budget,
+//!   classification of failures), with the waits between them in [`backoff`](super::backoff).
+//! - `sdk.rs`: one attempt of one SDK call — Converse, InvokeModel, an embedding call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::budget::Budget;
+use super::cache::{CacheScope, ResponseCache};
+use super::config::EngineConfig;
+use super::identity::Identity;
+use super::limiter::Limiter;
+use super::request::TextResponse;
+use super::retry::{CallFailure, RetryPolicy};
+use super::usage::{Usage, UsageSnapshot};
+
+mod connect;
+mod fan_out;
+mod models;
+mod sdk;
+
+pub use super::families::EmbedOptions;
+pub use models::FoundationModelInfo;
+
+/// The region used when neither the engine nor the environment names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Output tokens reserved against a tokens-per-minute budget when a request sets no maximum.
+pub const DEFAULT_TOKEN_RESERVATION: u64 = 512;
+
+/// How a model is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Api {
+    /// The Converse API: one request shape for every chat model (the default).
+    #[default]
+    Converse,
+    /// InvokeModel with the model family's native body.
+    Invoke,
+}
+
+impl Api {
+    /// `converse` or `invoke`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Converse => "converse",
+            Self::Invoke => "invoke",
+        }
+    }
+}
+
+/// A model to call and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelTarget {
+    /// A model id, inference-profile id or ARN.
+    pub model_id: String,
+    /// The API to call it with.
+    pub api: Api,
+}
+
+/// One result per input row: `None` where the input was NULL.
+pub type RowResults<T> = Vec<Option<std::result::Result<T, CallFailure>>>;
+
+/// An engine: `CREATE ML_ENGINE name FROM bedrock USING …`.
+pub struct Engine {
+    name: String,
+    config: EngineConfig,
+    region: String,
+    /// Where requests go: `endpoint_url`, else the environment's, else `AWS`.
+    endpoint: String,
+    identity: Identity,
+    scope: tokio::sync::OnceCell<CacheScope>,
+    runtime: aws_sdk_bedrockruntime::Client,
+    control: aws_sdk_bedrock::Client,
+    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    text_cache: ResponseCache<TextResponse>,
+    embed_cache: ResponseCache<Vec<f32>>,
+    usage: Usage,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.name)
+            .field("region", &self.region)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// What its requests really carry, as `SHOW ML_ENGINES` says it: `default chain`,
+    /// `profile 'dev'`, `static keys`, `static keys + session token`, `api key`,
+    /// `default chain (AWS_BEARER_TOKEN_BEDROCK)`, or `none (emulator)` when they go unsigned
+    /// to the built-in emulator.
+    pub fn credentials_used(&self) -> &str {
+        self.identity.shown()
+    }
+
+    /// The scope of its cache keys: endpoint, region and identity. When credentials left for
+    /// the first call cannot be resolved, a scope of this call alone (its answer is shared
+    /// with no one).
+    async fn cache_scope(&self) -> CacheScope {
+        if let Some(scope) = self.scope.get() {
+            return *scope;
+        }
+        match self.identity.fingerprint().await {
+            Some(identity) => {
+                *self
+                    .scope
+                    .get_or_init(|| async {
+                        CacheScope::new(&self.endpoint, &self.region, &identity)
+                    })
+                    .await
+            }
+            None => CacheScope::unique(),
+        }
+    }
+
+    /// The engine's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The region its clients use.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Its configuration (secrets redacted in `Debug`).
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Usage of every model called through this engine.
+    pub fn usage(&self) -> Vec<UsageSnapshot> {
+        self.usage.snapshot()
+    }
+
+    /// A model's price (USD per 1K input tokens, per 1K output tokens): the override, else
+    /// the built-in on-demand list price, else `None`.
+    pub fn price(&self, model_id: &str) -> Option<(f64, f64)> {
+        self.usage.price(model_id)
+    }
+
+    /// Estimated USD of a call's tokens at the model's price (`None` when it is unknown).
+    #[allow(clippy::cast_precision_loss)]
+    pub fn cost_usd(&self, model_id: &str, input_tokens: u64, output_tokens: u64) -> Option<f64> {
+        self.price(model_id)
+            .map(|price| cost_usd(Some(price), input_tokens, output_tokens))
+    }
+
+    /// Overrides a model's price (USD per 1K input tokens, per 1K output tokens).
+    pub fn set_price(&self, model_id: &str, input_per_1k: f64, output_per_1k: f64) {
+        self.usage.set_price(model_id, input_per_1k, output_per_1k);
+    }
+
+    /// The limiter shared by every query calling `model_id` through this engine.
+    pub fn limiter(&self, model_id: &str) -> Arc<Limiter> {
+        let mut limiters = self
+            .limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(limiters.entry(model_id.to_string()).or_insert_with(|| {
+            Arc::new(Limiter::new(
+                self.config.max_concurrency,
+                self.config.requests_per_minute,
+                self.config.tokens_per_minute,
+            ))
+        }))
+    }
+}
+
+/// What a query asks of the calls it makes.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// The query's spending limits, shared by all its calls.
+    pub budget: Option<Arc<Budget>>,
+}
+
+/// Estimated USD of tokens at a price per 1K input and output tokens (0 when unknown).
+#[allow(clippy::cast_precision_loss)]
+fn cost_usd(price: Option<(f64, f64)>, input_tokens: u64, output_tokens: u64) -> f64 {
+    price.map_or(0.0, |(input, output)| {
+        (input_tokens as f64 * input + output_tokens as f64 * output) / 1000.0
+    })
+}

@@ -1,0 +1,284 @@
+//! One attempt of one SDK call: Converse, InvokeModel with a family's native body, and an
+//! embedding call. Retries, limits and caching are the callers' business.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, Message, SpecificToolChoice,
+    SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
+};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::Document;
+use aws_smithy_types::config_bag::ConfigBag;
+
+use super::{Api, Engine, ModelTarget};
+use crate::bedrock::families::{self, ModelFamily};
+use crate::bedrock::request::{CallInfo, ChatRole, TextRequest, TextResponse};
+use crate::bedrock::retry::{CallFailure, FailureKind};
+use crate::error::Error;
+
+impl Engine {
+    /// One attempt of a text request through the target's API.
+    pub(super) async fn call_text_once(
+        &self,
+        target: &ModelTarget,
+        request: &TextRequest,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        match target.api {
+            Api::Converse => self.converse_once(&target.model_id, request).await,
+            Api::Invoke if request.tool.is_some() => Err(CallFailure::fatal(
+                "InvalidRequest",
+                "structured output (a forced tool) needs the Converse API: use api = 'converse'",
+            )),
+            Api::Invoke => {
+                let family = ModelFamily::from_model_id(&target.model_id).ok_or_else(|| {
+                    CallFailure::fatal(
+                        "UnsupportedModel",
+                        format!(
+                            "model '{}' has no native InvokeModel codec here: use api = 'converse'",
+                            target.model_id
+                        ),
+                    )
+                })?;
+                let body = families::encode_text_request(family, request)
+                    .map_err(|e| CallFailure::fatal("InvalidRequest", e.to_string()))?;
+                let call = self
+                    .runtime
+                    .invoke_model()
+                    .model_id(&target.model_id)
+                    .content_type("application/json")
+                    .accept("application/json")
+                    .body(Blob::new(body.to_string()))
+                    .send();
+                let out = Box::pin(call)
+                    .await
+                    .map_err(|e| CallFailure::from_sdk(&e))?;
+                families::decode_text_response(family, out.body().as_ref())
+                    .map_err(|e| unreadable(&e))
+            }
+        }
+    }
+
+    /// One Converse call.
+    async fn converse_once(
+        &self,
+        model_id: &str,
+        request: &TextRequest,
+    ) -> std::result::Result<TextResponse, CallFailure> {
+        let invalid =
+            |e: &dyn std::fmt::Display| CallFailure::fatal("InvalidRequest", e.to_string());
+        let mut call = self.runtime.converse().model_id(model_id);
+        for message in &request.messages {
+            let role = match message.role {
+                ChatRole::User => ConversationRole::User,
+                ChatRole::Assistant => ConversationRole::Assistant,
+            };
+            let mut builder = Message::builder().role(role);
+            for text in &message.texts {
+                builder = builder.content(ContentBlock::Text(text.clone()));
+            }
+            call = call.messages(builder.build().map_err(|e| invalid(&e))?);
+        }
+        if let Some(system) = &request.system {
+            call = call.system(SystemContentBlock::Text(system.clone()));
+        }
+        let p = &request.params;
+        if p.max_tokens.is_some()
+            || p.temperature.is_some()
+            || p.top_p.is_some()
+            || !p.stop.is_empty()
+        {
+            call = call.inference_config(
+                InferenceConfiguration::builder()
+                    .set_max_tokens(p.max_tokens.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
+                    .set_temperature(p.temperature)
+                    .set_top_p(p.top_p)
+                    .set_stop_sequences((!p.stop.is_empty()).then(|| p.stop.clone()))
+                    .build(),
+            );
+        }
+        if let Some(extra) = &p.extra {
+            call = call.additional_model_request_fields(to_document(extra));
+        }
+        if let Some(tool) = &request.tool {
+            let spec = ToolSpecification::builder()
+                .name(&tool.name)
+                .description(&tool.description)
+                .input_schema(ToolInputSchema::Json(to_document(&tool.schema)))
+                .build()
+                .map_err(|e| invalid(&e))?;
+            let choice = SpecificToolChoice::builder()
+                .name(&tool.name)
+                .build()
+                .map_err(|e| invalid(&e))?;
+            let config = ToolConfiguration::builder()
+                .tools(Tool::ToolSpec(spec))
+                .tool_choice(ToolChoice::Tool(choice))
+                .build()
+                .map_err(|e| invalid(&e))?;
+            call = call.tool_config(config);
+        }
+        // Every SDK call is boxed where it is made: its future is kilobytes, and each future
+        // that held it inline (retries, cache, the request window) would copy it again.
+        let out = Box::pin(call.send())
+            .await
+            .map_err(|e| CallFailure::from_sdk(&e))?;
+        let tool_input = out
+            .output()
+            .and_then(|o| o.as_message().ok())
+            .and_then(|m| m.content().iter().find_map(|c| c.as_tool_use().ok()))
+            .map(|t| from_document(t.input()));
+        let text = out
+            .output()
+            .and_then(|o| o.as_message().ok())
+            .map(|m| {
+                m.content()
+                    .iter()
+                    .filter_map(|c| c.as_text().ok().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join("")
+            })
+            .unwrap_or_default();
+        let (input_tokens, output_tokens) = out.usage().map_or((0, 0), |u| {
+            (
+                u64::try_from(u.input_tokens()).unwrap_or(0),
+                u64::try_from(u.output_tokens()).unwrap_or(0),
+            )
+        });
+        Ok(TextResponse {
+            text,
+            input_tokens,
+            output_tokens,
+            stop_reason: out.stop_reason().as_str().to_string(),
+            tool_input,
+            call: CallInfo::default(),
+        })
+    }
+
+    /// One InvokeModel call of an embedding model with a chunk's native body: the vectors, in
+    /// the order of the chunk's texts, and the input tokens the service counted (the body's
+    /// count, else the response header's).
+    pub(super) async fn embed_once(
+        &self,
+        model_id: &str,
+        family: ModelFamily,
+        body: &str,
+    ) -> std::result::Result<(Vec<Vec<f32>>, u64), CallFailure> {
+        let header = Arc::new(AtomicU64::new(NO_COUNT));
+        let call = self
+            .runtime
+            .invoke_model()
+            .model_id(model_id)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body.to_string()))
+            .customize()
+            .interceptor(InputTokenHeader(Arc::clone(&header)))
+            .send();
+        let out = Box::pin(call)
+            .await
+            .map_err(|e| CallFailure::from_sdk(&e))?;
+        let (vectors, tokens) = families::decode_embed_response(family, out.body().as_ref())
+            .map_err(|e| unreadable(&e))?;
+        // Cohere's body has no token count: Bedrock gives it in a response header.
+        let counted = header.load(Ordering::Relaxed);
+        let tokens = if tokens == 0 && counted != NO_COUNT {
+            counted
+        } else {
+            tokens
+        };
+        Ok((vectors, tokens))
+    }
+}
+
+/// The header in which InvokeModel reports the input tokens it counted.
+const INPUT_TOKEN_HEADER: &str = "x-amzn-bedrock-input-token-count";
+
+/// No [`INPUT_TOKEN_HEADER`] was seen.
+const NO_COUNT: u64 = u64::MAX;
+
+/// Reads [`INPUT_TOKEN_HEADER`] of a response into a shared cell.
+#[derive(Debug)]
+struct InputTokenHeader(Arc<AtomicU64>);
+
+impl Intercept for InputTokenHeader {
+    fn name(&self) -> &'static str {
+        "InputTokenHeader"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        if let Some(count) = context
+            .response()
+            .headers()
+            .get(INPUT_TOKEN_HEADER)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            self.0.store(count.min(NO_COUNT - 1), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// A response body the codec could not read: retried like a dropped connection.
+fn unreadable(e: &Error) -> CallFailure {
+    CallFailure {
+        kind: FailureKind::Transient,
+        code: "ResponseError".into(),
+        message: e.to_string(),
+    }
+}
+
+/// A JSON value as a Smithy document (Converse's `additionalModelRequestFields`).
+pub(crate) fn to_document(value: &serde_json::Value) -> Document {
+    use aws_smithy_types::Number;
+    match value {
+        serde_json::Value::Null => Document::Null,
+        serde_json::Value::Bool(b) => Document::Bool(*b),
+        serde_json::Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
+            Number::PosInt(u)
+        } else if let Some(i) = n.as_i64() {
+            Number::NegInt(i)
+        } else {
+            Number::Float(n.as_f64().unwrap_or_default())
+        }),
+        serde_json::Value::String(s) => Document::String(s.clone()),
+        serde_json::Value::Array(items) => Document::Array(items.iter().map(to_document).collect()),
+        serde_json::Value::Object(map) => Document::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_document(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The JSON value of a Smithy document.
+pub(crate) fn from_document(document: &Document) -> serde_json::Value {
+    use aws_smithy_types::Number;
+    match document {
+        Document::Null => serde_json::Value::Null,
+        Document::Bool(b) => serde_json::Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => serde_json::Value::from(*u),
+        Document::Number(Number::NegInt(i)) => serde_json::Value::from(*i),
+        Document::Number(Number::Float(f)) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Document::String(s) => serde_json::Value::String(s.clone()),
+        Document::Array(items) => {
+            serde_json::Value::Array(items.iter().map(from_document).collect())
+        }
+        Document::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_document(v)))
+                .collect(),
+        ),
+    }
+}
