@@ -481,23 +481,23 @@ impl ModelCall {
         let results = self
             .model
             .engine
-            .embed(self.model.model_id(), texts, embed)
+            .embed_with(self.model.model_id(), texts, embed, options)
             .await
             .map_err(|e| DataFusionError::Plan(format!("{}: {e}", ask.who(&self.model))))?;
         let mut outcomes: Vec<Option<std::result::Result<RowAnswer, CallFailure>>> = results
             .into_iter()
             .map(|result| {
                 result.map(|r| match r {
-                    Ok(response) if response.len() != dimensions => Err(CallFailure::fatal(
+                    Ok(response) if response.vector.len() != dimensions => Err(CallFailure::fatal(
                         INVALID_ANSWER,
                         format!(
                             "the model returned {} dimensions instead of {dimensions}",
-                            response.len()
+                            response.vector.len()
                         ),
                     )),
                     Ok(response) => Ok(RowAnswer {
-                        meta: Some(self.meta(&crate::bedrock::request::CallInfo::default(), 0, 0, None)),
-                        vector: Some(Arc::new(response)),
+                        meta: Some(self.meta(&response.call, response.input_tokens, 0, None)),
+                        vector: Some(response.vector),
                         ..RowAnswer::default()
                     }),
                     Err(failure) => Err(failure),
