@@ -32,10 +32,11 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::Catalog;
 use crate::catalog::persist::CatalogFile;
-use crate::plan::model_node::{BedrockQueryPlanner, ModelInputOrder};
-use crate::plan::options::BedrockOptions;
-use crate::plan::rewrite::ModelRelationRule;
 use crate::plan::ai_function_exec::RunAiFunctions;
+use crate::plan::input_order::ModelInputOrder;
+use crate::plan::options::BedrockOptions;
+use crate::plan::planner::BedrockQueryPlanner;
+use crate::plan::rewrite::ModelRelationRule;
 use crate::udf;
 use crate::udf::function::BindAiFunctions;
 

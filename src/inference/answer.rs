@@ -51,7 +51,6 @@ pub struct RowMeta {
     pub error: Option<String>,
 }
 
-
 /// Totals over answered rows, for EXPLAIN ANALYZE.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CallStats {
@@ -99,7 +98,6 @@ impl CallStats {
     }
 }
 
-
 /// The fields of the `<target>_meta` struct.
 pub fn meta_fields() -> Fields {
     Fields::from(vec![
@@ -114,7 +112,6 @@ pub fn meta_fields() -> Fields {
         Field::new("error", DataType::Utf8, true),
     ])
 }
-
 
 /// The `<target>_meta` column: NULL where no call concerned the row.
 pub fn meta_array(answers: &[RowAnswer]) -> Result<ArrayRef> {
@@ -162,8 +159,6 @@ pub fn meta_array(answers: &[RowAnswer]) -> Result<ArrayRef> {
         Some(nulls),
     )?))
 }
-
-
 
 /// The type of an AI function's answer with provenance: `{value, meta}`.
 pub fn with_meta_type(value: DataType) -> DataType {

@@ -5,7 +5,7 @@
 //!    parameters, the forced answer tool of structured output);
 //! 3. the engine groups identical requests (dedup), serves cached answers, admits each attempt
 //!    through the query's budget and the model's limiter, sends and retries
-//!    ([`Engine::generate_with`]);
+//!    ([`Engine::generate_with`](crate::bedrock::engine::Engine::generate_with));
 //! 4. structured answers are checked against `output_schema` and asked for once more when
 //!    wrong; a caller's own check (a yes/no verdict, a label) is applied;
 //! 5. each row gets its answer or its failure, `on_error` decides whether a failure stops the
@@ -89,7 +89,12 @@ impl<'a> Ask<'a> {
     }
 
     /// The error of a row whose call failed for good.
-    pub fn row_error(&self, model: &BoundModel, input: &str, failure: &CallFailure) -> DataFusionError {
+    pub fn row_error(
+        &self,
+        model: &BoundModel,
+        input: &str,
+        failure: &CallFailure,
+    ) -> DataFusionError {
         DataFusionError::Execution(format!(
             "{} failed for the row whose {} is \"{}\": {failure}",
             self.who(model),
@@ -99,7 +104,13 @@ impl<'a> Ask<'a> {
     }
 
     /// The error of a row whose answer the check refused.
-    fn refused_error(&self, model: &BoundModel, input: &str, answer: &str, why: &str) -> DataFusionError {
+    fn refused_error(
+        &self,
+        model: &BoundModel,
+        input: &str,
+        answer: &str,
+        why: &str,
+    ) -> DataFusionError {
         DataFusionError::Execution(format!(
             "{} answered \"{}\" for the row whose {} is \"{}\", {why}",
             self.who(model),
@@ -268,7 +279,12 @@ impl ModelCall {
                             && let Err(why) = check(&response.text)
                         {
                             if self.model.on_error == OnError::Fail {
-                                return Err(ask.refused_error(&self.model, input, &response.text, &why));
+                                return Err(ask.refused_error(
+                                    &self.model,
+                                    input,
+                                    &response.text,
+                                    &why,
+                                ));
                             }
                             let failure = CallFailure::fatal(
                                 INVALID_ANSWER,
@@ -302,7 +318,13 @@ impl ModelCall {
     }
 
     /// The provenance of an answer from `call`, for `input_tokens` and `output_tokens`.
-    fn meta(&self, call: &crate::bedrock::request::CallInfo, input_tokens: u64, output_tokens: u64, stop_reason: Option<String>) -> RowMeta {
+    fn meta(
+        &self,
+        call: &crate::bedrock::request::CallInfo,
+        input_tokens: u64,
+        output_tokens: u64,
+        stop_reason: Option<String>,
+    ) -> RowMeta {
         let free = call.cache_hit || call.deduplicated;
         let (input_tokens, output_tokens) = if free {
             (0, 0)
@@ -319,10 +341,11 @@ impl ModelCall {
             deduplicated: call.deduplicated,
             retries: call.retries,
             throttles: call.throttles,
-            cost_usd: self
-                .model
-                .engine
-                .cost_usd(self.model.model_id(), input_tokens, output_tokens),
+            cost_usd: self.model.engine.cost_usd(
+                self.model.model_id(),
+                input_tokens,
+                output_tokens,
+            ),
             error: None,
         }
     }
@@ -526,7 +549,11 @@ impl ModelCall {
                 Some(Ok(answer)) => Ok(answer),
                 Some(Err(failure)) => {
                     if self.model.on_error == OnError::Fail || failure.code == BUDGET_EXCEEDED {
-                        Err(ask.row_error(&self.model, text.as_deref().unwrap_or_default(), &failure))
+                        Err(ask.row_error(
+                            &self.model,
+                            text.as_deref().unwrap_or_default(),
+                            &failure,
+                        ))
                     } else {
                         Ok(self.failed(&failure))
                     }

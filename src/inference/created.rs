@@ -87,7 +87,9 @@ impl CreatedModel {
             .map(|row| {
                 let values: Vec<Option<&str>> = texts
                     .iter()
-                    .map(|c| (!datafusion::arrow::array::Array::is_null(c, row)).then(|| c.value(row)))
+                    .map(|c| {
+                        (!datafusion::arrow::array::Array::is_null(c, row)).then(|| c.value(row))
+                    })
                     .collect();
                 self.spec.render(&values)
             })

@@ -119,4 +119,3 @@ impl CallMetrics {
         self.cost.add(stats.cost_usd);
     }
 }
-

@@ -26,7 +26,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 
-use super::model_node::ModelExec;
+use super::model_exec::ModelExec;
 use super::options::BedrockOptions;
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::CallOptions;
@@ -54,7 +54,9 @@ impl Evaluated {
         self.expr
             .func
             .downcast_ref::<ScalarFunctionExpr>()
-            .ok_or_else(|| DataFusionError::Internal("an async expression is not a function".into()))
+            .ok_or_else(|| {
+                DataFusionError::Internal("an async expression is not a function".into())
+            })
     }
 }
 
@@ -94,7 +96,8 @@ impl AiFunctionExec {
     }
 
     fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Result<Self> {
-        let exprs: Vec<Arc<AsyncFuncExpr>> = self.exprs.iter().map(|e| Arc::clone(&e.expr)).collect();
+        let exprs: Vec<Arc<AsyncFuncExpr>> =
+            self.exprs.iter().map(|e| Arc::clone(&e.expr)).collect();
         let same = AsyncFuncExec::try_new(exprs, Arc::clone(&input))?;
         Ok(Self {
             exprs: self.exprs.clone(),
@@ -241,7 +244,10 @@ impl ExecutionPlan for AiFunctionExec {
                 async move { worker.evaluate(batch?).await }
             })
             .buffered(2);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), batches)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            batches,
+        )))
     }
 }
 

@@ -2,7 +2,10 @@
 //! its input ([`model_node::ModelNode`]), and the extension's session options.
 
 pub mod ai_function_exec;
+pub mod input_order;
+pub mod model_exec;
 pub mod model_node;
 pub mod model_table;
 pub mod options;
+pub mod planner;
 pub mod rewrite;

@@ -48,7 +48,6 @@ impl ModelTable {
     pub fn call(&self) -> &CreatedModel {
         &self.call
     }
-
 }
 
 #[async_trait]

@@ -25,11 +25,7 @@ const MAX_REQUESTS: &str = "max_requests";
 impl BedrockOptions {
     /// The options of a session's configuration (the defaults when the extension is absent).
     pub fn of_config(config: &datafusion::config::ConfigOptions) -> Self {
-        config
-            .extensions
-            .get::<Self>()
-            .cloned()
-            .unwrap_or_default()
+        config.extensions.get::<Self>().cloned().unwrap_or_default()
     }
 
     /// A query's budget under these limits.

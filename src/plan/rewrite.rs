@@ -27,8 +27,8 @@ use datafusion::optimizer::AnalyzerRule;
 use super::model_node::ModelNode;
 use super::model_table::ModelTable;
 use crate::catalog::model::ModelSpec;
-use crate::sql::parser::quote_ident;
 use crate::inference::CreatedModel;
+use crate::sql::parser::quote_ident;
 
 /// Rewrites model relations (see the module docs).
 #[derive(Debug, Default)]

@@ -20,8 +20,8 @@ use crate::catalog::ModelEntry;
 use crate::catalog::model::ModelSpec;
 use crate::error::Error;
 use crate::extension::BedrockExtension;
-use crate::plan::model_table::ModelTable;
 use crate::inference::CreatedModel;
+use crate::plan::model_table::ModelTable;
 use crate::udf::predict::PredictCall;
 
 fn user_error(message: impl Into<String>) -> DataFusionError {

@@ -177,7 +177,7 @@ impl AiBinder for AiClassify {
         };
         let options = args.optional_text(NAME, "options", 4, OPTIONS_EXAMPLE)?;
         let call = resolve_worded(catalog, NAME, &model, options)?;
-        Ok(TextCall::new(NAME, call, TextKind::Classify(labels)))
+        Ok(TextCall::bound(NAME, call, TextKind::Classify(labels)))
     }
 }
 

@@ -98,6 +98,10 @@ impl AiBinder for AiComplete {
             );
         }
         let model = resolve_model(catalog, NAME, &model, &options)?;
-        Ok(TextCall::new(NAME, ModelCall::new(model), TextKind::Complete))
+        Ok(TextCall::bound(
+            NAME,
+            ModelCall::new(model),
+            TextKind::Complete,
+        ))
     }
 }

@@ -106,7 +106,7 @@ impl AiBinder for AiFilter {
         let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
         let options = args.optional_text(NAME, "options", 3, OPTIONS_EXAMPLE)?;
         let call = resolve_worded(catalog, NAME, &model, options)?;
-        Ok(TextCall::new(NAME, call, TextKind::Filter))
+        Ok(TextCall::bound(NAME, call, TextKind::Filter))
     }
 }
 

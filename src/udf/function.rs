@@ -67,7 +67,13 @@ impl BindArgs {
     ///
     /// # Errors
     /// NULL, or not a constant string, with an example of what to write.
-    pub fn text(&self, function: &str, what: &str, position: usize, example: &str) -> Result<String> {
+    pub fn text(
+        &self,
+        function: &str,
+        what: &str,
+        position: usize,
+        example: &str,
+    ) -> Result<String> {
         match self.scalar(position - 1).map(ScalarValue::try_as_str) {
             Some(Some(Some(text))) => Ok(text.to_string()),
             Some(Some(None)) => Err(DataFusionError::Plan(format!(
@@ -98,11 +104,7 @@ impl BindArgs {
 
     fn of_return_args(args: &ReturnFieldArgs) -> Self {
         Self {
-            scalars: args
-                .scalar_arguments
-                .iter()
-                .map(|s| s.cloned())
-                .collect(),
+            scalars: args.scalar_arguments.iter().map(|s| s.cloned()).collect(),
             types: args
                 .arg_fields
                 .iter()
@@ -239,7 +241,11 @@ static MADE: Mutex<Vec<Weak<AiFunction>>> = Mutex::new(Vec::new());
 impl AiFunction {
     /// The function as registered in a session: it binds its calls through `binder` against
     /// `catalog`.
-    pub fn unbound(binder: Arc<dyn AiBinder>, catalog: Arc<Catalog>, signature: Signature) -> ScalarUDF {
+    pub fn unbound(
+        binder: Arc<dyn AiBinder>,
+        catalog: Arc<Catalog>,
+        signature: Signature,
+    ) -> ScalarUDF {
         Self::made(Self {
             name: binder.name().to_string(),
             signature,
@@ -258,7 +264,9 @@ impl AiFunction {
 
     fn made(function: Self) -> ScalarUDF {
         let function = Arc::new(function);
-        let mut made = MADE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut made = MADE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         made.retain(|f| f.strong_count() > 0);
         made.push(Arc::downgrade(&function));
         drop(made);
@@ -267,7 +275,9 @@ impl AiFunction {
 
     /// The AI function behind a `ScalarUDF`, if it is one.
     pub fn of(udf: &ScalarUDF) -> Option<Arc<Self>> {
-        let made = MADE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let made = MADE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         made.iter()
             .filter_map(Weak::upgrade)
             .find(|f| std::ptr::eq(udf.signature(), &f.signature))
@@ -302,7 +312,11 @@ impl AiFunction {
     /// # Errors
     /// As [`AiBinder::bind`].
     pub fn bound_udf(&self, args: &BindArgs) -> Result<ScalarUDF> {
-        Ok(Self::bound(&self.name, self.bind(args)?, self.signature.clone()))
+        Ok(Self::bound(
+            &self.name,
+            self.bind(args)?,
+            self.signature.clone(),
+        ))
     }
 
     fn identity(&self) -> String {
@@ -352,7 +366,11 @@ impl ScalarUDFImpl for AiFunction {
     /// the type of its answer.
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let call = self.bind(&BindArgs::of_return_args(&args))?;
-        Ok(Arc::new(Field::new(&self.name, output_type(call.as_ref()), true)))
+        Ok(Arc::new(Field::new(
+            &self.name,
+            output_type(call.as_ref()),
+            true,
+        )))
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {

@@ -145,7 +145,6 @@ impl CompletionOptions {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,12 +191,15 @@ mod tests {
             err(r#"{"on_error": "skip"}"#),
             "Error during planning: ai_complete: Parameter 'on_error' = 'skip' is not supported: use 'fail' (the default: the query fails, naming the row) or 'null' (the row's answer is NULL)"
         );
-        let o = CompletionOptions::parse("ai_complete", r#"{"on_error": "NULL", "provenance": true}"#)
-            .unwrap();
-        assert_eq!((o.on_error, o.provenance), (Some(OnError::Null), Some(true)));
+        let o =
+            CompletionOptions::parse("ai_complete", r#"{"on_error": "NULL", "provenance": true}"#)
+                .unwrap();
+        assert_eq!(
+            (o.on_error, o.provenance),
+            (Some(OnError::Null), Some(true))
+        );
         assert!(err("{max_tokens: 1}").starts_with(
             "Error during planning: ai_complete: the options are not valid JSON (key must be a string"
         ));
     }
-
 }

@@ -69,7 +69,6 @@ pub fn choose_engine(
     }
 }
 
-
 /// Resolves `model` — a model created with CREATE MODEL (its engine, model id, API,
 /// inference parameters and system prompt apply) or a raw Bedrock model id, inference
 /// profile or ARN (called with the Converse API through the default engine) — and applies
@@ -78,10 +77,10 @@ pub fn choose_engine(
 /// # Errors
 /// An unknown model name, a text that is no model id, or no engine to call it through.
 pub fn resolve_model(
-catalog: &Catalog,
-function: &str,
-model: &str,
-options: &CompletionOptions,
+    catalog: &Catalog,
+    function: &str,
+    model: &str,
+    options: &CompletionOptions,
 ) -> Result<BoundModel> {
     let mut bound = if let Some(entry) = catalog.model(model) {
         let spec = &entry.spec;
@@ -101,7 +100,10 @@ options: &CompletionOptions,
         })?;
         BoundModel::of_spec(spec, engine)
     } else if is_bedrock_model_id(model) {
-        BoundModel::of_model_id(model, choose_engine(catalog, function, options.engine.as_deref())?)
+        BoundModel::of_model_id(
+            model,
+            choose_engine(catalog, function, options.engine.as_deref())?,
+        )
     } else {
         let models: Vec<String> = catalog
             .models()
@@ -151,7 +153,6 @@ options: &CompletionOptions,
     }
     Ok(bound)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -40,7 +40,7 @@ pub struct TextCall {
 
 impl TextCall {
     /// `function`'s call of `call`'s model.
-    pub fn new(function: &'static str, call: ModelCall, kind: TextKind) -> Arc<dyn AiCall> {
+    pub fn bound(function: &'static str, call: ModelCall, kind: TextKind) -> Arc<dyn AiCall> {
         Arc::new(Self {
             function,
             call,

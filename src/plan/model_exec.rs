@@ -1,0 +1,511 @@
+//! The operator of a model relation ([`super::model_node::ModelNode`]): batches answered as
+//! they arrive in the default mode, rows in order through one conversation in the
+//! conversational modes, the query's budget shared, and the counters of EXPLAIN ANALYZE.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{CardinalityEffect, EmissionType};
+use datafusion::physical_plan::limit::LimitStream;
+use datafusion::physical_plan::metrics::BaselineMetrics;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    InputDistributionRequirements, Partitioning, PlanProperties, StatisticsArgs, StatisticsContext,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::bedrock::budget::Budget;
+use crate::bedrock::engine::{CallOptions, DEFAULT_TOKEN_RESERVATION};
+use crate::bedrock::request::ChatMessage;
+use crate::catalog::model::{Mode, PromptSource, TemplatePart};
+use crate::inference::{Ask, CallMetrics, CreatedModel, RowAnswer};
+
+use super::model_node::describe;
+
+/// The operator of [`ModelNode`](super::model_node::ModelNode).
+#[derive(Debug)]
+pub struct ModelExec {
+    call: CreatedModel,
+    pub(super) input: Arc<dyn ExecutionPlan>,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    budget: Arc<Budget>,
+    /// A conversation's LIMIT: only its first rows are read and answered.
+    fetch: Option<usize>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ModelExec {
+    /// The operator answering `input`'s rows; `args` evaluate to the model's inputs; `budget`
+    /// is the query's.
+    pub fn new(
+        call: CreatedModel,
+        input: Arc<dyn ExecutionPlan>,
+        args: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+        budget: Arc<Budget>,
+    ) -> Self {
+        let boundedness = input.properties().boundedness;
+        let properties = if call.spec().mode == Mode::Default {
+            let mut equivalence = EquivalenceProperties::new(Arc::clone(&schema));
+            // The input's columns keep their positions and their order.
+            if let Some(ordering) = input.output_ordering() {
+                equivalence.add_ordering(ordering.iter().cloned());
+            }
+            PlanProperties::new(
+                equivalence,
+                input.output_partitioning().clone(),
+                EmissionType::Incremental,
+                boundedness,
+            )
+        } else {
+            let emission = if call.spec().mode == Mode::Conversational {
+                // The last batch waits for the one answer.
+                EmissionType::Both
+            } else {
+                EmissionType::Incremental
+            };
+            PlanProperties::new(
+                EquivalenceProperties::new(Arc::clone(&schema)),
+                Partitioning::UnknownPartitioning(1),
+                emission,
+                boundedness,
+            )
+        };
+        Self {
+            call,
+            input,
+            args,
+            schema,
+            budget,
+            fetch: None,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The query's budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    pub(super) fn is_conversation(&self) -> bool {
+        self.call.spec().mode != Mode::Default
+    }
+
+    pub(super) fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+        let mut exec = Self::new(
+            self.call.clone(),
+            input,
+            self.args.clone(),
+            Arc::clone(&self.schema),
+            Arc::clone(&self.budget),
+        );
+        exec.fetch = self.fetch;
+        exec
+    }
+
+    /// `estimated_requests<=N, estimated_input_tokens=lo..hi, estimated_cost_usd=lo..hi` when
+    /// the input's row count (or a LIMIT) is known: every row sent (dedup and the cache only
+    /// lower it), from the prompt's fixed text plus the input's bytes per row and one output
+    /// token, up to `max_tokens` (512 when unset) output tokens. A `conversational-full`
+    /// request also carries up to `max_history_rows` prior turns, each a prompt and an answer.
+    fn estimate(&self) -> Option<String> {
+        let stats = StatisticsContext::new()
+            .compute(self.input.as_ref(), &StatisticsArgs::new())
+            .ok()?;
+        let (rows, exact) = match (stats.num_rows.get_value(), self.fetch) {
+            (Some(rows), fetch) => (
+                fetch.map_or(*rows, |f| f.min(*rows)),
+                matches!(stats.num_rows, Precision::Exact(_)),
+            ),
+            (None, Some(fetch)) => (fetch, false),
+            (None, None) => return None,
+        };
+        let spec = self.call.spec();
+        let (requests, rows_per_request) = match spec.mode {
+            Mode::Default | Mode::ConversationalFull => (rows, 1),
+            Mode::Conversational => (usize::from(rows > 0), rows),
+        };
+        let mut fixed: usize = spec.system_prompt.as_ref().map_or(0, |s| s.chars().count());
+        fixed += match &spec.prompt {
+            PromptSource::Template(t) => t
+                .parts
+                .iter()
+                .map(|p| match p {
+                    TemplatePart::Literal(text) => text.chars().count(),
+                    TemplatePart::Column(_) => 0,
+                })
+                .sum(),
+            PromptSource::Question { context: None, .. } => 0,
+            PromptSource::Question { .. } => "Context: \nQuestion: \nAnswer: ".len(),
+        };
+        let bytes_per_row = match stats.total_byte_size {
+            Precision::Exact(b) | Precision::Inexact(b) if rows > 0 => {
+                b / (*stats.num_rows.get_value().unwrap_or(&rows)).max(1)
+            }
+            _ => 0,
+        };
+        let tokens = |chars: usize| u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX);
+        let max_output = spec
+            .params
+            .max_tokens
+            .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
+        let n = u64::try_from(requests).unwrap_or(u64::MAX);
+        let low_input = tokens(fixed * rows_per_request).max(1);
+        let high_input = tokens((fixed + bytes_per_row) * rows_per_request).max(1);
+        // Prior turns over all requests: request i carries min(i, max_history_rows).
+        let turns = if spec.mode == Mode::ConversationalFull {
+            history_turns(n, spec.max_history_rows as u64)
+        } else {
+            0
+        };
+        let input = (
+            n.saturating_mul(low_input)
+                .saturating_add(turns.saturating_mul(tokens(fixed).saturating_add(1))),
+            n.saturating_mul(high_input).saturating_add(
+                turns.saturating_mul(tokens(fixed + bytes_per_row).saturating_add(max_output)),
+            ),
+        );
+        let output = (n, n.saturating_mul(max_output));
+        let bound = if exact { "<=" } else { "~<=" };
+        let engine = self.call.engine();
+        let cost = match (
+            engine.cost_usd(&spec.model_id, input.0, output.0),
+            engine.cost_usd(&spec.model_id, input.1, output.1),
+        ) {
+            (Some(low), Some(high)) => format!("{low:.6}..{high:.6}"),
+            _ => "unknown (no price for this model)".to_string(),
+        };
+        Some(format!(
+            "estimated_requests{bound}{requests}, estimated_input_tokens={}..{}, estimated_cost_usd={cost}",
+            input.0, input.1
+        ))
+    }
+}
+
+/// Prior turns sent by `requests` requests of a `conversational-full` model keeping `max`:
+/// the sum of `min(i, max)` for i below `requests`.
+fn history_turns(requests: u64, max: u64) -> u64 {
+    let ramp = requests.min(max.saturating_add(1));
+    let ramp_turns = ramp.saturating_mul(ramp.saturating_sub(1)) / 2;
+    ramp_turns.saturating_add((requests - ramp).saturating_mul(max))
+}
+
+impl DisplayAs for ModelExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let inputs: Vec<String> = self.args.iter().map(ToString::to_string).collect();
+        describe(&self.call, &inputs.join(", "), f)?;
+        if let Some(fetch) = self.fetch {
+            write!(f, ", fetch={fetch}")?;
+        }
+        if let Some(estimate) = self.estimate() {
+            write!(f, ", {estimate}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ModelExec {
+    fn name(&self) -> &'static str {
+        "ModelExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        // A conversation's ordered input is merged in order; any other input of a
+        // conversation is read one partition after another (see `ModelInputOrder`).
+        let distribution = if self.is_conversation() && self.input.output_ordering().is_some() {
+            Distribution::SinglePartition
+        } else {
+            Distribution::UnspecifiedDistribution
+        };
+        InputDistributionRequirements::new(vec![distribution])
+    }
+
+    fn required_input_ordering(
+        &self,
+    ) -> Vec<Option<datafusion::physical_expr::OrderingRequirements>> {
+        if self.is_conversation() {
+            vec![self.input.output_ordering().cloned().map(Into::into)]
+        } else {
+            vec![None]
+        }
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        // A conversation does keep the order, but a sort above must not be pushed below it:
+        // that would change the order of the conversation itself.
+        vec![!self.is_conversation()]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        !self.is_conversation()
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        // A conversation takes its first rows in order, and row i's answer depends only on
+        // the rows before it (`conversational-full`) or on the rows taken (`conversational`):
+        // a LIMIT n reads n rows and sends n requests, or one. (The default mode lets the
+        // LIMIT through to its input instead.)
+        if !self.is_conversation() {
+            return None;
+        }
+        let mut exec = self.with_input(Arc::clone(&self.input));
+        exec.fetch = limit;
+        Some(Arc::new(exec))
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for arg in &self.args {
+            if f(arg)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(format!(
+                "ModelExec takes one input, got {}",
+                children.len()
+            )));
+        }
+        Ok(Arc::new(self.with_input(children.swap_remove(0))))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let metrics = Arc::new(CallMetrics::new(&self.metrics, partition));
+        let options = CallOptions {
+            budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
+        };
+        let worker = Worker {
+            call: self.call.clone(),
+            args: self.args.clone(),
+            schema: Arc::clone(&self.schema),
+            options,
+            budget: Arc::clone(&self.budget),
+            metrics,
+        };
+        if !self.is_conversation() {
+            let input = self.input.execute(partition, context)?;
+            let worker = Arc::new(worker);
+            let stream = input
+                .map(move |batch| {
+                    let worker = Arc::clone(&worker);
+                    async move { worker.answer_batch(batch?).await }
+                })
+                .buffered(2);
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(&self.schema),
+                stream,
+            )));
+        }
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "ModelExec of a conversation has one partition, asked for partition {partition}"
+            )));
+        }
+        // The input's partitions one after another, in order.
+        let partitions = self.input.output_partitioning().partition_count();
+        let child = Arc::clone(&self.input);
+        let input_schema = child.schema();
+        let batches = futures::stream::iter(0..partitions)
+            .map(move |p| child.execute(p, Arc::clone(&context)))
+            .try_flatten();
+        let mut input: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(input_schema, batches));
+        if let Some(fetch) = self.fetch {
+            // Stops reading the input once the rows are taken.
+            input = Box::pin(LimitStream::new(
+                input,
+                0,
+                Some(fetch),
+                // Its own metrics: EXPLAIN ANALYZE shows the model's.
+                BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), partition),
+            ));
+        }
+        let state = Conversation {
+            worker,
+            input,
+            held: None,
+            prompts: Vec::new(),
+            history: Vec::new(),
+            done: false,
+        };
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            match state.next().await {
+                Ok(Some(batch)) => Some((Ok(batch), state)),
+                Ok(None) => None,
+                Err(e) => {
+                    state.done = true;
+                    Some((Err(e), state))
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
+
+/// What every batch of one partition needs.
+struct Worker {
+    call: CreatedModel,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    options: CallOptions,
+    budget: Arc<Budget>,
+    metrics: Arc<CallMetrics>,
+}
+
+impl Worker {
+    fn prompts_of(&self, batch: &RecordBatch) -> Result<Vec<Option<String>>> {
+        let rows = batch.num_rows();
+        let columns: Vec<ArrayRef> = self
+            .args
+            .iter()
+            .map(|arg| arg.evaluate(batch)?.into_array(rows))
+            .collect::<Result<_>>()?;
+        self.call.render(&columns, rows)
+    }
+
+    fn with_answers(&self, batch: &RecordBatch, answers: &[RowAnswer]) -> Result<RecordBatch> {
+        self.metrics.record(answers, Some(&self.budget));
+        let mut columns = batch.columns().to_vec();
+        columns.extend(self.call.output_arrays(answers)?);
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    fn without_answers(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let mut columns = batch.columns().to_vec();
+        for field in self.call.output_fields() {
+            columns.push(new_null_array(field.data_type(), batch.num_rows()));
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// `default`: every row of a batch answered, concurrently.
+    async fn answer_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let prompts = self.prompts_of(&batch)?;
+        let answers = self
+            .call
+            .call()
+            .answer_each(&prompts, &Ask::default(), &self.options)
+            .await?;
+        self.with_answers(&batch, &answers)
+    }
+}
+
+/// The progress of a conversation.
+struct Conversation {
+    worker: Worker,
+    input: SendableRecordBatchStream,
+    /// `conversational`: the latest batch, held until it is known whether it is the last.
+    held: Option<RecordBatch>,
+    /// `conversational`: every row's prompt so far.
+    prompts: Vec<Option<String>>,
+    /// `conversational-full`: the turns so far.
+    history: Vec<ChatMessage>,
+    done: bool,
+}
+
+impl Conversation {
+    /// The next output batch, `None` at the end.
+    async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let Some(batch) = self.input.next().await.transpose()? else {
+                self.done = true;
+                return self.finish().await;
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let prompts = self.worker.prompts_of(&batch)?;
+            if self.worker.call.spec().mode == Mode::ConversationalFull {
+                let answers = self
+                    .worker
+                    .call
+                    .call()
+                    .answer_turns(
+                        &mut self.history,
+                        &prompts,
+                        self.worker.call.spec().max_history_rows,
+                        &self.worker.options,
+                    )
+                    .await?;
+                return self.worker.with_answers(&batch, &answers).map(Some);
+            }
+            self.prompts.extend(prompts);
+            if let Some(previous) = self.held.replace(batch) {
+                return self.worker.without_answers(&previous).map(Some);
+            }
+        }
+    }
+
+    /// `conversational`: the one request, its answer in the last row of the held batch.
+    async fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(last) = self.held.take() else {
+            return Ok(None);
+        };
+        let mut answers = vec![RowAnswer::default(); last.num_rows()];
+        let prompts = std::mem::take(&mut self.prompts);
+        if let Some(slot) = answers.last_mut() {
+            *slot = self
+                .worker
+                .call
+                .call()
+                .answer_conversation(&prompts, &self.worker.options)
+                .await?;
+        }
+        self.worker.with_answers(&last, &answers).map(Some)
+    }
+}
