@@ -15,9 +15,14 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The one conversion of the crate's errors into DataFusion's: bad input is a planning error
+/// with its message alone (it names what was wrong and the fix); anything else stays external.
 impl From<Error> for datafusion::error::DataFusionError {
     fn from(e: Error) -> Self {
-        datafusion::error::DataFusionError::External(Box::new(e))
+        match e {
+            Error::InvalidInput(message) => Self::Plan(message),
+            other => Self::External(Box::new(other)),
+        }
     }
 }
 
@@ -31,9 +36,11 @@ mod tests {
             Error::InvalidInput("Unknown parameter 'aws_region'".into()).into();
         assert_eq!(
             e.to_string(),
-            "External error: Unknown parameter 'aws_region'"
+            "Error during planning: Unknown parameter 'aws_region'"
         );
         let io: Error = std::io::Error::new(std::io::ErrorKind::AddrInUse, "port taken").into();
         assert_eq!(io.to_string(), "I/O error: port taken");
+        let io: datafusion::error::DataFusionError = io.into();
+        assert_eq!(io.to_string(), "External error: I/O error: port taken");
     }
 }

@@ -194,12 +194,16 @@ pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
+/// ` — did you mean 'x'?` when a known name is close to `unknown`, else nothing: the one
+/// wording of every suggestion.
+pub fn did_you_mean(unknown: &str, known: &[&str]) -> Option<String> {
+    suggest(unknown, known).map(|s| format!(" — did you mean '{s}'?"))
+}
+
 /// The error for a parameter nobody knows, with a suggestion when there is one.
 pub fn unknown_parameter(kind: &str, key: &str, known: &[&str]) -> Error {
-    let hint = match suggest(key, known) {
-        Some(s) => format!(" — did you mean '{s}'?"),
-        None => format!(" — the {kind} parameters are: {}", known.join(", ")),
-    };
+    let hint = did_you_mean(key, known)
+        .unwrap_or_else(|| format!(" — the {kind} parameters are: {}", known.join(", ")));
     Error::InvalidInput(format!("Unknown {kind} parameter '{key}'{hint}"))
 }
 

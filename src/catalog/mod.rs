@@ -52,6 +52,16 @@ impl Catalog {
         read(&self.engines).keys().cloned().collect()
     }
 
+    /// ` — did you mean 'x'?` for an engine name that does not exist but is close to one that
+    /// does.
+    pub fn engine_suggestion(&self, name: &str) -> Option<String> {
+        let names = self.engine_names();
+        crate::bedrock::params::did_you_mean(
+            name,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    }
+
     /// Adds or replaces an engine.
     pub fn put_engine(&self, engine: Arc<Engine>) {
         write(&self.engines).insert(engine.name().to_string(), engine);

@@ -23,10 +23,13 @@ use datafusion::physical_plan::async_func::AsyncFuncExec;
 use datafusion::physical_plan::coalesce::LimitedBatchCoalescer;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, apply_expression_roots,
+};
 use futures::StreamExt;
 
 use super::model_exec::ModelExec;
+use super::only_child;
 use super::options::BedrockOptions;
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::CallOptions;
@@ -190,26 +193,21 @@ impl ExecutionPlan for AiFunctionExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for e in &self.exprs {
-            let expr = Arc::clone(&e.expr) as Arc<dyn PhysicalExpr>;
-            if f(&expr)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        apply_expression_roots(
+            self.exprs
+                .iter()
+                .map(|e| Arc::clone(&e.expr) as Arc<dyn PhysicalExpr>),
+            f,
+        )
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(format!(
-                "AiFunctionExec takes one input, got {}",
-                children.len()
-            )));
-        }
-        Ok(Arc::new(self.with_input(children.swap_remove(0))?))
+        Ok(Arc::new(
+            self.with_input(only_child("AiFunctionExec", children)?)?,
+        ))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

@@ -20,6 +20,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
     InputDistributionRequirements, Partitioning, PlanProperties, StatisticsArgs, StatisticsContext,
+    apply_expression_roots,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -30,6 +31,7 @@ use crate::catalog::model::{Mode, PromptSource, TemplatePart};
 use crate::inference::{Ask, CallMetrics, CreatedModel, RowAnswer};
 
 use super::model_node::describe;
+use super::only_child;
 
 /// The operator of [`ModelNode`](super::model_node::ModelNode).
 #[derive(Debug)]
@@ -293,25 +295,16 @@ impl ExecutionPlan for ModelExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for arg in &self.args {
-            if f(arg)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        apply_expression_roots(&self.args, f)
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(format!(
-                "ModelExec takes one input, got {}",
-                children.len()
-            )));
-        }
-        Ok(Arc::new(self.with_input(children.swap_remove(0))))
+        Ok(Arc::new(
+            self.with_input(only_child("ModelExec", children)?),
+        ))
     }
 
     fn execute(

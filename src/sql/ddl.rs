@@ -14,11 +14,9 @@ use datafusion::prelude::SessionContext;
 use super::parser::{BedrockStatement, QualifiedName};
 use crate::bedrock::config::EngineConfig;
 use crate::bedrock::engine::Engine;
-use crate::bedrock::params::suggest;
 use crate::bedrock::redact::url_for_display;
 use crate::catalog::ModelEntry;
 use crate::catalog::model::ModelSpec;
-use crate::error::Error;
 use crate::extension::BedrockExtension;
 use crate::inference::CreatedModel;
 use crate::plan::model_table::ModelTable;
@@ -26,14 +24,6 @@ use crate::udf::predict::PredictCall;
 
 fn user_error(message: impl Into<String>) -> DataFusionError {
     DataFusionError::Plan(message.into())
-}
-
-/// The crate's error as DataFusion's: bad input is a plan error with its message alone.
-pub(crate) fn from_error(e: Error) -> DataFusionError {
-    match e {
-        Error::InvalidInput(m) => DataFusionError::Plan(m),
-        other => DataFusionError::External(Box::new(other)),
-    }
 }
 
 fn joined(name: &QualifiedName) -> String {
@@ -66,7 +56,7 @@ impl Ddl<'_> {
         match self.ext.catalog_file() {
             Some(file) if self.changes_catalog(&statement) => {
                 let df = self.execute(statement.clone()).await?;
-                file.record(&statement).map_err(from_error)?;
+                file.record(&statement).map_err(DataFusionError::from)?;
                 Ok(df)
             }
             _ => self.execute(statement).await,
@@ -176,25 +166,19 @@ impl Ddl<'_> {
                 "Model '{name}' already exists: DROP MODEL {name} first, or write CREATE OR REPLACE MODEL"
             )));
         }
-        let spec = ModelSpec::from_params(&name, target, params).map_err(from_error)?;
+        let spec = ModelSpec::from_params(&name, target, params).map_err(DataFusionError::from)?;
         check_outputs_are_not_inputs(&spec)?;
         let engine = self.ext.catalog().engine(&spec.engine).ok_or_else(|| {
-            let hint = match suggest(
-                &spec.engine,
-                &self
-                    .ext
-                    .catalog()
-                    .engine_names()
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-            ) {
-                Some(s) => format!(" — did you mean '{s}'?"),
-                None => format!(
-                    ": create it with CREATE ML_ENGINE {} FROM bedrock USING …",
-                    spec.engine
-                ),
-            };
+            let hint = self
+                .ext
+                .catalog()
+                .engine_suggestion(&spec.engine)
+                .unwrap_or_else(|| {
+                    format!(
+                        ": create it with CREATE ML_ENGINE {} FROM bedrock USING …",
+                        spec.engine
+                    )
+                });
             user_error(format!(
                 "Model '{name}' uses ML engine '{}', which does not exist{hint}",
                 spec.engine
@@ -300,7 +284,7 @@ impl Ddl<'_> {
                 "ML engine '{name}' already exists: DROP ML_ENGINE {name} first, or write CREATE ML_ENGINE IF NOT EXISTS"
             )));
         }
-        let mut config = EngineConfig::from_params(params).map_err(from_error)?;
+        let mut config = EngineConfig::from_params(params).map_err(DataFusionError::from)?;
         if config.is_default
             && let Some(other) = self
                 .ext
@@ -318,7 +302,9 @@ impl Ddl<'_> {
         if config.endpoint_url.is_none() {
             config.endpoint_url = self.ext.default_endpoint();
         }
-        let engine = Engine::connect(name, config).await.map_err(from_error)?;
+        let engine = Engine::connect(name, config)
+            .await
+            .map_err(DataFusionError::from)?;
         self.ext.catalog().put_engine(engine);
         self.table(
             &["name", "handler", "status"],
@@ -327,9 +313,10 @@ impl Ddl<'_> {
     }
 
     fn no_engine(&self, name: &str) -> DataFusionError {
-        let names = self.ext.catalog().engine_names();
-        let hint = suggest(name, &names.iter().map(String::as_str).collect::<Vec<_>>())
-            .map(|s| format!(" — did you mean '{s}'?"))
+        let hint = self
+            .ext
+            .catalog()
+            .engine_suggestion(name)
             .unwrap_or_default();
         user_error(format!("ML engine '{name}' does not exist{hint}"))
     }
@@ -372,7 +359,7 @@ async fn check_model_in_time(
 ) -> Result<crate::bedrock::engine::FoundationModelInfo> {
     let limit = engine.config().connect_timeout;
     match tokio::time::timeout(limit, engine.check_text_model(&spec.model_id)).await {
-        Ok(checked) => checked.map_err(from_error),
+        Ok(checked) => checked.map_err(DataFusionError::from),
         Err(_) => Err(user_error(format!(
             "Model '{}': ML engine '{}' got no answer from {} within {}s while checking model_id '{}' (GetFoundationModel): check the engine's endpoint_url, region_name and network access, or raise its connect_timeout",
             spec.name,

@@ -6,7 +6,7 @@ use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
+use datafusion::logical_expr::ScalarUDF;
 
 use super::ai_complete::{MODEL_EXAMPLE, OPTIONS_EXAMPLE};
 use super::ai_filter::resolve_worded;
@@ -49,11 +49,7 @@ pub struct AiClassify;
 impl AiClassify {
     /// The function as registered in a session whose models are in `catalog`.
     pub fn udf(catalog: &Arc<Catalog>) -> ScalarUDF {
-        AiFunction::unbound(
-            Arc::new(Self),
-            Arc::clone(catalog),
-            Signature::variadic_any(Volatility::Volatile),
-        )
+        AiFunction::unbound(Arc::new(Self), catalog)
     }
 }
 
@@ -157,12 +153,7 @@ impl AiBinder for AiClassify {
     }
 
     fn bind(&self, catalog: &Catalog, args: &BindArgs) -> Result<Arc<dyn AiCall>> {
-        let count = args.len();
-        if !(3..=4).contains(&count) {
-            return Err(DataFusionError::Plan(format!(
-                "{NAME} takes 3 or 4 arguments (model, text, labels [, options]), got {count}"
-            )));
-        }
+        args.check_count(NAME, 3..=4, "model, text, labels [, options]")?;
         let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
         let labels = match args.scalar(2) {
             Some(labels) => Some(labels_from_scalar(labels)?),

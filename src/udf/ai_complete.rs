@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
+use datafusion::logical_expr::ScalarUDF;
 
 use super::function::{AiBinder, AiCall, AiFunction, BindArgs};
 use super::options::CompletionOptions;
@@ -57,13 +57,7 @@ pub struct AiComplete;
 impl AiComplete {
     /// The function as registered in a session whose models are in `catalog`.
     pub fn udf(catalog: &Arc<Catalog>) -> ScalarUDF {
-        // Positional arguments only: DataFusion 55's async UDF wrapper does not pass on
-        // `coerce_types`, which named arguments (a user-defined signature) would need.
-        AiFunction::unbound(
-            Arc::new(Self),
-            Arc::clone(catalog),
-            Signature::variadic_any(Volatility::Volatile),
-        )
+        AiFunction::unbound(Arc::new(Self), catalog)
     }
 }
 
@@ -73,12 +67,7 @@ impl AiBinder for AiComplete {
     }
 
     fn bind(&self, catalog: &Catalog, args: &BindArgs) -> Result<Arc<dyn AiCall>> {
-        let count = args.len();
-        if !(2..=4).contains(&count) {
-            return Err(DataFusionError::Plan(format!(
-                "{NAME} takes 2 to 4 arguments (model, prompt [, options [, output_schema]]), got {count}: write {NAME}('amazon.nova-micro-v1:0', prompt_column)"
-            )));
-        }
+        args.check_count(NAME, 2..=4, "model, prompt [, options [, output_schema]]")?;
         let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
         let mut options = args
             .optional_text(NAME, "options", 3, OPTIONS_EXAMPLE)?

@@ -7,16 +7,14 @@ use datafusion::arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
-use super::function::{AiBinder, AiCall, AiFunction, BindArgs};
-use super::options::{option_error, option_pairs, unknown_option};
+use super::function::{AiBinder, AiCall, AiFunction, BindArgs, text_argument};
+use super::options::{RowHandling, option_error, option_pairs, unknown_option};
 use super::resolve::choose_engine;
 use crate::bedrock::engine::CallOptions;
 use crate::bedrock::families::{EmbedOptions, base_model_id};
 use crate::catalog::Catalog;
-use crate::catalog::model::OnError;
-use crate::inference::text::text_rows;
 use crate::inference::{Ask, BoundModel, ModelCall, RowAnswer};
 
 /// The function's name in SQL.
@@ -45,10 +43,9 @@ pub struct AiEmbedOptions {
     pub embed: EmbedOptions,
     /// `engine`: the engine to call through (instead of the default engine).
     pub engine: Option<String>,
-    /// `on_error`: `'fail'` (the default) or `'null'`.
-    pub on_error: Option<OnError>,
-    /// `provenance`: the vector becomes `{value, meta}`.
-    pub provenance: Option<bool>,
+    /// `on_error` (`'fail'`, the default, or `'null'`) and `provenance` (the vector becomes
+    /// `{value, meta}`).
+    pub handling: RowHandling,
 }
 
 impl AiEmbedOptions {
@@ -70,11 +67,7 @@ impl AiEmbedOptions {
                 "normalize" => options.embed.normalize = Some(value.as_bool(&key).map_err(e)?),
                 "input_type" => options.embed.input_type = Some(value.as_text(&key).map_err(e)?),
                 "engine" => options.engine = Some(value.as_text(&key).map_err(e)?),
-                "on_error" => {
-                    options.on_error =
-                        Some(OnError::parse(&value.as_text(&key).map_err(e)?).map_err(e)?);
-                }
-                "provenance" => options.provenance = Some(value.as_bool(&key).map_err(e)?),
+                _ if options.handling.read(&key, &value).map_err(e)? => {}
                 _ => return Err(unknown_option(NAME, &key, EMBED_OPTIONS)),
             }
         }
@@ -152,11 +145,7 @@ pub struct AiEmbed;
 impl AiEmbed {
     /// The function as registered in a session whose engines are in `catalog`.
     pub fn udf(catalog: &Arc<Catalog>) -> ScalarUDF {
-        AiFunction::unbound(
-            Arc::new(Self),
-            Arc::clone(catalog),
-            Signature::variadic_any(Volatility::Volatile),
-        )
+        AiFunction::unbound(Arc::new(Self), catalog)
     }
 }
 
@@ -166,12 +155,7 @@ impl AiBinder for AiEmbed {
     }
 
     fn bind(&self, catalog: &Catalog, args: &BindArgs) -> Result<Arc<dyn AiCall>> {
-        let count = args.len();
-        if !(2..=3).contains(&count) {
-            return Err(DataFusionError::Plan(format!(
-                "{NAME} takes 2 or 3 arguments (model, text [, options]), got {count}: write {NAME}('{DEFAULT_EMBEDDING_MODEL}', text_column)"
-            )));
-        }
+        args.check_count(NAME, 2..=3, "model, text [, options]")?;
         let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
         if let Some(entry) = catalog.model(&model) {
             return Err(DataFusionError::Plan(format!(
@@ -187,8 +171,7 @@ impl AiBinder for AiEmbed {
         let dimensions = embedding_dimensions(&model, &options.embed)?;
         let engine = choose_engine(catalog, NAME, options.engine.as_deref())?;
         let mut bound = BoundModel::of_model_id(&model, engine);
-        bound.on_error = options.on_error.unwrap_or_default();
-        bound.provenance = options.provenance.unwrap_or_default();
+        options.handling.apply(&mut bound);
         Ok(Arc::new(EmbedCall {
             call: ModelCall::new(bound),
             embed: options.embed,
@@ -234,12 +217,7 @@ impl AiCall for EmbedCall {
         rows: usize,
         options: &CallOptions,
     ) -> Result<Vec<RowAnswer>> {
-        let Some(texts) = args.get(1) else {
-            return Err(DataFusionError::Internal(format!(
-                "{NAME} was called without its text argument"
-            )));
-        };
-        let texts = text_rows(texts, rows)?;
+        let texts = text_argument(NAME, args, 1, rows)?;
         let ask = Ask {
             input: "text",
             ..Ask::by(NAME)
@@ -278,6 +256,7 @@ impl AiCall for EmbedCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::model::OnError;
 
     fn dims(model: &str, dimensions: Option<u32>) -> Result<i32> {
         embedding_dimensions(
@@ -325,15 +304,16 @@ mod tests {
                     input_type: None
                 },
                 engine: None,
-                on_error: None,
-                provenance: None,
+                handling: RowHandling::default(),
             }
         );
         assert_eq!(
             AiEmbedOptions::parse(r#"{"on_error": "null", "provenance": true}"#).unwrap(),
             AiEmbedOptions {
-                on_error: Some(OnError::Null),
-                provenance: Some(true),
+                handling: RowHandling {
+                    on_error: Some(OnError::Null),
+                    provenance: Some(true),
+                },
                 ..AiEmbedOptions::default()
             }
         );

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
+use datafusion::logical_expr::ScalarUDF;
 
 use super::ai_complete::{MODEL_EXAMPLE, OPTIONS_EXAMPLE};
 use super::function::{AiBinder, AiCall, AiFunction, BindArgs};
@@ -44,11 +44,7 @@ pub struct AiFilter;
 impl AiFilter {
     /// The function as registered in a session whose models are in `catalog`.
     pub fn udf(catalog: &Arc<Catalog>) -> ScalarUDF {
-        AiFunction::unbound(
-            Arc::new(Self),
-            Arc::clone(catalog),
-            Signature::variadic_any(Volatility::Volatile),
-        )
+        AiFunction::unbound(Arc::new(Self), catalog)
     }
 }
 
@@ -97,12 +93,7 @@ impl AiBinder for AiFilter {
     }
 
     fn bind(&self, catalog: &Catalog, args: &BindArgs) -> Result<Arc<dyn AiCall>> {
-        let count = args.len();
-        if !(2..=3).contains(&count) {
-            return Err(DataFusionError::Plan(format!(
-                "{NAME} takes 2 or 3 arguments (model, predicate_text [, options]), got {count}"
-            )));
-        }
+        args.check_count(NAME, 2..=3, "model, predicate_text [, options]")?;
         let model = args.text(NAME, "model", 1, MODEL_EXAMPLE)?;
         let options = args.optional_text(NAME, "options", 3, OPTIONS_EXAMPLE)?;
         let call = resolve_worded(catalog, NAME, &model, options)?;

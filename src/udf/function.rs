@@ -29,7 +29,7 @@ use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature,
+    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -37,6 +37,7 @@ use crate::bedrock::engine::CallOptions;
 use crate::catalog::Catalog;
 use crate::inference::RowAnswer;
 use crate::inference::answer::{with_meta_array, with_meta_type};
+use crate::inference::text::text_rows;
 
 /// The arguments of a call as planning knows them: each constant's value and every type.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +57,31 @@ impl BindArgs {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
+    }
+
+    /// Checks the number of arguments: `{function} takes 2 to 4 arguments (usage), got 1`.
+    ///
+    /// # Errors
+    /// Too few or too many.
+    pub fn check_count(
+        &self,
+        function: &str,
+        counts: std::ops::RangeInclusive<usize>,
+        usage: &str,
+    ) -> Result<()> {
+        let count = self.len();
+        if counts.contains(&count) {
+            return Ok(());
+        }
+        let (low, high) = (counts.start(), counts.end());
+        let allowed = match high - low {
+            0 => low.to_string(),
+            1 => format!("{low} or {high}"),
+            _ => format!("{low} to {high}"),
+        };
+        Err(DataFusionError::Plan(format!(
+            "{function} takes {allowed} arguments ({usage}), got {count}"
+        )))
     }
 
     /// Argument `index` (0-based), when it is a constant.
@@ -141,6 +167,25 @@ impl BindArgs {
                 .map(|e| e.get_type(schema).unwrap_or(DataType::Null))
                 .collect(),
         }
+    }
+}
+
+/// The texts of a call's argument `index` (0-based) for `rows` rows, at execution.
+///
+/// # Errors
+/// A call without that argument (binding checked it), or a value with no text form.
+pub fn text_argument(
+    function: &str,
+    args: &[ColumnarValue],
+    index: usize,
+    rows: usize,
+) -> Result<Vec<Option<String>>> {
+    match args.get(index) {
+        Some(value) => text_rows(value, rows),
+        None => Err(DataFusionError::Internal(format!(
+            "{function} was called without argument {}",
+            index + 1
+        ))),
     }
 }
 
@@ -241,25 +286,31 @@ static MADE: Mutex<Vec<Weak<AiFunction>>> = Mutex::new(Vec::new());
 impl AiFunction {
     /// The function as registered in a session: it binds its calls through `binder` against
     /// `catalog`.
-    pub fn unbound(
-        binder: Arc<dyn AiBinder>,
-        catalog: Arc<Catalog>,
-        signature: Signature,
-    ) -> ScalarUDF {
+    pub fn unbound(binder: Arc<dyn AiBinder>, catalog: &Arc<Catalog>) -> ScalarUDF {
         Self::made(Self {
             name: binder.name().to_string(),
-            signature,
-            binding: Binding::Unbound { binder, catalog },
+            signature: Self::signature_of_all(),
+            binding: Binding::Unbound {
+                binder,
+                catalog: Arc::clone(catalog),
+            },
         })
     }
 
     /// A function bound to `call` from the start (`predict_<model>`).
-    pub fn bound(name: &str, call: Arc<dyn AiCall>, signature: Signature) -> ScalarUDF {
+    pub fn bound(name: &str, call: Arc<dyn AiCall>) -> ScalarUDF {
         Self::made(Self {
             name: name.to_string(),
-            signature,
+            signature: Self::signature_of_all(),
             binding: Binding::Bound(call),
         })
+    }
+
+    /// Positional arguments of any type, checked when a call is bound; volatile, so that
+    /// DataFusion neither folds nor repeats a call. (Named arguments would need
+    /// `coerce_types`, which DataFusion 55's async wrapper does not pass on.)
+    fn signature_of_all() -> Signature {
+        Signature::variadic_any(Volatility::Volatile)
     }
 
     fn made(function: Self) -> ScalarUDF {
@@ -312,11 +363,7 @@ impl AiFunction {
     /// # Errors
     /// As [`AiBinder::bind`].
     pub fn bound_udf(&self, args: &BindArgs) -> Result<ScalarUDF> {
-        Ok(Self::bound(
-            &self.name,
-            self.bind(args)?,
-            self.signature.clone(),
-        ))
+        Ok(Self::bound(&self.name, self.bind(args)?))
     }
 
     fn identity(&self) -> String {

@@ -3,9 +3,10 @@
 
 use datafusion::error::{DataFusionError, Result};
 
-use crate::bedrock::params::{ParamValue, suggest};
+use crate::bedrock::params::{ParamValue, did_you_mean};
 use crate::catalog::model::OnError;
 use crate::catalog::output_schema::OutputSchema;
+use crate::inference::BoundModel;
 
 fn plan_error(message: impl Into<String>) -> DataFusionError {
     DataFusionError::Plan(message.into())
@@ -51,16 +52,50 @@ fn param_value(value: &serde_json::Value) -> Option<ParamValue> {
 
 /// The error for an option nobody knows, with a suggestion when there is one.
 pub fn unknown_option(function: &str, key: &str, known: &[&str]) -> DataFusionError {
-    let hint = match suggest(key, known) {
-        Some(s) => format!(" — did you mean '{s}'?"),
-        None => format!(" — the options are: {}", known.join(", ")),
-    };
+    let hint = did_you_mean(key, known)
+        .unwrap_or_else(|| format!(" — the options are: {}", known.join(", ")));
     plan_error(format!("{function}: unknown option '{key}'{hint}"))
 }
 
 /// An option error, prefixed with the function's name.
 pub fn option_error(function: &str, e: &crate::Error) -> DataFusionError {
     plan_error(format!("{function}: {e}"))
+}
+
+/// What every AI function's options may say of failed rows and provenance; unset, the model's
+/// own settings apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowHandling {
+    /// `on_error`: `'fail'` (the query fails, naming the row) or `'null'` (the row's answer is
+    /// NULL and the query goes on).
+    pub on_error: Option<OnError>,
+    /// `provenance`: the answer becomes `{value, meta}`.
+    pub provenance: Option<bool>,
+}
+
+impl RowHandling {
+    /// Reads `key` when it is `on_error` or `provenance`; `false` for any other key.
+    ///
+    /// # Errors
+    /// A value of the wrong type, or an `on_error` other than `'fail'` and `'null'`.
+    pub fn read(&mut self, key: &str, value: &ParamValue) -> crate::Result<bool> {
+        match key {
+            "on_error" => self.on_error = Some(OnError::parse(&value.as_text(key)?)?),
+            "provenance" => self.provenance = Some(value.as_bool(key)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The settings given, over `model`'s own.
+    pub fn apply(&self, model: &mut BoundModel) {
+        if let Some(on_error) = self.on_error {
+            model.on_error = on_error;
+        }
+        if let Some(provenance) = self.provenance {
+            model.provenance = provenance;
+        }
+    }
 }
 
 /// The options of a completion call (`ai_complete`'s third argument).
@@ -81,11 +116,8 @@ pub struct CompletionOptions {
     /// `output_schema`: typed structured output (`'name STRING, age INT'` or a JSON Schema as
     /// text); the answer is a struct.
     pub output_schema: Option<OutputSchema>,
-    /// `on_error`: `'fail'` (the query fails, naming the row) or `'null'` (the row's answer is
-    /// NULL and the query goes on); the model's setting when not given.
-    pub on_error: Option<OnError>,
-    /// `provenance`: the answer becomes `{value, meta}`; the model's setting when not given.
-    pub provenance: Option<bool>,
+    /// `on_error` and `provenance`.
+    pub handling: RowHandling,
 }
 
 /// The keys [`CompletionOptions`] reads.
@@ -133,11 +165,7 @@ impl CompletionOptions {
                     let text = value.as_text(&key).map_err(e)?;
                     options.output_schema = Some(OutputSchema::parse(&text).map_err(e)?);
                 }
-                "on_error" => {
-                    options.on_error =
-                        Some(OnError::parse(&value.as_text(&key).map_err(e)?).map_err(e)?);
-                }
-                "provenance" => options.provenance = Some(value.as_bool(&key).map_err(e)?),
+                _ if options.handling.read(&key, &value).map_err(e)? => {}
                 _ => return Err(unknown_option(function, &key, COMPLETION_OPTIONS)),
             }
         }
@@ -166,8 +194,7 @@ mod tests {
                 system_prompt: Some("Be brief.".into()),
                 engine: None,
                 output_schema: None,
-                on_error: None,
-                provenance: None,
+                handling: RowHandling::default(),
             }
         );
         let err = |json: &str| {
@@ -195,8 +222,11 @@ mod tests {
             CompletionOptions::parse("ai_complete", r#"{"on_error": "NULL", "provenance": true}"#)
                 .unwrap();
         assert_eq!(
-            (o.on_error, o.provenance),
-            (Some(OnError::Null), Some(true))
+            o.handling,
+            RowHandling {
+                on_error: Some(OnError::Null),
+                provenance: Some(true)
+            }
         );
         assert!(err("{max_tokens: 1}").starts_with(
             "Error during planning: ai_complete: the options are not valid JSON (key must be a string"

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
 use super::function::{AiCall, AiFunction};
 use crate::bedrock::engine::{CallOptions, Engine};
@@ -36,7 +36,7 @@ impl PredictCall {
         let call = Arc::new(Self {
             model: CreatedModel::new(spec, engine),
         });
-        AiFunction::bound(&name, call, Signature::variadic_any(Volatility::Volatile))
+        AiFunction::bound(&name, call)
     }
 
     /// The function's name for a model: `predict_<model>` (dots become underscores).

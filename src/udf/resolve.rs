@@ -37,9 +37,7 @@ pub fn choose_engine(
     let names = catalog.engine_names();
     if let Some(name) = named {
         return catalog.engine(name).ok_or_else(|| {
-            let hint = suggest(name, &names.iter().map(String::as_str).collect::<Vec<_>>())
-                .map(|s| format!(" — did you mean '{s}'?"))
-                .unwrap_or_default();
+            let hint = catalog.engine_suggestion(name).unwrap_or_default();
             plan_error(format!(
                 "{function}: ML engine '{name}' does not exist{hint}"
             ))
@@ -139,12 +137,7 @@ pub fn resolve_model(
     if let Some(v) = &options.system_prompt {
         bound.system_prompt = Some(v.clone());
     }
-    if let Some(v) = options.on_error {
-        bound.on_error = v;
-    }
-    if let Some(v) = options.provenance {
-        bound.provenance = v;
-    }
+    options.handling.apply(&mut bound);
     if bound.output_schema.is_some() && bound.target.api != Api::Converse {
         return Err(plan_error(format!(
             "{function}: output_schema needs the Converse API, and {} uses api = 'invoke'",

@@ -12,9 +12,8 @@ use datafusion::logical_expr::ColumnarValue;
 
 use super::ai_classify::{self, labels_from_scalar, parse_label};
 use super::ai_filter::{self, parse_verdict};
-use super::function::AiCall;
+use super::function::{AiCall, text_argument};
 use crate::bedrock::engine::CallOptions;
-use crate::inference::text::text_rows;
 use crate::inference::{Ask, ModelCall, RowAnswer};
 
 /// What a text AI function makes of a model's answers.
@@ -106,15 +105,7 @@ impl AiCall for TextCall {
         rows: usize,
         options: &CallOptions,
     ) -> Result<Vec<RowAnswer>> {
-        let prompts = match args.get(1) {
-            Some(prompt) => text_rows(prompt, rows)?,
-            None => {
-                return Err(DataFusionError::Internal(format!(
-                    "{} was called without its text argument",
-                    self.function
-                )));
-            }
-        };
+        let prompts = text_argument(self.function, args, 1, rows)?;
         match &self.kind {
             TextKind::Complete => {
                 let ask = Ask::by(self.function);
