@@ -19,7 +19,7 @@
 //!   asks this route, and when the answer is true it sends its requests unsigned.
 //!
 //! Answers are deterministic: a pure function of the model id and the request, revealing what the
-//! model received (see [`answer`](self) rules in the crate README): for example
+//! model received (the rules are in `docs/emulator.md`): for example
 //! `Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): What is the capital of
 //! Sweden?`. A [`LoadModel`] adds latency, quotas and seeded faults.
 //!
