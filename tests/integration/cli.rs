@@ -330,6 +330,41 @@ async fn a_failing_model_query_fails_the_run() {
     assert_eq!(out.code, Some(1));
 }
 
+/// Through the binary with no credentials: an AI function's budget, `on_error` and provenance,
+/// and EXPLAIN naming the model the call is bound to.
+#[tokio::test]
+async fn ai_functions_take_budgets_errors_and_provenance_in_the_shell() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = run(
+        home.path(),
+        &[
+            "-q",
+            "--emulator",
+            "--format",
+            "csv",
+            "-c",
+            "CREATE ML_ENGINE e FROM bedrock USING max_concurrency = 1",
+            "SET datafusion.explain.format = 'indent'",
+            "SET datafusion.explain.physical_plan_only = true",
+            "EXPLAIN SELECT ai_filter('amazon.nova-micro-v1:0', 'yes', '{\"on_error\": \"null\"}') AS ok",
+            "SELECT q, ai_complete('amazon.nova-micro-v1:0', q, '{\"on_error\": \"null\", \"provenance\": true}')['meta']['error'] AS error FROM (VALUES ('bad [[emulate:ValidationException]]')) AS t(q)",
+            "SET bedrock.max_requests = 1",
+            "SELECT ai_complete('amazon.nova-micro-v1:0', 'budget ' || value) FROM range(1, 4)",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.stdout,
+        "name,handler,status\ne,bedrock,created\n\
+         plan_type,plan\n\
+         physical_plan,\"ProjectionExec: expr=[__async_fn_0@0 as ok]\n  AiFunctionExec: calls=[ai_filter(amazon.nova-micro-v1:0, yes, {\"\"on_error\"\": \"\"null\"\"}) AS __async_fn_0 [model=amazon.nova-micro-v1:0, model_id=amazon.nova-micro-v1:0, engine=e, api=converse, on_error=null]]\n    PlaceholderRowExec\n\"\n\
+         q,error\n\
+         bad [[emulate:ValidationException]],ValidationException: The request failed validation\n\
+         Error: Execution error: ai_complete: model 'amazon.nova-micro-v1:0' via engine 'e' failed for the row whose prompt is \"budget 2\": BudgetExceeded: the query stopped before a request that would pass bedrock.max_requests = 1; it had sent 1 request(s) costing about $0.000002, received 1 answer(s) and returned 0 row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows\n"
+    );
+    assert_eq!(out.code, Some(1));
+}
+
 #[tokio::test]
 async fn the_catalog_file_keeps_engines_and_models_between_runs() {
     let home = tempfile::tempdir().expect("temp dir");
