@@ -182,7 +182,7 @@ impl ModelCall {
     /// once, with the problem explained; an answer still wrong becomes a failure.
     async fn correct(
         &self,
-        conversations: &[Option<Vec<ChatMessage>>],
+        requests: &[Option<TextRequest>],
         mut outcomes: Vec<Outcome>,
         ask: &Ask<'_>,
         options: &CallOptions,
@@ -192,10 +192,10 @@ impl ModelCall {
         }
         let mut retry: Vec<Option<TextRequest>> = vec![None; outcomes.len()];
         for (row, outcome) in outcomes.iter().enumerate() {
-            if let (Some(Ok(response)), Some(messages)) = (outcome, &conversations[row])
+            if let (Some(Ok(response)), Some(Some(first))) = (outcome, requests.get(row))
                 && let Some(problem) = self.schema_problem(response)
             {
-                let mut messages = messages.clone();
+                let mut messages = first.messages.clone();
                 let said = response
                     .tool_input
                     .as_ref()
@@ -383,20 +383,19 @@ impl ModelCall {
         ask: &Ask<'_>,
         options: &CallOptions,
     ) -> Result<Vec<RowAnswer>> {
-        let conversations: Vec<Option<Vec<ChatMessage>>> = prompts
+        let requests: Vec<Option<TextRequest>> = prompts
             .iter()
-            .map(|p| p.as_ref().map(|p| vec![ChatMessage::user(p.clone())]))
-            .collect();
-        let requests: Vec<Option<TextRequest>> = conversations
-            .iter()
-            .map(|c| c.clone().map(|c| self.request(c, ask.instruction)))
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| self.request(vec![ChatMessage::user(p.clone())], ask.instruction))
+            })
             .collect();
         let outcomes = self
             .model
             .engine
             .generate_with(&self.model.target, &requests, options)
             .await;
-        let mut outcomes = self.correct(&conversations, outcomes, ask, options).await;
+        let mut outcomes = self.correct(&requests, outcomes, ask, options).await;
         Self::settle_refusals(&mut outcomes, options).await;
         let inputs: Vec<Option<&str>> = prompts.iter().map(Option::as_deref).collect();
         self.finish(&inputs, outcomes, ask)
@@ -433,15 +432,13 @@ impl ModelCall {
         options: &CallOptions,
     ) -> Result<RowAnswer> {
         let ask = Ask::default();
-        let request = self.request(messages.clone(), None);
+        let requests = [Some(self.request(messages, None))];
         let outcomes = self
             .model
             .engine
-            .generate_with(&self.model.target, &[Some(request)], options)
+            .generate_with(&self.model.target, &requests, options)
             .await;
-        let mut outcomes = self
-            .correct(&[Some(messages)], outcomes, &ask, options)
-            .await;
+        let mut outcomes = self.correct(&requests, outcomes, &ask, options).await;
         Self::settle_refusals(&mut outcomes, options).await;
         Ok(self
             .finish(&[Some(shown)], outcomes, &ask)?
