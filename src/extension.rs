@@ -66,11 +66,13 @@ impl std::fmt::Debug for BedrockExtension {
 
 impl BedrockExtension {
     /// A new, empty extension state.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The extension state of a session, if the session has the extension.
+    #[must_use]
     pub fn of(config: &SessionConfig) -> Option<Arc<Self>> {
         config.get_extension::<Self>()
     }
@@ -161,10 +163,12 @@ impl BedrockExtension {
 /// twice installs the extension once.
 pub trait SessionStateBuilderBedrock {
     /// Adds the extension with a new, empty [`BedrockExtension`].
+    #[must_use]
     fn with_bedrock(self) -> Self;
 
     /// Adds the extension with the given state (to share engines and models between
     /// sessions, or to set a default endpoint before building).
+    #[must_use]
     fn with_bedrock_extension(self, extension: Arc<BedrockExtension>) -> Self;
 }
 
@@ -247,6 +251,7 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
 /// same function as before (the builder re-registers functions in hash order).
 pub trait SessionContextBedrock {
     /// The same session with the extension.
+    #[must_use]
     fn with_bedrock(self) -> SessionContext;
 }
 

@@ -64,6 +64,7 @@ impl OnError {
     }
 
     /// The name used in SQL.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Fail => "fail",
@@ -85,7 +86,21 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Reads `'default'`, `'conversational'` or `'conversational-full'` (any case; also
+    /// `conversational_full`).
+    fn parse(text: &str) -> Result<Self> {
+        match text.to_lowercase().as_str() {
+            "default" => Ok(Self::Default),
+            "conversational" => Ok(Self::Conversational),
+            "conversational-full" | "conversational_full" => Ok(Self::ConversationalFull),
+            other => Err(Error::InvalidInput(format!(
+                "Parameter 'mode' = '{other}' is not supported: use 'default', 'conversational' or 'conversational-full'"
+            ))),
+        }
+    }
+
     /// The name used in SQL.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Default => "default",
@@ -171,6 +186,7 @@ impl Template {
     }
 
     /// The distinct placeholder columns, in order of first use.
+    #[must_use]
     pub fn columns(&self) -> Vec<String> {
         let mut columns: Vec<String> = Vec::new();
         for part in &self.parts {
@@ -210,6 +226,42 @@ pub enum PromptSource {
     },
 }
 
+impl PromptSource {
+    /// The prompt of model `name` from its `prompt_template`, `question_column` and
+    /// `context_column` parameters: a template alone, or a question with an optional context.
+    fn from_params(
+        name: &str,
+        template: Option<String>,
+        question: Option<String>,
+        context: Option<String>,
+    ) -> Result<Self> {
+        match (template, question, context) {
+            (Some(t), None, None) => Ok(Self::Template(Template::parse(&t)?)),
+            (None, Some(question), context) => Ok(Self::Question { question, context }),
+            (Some(_), Some(_), _) => Err(Error::InvalidInput(
+                "Give either prompt_template or question_column, not both".into(),
+            )),
+            (_, None, Some(_)) => Err(Error::InvalidInput(
+                "Parameter 'context_column' goes with question_column: add question_column = '…', or put the context into prompt_template".into(),
+            )),
+            (None, None, None) => Err(Error::InvalidInput(format!(
+                "Model '{name}' needs a prompt: add prompt_template = '… {{{{column}}}} …' or question_column = 'column' (with an optional context_column)"
+            ))),
+        }
+    }
+}
+
+/// Reads `api`: `'converse'` or `'invoke'` (any case).
+fn parse_api(text: &str) -> Result<Api> {
+    match text.to_lowercase().as_str() {
+        "converse" => Ok(Api::Converse),
+        "invoke" => Ok(Api::Invoke),
+        other => Err(Error::InvalidInput(format!(
+            "Parameter 'api' = '{other}' is not supported: use 'converse' (the default) or 'invoke'"
+        ))),
+    }
+}
+
 /// A validated model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
@@ -229,7 +281,7 @@ pub struct ModelSpec {
     pub params: InferenceParams,
     /// A system prompt sent with every request.
     pub system_prompt: Option<String>,
-    /// Converse or InvokeModel.
+    /// Converse or `InvokeModel`.
     pub api: Api,
     /// Typed structured output: the answer is a struct of these fields.
     pub output_schema: Option<OutputSchema>,
@@ -264,18 +316,7 @@ impl ModelSpec {
             let key = raw_key.to_lowercase();
             match key.as_str() {
                 "engine" => engine = Some(value.as_text(&key)?),
-                "mode" => {
-                    mode = match value.as_text(&key)?.to_lowercase().as_str() {
-                        "default" => Mode::Default,
-                        "conversational" => Mode::Conversational,
-                        "conversational-full" | "conversational_full" => Mode::ConversationalFull,
-                        other => {
-                            return Err(Error::InvalidInput(format!(
-                                "Parameter 'mode' = '{other}' is not supported: use 'default', 'conversational' or 'conversational-full'"
-                            )));
-                        }
-                    }
-                }
+                "mode" => mode = Mode::parse(&value.as_text(&key)?)?,
                 "model_id" => {
                     let id = value.as_text(&key)?;
                     if id.trim().is_empty() {
@@ -293,25 +334,17 @@ impl ModelSpec {
                         u32::try_from(value.as_integer_in(&key, 1, 1_000_000)?).unwrap_or(u32::MAX),
                     );
                 }
+                // Checked to lie in [0, 1]: the cast to `f32` rounds, it cannot overflow.
                 #[allow(clippy::cast_possible_truncation)]
                 "temperature" => {
-                    inference.temperature = Some(value.as_number_in(&key, 0.0, 1.0)? as f32)
+                    inference.temperature = Some(value.as_number_in(&key, 0.0, 1.0)? as f32);
                 }
+                // Checked to lie in [0, 1], as temperature.
                 #[allow(clippy::cast_possible_truncation)]
                 "top_p" => inference.top_p = Some(value.as_number_in(&key, 0.0, 1.0)? as f32),
                 "stop" => inference.stop = value.as_string_list(&key)?,
                 "system_prompt" => system_prompt = Some(value.as_text(&key)?),
-                "api" => {
-                    api = match value.as_text(&key)?.to_lowercase().as_str() {
-                        "converse" => Api::Converse,
-                        "invoke" => Api::Invoke,
-                        other => {
-                            return Err(Error::InvalidInput(format!(
-                                "Parameter 'api' = '{other}' is not supported: use 'converse' (the default) or 'invoke'"
-                            )));
-                        }
-                    }
-                }
+                "api" => api = parse_api(&value.as_text(&key)?)?,
                 "output_schema" => {
                     output_schema = Some(OutputSchema::parse(&value.as_text(&key)?)?);
                 }
@@ -342,25 +375,7 @@ impl ModelSpec {
                 "Model '{name}' needs an engine: add USING engine = 'bedrock_engine' (create one first with CREATE ML_ENGINE bedrock_engine FROM bedrock USING …)"
             ))
         })?;
-        let prompt = match (template, question, context) {
-            (Some(t), None, None) => PromptSource::Template(Template::parse(&t)?),
-            (None, Some(question), context) => PromptSource::Question { question, context },
-            (Some(_), Some(_), _) => {
-                return Err(Error::InvalidInput(
-                    "Give either prompt_template or question_column, not both".into(),
-                ));
-            }
-            (Some(_), None, Some(_)) | (None, None, Some(_)) => {
-                return Err(Error::InvalidInput(
-                    "Parameter 'context_column' goes with question_column: add question_column = '…', or put the context into prompt_template".into(),
-                ));
-            }
-            (None, None, None) => {
-                return Err(Error::InvalidInput(format!(
-                    "Model '{name}' needs a prompt: add prompt_template = '… {{{{column}}}} …' or question_column = 'column' (with an optional context_column)"
-                )));
-            }
-        };
+        let prompt = PromptSource::from_params(name, template, question, context)?;
         Ok(Self {
             name: name.to_string(),
             target: target.to_string(),
@@ -379,11 +394,13 @@ impl ModelSpec {
     }
 
     /// The name of the provenance column: `<target>_meta`.
+    #[must_use]
     pub fn meta_column(&self) -> String {
         format!("{}_meta", self.target)
     }
 
     /// The input columns a row must provide, in order.
+    #[must_use]
     pub fn input_columns(&self) -> Vec<String> {
         match &self.prompt {
             PromptSource::Template(t) => t.columns(),
@@ -433,6 +450,7 @@ impl ModelSpec {
     }
 
     /// The parameters as `(name, value)` pairs for DESCRIBE, in a fixed order.
+    #[must_use]
     pub fn describe(&self) -> Vec<(String, String)> {
         let mut rows = vec![
             ("engine".to_string(), self.engine.clone()),
@@ -610,6 +628,11 @@ mod tests {
             err(&[("engine", s("e"))]),
             "Model 'm' needs a prompt: add prompt_template = '… {{column}} …' or question_column = 'column' (with an optional context_column)"
         );
+    }
+
+    #[test]
+    fn template_errors_say_where_and_how_to_write_it() {
+        let err = |params: &[(&str, ParamValue)]| spec(params).unwrap_err().to_string();
         assert_eq!(
             err(&[
                 ("engine", s("e")),
@@ -650,6 +673,11 @@ mod tests {
             ]),
             "Parameter 'prompt_template' has '}}' without a '{{' before it at character 8: placeholders are written {{column}}, literal braces \\{{ and \\}}"
         );
+    }
+
+    #[test]
+    fn out_of_range_and_unknown_values_are_refused() {
+        let err = |params: &[(&str, ParamValue)]| spec(params).unwrap_err().to_string();
         assert_eq!(
             err(&[
                 ("engine", s("e")),

@@ -99,6 +99,7 @@ impl CallStats {
 }
 
 /// The fields of the `<target>_meta` struct.
+#[must_use]
 pub fn meta_fields() -> Fields {
     Fields::from(vec![
         Field::new("model_id", DataType::Utf8, true),
@@ -114,6 +115,9 @@ pub fn meta_fields() -> Fields {
 }
 
 /// The `<target>_meta` column: NULL where no call concerned the row.
+///
+/// # Errors
+/// Arrow's, were the columns built here not to fit [`meta_fields`] (they are built from it).
 pub fn meta_array(answers: &[RowAnswer]) -> Result<ArrayRef> {
     let metas: Vec<Option<&RowMeta>> = answers.iter().map(|a| a.meta.as_ref()).collect();
     let text = |f: &dyn Fn(&RowMeta) -> Option<String>| -> ArrayRef {
@@ -161,6 +165,7 @@ pub fn meta_array(answers: &[RowAnswer]) -> Result<ArrayRef> {
 }
 
 /// The type of an AI function's answer with provenance: `{value, meta}`.
+#[must_use]
 pub fn with_meta_type(value: DataType) -> DataType {
     DataType::Struct(with_meta_fields(value))
 }

@@ -73,11 +73,13 @@ impl BoundModel {
     }
 
     /// The Bedrock model id.
+    #[must_use]
     pub fn model_id(&self) -> &str {
         &self.target.model_id
     }
 
     /// What identifies the binding: equal fingerprints answer the same way.
+    #[must_use]
     pub fn fingerprint(&self) -> String {
         format!(
             "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|@{}:{:p}",

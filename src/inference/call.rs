@@ -26,6 +26,7 @@ use crate::bedrock::families::EmbedOptions;
 use crate::bedrock::request::{ChatMessage, ChatRole, TextRequest, TextResponse, ToolSpec};
 use crate::bedrock::retry::CallFailure;
 use crate::catalog::model::OnError;
+use crate::catalog::output_schema::OutputSchema;
 
 /// The name of the tool a structured-output model is forced to call.
 pub const ANSWER_TOOL: &str = "answer";
@@ -68,6 +69,7 @@ impl Default for Ask<'_> {
 
 impl<'a> Ask<'a> {
     /// An AI function's ask.
+    #[must_use]
     pub fn by(function: &'a str) -> Self {
         Self {
             caller: Some(function),
@@ -77,18 +79,17 @@ impl<'a> Ask<'a> {
 
     /// How errors begin: `ai_filter: model 'm' (id)` or `Model 'm' (id)`.
     fn who(&self, model: &BoundModel) -> String {
-        match self.caller {
-            Some(function) => format!("{function}: {}", model.label),
-            None => {
-                let mut chars = model.label.chars();
-                chars.next().map_or_else(String::new, |first| {
-                    first.to_uppercase().chain(chars).collect()
-                })
-            }
+        if let Some(function) = self.caller {
+            return format!("{function}: {}", model.label);
         }
+        let mut chars = model.label.chars();
+        chars.next().map_or_else(String::new, |first| {
+            first.to_uppercase().chain(chars).collect()
+        })
     }
 
     /// The error of a row whose call failed for good.
+    #[must_use]
     pub fn row_error(
         &self,
         model: &BoundModel,
@@ -132,21 +133,24 @@ pub struct ModelCall {
 
 impl ModelCall {
     /// Calls to `model`.
+    #[must_use]
     pub fn new(model: BoundModel) -> Self {
         Self { model }
     }
 
     /// The bound model.
+    #[must_use]
     pub fn model(&self) -> &BoundModel {
         &self.model
     }
 
     /// The Arrow type of an answer: text, or the struct of `output_schema`.
+    #[must_use]
     pub fn answer_type(&self) -> DataType {
         self.model
             .output_schema
             .as_ref()
-            .map_or(DataType::Utf8, |s| s.arrow_type())
+            .map_or(DataType::Utf8, OutputSchema::arrow_type)
     }
 
     fn request(&self, messages: Vec<ChatMessage>, instruction: Option<&str>) -> TextRequest {
@@ -221,18 +225,16 @@ impl ModelCall {
                 Some(Ok(first)) => first.call.retries,
                 _ => 0,
             };
-            outcomes[row] = Some(result.and_then(
-                |mut response| match self.schema_problem(&response) {
-                    Some(problem) => Err(CallFailure::fatal(
+            outcomes[row] = Some(result.and_then(|mut response| {
+                if let Some(problem) = self.schema_problem(&response) {
+                    return Err(CallFailure::fatal(
                         INVALID_OUTPUT,
                         format!("the answer did not match output_schema, twice: {problem}"),
-                    )),
-                    None => {
-                        response.call.retries += first_retries + 1;
-                        Ok(response)
-                    }
-                },
-            ));
+                    ));
+                }
+                response.call.retries += first_retries + 1;
+                Ok(response)
+            }));
         }
         outcomes
     }
@@ -306,6 +308,7 @@ impl ModelCall {
     }
 
     /// A failed row's answer under `on_error = 'null'`: NULL, its provenance saying why.
+    #[must_use]
     pub fn failed(&self, failure: &CallFailure) -> RowAnswer {
         RowAnswer {
             meta: Some(RowMeta {

@@ -29,26 +29,31 @@ impl CreatedModel {
     }
 
     /// The model's spec.
+    #[must_use]
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
 
     /// The bound call.
+    #[must_use]
     pub fn call(&self) -> &ModelCall {
         &self.call
     }
 
     /// The engine.
+    #[must_use]
     pub fn engine(&self) -> &Arc<Engine> {
         &self.call.model().engine
     }
 
     /// What identifies the model and its binding.
+    #[must_use]
     pub fn fingerprint(&self) -> String {
         format!("{:?}@{}", self.spec, self.call.model().fingerprint())
     }
 
     /// The fields this model adds to a row: the target, and `<target>_meta` with provenance.
+    #[must_use]
     pub fn output_fields(&self) -> Vec<Field> {
         let mut fields = vec![Field::new(
             self.spec.target.as_str(),

@@ -18,11 +18,17 @@ struct UsdMetric(Mutex<f64>);
 
 impl UsdMetric {
     fn add(&self, usd: f64) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) += usd;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += usd;
     }
 
     fn value(&self) -> f64 {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -71,6 +77,7 @@ pub struct CallMetrics {
 
 impl CallMetrics {
     /// The counters of partition `partition` in `set`.
+    #[must_use]
     pub fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
         let count = |name: &'static str| {
             MetricBuilder::new(set)

@@ -31,6 +31,7 @@ pub fn text_rows(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<String
 }
 
 /// A row's input, shortened for error messages (80 characters).
+#[must_use]
 pub fn preview(text: &str) -> String {
     const MAX: usize = 80;
     if text.chars().count() <= MAX {

@@ -148,7 +148,7 @@ impl PhysicalOptimizerRule for RunAiFunctions {
         .map(|t| t.data)
     }
 
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "bedrock_run_ai_functions"
     }
 
@@ -177,7 +177,7 @@ impl DisplayAs for AiFunctionExec {
 }
 
 impl ExecutionPlan for AiFunctionExec {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "AiFunctionExec"
     }
 

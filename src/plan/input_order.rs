@@ -83,7 +83,7 @@ impl PhysicalOptimizerRule for ModelInputOrder {
         .map(|t| t.data)
     }
 
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "bedrock_model_input_order"
     }
 

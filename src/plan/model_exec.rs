@@ -97,6 +97,7 @@ impl ModelExec {
     }
 
     /// The query's budget.
+    #[must_use]
     pub fn budget(&self) -> &Arc<Budget> {
         &self.budget
     }

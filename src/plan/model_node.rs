@@ -74,6 +74,7 @@ impl ModelNode {
     }
 
     /// The model and its engine.
+    #[must_use]
     pub fn call(&self) -> &CreatedModel {
         &self.call
     }
@@ -128,7 +129,7 @@ pub(super) fn describe(call: &CreatedModel, inputs: &str, f: &mut fmt::Formatter
 }
 
 impl UserDefinedLogicalNodeCore for ModelNode {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "Model"
     }
 

@@ -25,6 +25,7 @@ pub struct ModelTable {
 impl ModelTable {
     /// The relation of a model, answered by `udf` (its predict UDF) or, in the
     /// conversational modes, by `call` directly.
+    #[must_use]
     pub fn new(call: CreatedModel) -> Self {
         let fields: Vec<Field> = call
             .spec()
@@ -40,11 +41,13 @@ impl ModelTable {
     }
 
     /// The model.
+    #[must_use]
     pub fn spec(&self) -> &ModelSpec {
         self.call.spec()
     }
 
     /// The model and its engine.
+    #[must_use]
     pub fn call(&self) -> &CreatedModel {
         &self.call
     }

@@ -24,11 +24,13 @@ const MAX_REQUESTS: &str = "max_requests";
 
 impl BedrockOptions {
     /// The options of a session's configuration (the defaults when the extension is absent).
+    #[must_use]
     pub fn of_config(config: &datafusion::config::ConfigOptions) -> Self {
         config.extensions.get::<Self>().cloned().unwrap_or_default()
     }
 
     /// A query's budget under these limits.
+    #[must_use]
     pub fn budget(&self) -> crate::bedrock::budget::Budget {
         crate::bedrock::budget::Budget::new(self.max_requests, self.max_cost_usd)
     }
@@ -39,6 +41,7 @@ impl ConfigExtension for BedrockOptions {
 }
 
 /// The message for a `bedrock.<key>` that does not exist, with the closest one.
+#[must_use]
 pub fn unknown_option(key: &str) -> String {
     let hint = crate::bedrock::params::suggest(key, &[MAX_COST_USD, MAX_REQUESTS])
         .map(|s| format!("; did you mean 'bedrock.{s}'?"))

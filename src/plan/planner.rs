@@ -77,6 +77,7 @@ pub struct BedrockQueryPlanner {
 impl BedrockQueryPlanner {
     /// A planner around the session's current one (`None`: DataFusion's default). Wrapping a
     /// `BedrockQueryPlanner` again returns a copy of it, so the extension is installed once.
+    #[must_use]
     pub fn wrapping(inner: Option<Arc<dyn QueryPlanner + Send + Sync>>) -> Self {
         let Some(inner) = inner else {
             return Self { inner: None };

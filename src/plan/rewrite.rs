@@ -321,7 +321,7 @@ impl AnalyzerRule for ModelRelationRule {
         Ok(result.data)
     }
 
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "bedrock_model_relations"
     }
 }

@@ -123,12 +123,14 @@ fn list_strings(values: &ArrayRef) -> Result<Vec<Option<String>>> {
 }
 
 /// The system prompt for a set of labels.
+#[must_use]
 pub fn instruction(labels: &[String]) -> String {
     let json = serde_json::Value::from(labels.to_vec());
     format!("{INSTRUCTION}\nLabels: {json}")
 }
 
 /// Reads an answer strictly: the label it names, or `None`.
+#[must_use]
 pub fn parse_label<'a>(answer: &str, labels: &'a [String]) -> Option<&'a str> {
     let answer = answer.trim().trim_end_matches('.').trim();
     let answer = answer

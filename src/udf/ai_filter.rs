@@ -49,6 +49,7 @@ impl AiFilter {
 }
 
 /// Reads a yes/no answer strictly: `Some(verdict)`, or `None` when it is neither.
+#[must_use]
 pub fn parse_verdict(answer: &str) -> Option<bool> {
     let word = answer
         .trim()

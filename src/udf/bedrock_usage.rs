@@ -39,6 +39,7 @@ impl BedrockUsage {
     }
 
     /// The table's schema.
+    #[must_use]
     pub fn schema() -> SchemaRef {
         let count = |name: &str| Field::new(name, DataType::Int64, false);
         Arc::new(Schema::new(vec![

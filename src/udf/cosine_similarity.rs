@@ -40,6 +40,7 @@ impl Default for CosineSimilarity {
 
 impl CosineSimilarity {
     /// The function ready to register with a session.
+    #[must_use]
     pub fn udf() -> ScalarUDF {
         ScalarUDF::new_from_impl(Self::default())
     }
@@ -135,6 +136,7 @@ impl Vectors {
 }
 
 /// The cosine similarity of two equally long vectors; `None` when either norm is zero.
+#[must_use]
 pub fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
     let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
     for (x, y) in a.iter().zip(b) {

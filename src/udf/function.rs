@@ -50,11 +50,13 @@ pub struct BindArgs {
 
 impl BindArgs {
     /// The number of arguments.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.types.len()
     }
 
     /// Whether there are none.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
     }
@@ -331,10 +333,11 @@ impl AiFunction {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         made.iter()
             .filter_map(Weak::upgrade)
-            .find(|f| std::ptr::eq(udf.signature(), &f.signature))
+            .find(|f| std::ptr::eq(udf.signature(), &raw const f.signature))
     }
 
     /// The bound call, when the function is bound.
+    #[must_use]
     pub fn call(&self) -> Option<&Arc<dyn AiCall>> {
         match &self.binding {
             Binding::Bound(call) => Some(call),
@@ -343,6 +346,7 @@ impl AiFunction {
     }
 
     /// The function's name in SQL.
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -492,7 +496,7 @@ impl AnalyzerRule for BindAiFunctions {
         Self::bind(plan)
     }
 
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "bedrock_bind_ai_functions"
     }
 }

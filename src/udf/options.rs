@@ -13,6 +13,10 @@ fn plan_error(message: impl Into<String>) -> DataFusionError {
 }
 
 /// A JSON options string as `(key, value)` pairs, keys lower-cased.
+///
+/// # Errors
+/// A planning error, prefixed with `function`, when `json` is not valid JSON, is not an object,
+/// or has a value that is not a string, number, boolean or list of them.
 pub fn option_pairs(function: &str, json: &str) -> Result<Vec<(String, ParamValue)>> {
     let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
         plan_error(format!(
@@ -51,6 +55,7 @@ fn param_value(value: &serde_json::Value) -> Option<ParamValue> {
 }
 
 /// The error for an option nobody knows, with a suggestion when there is one.
+#[must_use]
 pub fn unknown_option(function: &str, key: &str, known: &[&str]) -> DataFusionError {
     let hint = did_you_mean(key, known)
         .unwrap_or_else(|| format!(" — the options are: {}", known.join(", ")));
@@ -58,6 +63,7 @@ pub fn unknown_option(function: &str, key: &str, known: &[&str]) -> DataFusionEr
 }
 
 /// An option error, prefixed with the function's name.
+#[must_use]
 pub fn option_error(function: &str, e: &crate::Error) -> DataFusionError {
     plan_error(format!("{function}: {e}"))
 }

@@ -40,6 +40,7 @@ impl PredictCall {
     }
 
     /// The function's name for a model: `predict_<model>` (dots become underscores).
+    #[must_use]
     pub fn udf_name(spec: &ModelSpec) -> String {
         format!("predict_{}", spec.name.replace('.', "_"))
     }

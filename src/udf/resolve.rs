@@ -20,6 +20,7 @@ fn plan_error(message: impl Into<String>) -> DataFusionError {
 
 /// Whether a string looks like a Bedrock model id, inference profile or ARN this crate can
 /// call, rather than a misspelt model name.
+#[must_use]
 pub fn is_bedrock_model_id(id: &str) -> bool {
     id.starts_with("arn:") || ModelFamily::from_model_id(id).is_some()
 }
@@ -34,7 +35,7 @@ pub fn choose_engine(
     function: &str,
     named: Option<&str>,
 ) -> Result<Arc<Engine>> {
-    let names = catalog.engine_names();
+    let engine_names = catalog.engine_names();
     if let Some(name) = named {
         return catalog.engine(name).ok_or_else(|| {
             let hint = catalog.engine_suggestion(name).unwrap_or_default();
@@ -53,8 +54,8 @@ pub fn choose_engine(
         ))),
         ([], _) => Err(plan_error(format!(
             "{function}: several ML engines exist ({}) and none is the default: create one with USING default = true, or name it in the options as '{{\"engine\": \"{}\"}}'",
-            names.join(", "),
-            names.first().map_or("", String::as_str)
+            engine_names.join(", "),
+            engine_names.first().map_or("", String::as_str)
         ))),
         (several, _) => Err(plan_error(format!(
             "{function}: several ML engines are marked default ({}): keep default = true on one of them",

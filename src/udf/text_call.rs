@@ -39,6 +39,7 @@ pub struct TextCall {
 
 impl TextCall {
     /// `function`'s call of `call`'s model.
+    #[must_use]
     pub fn bound(function: &'static str, call: ModelCall, kind: TextKind) -> Arc<dyn AiCall> {
         Arc::new(Self {
             function,
