@@ -170,7 +170,10 @@ impl<T> Memory<T> {
         *lock(&flight.landing) = landing;
         {
             let mut state = lock(&self.state);
-            let ours = matches!(state.entries.get(&key), Some(Entry::InFlight(f)) if Arc::ptr_eq(f, flight));
+            let ours = matches!(
+                state.entries.get(&key),
+                Some(Entry::InFlight(f)) if Arc::ptr_eq(f, flight)
+            );
             if ours {
                 state.entries.remove(&key);
                 if let Some(value) = value {

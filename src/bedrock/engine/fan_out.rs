@@ -478,11 +478,12 @@ struct Groups {
     duplicates: u64,
 }
 
-fn group_by_key(keys: impl Iterator<Item = Option<CacheKey>>) -> Groups {
-    let mut index: KeyMap<usize> = KeyMap::default();
+fn group_by_key(keys: impl ExactSizeIterator<Item = Option<CacheKey>>) -> Groups {
+    let rows = keys.len();
+    let mut index: KeyMap<usize> = KeyMap::with_capacity_and_hasher(rows, Default::default());
     let mut groups = Groups {
-        distinct: Vec::new(),
-        slots: Vec::new(),
+        distinct: Vec::with_capacity(rows),
+        slots: Vec::with_capacity(rows),
         duplicates: 0,
     };
     for (i, key) in keys.enumerate() {
