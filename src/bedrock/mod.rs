@@ -1,10 +1,11 @@
 //! The Bedrock client layer: engines, model families, and the throughput machinery.
 //!
 //! An [`Engine`](engine::Engine) holds the AWS clients of one identity and region. Its
-//! [`generate`](engine::Engine::generate) and [`embed_with`](engine::Engine::embed_with) take a batch of
-//! inputs (with NULLs) and return one result per input, in order, sending at most one request
-//! per distinct input, reusing cached answers, keeping up to `max_concurrency` requests in
-//! flight per model (adapted to throttling), and retrying what Bedrock says may succeed later.
+//! [`generate`](engine::Engine::generate) and [`embed_with`](engine::Engine::embed_with) take a
+//! batch of inputs (with NULLs) and return one result per input, in order, sending at most one
+//! request per distinct input, reusing cached answers, keeping up to `max_concurrency` requests
+//! in flight per model (adapted to throttling), and retrying what Bedrock says may succeed
+//! later.
 //!
 //! ```no_run
 //! use datafusion_bedrock::bedrock::config::EngineConfig;

@@ -3,14 +3,13 @@
 //! limiter's concurrency (each distinct request with its retries and budget), and every
 //! distinct answer spread back to the rows that asked for it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
 
 use super::{CallOptions, DEFAULT_TOKEN_RESERVATION, Engine, ModelTarget, RowResults, cost_usd};
 use crate::bedrock::budget::Reservation;
-use crate::bedrock::cache::{CacheKey, Source, cache_key};
+use crate::bedrock::cache::{CacheKey, EmbedInput, KeyMap, Source, cache_key};
 use crate::bedrock::families::{self, EmbedOptions, ModelFamily};
 use crate::bedrock::limiter::Limiter;
 use crate::bedrock::request::{CallInfo, EmbedResponse, TextRequest, TextResponse};
@@ -239,21 +238,16 @@ impl Engine {
             })?;
         let counters = self.usage.model(model_id);
         let limiter = self.limiter(model_id);
-        let option_key = (
-            options.dimensions,
-            options.normalize,
-            options.input_type.clone(),
-        );
         let scope = self.cache_scope().await;
         let groups = group_by_key(texts.iter().map(|t| {
             t.as_ref()
-                .map(|t| cache_key(&scope, "embed", model_id, &(&option_key, t)))
+                .map(|text| cache_key(&scope, "embed", model_id, &EmbedInput { options, text }))
         }));
         counters.deduplicated(groups.duplicates);
         let mut answers: Vec<Shared<EmbedResponse>> = vec![None; groups.distinct.len()];
         let mut missing = Vec::new();
         for (slot, (key, _)) in groups.distinct.iter().enumerate() {
-            match self.embed_cache.get(key).await {
+            match self.embed_cache.get(key) {
                 Some(vector) => {
                     counters.cache_hit();
                     answers[slot] = Some(Ok(Arc::new(EmbedResponse {
@@ -301,8 +295,7 @@ impl Engine {
                     for ((slot, vector), input_tokens) in slots.iter().zip(batch).zip(shares) {
                         let vector = Arc::new(vector);
                         self.embed_cache
-                            .insert(groups.distinct[*slot].0, Arc::clone(&vector))
-                            .await;
+                            .insert(groups.distinct[*slot].0, Arc::clone(&vector));
                         answers[*slot] = Some(Ok(Arc::new(EmbedResponse {
                             vector,
                             input_tokens,
@@ -485,11 +478,12 @@ struct Groups {
     duplicates: u64,
 }
 
-fn group_by_key(keys: impl Iterator<Item = Option<CacheKey>>) -> Groups {
-    let mut index: HashMap<CacheKey, usize> = HashMap::new();
+fn group_by_key(keys: impl ExactSizeIterator<Item = Option<CacheKey>>) -> Groups {
+    let rows = keys.len();
+    let mut index: KeyMap<usize> = KeyMap::with_capacity_and_hasher(rows, Default::default());
     let mut groups = Groups {
-        distinct: Vec::new(),
-        slots: Vec::new(),
+        distinct: Vec::with_capacity(rows),
+        slots: Vec::with_capacity(rows),
         duplicates: 0,
     };
     for (i, key) in keys.enumerate() {
@@ -531,7 +525,11 @@ mod tests {
 
     #[test]
     fn grouping_keeps_order_and_counts_duplicates() {
-        let k = |b: u8| Some([b; 32]);
+        let scope = crate::bedrock::cache::CacheScope::new("AWS", "us-east-1", &[0; 32]);
+        let k = |b: u8| {
+            let request = TextRequest::prompt(b.to_string(), Default::default());
+            Some(cache_key(&scope, "converse", "m", &request))
+        };
         let g = group_by_key([k(1), None, k(2), k(1), k(1), None, k(3)].into_iter());
         assert_eq!(
             g.distinct
