@@ -6,7 +6,7 @@
 //! before it may finish; [`Budget::refusal`] waits for them, so the error it builds counts
 //! every request that was really sent and every answer received.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
@@ -82,6 +82,7 @@ impl Drop for Reservation {
 
 impl Budget {
     /// A budget; `None` leaves that dimension unlimited.
+    #[must_use]
     pub fn new(max_requests: Option<u64>, max_cost_usd: Option<f64>) -> Self {
         Self {
             max_requests,
@@ -97,7 +98,7 @@ impl Budget {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// What has been spent so far.
@@ -214,7 +215,7 @@ mod tests {
         let first = budget.admit(0.6).expect("fits");
         let second = budget.admit(0.3).expect("0.6 reserved + 0.3 fits");
         second.settle(Some(0.1));
-        assert_eq!(budget.spent().cost_usd, 0.1);
+        assert!((budget.spent().cost_usd - 0.1).abs() < 1e-12);
         first.settle(Some(0.1));
         assert!((budget.spent().cost_usd - 0.2).abs() < 1e-12);
         assert!(!Budget::default().is_limited());

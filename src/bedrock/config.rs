@@ -18,6 +18,7 @@ impl Secret {
     }
 
     /// The secret itself, for handing to the AWS SDK.
+    #[must_use]
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -88,7 +89,7 @@ pub struct EngineConfig {
     /// not pay twice. Engines may share it: answers are kept apart by endpoint, region and
     /// identity. Default: none.
     pub cache_dir: Option<PathBuf>,
-    /// `verify_credentials`: check the identity with ListFoundationModels when the engine is
+    /// `verify_credentials`: check the identity with `ListFoundationModels` when the engine is
     /// created. Default true.
     pub verify_credentials: bool,
     /// `default`: the engine AI functions use when they are given a raw Bedrock model id
@@ -107,7 +108,7 @@ impl Default for EngineConfig {
             requests_per_minute: None,
             tokens_per_minute: None,
             max_retries: 8,
-            request_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_mins(2),
             connect_timeout: Duration::from_secs(10),
             cache_size: 10_000,
             cache_dir: None,
@@ -149,6 +150,17 @@ fn seconds(value: &ParamValue, key: &str) -> Result<Duration> {
 impl EngineConfig {
     /// Reads `USING` parameters (keys case-insensitive). Unknown keys get a did-you-mean; secrets
     /// never appear in errors.
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`] when a key is not an engine parameter; when a value has the
+    /// wrong type or is out of range (`aws_secret_access_key`, `aws_session_token` and
+    /// `api_key` must be quoted strings, `region_name`, `profile_name`, `endpoint_url`,
+    /// `cache_dir` and `aws_access_key_id` text, `verify_credentials` and `default` booleans,
+    /// the rest numbers: see [`ParamValue`]'s readers); when `endpoint_url` holds a user name
+    /// or password or does not start with `http://` or `https://`; when
+    /// `aws_access_key_id` comes without `aws_secret_access_key`, or either of
+    /// `aws_secret_access_key` and `aws_session_token` without `aws_access_key_id`; and when
+    /// more than one identity (static keys, `profile_name`, `api_key`) is given.
     pub fn from_params(params: &[(String, ParamValue)]) -> Result<Self> {
         let mut config = Self::default();
         let (mut key_id, mut secret, mut token, mut profile, mut api_key) =

@@ -227,16 +227,11 @@ pub(crate) const SHOWN_UNSIGNED: &str = "none (emulator)";
 /// or on unsigned requests to the built-in emulator.
 ///
 /// # Errors
-/// When the standard chain or the named profile yields no credentials (and `verify_credentials`
-/// is on); the message says what was tried and the fix.
+/// For the standard chain (when neither a bearer token nor the emulator stands in) or a named
+/// profile: when the SDK configuration has no credentials provider, or, with
+/// `verify_credentials` on, when the provider fails or yields no credentials within
+/// `connect_timeout`; the message says what was tried and the fix.
 pub(crate) async fn settle(engine: &str, config: &EngineConfig, sdk: SdkConfig) -> Result<Settled> {
-    let configured = |sdk, identity| {
-        Ok(Settled {
-            sdk,
-            signing: Signing::Configured,
-            identity,
-        })
-    };
     let mut loopback = None;
     match &config.credentials {
         CredentialSource::Static {
@@ -249,26 +244,26 @@ pub(crate) async fn settle(engine: &str, config: &EngineConfig, sdk: SdkConfig) 
             } else {
                 "static keys"
             };
-            return configured(
+            return Ok(Settled::configured(
                 sdk,
                 Identity::known(shown, access_key_fingerprint(access_key_id)),
-            );
+            ));
         }
         CredentialSource::ApiKey(key) => {
-            return configured(
+            return Ok(Settled::configured(
                 sdk,
                 Identity::known("api key", api_key_fingerprint(key.expose())),
-            );
+            ));
         }
         CredentialSource::DefaultChain if uses_bearer_token(&sdk) => {
             let token = std::env::var(BEARER_TOKEN_VARIABLE).unwrap_or_default();
-            return configured(
+            return Ok(Settled::configured(
                 sdk,
                 Identity::known(
                     format!("default chain ({BEARER_TOKEN_VARIABLE})"),
                     api_key_fingerprint(&token),
                 ),
-            );
+            ));
         }
         CredentialSource::DefaultChain => {
             // `endpoint_url`, else the environment's or profile's `AWS_ENDPOINT_URL`.
@@ -295,12 +290,40 @@ pub(crate) async fn settle(engine: &str, config: &EngineConfig, sdk: SdkConfig) 
         }
         CredentialSource::Profile(_) => {}
     }
+    settle_resolved(engine, config, sdk, loopback.as_ref()).await
+}
+
+impl Settled {
+    /// Requests signed as the engine's credential source says, carrying `identity`.
+    fn configured(sdk: SdkConfig, identity: Identity) -> Self {
+        Self {
+            sdk,
+            signing: Signing::Configured,
+            identity,
+        }
+    }
+}
+
+/// The standard chain's or a profile's credentials, resolved by the engine itself: now, or
+/// with `verify_credentials = false` for its first cache key; the SDK's provider hands them
+/// to the first request (see [`Primed`]). `loopback` is the loopback endpoint that did not
+/// answer as the emulator, for the message of missing credentials.
+///
+/// # Errors
+/// When the SDK configuration has no credentials provider, or, with `verify_credentials` on,
+/// when the provider fails or yields no credentials within `connect_timeout`.
+async fn settle_resolved(
+    engine: &str,
+    config: &EngineConfig,
+    sdk: SdkConfig,
+    loopback: Option<&Loopback>,
+) -> Result<Settled> {
     let shown = match &config.credentials {
         CredentialSource::Profile(profile) => format!("profile '{profile}'"),
         _ => "default chain".to_string(),
     };
     let fail = |missing: Missing| {
-        let near = loopback.as_ref().map(|l| l.authority.as_str());
+        let near = loopback.map(|l| l.authority.as_str());
         Error::InvalidInput(missing_credentials(
             engine,
             &config.credentials,
@@ -323,17 +346,20 @@ pub(crate) async fn settle(engine: &str, config: &EngineConfig, sdk: SdkConfig) 
         timeout: config.connect_timeout,
     };
     if !config.verify_credentials {
-        return configured(
+        return Ok(Settled::configured(
             sdk,
             Identity {
                 shown,
                 fingerprint: tokio::sync::OnceCell::new(),
                 pending: Some(pending),
             },
-        );
+        ));
     }
     let fingerprint = pending.resolve().await.map_err(fail)?;
-    configured(sdk, Identity::known(shown, fingerprint))
+    Ok(Settled::configured(
+        sdk,
+        Identity::known(shown, fingerprint),
+    ))
 }
 
 /// The variable of the environment holding a Bedrock API key for the standard chain.
@@ -640,39 +666,44 @@ fn fix_for(source: &CredentialSource) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fmt::Write as _;
+
     use crate::bedrock::config::Secret;
 
     fn loopback(url: &str) -> Option<(String, String)> {
         Loopback::parse(url).map(|l| (l.addr.to_string(), l.authority))
     }
 
-    fn some(addr: &str, authority: &str) -> Option<(String, String)> {
-        Some((addr.to_string(), authority.to_string()))
+    fn pair(addr: &str, authority: &str) -> (String, String) {
+        (addr.to_string(), authority.to_string())
     }
 
     #[test]
     fn loopback_endpoints_are_recognised() {
         assert_eq!(
             loopback("http://127.0.0.1:4100"),
-            some("127.0.0.1:4100", "127.0.0.1:4100")
+            Some(pair("127.0.0.1:4100", "127.0.0.1:4100"))
         );
         assert_eq!(
             loopback("HTTP://127.1.2.3:80/base?x#y"),
-            some("127.1.2.3:80", "127.1.2.3:80")
+            Some(pair("127.1.2.3:80", "127.1.2.3:80"))
         );
         assert_eq!(
             loopback("http://localhost:9"),
-            some("127.0.0.1:9", "localhost:9")
+            Some(pair("127.0.0.1:9", "localhost:9"))
         );
         assert_eq!(
             loopback("http://LocalHost/"),
-            some("127.0.0.1:80", "LocalHost")
+            Some(pair("127.0.0.1:80", "LocalHost"))
         );
-        assert_eq!(loopback("http://[::1]:81"), some("[::1]:81", "[::1]:81"));
-        assert_eq!(loopback("http://[::1]"), some("[::1]:80", "[::1]"));
+        assert_eq!(
+            loopback("http://[::1]:81"),
+            Some(pair("[::1]:81", "[::1]:81"))
+        );
+        assert_eq!(loopback("http://[::1]"), Some(pair("[::1]:80", "[::1]")));
         assert_eq!(
             loopback("http://user@127.0.0.1:5"),
-            some("127.0.0.1:5", "127.0.0.1:5")
+            Some(pair("127.0.0.1:5", "127.0.0.1:5"))
         );
     }
 
@@ -704,7 +735,7 @@ mod tests {
         let response = |status: &str, length: Option<usize>| {
             let mut r = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\n");
             if let Some(n) = length {
-                r.push_str(&format!("Content-Length: {n}\r\n"));
+                write!(r, "Content-Length: {n}\r\n").expect("a String takes any write");
             }
             r.push_str("\r\n");
             let mut bytes = r.into_bytes();

@@ -37,6 +37,7 @@ impl Budget {
 
     /// Takes `n`, or says how long to wait before `n` is there. A request larger than the whole
     /// bucket runs when the bucket is full.
+    // Request and token counts stay far below 2^53, where an `f64` holds every integer exactly.
     #[allow(clippy::cast_precision_loss)]
     fn take(&mut self, n: u64) -> Result<(), Duration> {
         let now = Instant::now();
@@ -55,6 +56,7 @@ impl Budget {
         }
     }
 
+    // As in `take`: request and token counts are exact as `f64`.
     #[allow(clippy::cast_precision_loss)]
     fn give_back(&mut self, n: u64) {
         self.level = (self.level + n as f64).min(self.capacity);
@@ -84,6 +86,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Limiter {
     /// A limiter allowing `max_concurrency` requests in flight, with optional budgets.
+    #[must_use]
+    // A concurrency (at most 4096 from an engine's settings) is exact as an `f64`.
     #[allow(clippy::cast_precision_loss)]
     pub fn new(
         max_concurrency: usize,

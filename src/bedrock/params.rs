@@ -54,6 +54,9 @@ impl ParamValue {
     }
 
     /// The value as text; numbers and booleans are accepted and rendered.
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`] when the value is a list.
     pub fn as_text(&self, key: &str) -> Result<String> {
         match self {
             Self::String(s) => Ok(s.clone()),
@@ -66,6 +69,10 @@ impl ParamValue {
     }
 
     /// The value as a number; numeric strings are accepted.
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`] when the value is a boolean, a list, or a string that does
+    /// not parse as a number once trimmed.
     pub fn as_number(&self, key: &str) -> Result<f64> {
         self.number_or_example(key, "10")
     }
@@ -88,11 +95,15 @@ impl ParamValue {
 
     /// A number within `[min, max]`; a value that is not a number gets a suggestion within
     /// the range.
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`] when the value is not a number (as [`Self::as_number`]), or
+    /// when the number is not finite or lies outside `[min, max]`.
     pub fn as_number_in(&self, key: &str, min: f64, max: f64) -> Result<f64> {
         let example = if (min..=max).contains(&10.0) {
             "10".to_string()
         } else {
-            ((min + max) / 2.0).to_string()
+            f64::midpoint(min, max).to_string()
         };
         let n = self.number_or_example(key, &example)?;
         if n.is_finite() && (min..=max).contains(&n) {
@@ -105,6 +116,10 @@ impl ParamValue {
     }
 
     /// A whole number within `[min, max]`.
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`] when the value is not a number, is not finite or lies
+    /// outside `[min, max]` (as [`Self::as_number_in`]), or has a fractional part.
     pub fn as_integer_in(&self, key: &str, min: u64, max: u64) -> Result<u64> {
         #[allow(clippy::cast_precision_loss)]
         let n = self.as_number_in(key, min as f64, max as f64)?;
@@ -113,11 +128,17 @@ impl ParamValue {
                 "Parameter '{key}' = {n} must be a whole number"
             )));
         }
+        // `n` is whole and within `[min, max]`, so non-negative and at most `max as f64`: the
+        // cast keeps its value (a `max` rounded up to 2^64 saturates to `u64::MAX`).
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Ok(n as u64)
     }
 
     /// The value as a boolean; `'true'`/`'false'` strings are accepted.
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`] when the value is neither a boolean nor the string `'true'`
+    /// or `'false'` (in any case).
     pub fn as_bool(&self, key: &str) -> Result<bool> {
         match self {
             Self::Bool(b) => Ok(*b),
@@ -130,6 +151,10 @@ impl ParamValue {
     }
 
     /// A string or a list of strings (e.g. `stop`).
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`] when the value is a number or a boolean, or a list holding
+    /// anything but strings.
     pub fn as_string_list(&self, key: &str) -> Result<Vec<String>> {
         match self {
             Self::String(s) => Ok(vec![s.clone()]),
@@ -168,6 +193,7 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// The known name closest to `unknown`, when it is close enough to be a likely typo or synonym.
+#[must_use]
 pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
     let unknown = unknown.to_lowercase();
     known
@@ -196,11 +222,13 @@ pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
 
 /// ` — did you mean 'x'?` when a known name is close to `unknown`, else nothing: the one
 /// wording of every suggestion.
+#[must_use]
 pub fn did_you_mean(unknown: &str, known: &[&str]) -> Option<String> {
     suggest(unknown, known).map(|s| format!(" — did you mean '{s}'?"))
 }
 
 /// The error for a parameter nobody knows, with a suggestion when there is one.
+#[must_use]
 pub fn unknown_parameter(kind: &str, key: &str, known: &[&str]) -> Error {
     let hint = did_you_mean(key, known)
         .unwrap_or_else(|| format!(" — the {kind} parameters are: {}", known.join(", ")));

@@ -5,6 +5,7 @@ pub const REDACTED: &str = "<redacted>";
 
 /// A URL as it may be shown: `http://user:password@host/…` becomes
 /// `http://<redacted>@host/…`; other text is returned unchanged.
+#[must_use]
 pub fn url_for_display(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
@@ -26,6 +27,7 @@ pub fn url_for_display(url: &str) -> String {
 /// `message` with every occurrence of `secret` that is not part of a longer word (no letter or
 /// digit right before or after it) replaced, so a short secret does not blank out ordinary
 /// words that happen to contain it.
+#[must_use]
 pub fn replace_whole(message: &str, secret: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;

@@ -40,6 +40,7 @@ const PRICES: &[(&str, f64, f64)] = &[
 ];
 
 /// The built-in price (USD per 1K input tokens, per 1K output tokens) of a model, if known.
+#[must_use]
 pub fn list_price(model_id: &str) -> Option<(f64, f64)> {
     let base = base_model_id(model_id);
     PRICES

@@ -45,7 +45,7 @@ pub(super) fn encode(request: &TextRequest) -> Result<Value> {
         CLAUDE,
         &mut body,
         &request.params,
-        ParamKeys {
+        &ParamKeys {
             max_tokens: "max_tokens",
             temperature: "temperature",
             top_p: "top_p",
@@ -87,7 +87,7 @@ pub(super) fn decode(raw: &[u8]) -> Result<TextResponse> {
 mod tests {
     use super::*;
     use crate::bedrock::families::{decode_text_response, encode_text_request};
-    use crate::bedrock::request::{ChatMessage, InferenceParams};
+    use crate::bedrock::request::{CallInfo, ChatMessage, InferenceParams};
 
     #[test]
     fn requests_encode() {
@@ -200,7 +200,7 @@ mod tests {
             decode_text_response(CLAUDE, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Blue.".into(),
                 input_tokens: 14,
                 output_tokens: 5,
@@ -212,7 +212,7 @@ mod tests {
             decode_text_response(CLAUDE, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "The sky is blue".into(),
                 input_tokens: 3,
                 output_tokens: 9,

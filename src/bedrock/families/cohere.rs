@@ -60,7 +60,7 @@ pub(super) fn encode_chat(request: &TextRequest) -> Result<Value> {
         CHAT,
         &mut body,
         &request.params,
-        ParamKeys {
+        &ParamKeys {
             max_tokens: "max_tokens",
             temperature: "temperature",
             top_p: "p",
@@ -156,7 +156,7 @@ mod tests {
     use crate::bedrock::families::{
         decode_embed_response, decode_text_response, encode_embed_request, encode_text_request,
     };
-    use crate::bedrock::request::InferenceParams;
+    use crate::bedrock::request::{CallInfo, InferenceParams};
 
     #[test]
     fn chat_requests_encode() {
@@ -197,7 +197,7 @@ mod tests {
             decode_text_response(CHAT, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Blue.".into(),
                 input_tokens: 0,
                 output_tokens: 0,
@@ -209,7 +209,7 @@ mod tests {
             decode_text_response(CHAT, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "The sky".into(),
                 input_tokens: 6,
                 output_tokens: 2,

@@ -4,7 +4,7 @@
 use serde_json::{Map, Number, Value};
 
 use super::ModelFamily;
-use crate::bedrock::request::{ChatRole, InferenceParams, TextRequest, TextResponse};
+use crate::bedrock::request::{CallInfo, ChatRole, InferenceParams, TextRequest, TextResponse};
 use crate::{Error, Result};
 
 /// How many characters of a response body an error message quotes.
@@ -122,7 +122,7 @@ pub(super) fn put_params(
     family: ModelFamily,
     map: &mut Map<String, Value>,
     params: &InferenceParams,
-    keys: ParamKeys,
+    keys: &ParamKeys,
 ) -> Result<()> {
     if let Some(max_tokens) = params.max_tokens {
         map.insert(keys.max_tokens.into(), max_tokens.into());
@@ -284,6 +284,9 @@ impl<'a> Body<'a> {
     }
 
     /// The float vector `value` (found at `pointer`), or an error naming it.
+    // Embedding models produce `f32` vectors, which JSON carries as decimals: rounding each
+    // back to the nearest `f32` is the intended reading, not a loss.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn vector(&self, value: &Value, pointer: &str) -> Result<Vec<f32>> {
         let numbers = || self.missing(&format!("array of numbers at `{}`", path(pointer)));
         value
@@ -306,7 +309,7 @@ impl<'a> Body<'a> {
         let intervened = self.opt_str("/amazon-bedrock-guardrailAction") == Some("INTERVENED");
         TextResponse {
             tool_input: None,
-            call: Default::default(),
+            call: CallInfo::default(),
             text,
             input_tokens,
             output_tokens,

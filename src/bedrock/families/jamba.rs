@@ -36,7 +36,7 @@ pub(super) fn encode(request: &TextRequest) -> Result<Value> {
         JAMBA,
         &mut body,
         &request.params,
-        ParamKeys {
+        &ParamKeys {
             max_tokens: "max_tokens",
             temperature: "temperature",
             top_p: "top_p",
@@ -68,7 +68,7 @@ mod tests {
     use super::*;
     use crate::bedrock::families::common::tests::chat_fixture;
     use crate::bedrock::families::{decode_text_response, encode_text_request};
-    use crate::bedrock::request::InferenceParams;
+    use crate::bedrock::request::{CallInfo, InferenceParams};
 
     #[test]
     fn requests_encode() {
@@ -109,7 +109,7 @@ mod tests {
             decode_text_response(JAMBA, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Blue.".into(),
                 input_tokens: 17,
                 output_tokens: 4,
@@ -121,7 +121,7 @@ mod tests {
             decode_text_response(JAMBA, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "The".into(),
                 input_tokens: 17,
                 output_tokens: 1,

@@ -21,7 +21,7 @@ pub(super) fn encode(request: &TextRequest) -> Result<Value> {
         LLAMA,
         &mut body,
         &request.params,
-        ParamKeys {
+        &ParamKeys {
             max_tokens: "max_gen_len",
             temperature: "temperature",
             top_p: "top_p",
@@ -77,7 +77,7 @@ mod tests {
     use super::*;
     use crate::bedrock::families::common::tests::chat_fixture;
     use crate::bedrock::families::{decode_text_response, encode_text_request};
-    use crate::bedrock::request::InferenceParams;
+    use crate::bedrock::request::{CallInfo, InferenceParams};
     use serde_json::json;
 
     #[test]
@@ -144,7 +144,7 @@ mod tests {
             decode_text_response(LLAMA, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Blue.".into(),
                 input_tokens: 21,
                 output_tokens: 3,
@@ -156,7 +156,7 @@ mod tests {
             decode_text_response(LLAMA, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "The sky is".into(),
                 input_tokens: 21,
                 output_tokens: 3,

@@ -23,7 +23,7 @@ pub(super) fn encode(request: &TextRequest) -> Result<Value> {
         MISTRAL,
         &mut body,
         &request.params,
-        ParamKeys {
+        &ParamKeys {
             max_tokens: "max_tokens",
             temperature: "temperature",
             top_p: "top_p",
@@ -92,7 +92,7 @@ pub(super) fn decode(raw: &[u8]) -> Result<TextResponse> {
 mod tests {
     use super::*;
     use crate::bedrock::families::{decode_text_response, encode_text_request};
-    use crate::bedrock::request::{ChatMessage, InferenceParams};
+    use crate::bedrock::request::{CallInfo, ChatMessage, InferenceParams};
     use serde_json::json;
 
     #[test]
@@ -155,7 +155,7 @@ mod tests {
             decode_text_response(MISTRAL, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: " Blue.".into(),
                 input_tokens: 0,
                 output_tokens: 0,
@@ -172,7 +172,7 @@ mod tests {
             decode_text_response(MISTRAL, chat).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Blue.".into(),
                 input_tokens: 8,
                 output_tokens: 3,

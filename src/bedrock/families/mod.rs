@@ -1,7 +1,7 @@
-//! Native InvokeModel codecs, one per model family.
+//! Native `InvokeModel` codecs, one per model family.
 //!
 //! Each family codec translates the model-agnostic [`TextRequest`] into the request body that
-//! family's models take on Bedrock's InvokeModel API, and parses the family's response body
+//! family's models take on Bedrock's `InvokeModel` API, and parses the family's response body
 //! back into a [`TextResponse`]; the embedding families do the same for lists of texts. The
 //! body shapes follow AWS's public documentation of each family's inference parameters.
 //!
@@ -31,7 +31,7 @@ use std::fmt;
 use crate::bedrock::request::{TextRequest, TextResponse};
 use crate::{Error, Result};
 
-/// Model families with a native InvokeModel body.
+/// Model families with a native `InvokeModel` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelFamily {
     /// Amazon Titan Text (`amazon.titan-text-express-v1`, `-lite-v1`, `-premier-v1:0`).
@@ -78,6 +78,7 @@ impl ModelFamily {
     /// `Jamba`, `amazon.titan-embed-text-*` → `TitanEmbed`, `cohere.embed-*` →
     /// `CohereEmbed`. `None` otherwise (including application-inference-profile and
     /// provisioned-model ARNs, whose ids do not name the model).
+    #[must_use]
     pub fn from_model_id(model_id: &str) -> Option<Self> {
         let id = base_model_id(model_id);
         let family = if id.starts_with("amazon.titan-text-") {
@@ -108,12 +109,14 @@ impl ModelFamily {
     }
 
     /// Whether the family embeds texts (rather than generating text).
+    #[must_use]
     pub fn is_embedding(self) -> bool {
         matches!(self, Self::TitanEmbed | Self::CohereEmbed)
     }
 
     /// Most texts one embedding call takes: `TitanEmbed` 1, `CohereEmbed` 96, text
     /// families 0.
+    #[must_use]
     pub fn max_texts_per_call(self) -> usize {
         match self {
             Self::TitanEmbed => 1,
@@ -123,6 +126,7 @@ impl ModelFamily {
     }
 
     /// The family's display name, e.g. "Anthropic Claude".
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::TitanText => "Amazon Titan Text",
@@ -149,6 +153,7 @@ impl fmt::Display for ModelFamily {
 ///
 /// For a Bedrock ARN the id is the part of the resource after its type
 /// (`foundation-model/`, `inference-profile/`, ...); a region prefix is then removed.
+#[must_use]
 pub fn base_model_id(model_id: &str) -> &str {
     let id = arn_resource_id(model_id).unwrap_or(model_id);
     PROFILE_PREFIXES
@@ -187,9 +192,14 @@ fn wrong_kind(family: ModelFamily, wanted: &str, use_instead: &str) -> Error {
     ))
 }
 
-/// The native body for a text request. Errors (`InvalidInput`) for embedding families, and for
-/// requests the family cannot express (no messages, an assistant message last for families
-/// without prefill, stop sequences for Llama, non-finite numbers, a non-object `extra`).
+/// The native body for a text request.
+///
+/// # Errors
+/// An [`Error::InvalidInput`] for an embedding family, and for a request the family cannot
+/// express: no messages; a message without text blocks; an assistant message last (except
+/// for Nova and Claude, which continue it) or first (Nova, Claude and Mistral); stop
+/// sequences for Llama; a `temperature` or `top_p` that is NaN or infinite; an `extra` that
+/// is neither null nor a JSON object.
 pub fn encode_text_request(
     family: ModelFamily,
     request: &TextRequest,
@@ -213,6 +223,13 @@ pub fn encode_text_request(
 /// Parses a native response body into a [`TextResponse`]. `stop_reason` is normalised to
 /// Converse's vocabulary (`end_turn`, `max_tokens`, `stop_sequence`, ...). Token counts come
 /// from the body when present, else 0.
+///
+/// # Errors
+/// An [`Error::InvalidInput`] for an embedding family; when `body` is not JSON or not a JSON
+/// object; and when it lacks the family's text: a string at `results[0].outputText` (Titan
+/// Text), `generation` (Llama), `text` (Command R), `choices[0].message.content` (Jamba, and
+/// Mistral when the body has `choices` but no `outputs`) or `outputs[0].text` (Mistral
+/// otherwise), or an array at `output.message.content` (Nova) or `content` (Claude).
 pub fn decode_text_response(family: ModelFamily, body: &[u8]) -> Result<TextResponse> {
     match family {
         ModelFamily::TitanText => titan::decode_text(body),
@@ -243,8 +260,14 @@ pub struct EmbedOptions {
     pub input_type: Option<String>,
 }
 
-/// The native body embedding `texts` (`1 <= len <= max_texts_per_call`). Errors for text
-/// families and for options the family does not take.
+/// The native body embedding `texts` (`1 <= len <= max_texts_per_call`).
+///
+/// # Errors
+/// An [`Error::InvalidInput`] for a text-generation family; when `texts` is empty or longer
+/// than [`ModelFamily::max_texts_per_call`]; and for options the family does not take: for
+/// Titan Text Embeddings an `input_type`, or `dimensions` other than 256, 512 or 1024; for
+/// Cohere Embed `normalize`, an `input_type` other than `search_document`, `search_query`,
+/// `classification` or `clustering`, or `dimensions` other than 256, 512, 1024 or 1536.
 pub fn encode_embed_request(
     family: ModelFamily,
     texts: &[&str],
@@ -263,6 +286,12 @@ pub fn encode_embed_request(
 }
 
 /// Vectors in input order, and the input tokens reported (0 when the body does not say).
+///
+/// # Errors
+/// An [`Error::InvalidInput`] for a text-generation family; when `body` is not JSON or not a
+/// JSON object; and when it holds no vectors: for Titan Text Embeddings `embedding` is not
+/// an array of numbers; for Cohere Embed `embeddings` (or `embeddings.float`, when
+/// `embeddings` is an object) is not an array whose every item is an array of numbers.
 pub fn decode_embed_response(family: ModelFamily, body: &[u8]) -> Result<(Vec<Vec<f32>>, u64)> {
     match family {
         ModelFamily::TitanEmbed => titan::decode_embed(body),

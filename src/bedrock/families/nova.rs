@@ -30,7 +30,7 @@ pub(super) fn encode(request: &TextRequest) -> Result<Value> {
         NOVA,
         &mut config,
         &request.params,
-        ParamKeys {
+        &ParamKeys {
             max_tokens: "max_new_tokens",
             temperature: "temperature",
             top_p: "top_p",
@@ -78,7 +78,7 @@ pub(super) fn decode(raw: &[u8]) -> Result<TextResponse> {
 mod tests {
     use super::*;
     use crate::bedrock::families::{decode_text_response, encode_text_request};
-    use crate::bedrock::request::{ChatMessage, InferenceParams};
+    use crate::bedrock::request::{CallInfo, ChatMessage, InferenceParams};
 
     #[test]
     fn requests_encode() {
@@ -171,7 +171,7 @@ mod tests {
             decode_text_response(NOVA, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Blue.".into(),
                 input_tokens: 12,
                 output_tokens: 2,
@@ -183,7 +183,7 @@ mod tests {
             decode_text_response(NOVA, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Long".into(),
                 input_tokens: 3,
                 output_tokens: 1,
@@ -195,7 +195,7 @@ mod tests {
             decode_text_response(NOVA, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: String::new(),
                 input_tokens: 0,
                 output_tokens: 0,

@@ -32,7 +32,7 @@ pub(super) fn encode_text(request: &TextRequest) -> Result<Value> {
         TEXT,
         &mut config,
         &request.params,
-        ParamKeys {
+        &ParamKeys {
             max_tokens: "maxTokenCount",
             temperature: "temperature",
             top_p: "topP",
@@ -129,7 +129,7 @@ mod tests {
     use crate::bedrock::families::{
         decode_embed_response, decode_text_response, encode_embed_request, encode_text_request,
     };
-    use crate::bedrock::request::{ChatMessage, InferenceParams};
+    use crate::bedrock::request::{CallInfo, ChatMessage, InferenceParams};
     use serde_json::json;
 
     #[test]
@@ -249,7 +249,7 @@ mod tests {
             decode_text_response(TEXT, body).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "\nBlue.".into(),
                 input_tokens: 5,
                 output_tokens: 3,
@@ -274,7 +274,7 @@ mod tests {
             decode_text_response(TEXT, guarded).unwrap(),
             TextResponse {
                 tool_input: None,
-                call: Default::default(),
+                call: CallInfo::default(),
                 text: "Sorry, I cannot help.".into(),
                 input_tokens: 4,
                 output_tokens: 9,
