@@ -1099,7 +1099,11 @@ fn print_table(rows: &[Row]) {
 
 /// Throughput against concurrency (log2 axis), measured median with min–max bars, and the
 /// line `C / L`.
-#[allow(clippy::cast_precision_loss)]
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::too_many_lines,
+    clippy::many_single_char_names
+)] // a drawing: short names for coordinates
 fn svg(points: &[(usize, f64, Figure)], latency: Duration) -> String {
     let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
     let max_c = points.iter().map(|p| p.0).max().unwrap_or(1).max(2) as f64;

@@ -23,12 +23,14 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The ceiling of the wait before retry `attempt` (0-based).
+    #[must_use]
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(30));
         self.base_delay.saturating_mul(factor).min(self.max_delay)
     }
 
     /// A random wait in `[0, ceiling(attempt)]`.
+    #[must_use]
     pub fn delay(&self, attempt: u32) -> Duration {
         self.ceiling(attempt).mul_f64(fastrand::f64())
     }

@@ -38,6 +38,7 @@ impl ChatMessage {
     }
 
     /// The blocks joined by newlines (for families that take one string per message).
+    #[must_use]
     pub fn joined(&self) -> String {
         self.texts.join("\n")
     }
@@ -98,6 +99,7 @@ impl TextRequest {
 
     /// A rough input-token estimate (one token per four characters), used to reserve a
     /// tokens-per-minute budget before the service reports the real count.
+    #[must_use]
     pub fn estimated_input_tokens(&self) -> u64 {
         let chars: usize = self.system.as_ref().map_or(0, |s| s.chars().count())
             + self

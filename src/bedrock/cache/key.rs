@@ -1,6 +1,6 @@
 //! Cache keys: what identifies a request, hashed field by field.
 //!
-//! A key is 128 bits of SipHash-1-3 over an unambiguous encoding of the engine's scope
+//! A key is 128 bits of `SipHash`-1-3 over an unambiguous encoding of the engine's scope
 //! (endpoint, region, identity), the kind of call, the model id and every field of the request:
 //! each string and list carries its length and each optional field a presence tag, so two
 //! different requests never encode to the same bytes. With 128 bits, an accidental collision
@@ -20,6 +20,7 @@ pub struct CacheKey(u128);
 
 impl CacheKey {
     /// The key's 16 bytes (little-endian), as the on-disk cache stores it.
+    #[must_use]
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.to_le_bytes()
     }
@@ -48,6 +49,7 @@ pub struct CacheScope([u8; 32]);
 impl CacheScope {
     /// The scope of requests sent to `endpoint` (`AWS` for Bedrock's own endpoints) in `region`
     /// as the identity whose fingerprint is `identity` (a hash that never holds a secret).
+    #[must_use]
     pub fn new(endpoint: &str, region: &str, identity: &[u8; 32]) -> Self {
         let mut hasher = Sha256::new();
         for part in [endpoint.as_bytes(), region.as_bytes(), identity.as_slice()] {
@@ -59,6 +61,7 @@ impl CacheScope {
 
     /// A scope no other call shares: for a call whose identity could not be settled, so its
     /// answer is never served to, or taken from, anyone else.
+    #[must_use]
     pub fn unique() -> Self {
         let mut bytes = [0u8; 32];
         bytes.fill_with(|| fastrand::u8(..));
@@ -72,7 +75,7 @@ impl std::fmt::Debug for CacheScope {
     }
 }
 
-/// The SipHash keys of cache keys. Fixed, so keys are the same in every process and a
+/// The `SipHash` keys of cache keys. Fixed, so keys are the same in every process and a
 /// `cache_dir` serves later runs; changing them (or the encoding) only makes old entries miss.
 const SIP_KEYS: (u64, u64) = (0x6466_622d_6361_6368, 0x652d_6b65_792d_7631);
 
@@ -259,6 +262,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one assertion per field of a request
     fn every_field_of_a_request_and_its_scope_changes_the_key() {
         let base = cache_key(&scope(), "converse", "m", &request());
         assert_eq!(base, cache_key(&scope(), "converse", "m", &request()));

@@ -76,7 +76,7 @@ impl<T> std::fmt::Debug for ResponseCache<T> {
         f.debug_struct("ResponseCache")
             .field("entries", &self.memory.len())
             .field("disk", &self.disk.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,6 +86,9 @@ where
 {
     /// A cache keeping `capacity` responses in memory (0: none kept, identical requests in
     /// flight still coalesce), and on disk under `dir` when given.
+    ///
+    /// # Errors
+    /// When the on-disk cache under `dir` cannot be created or opened.
     pub fn open(table: &'static str, capacity: u64, dir: Option<&Path>) -> Result<Self> {
         Ok(Self {
             memory: Memory::new(capacity),
@@ -195,7 +198,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use crate::bedrock::request::TextRequest;
+    use crate::bedrock::request::{InferenceParams, TextRequest};
 
     fn scope() -> CacheScope {
         CacheScope::new("AWS", "us-east-1", &[7; 32])
@@ -206,7 +209,7 @@ mod tests {
             &scope(),
             "converse",
             "m",
-            &TextRequest::prompt(prompt, Default::default()),
+            &TextRequest::prompt(prompt, InferenceParams::default()),
         )
     }
 
@@ -265,7 +268,7 @@ mod tests {
     async fn a_dropped_fetch_hands_the_key_to_a_waiter() {
         let cache: ResponseCache<String> = ResponseCache::open("t", 100, None).unwrap();
         let mut abandoned = Box::pin(cache.get_or_fetch(key("p"), async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            tokio::time::sleep(Duration::from_hours(1)).await;
             Ok::<_, String>("never".to_string())
         }));
         let waiter = cache.get_or_fetch(key("p"), async { Ok::<_, String>("second".into()) });

@@ -160,7 +160,7 @@ fn clients(
 
 impl Engine {
     /// Builds the AWS clients and, unless `verify_credentials = false`, checks the identity with
-    /// a ListFoundationModels call bounded by `connect_timeout`.
+    /// a `ListFoundationModels` call bounded by `connect_timeout`.
     ///
     /// An explicit identity (keys, `api_key`, `profile_name`) is the only one used. With none,
     /// the engine first asks whether its endpoint (`endpoint_url`, else `AWS_ENDPOINT_URL`) is

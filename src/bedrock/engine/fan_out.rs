@@ -222,6 +222,7 @@ impl Engine {
     ///
     /// # Errors
     /// When the model is not a supported embedding model.
+    #[allow(clippy::too_many_lines)] // one pass over the batch: cache, chunks, budget, spread
     pub async fn embed_with(
         self: &Arc<Self>,
         model_id: &str,
@@ -480,7 +481,8 @@ struct Groups {
 
 fn group_by_key(keys: impl ExactSizeIterator<Item = Option<CacheKey>>) -> Groups {
     let rows = keys.len();
-    let mut index: KeyMap<usize> = KeyMap::with_capacity_and_hasher(rows, Default::default());
+    let mut index: KeyMap<usize> =
+        KeyMap::with_capacity_and_hasher(rows, std::hash::BuildHasherDefault::default());
     let mut groups = Groups {
         distinct: Vec::with_capacity(rows),
         slots: Vec::with_capacity(rows),
@@ -522,12 +524,13 @@ fn batch_futures_are_send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bedrock::request::InferenceParams;
 
     #[test]
     fn grouping_keeps_order_and_counts_duplicates() {
         let scope = crate::bedrock::cache::CacheScope::new("AWS", "us-east-1", &[0; 32]);
         let k = |b: u8| {
-            let request = TextRequest::prompt(b.to_string(), Default::default());
+            let request = TextRequest::prompt(b.to_string(), InferenceParams::default());
             Some(cache_key(&scope, "converse", "m", &request))
         };
         let g = group_by_key([k(1), None, k(2), k(1), k(1), None, k(3)].into_iter());

@@ -10,7 +10,7 @@
 //!   their rows.
 //! - [`retry`](super::retry): each distinct request's attempts (limiter slot, budget,
 //!   classification of failures), with the waits between them in [`backoff`](super::backoff).
-//! - `sdk.rs`: one attempt of one SDK call — Converse, InvokeModel, an embedding call.
+//! - `sdk.rs`: one attempt of one SDK call — Converse, `InvokeModel`, an embedding call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,12 +44,13 @@ pub enum Api {
     /// The Converse API: one request shape for every chat model (the default).
     #[default]
     Converse,
-    /// InvokeModel with the model family's native body.
+    /// `InvokeModel` with the model family's native body.
     Invoke,
 }
 
 impl Api {
     /// `converse` or `invoke`.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Converse => "converse",

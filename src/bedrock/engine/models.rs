@@ -1,4 +1,4 @@
-//! What the control plane says of a model: GetFoundationModel, and the check that a model
+//! What the control plane says of a model: `GetFoundationModel`, and the check that a model
 //! generates text before a query pays for it.
 
 use super::Engine;
@@ -31,7 +31,7 @@ pub struct FoundationModelInfo {
 }
 
 impl Engine {
-    /// GetFoundationModel for the base model of an id, profile id or ARN.
+    /// `GetFoundationModel` for the base model of an id, profile id or ARN.
     ///
     /// # Errors
     /// When Bedrock does not know the model; the message names it and where to look.

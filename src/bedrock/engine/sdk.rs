@@ -1,4 +1,4 @@
-//! One attempt of one SDK call: Converse, InvokeModel with a family's native body, and an
+//! One attempt of one SDK call: Converse, `InvokeModel` with a family's native body, and an
 //! embedding call. Retries, limits and caching are the callers' business.
 
 use std::sync::Arc;
@@ -160,7 +160,7 @@ impl Engine {
         })
     }
 
-    /// One InvokeModel call of an embedding model with a chunk's native body: the vectors, in
+    /// One `InvokeModel` call of an embedding model with a chunk's native body: the vectors, in
     /// the order of the chunk's texts, and the input tokens the service counted (the body's
     /// count, else the response header's).
     pub(super) async fn embed_once(
@@ -196,7 +196,7 @@ impl Engine {
     }
 }
 
-/// The header in which InvokeModel reports the input tokens it counted.
+/// The header in which `InvokeModel` reports the input tokens it counted.
 const INPUT_TOKEN_HEADER: &str = "x-amzn-bedrock-input-token-count";
 
 /// No [`INPUT_TOKEN_HEADER`] was seen.
