@@ -14,7 +14,9 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use crate::bedrock::families::EmbedOptions;
 use crate::bedrock::request::{ChatMessage, ChatRole, InferenceParams, TextRequest, ToolSpec};
 
-/// A cache key: see the [module](self) documentation.
+/// A cache key: 128 bits of `SipHash`-1-3 over the scope, the kind of call, the model id and
+/// every field of the request, each length-prefixed or tagged so that different requests never
+/// encode to the same bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CacheKey(u128);
 
