@@ -59,7 +59,8 @@
 //! session. [`BedrockContext`] is a small convenience over such a session.
 //!
 //! Parts, each a cargo feature on by default: the `datafusion-bedrock` shell ([`shell`],
-//! feature `cli`), the sqllogictest driver ([`slt`], feature `slt`) and the wire-faithful local
+//! feature `cli`), the sqllogictest driver ([`slt`], feature `slt`), the Ballista cluster
+//! support ([`distributed`], feature `distributed`) and the wire-faithful local
 //! Bedrock emulator ([`emulator`], feature `emulator`) that the real AWS SDK clients talk to
 //! over HTTP on 127.0.0.1, so tests, examples and benchmarks never reach AWS. Embedders who
 //! need none of them use `default-features = false`.
@@ -77,6 +78,8 @@ pub mod plan;
 pub mod sql;
 pub mod udf;
 
+#[cfg(feature = "distributed")]
+pub mod distributed;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 #[cfg(feature = "cli")]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::catalog::persist::CatalogFile;
+use datafusion_bedrock::distributed;
 use datafusion_bedrock::emulator::{
     Emulator, EmulatorConfig, FaultRates, LoadModel, StaticCredential,
 };
@@ -42,6 +43,52 @@ enum Command {
     Emulator(EmulatorArgs),
     /// Run sqllogictest files against the extension and a built-in emulator.
     Slt(SltArgs),
+    /// Run a Ballista scheduler that knows the extension, until interrupted.
+    Scheduler(SchedulerArgs),
+    /// Run a Ballista executor that knows the extension, until interrupted. It calls Bedrock
+    /// with its own credentials (environment, profile, role).
+    Executor(ExecutorArgs),
+}
+
+#[derive(Debug, Args)]
+struct SchedulerArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_host: String,
+    /// The host name executors and clients reach this scheduler by (default: the bind host).
+    #[arg(long)]
+    external_host: Option<String>,
+    /// The gRPC port.
+    #[arg(long, default_value_t = 50050)]
+    port: u16,
+}
+
+#[derive(Debug, Args)]
+struct ExecutorArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_host: String,
+    /// The host name others reach this executor by (default: the bind host).
+    #[arg(long)]
+    external_host: Option<String>,
+    /// The Arrow Flight port, which serves shuffle data.
+    #[arg(long, default_value_t = 50051)]
+    port: u16,
+    /// The gRPC port.
+    #[arg(long, default_value_t = 50052)]
+    grpc_port: u16,
+    /// The scheduler's host.
+    #[arg(long, default_value = "127.0.0.1")]
+    scheduler_host: String,
+    /// The scheduler's port.
+    #[arg(long, default_value_t = 50050)]
+    scheduler_port: u16,
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long)]
+    concurrent_tasks: Option<usize>,
+    /// Where shuffle files go (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<String>,
 }
 
 /// The shell's flags: datafusion-cli's, then the extension's.
@@ -91,6 +138,10 @@ struct ShellArgs {
     /// the user's config directory (datafusion-bedrock/), or none with --emulator.
     #[arg(long, value_name = "PATH")]
     catalog: Option<PathBuf>,
+    /// Send queries to the Ballista scheduler at df://HOST:PORT (started with
+    /// `datafusion-bedrock scheduler`); queries reading only in-memory tables run here.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
 }
 
 impl ShellArgs {
@@ -338,6 +389,48 @@ async fn run_slt(args: SltArgs) -> Result<ExitCode, String> {
     })
 }
 
+async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
+    let options = distributed::SchedulerOptions {
+        bind_host: args.bind_host,
+        port: args.port,
+        external_host: args.external_host,
+    };
+    println!(
+        "datafusion-bedrock scheduler listening on {}:{}",
+        options.bind_host, options.port
+    );
+    tokio::select! {
+        result = distributed::run_scheduler(options) => result.map_err(|e| e.to_string()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
+    let defaults = distributed::ExecutorOptions::default();
+    let options = distributed::ExecutorOptions {
+        bind_host: args.bind_host,
+        external_host: args.external_host,
+        port: args.port,
+        grpc_port: args.grpc_port,
+        scheduler_host: args.scheduler_host,
+        scheduler_port: args.scheduler_port,
+        concurrent_tasks: args.concurrent_tasks.unwrap_or(defaults.concurrent_tasks),
+        work_dir: args.work_dir,
+    };
+    println!(
+        "datafusion-bedrock executor on {}:{} (flight) / {} (grpc), scheduler {}:{}, {} concurrent tasks",
+        options.bind_host,
+        options.port,
+        options.grpc_port,
+        options.scheduler_host,
+        options.scheduler_port,
+        options.concurrent_tasks
+    );
+    distributed::run_executor(options)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// The catalog file: `--catalog`, else the user's config directory unless `--emulator`.
 fn catalog_path(args: &ShellArgs) -> Option<PathBuf> {
     if let Some(path) = &args.catalog {
@@ -397,6 +490,7 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         batch_size: args.batch_size,
         memory_limit: args.memory_limit,
         reads_sql_from_stdin: args.reads_sql_from_stdin(),
+        cluster: args.cluster.clone(),
     };
     let ctx: SessionContext = shell::session_context(&settings, Arc::clone(&registry))
         .await
@@ -486,6 +580,14 @@ async fn main_inner(cli: Cli) -> Result<ExitCode, Failed> {
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failed::Subcommand),
         Some(Command::Slt(args)) => run_slt(args).await.map_err(Failed::Subcommand),
+        Some(Command::Scheduler(args)) => run_scheduler(args)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Failed::Subcommand),
+        Some(Command::Executor(args)) => run_executor(args)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Failed::Subcommand),
         None => match run_shell(cli.shell).await {
             Ok(true) => Ok(ExitCode::SUCCESS),
             Ok(false) => Ok(ExitCode::FAILURE),

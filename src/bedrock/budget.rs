@@ -37,6 +37,8 @@ struct State {
     spent: Spent,
     /// The limit the first refused attempt would have passed: once set, nothing is admitted.
     stopped_at: Option<String>,
+    /// On a cluster, the partitions the limits are divided over.
+    partitions: Option<usize>,
 }
 
 /// What a query has spent.
@@ -90,6 +92,42 @@ impl Budget {
             state: Mutex::new(State::default()),
             in_flight: watch::Sender::new(0),
         }
+    }
+
+    /// The limits: most requests, most estimated USD.
+    #[must_use]
+    pub fn limits(&self) -> (Option<u64>, Option<f64>) {
+        (self.max_requests, self.max_cost_usd)
+    }
+
+    /// On a cluster: the number of partitions running model calls that share this budget.
+    /// Each partition's task gets its share of the limits ([`Budget::share`]).
+    pub fn divide_over(&self, partitions: usize) {
+        self.lock().partitions = Some(partitions.max(1));
+    }
+
+    /// The partitions this budget is divided over, when it is (see [`Budget::divide_over`]).
+    #[must_use]
+    pub fn divided_over(&self) -> Option<usize> {
+        self.lock().partitions
+    }
+
+    /// The limits of a task running `partitions` of the partitions this budget is divided
+    /// over: each limit times `partitions / total`, rounded down, so that the tasks together
+    /// never pass it. Undivided, the limits themselves.
+    #[must_use]
+    pub fn share(&self, partitions: usize) -> (Option<u64>, Option<f64>) {
+        let Some(total) = self.divided_over() else {
+            return self.limits();
+        };
+        let part = partitions.min(total) as u64;
+        let total = total as u64;
+        let requests = self
+            .max_requests
+            .map(|max| u64::try_from(u128::from(max) * u128::from(part) / u128::from(total)).unwrap_or(max));
+        #[allow(clippy::cast_precision_loss)]
+        let cost = self.max_cost_usd.map(|max| max * part as f64 / total as f64);
+        (requests, cost)
     }
 
     /// Whether any limit is set.

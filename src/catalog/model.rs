@@ -39,7 +39,7 @@ pub const DEFAULT_MAX_HISTORY_ROWS: usize = 50;
 pub const MAX_HISTORY_ROWS_LIMIT: u64 = 10_000;
 
 /// What a row whose call failed gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum OnError {
     /// The query fails, naming the row's input and the Bedrock error.
     #[default]
@@ -74,7 +74,7 @@ impl OnError {
 }
 
 /// How rows become requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     /// One request per distinct row; no context between rows.
     #[default]
@@ -111,7 +111,7 @@ impl Mode {
 }
 
 /// A piece of a prompt template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TemplatePart {
     /// Text sent as written.
     Literal(String),
@@ -120,7 +120,7 @@ pub enum TemplatePart {
 }
 
 /// A parsed `prompt_template`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Template {
     /// The template as written.
     pub text: String,
@@ -213,7 +213,7 @@ fn unbalanced(what: &str, text: &str, at: usize) -> Error {
 }
 
 /// Where a model's prompt comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PromptSource {
     /// `prompt_template` with `{{column}}` placeholders.
     Template(Template),
@@ -263,7 +263,7 @@ fn parse_api(text: &str) -> Result<Api> {
 }
 
 /// A validated model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
     /// The model's name.
     pub name: String,

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 
 /// A field's type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OutputType {
     /// Text.
     String,
@@ -35,7 +35,7 @@ pub enum OutputType {
 }
 
 /// A named, typed field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutputField {
     /// Its name.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct OutputField {
 }
 
 /// A parsed `output_schema`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutputSchema {
     /// As written.
     pub text: String,

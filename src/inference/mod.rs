@@ -13,6 +13,7 @@ pub mod bound;
 pub mod call;
 pub mod created;
 pub mod metrics;
+pub mod spec;
 pub mod text;
 
 pub use answer::{CallStats, RowAnswer, RowMeta};

@@ -78,7 +78,7 @@ impl AiFunctionExec {
     ///
     /// # Errors
     /// When DataFusion cannot compute the properties of the same expressions over `input`.
-    fn replacing(
+    pub(crate) fn replacing(
         exprs: Vec<Arc<AsyncFuncExpr>>,
         input: Arc<dyn ExecutionPlan>,
         budget: Arc<Budget>,
@@ -96,6 +96,18 @@ impl AiFunctionExec {
             properties: Arc::clone(same.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
+    }
+
+    /// The async expressions it evaluates, in output order.
+    #[must_use]
+    pub fn async_exprs(&self) -> Vec<Arc<AsyncFuncExpr>> {
+        self.exprs.iter().map(|e| Arc::clone(&e.expr)).collect()
+    }
+
+    /// The query's budget.
+    #[must_use]
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Result<Self> {
@@ -167,11 +179,14 @@ impl DisplayAs for AiFunctionExec {
                 None => e.expr.to_string(),
             })
             .collect();
+        let division = super::model_exec::budget_division(&self.budget)
+            .map(|d| format!(", {d}"))
+            .unwrap_or_default();
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(f, "AiFunctionExec: calls=[{}]", calls.join(", "))
+                write!(f, "AiFunctionExec: calls=[{}]{division}", calls.join(", "))
             }
-            DisplayFormatType::TreeRender => writeln!(f, "calls={}", calls.join(", ")),
+            DisplayFormatType::TreeRender => writeln!(f, "calls={}{division}", calls.join(", ")),
         }
     }
 }

@@ -17,9 +17,9 @@ use super::model_exec::ModelExec;
 
 /// Keeps the rows of a conversation in the data's order: removes the round-robin
 /// repartitioning that DataFusion adds for parallelism under a conversation's [`ModelExec`]
-/// (it interleaves batches) and the merge of partitions right under it, which it replaces by
-/// reading the partitions one after another. Ordered merges (`SortPreservingMergeExec`) are
-/// kept.
+/// (it interleaves batches), below the merge of partitions that gathers the conversation's
+/// input (which the operator reads one partition after another). Ordered merges
+/// (`SortPreservingMergeExec`) are kept.
 #[derive(Debug, Default)]
 pub struct ModelInputOrder;
 
@@ -67,12 +67,20 @@ impl PhysicalOptimizerRule for ModelInputOrder {
             }
             let mut input = Arc::clone(&model.input);
             if input.output_ordering().is_none() {
-                if let Some(merge) =
-                    (input.as_ref() as &dyn Any).downcast_ref::<CoalescePartitionsExec>()
+                input = match (input.as_ref() as &dyn Any).downcast_ref::<CoalescePartitionsExec>()
                 {
-                    input = Arc::clone(merge.input());
-                }
-                input = without_round_robin(input)?;
+                    Some(merge) => {
+                        let below = without_round_robin(Arc::clone(merge.input()))?;
+                        if Arc::ptr_eq(&below, merge.input()) {
+                            input
+                        } else if below.output_partitioning().partition_count() == 1 {
+                            below
+                        } else {
+                            Arc::new(CoalescePartitionsExec::new(below))
+                        }
+                    }
+                    None => without_round_robin(input)?,
+                };
             }
             if Arc::ptr_eq(&input, &model.input) {
                 return Ok(Transformed::no(node));

@@ -13,6 +13,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{CardinalityEffect, EmissionType};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::limit::LimitStream;
 use datafusion::physical_plan::metrics::BaselineMetrics;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
@@ -100,6 +101,50 @@ impl ModelExec {
     #[must_use]
     pub fn budget(&self) -> &Arc<Budget> {
         &self.budget
+    }
+
+    /// The model and its engine.
+    #[must_use]
+    pub fn call(&self) -> &CreatedModel {
+        &self.call
+    }
+
+    /// The expressions giving the model's inputs.
+    #[must_use]
+    pub fn args(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.args
+    }
+
+    /// The same operator over `input` (a plan decoded elsewhere), with the output schema the
+    /// model gives that input, a LIMIT of a conversation and its own budget.
+    #[must_use]
+    pub fn rebuilt(
+        call: CreatedModel,
+        input: Arc<dyn ExecutionPlan>,
+        args: Vec<Arc<dyn PhysicalExpr>>,
+        fetch: Option<usize>,
+        budget: Arc<Budget>,
+    ) -> Self {
+        let input_schema = input.schema();
+        let fields: Vec<datafusion::arrow::datatypes::FieldRef> = input_schema
+            .fields()
+            .iter()
+            .cloned()
+            .chain(call.output_fields().into_iter().map(Arc::new))
+            .collect();
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+            fields,
+            input_schema.metadata().clone(),
+        ));
+        let mut exec = Self::new(call, input, args, schema, budget);
+        exec.fetch = fetch;
+        exec
+    }
+
+    /// How many partitions of this operator run model calls.
+    #[must_use]
+    pub fn calling_partitions(&self) -> usize {
+        self.properties.output_partitioning().partition_count()
     }
 
     pub(super) fn is_conversation(&self) -> bool {
@@ -197,6 +242,25 @@ impl ModelExec {
     }
 }
 
+/// On a cluster, how the query's budget is divided:
+/// `budget=max_requests 100 divided over 4 partitions (a task gets its partitions' part, rounded down)`.
+pub(super) fn budget_division(budget: &Budget) -> Option<String> {
+    let total = budget.divided_over()?;
+    let (max_requests, max_cost) = budget.limits();
+    let limits: Vec<String> = max_requests
+        .map(|max| format!("max_requests {max}"))
+        .into_iter()
+        .chain(max_cost.map(|max| format!("max_cost_usd {max}")))
+        .collect();
+    if limits.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "budget={} divided over {total} partitions (a task gets its partitions' part, rounded down)",
+        limits.join(", ")
+    ))
+}
+
 /// Prior turns sent by `requests` requests of a `conversational-full` model keeping `max`:
 /// the sum of `min(i, max)` for i below `requests`.
 fn history_turns(requests: u64, max: u64) -> u64 {
@@ -209,11 +273,17 @@ impl DisplayAs for ModelExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let inputs: Vec<String> = self.args.iter().map(ToString::to_string).collect();
         describe(&self.call, &inputs.join(", "), f)?;
+        if self.is_conversation() {
+            write!(f, ", input=one partition in the data's order")?;
+        }
         if let Some(fetch) = self.fetch {
             write!(f, ", fetch={fetch}")?;
         }
         if let Some(estimate) = self.estimate() {
             write!(f, ", {estimate}")?;
+        }
+        if let Some(division) = budget_division(&self.budget) {
+            write!(f, ", {division}")?;
         }
         Ok(())
     }
@@ -233,9 +303,12 @@ impl ExecutionPlan for ModelExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        // A conversation's ordered input is merged in order; any other input of a
-        // conversation is read one partition after another (see `ModelInputOrder`).
-        let distribution = if self.is_conversation() && self.input.output_ordering().is_some() {
+        // A conversation consumes its whole input as one partition: an ordered input is
+        // merged in order; the partitions of an unordered one, which DataFusion gathers with
+        // a `CoalescePartitionsExec`, are read one after another in the data's order (see
+        // `execute`). On a cluster, this is what makes the conversation's task read every
+        // partition, not only its own.
+        let distribution = if self.is_conversation() {
             Distribution::SinglePartition
         } else {
             Distribution::UnspecifiedDistribution
@@ -344,9 +417,10 @@ impl ExecutionPlan for ModelExec {
                 "ModelExec of a conversation has one partition, asked for partition {partition}"
             )));
         }
-        // The input's partitions one after another, in order.
-        let partitions = self.input.output_partitioning().partition_count();
-        let child = Arc::clone(&self.input);
+        // The input's partitions one after another, in order: those under a merge of
+        // partitions are read in turn, not interleaved as the merge would.
+        let child = in_order(&self.input);
+        let partitions = child.output_partitioning().partition_count();
         let input_schema = child.schema();
         let batches = futures::stream::iter(0..partitions)
             .map(move |p| child.execute(p, Arc::clone(&context)))
@@ -385,6 +459,15 @@ impl ExecutionPlan for ModelExec {
             Arc::clone(&self.schema),
             stream,
         )))
+    }
+}
+
+/// What a conversation reads in order: the partitions under a `CoalescePartitionsExec` (which
+/// would interleave them), else the input itself.
+fn in_order(input: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    match input.downcast_ref::<CoalescePartitionsExec>() {
+        Some(merge) if merge.fetch().is_none() => Arc::clone(merge.input()),
+        _ => Arc::clone(input),
     }
 }
 

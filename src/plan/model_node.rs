@@ -79,6 +79,18 @@ impl ModelNode {
         &self.call
     }
 
+    /// The expressions giving the model's inputs.
+    #[must_use]
+    pub fn args(&self) -> &[Expr] {
+        &self.args
+    }
+
+    /// The model's alias, which qualifies its output columns.
+    #[must_use]
+    pub fn qualifier(&self) -> &TableReference {
+        &self.qualifier
+    }
+
     fn fingerprint(&self) -> String {
         self.call.fingerprint()
     }

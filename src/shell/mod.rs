@@ -59,6 +59,8 @@ pub struct SessionSettings {
     /// The shell reads its SQL from stdin (the REPL, or `-f /dev/stdin`), so stdin is not a
     /// data source.
     pub reads_sql_from_stdin: bool,
+    /// `df://host:port`: send queries to this Ballista scheduler.
+    pub cluster: Option<String>,
 }
 
 /// A session configured as `datafusion-cli` configures its own — settings from `DATAFUSION_*`
@@ -107,7 +109,11 @@ pub async fn session_context(
         .with_default_features()
         .with_bedrock()
         .build();
-    let ctx = SessionContext::new_with_state(state).enable_url_table();
+    let ctx = match &settings.cluster {
+        Some(address) => crate::distributed::cluster_session(address, state).await?,
+        None => SessionContext::new_with_state(state),
+    };
+    let ctx = ctx.enable_url_table();
     ctx.refresh_catalogs().await?;
     ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(
         Arc::clone(ctx.state().catalog_list()),

@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
+use super::call_spec::CallSpec;
 use super::function::{AiBinder, AiCall, AiFunction, BindArgs, text_argument};
 use super::options::{RowHandling, option_error, option_pairs, unknown_option};
 use super::resolve::choose_engine;
@@ -172,20 +173,31 @@ impl AiBinder for AiEmbed {
         let engine = choose_engine(catalog, NAME, options.engine.as_deref())?;
         let mut bound = BoundModel::of_model_id(&model, engine);
         options.handling.apply(&mut bound);
-        Ok(Arc::new(EmbedCall {
-            call: ModelCall::new(bound),
-            embed: options.embed,
+        Ok(EmbedCall::bound(
+            ModelCall::new(bound),
+            options.embed,
             dimensions,
-        }))
+        ))
     }
 }
 
 /// `ai_embed` bound to its model.
 #[derive(Debug)]
-struct EmbedCall {
+pub(super) struct EmbedCall {
     call: ModelCall,
     embed: EmbedOptions,
     dimensions: i32,
+}
+
+impl EmbedCall {
+    /// `ai_embed`'s call of `call`'s model, asking for vectors of `dimensions`.
+    pub(super) fn bound(call: ModelCall, embed: EmbedOptions, dimensions: i32) -> Arc<dyn AiCall> {
+        Arc::new(Self {
+            call,
+            embed,
+            dimensions,
+        })
+    }
 }
 
 #[async_trait]
@@ -200,6 +212,18 @@ impl AiCall for EmbedCall {
 
     fn describe(&self) -> String {
         format!("{}, dimensions={}", self.call.model(), self.dimensions)
+    }
+
+    fn engine(&self) -> Arc<crate::bedrock::engine::Engine> {
+        Arc::clone(&self.call.model().engine)
+    }
+
+    fn spec(&self) -> CallSpec {
+        CallSpec::Embed {
+            model: self.call.model().spec(),
+            embed: self.embed.clone(),
+            dimensions: self.dimensions,
+        }
     }
 
     fn fingerprint(&self) -> String {

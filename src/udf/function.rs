@@ -218,6 +218,12 @@ pub trait AiCall: fmt::Debug + Send + Sync {
     /// What identifies the binding: equal fingerprints answer the same way.
     fn fingerprint(&self) -> String;
 
+    /// The binding as data that can leave the process (no secret in it).
+    fn spec(&self) -> super::call_spec::CallSpec;
+
+    /// The engine it calls.
+    fn engine(&self) -> Arc<crate::bedrock::engine::Engine>;
+
     /// The answers of `rows` rows, whose argument values are `args`, under a query's options.
     ///
     /// # Errors

@@ -12,6 +12,7 @@ pub mod ai_complete;
 pub mod ai_embed;
 pub mod ai_filter;
 pub mod bedrock_usage;
+pub mod call_spec;
 pub mod cosine_similarity;
 pub mod function;
 pub mod options;

@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
+use super::call_spec::CallSpec;
 use super::function::{AiCall, AiFunction};
 use crate::bedrock::engine::{CallOptions, Engine};
 use crate::catalog::model::{Mode, ModelSpec};
@@ -33,10 +34,14 @@ impl PredictCall {
     /// The function of a model, calling through its engine.
     pub fn udf(spec: ModelSpec, engine: Arc<Engine>) -> ScalarUDF {
         let name = Self::udf_name(&spec);
-        let call = Arc::new(Self {
-            model: CreatedModel::new(spec, engine),
-        });
+        let call = Arc::new(Self::new(CreatedModel::new(spec, engine)));
         AiFunction::bound(&name, call)
+    }
+
+    /// The call of `model`.
+    #[must_use]
+    pub fn new(model: CreatedModel) -> Self {
+        Self { model }
     }
 
     /// The function's name for a model: `predict_<model>` (dots become underscores).
@@ -68,6 +73,16 @@ impl AiCall for PredictCall {
 
     fn fingerprint(&self) -> String {
         self.model.fingerprint()
+    }
+
+    fn engine(&self) -> Arc<Engine> {
+        Arc::clone(self.model.engine())
+    }
+
+    fn spec(&self) -> CallSpec {
+        CallSpec::Predict {
+            model: self.model.wire(),
+        }
     }
 
     async fn answer(

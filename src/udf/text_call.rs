@@ -12,12 +12,13 @@ use datafusion::logical_expr::ColumnarValue;
 
 use super::ai_classify::{self, labels_from_scalar, parse_label};
 use super::ai_filter::{self, parse_verdict};
+use super::call_spec::CallSpec;
 use super::function::{AiCall, text_argument};
 use crate::bedrock::engine::CallOptions;
 use crate::inference::{Ask, ModelCall, RowAnswer};
 
 /// What a text AI function makes of a model's answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TextKind {
     /// `ai_complete`: the answer as it is (text, or the struct of `output_schema`).
     Complete,
@@ -88,6 +89,18 @@ impl AiCall for TextCall {
                 serde_json::Value::from(labels.clone())
             ),
             _ => self.call.model().to_string(),
+        }
+    }
+
+    fn engine(&self) -> Arc<crate::bedrock::engine::Engine> {
+        Arc::clone(&self.call.model().engine)
+    }
+
+    fn spec(&self) -> CallSpec {
+        CallSpec::Text {
+            function: self.function.to_string(),
+            kind: self.kind.clone(),
+            model: self.call.model().spec(),
         }
     }
 

@@ -39,7 +39,7 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_TOKEN_RESERVATION: u64 = 512;
 
 /// How a model is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum Api {
     /// The Converse API: one request shape for every chat model (the default).
     #[default]

@@ -248,7 +248,7 @@ pub fn decode_text_response(family: ModelFamily, body: &[u8]) -> Result<TextResp
 }
 
 /// Options of an embedding call. `None` leaves the model's default.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EmbedOptions {
     /// Vector length: Titan Embeddings v2 takes 256, 512 or 1024; Cohere Embed v4 takes 256,
     /// 512, 1024 or 1536 (`output_dimension`). Titan v1 and Cohere Embed v3 take none.
