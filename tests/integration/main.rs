@@ -12,6 +12,8 @@ mod cli_datafusion;
 mod cli_hardening;
 #[cfg(feature = "emulator")]
 mod client_engine;
+#[cfg(all(feature = "distributed", feature = "emulator"))]
+mod cluster;
 #[cfg(feature = "emulator")]
 mod emulator_control;
 #[cfg(feature = "emulator")]

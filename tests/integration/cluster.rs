@@ -1,0 +1,192 @@
+//! The extension on a Ballista cluster in this process: one scheduler, two executors on
+//! loopback ports, each executor with its own engines. The same SQL gives the same rows as on
+//! one machine; every row is answered once; both executors call the model; a conversation
+//! keeps the data's order; the budget holds across tasks.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_bedrock::distributed::{LocalCluster, cluster_session};
+use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
+use datafusion_bedrock::{BedrockExtension, SessionStateBuilderBedrock, execute_sql};
+
+use crate::support::converse_calls;
+
+const TITAN: &str = "amazon.titan-text-premier-v1:0";
+
+/// The seed document's engine and model, and a Parquet table of questions.
+fn setup(dir: &Path) -> Vec<String> {
+    vec![
+        "CREATE ML_ENGINE bedrock_engine FROM bedrock USING aws_access_key_id = 'AQAXEQK89OX07YS34OP', aws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', aws_session_token = 'FwoGZXIvYXdzEJr...', region_name = 'us-east-1'".to_string(),
+        "CREATE MODEL bedrock_default_model PREDICT answer USING engine = 'bedrock_engine', prompt_template = 'Answer the users input in a helpful way: {{question}}'".to_string(),
+        format!(
+            "CREATE EXTERNAL TABLE questions STORED AS PARQUET LOCATION '{}/'",
+            dir.display()
+        ),
+    ]
+}
+
+/// `files` Parquet files of `rows` rows each: `id` and a distinct `question`.
+fn parquet_dataset(name: &str, files: usize, rows: usize) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("dfb-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("question", DataType::Utf8, false),
+    ]));
+    for file in 0..files {
+        let ids: Vec<i64> = (0..rows)
+            .map(|r| i64::try_from(file * rows + r).expect("id"))
+            .collect();
+        let questions: Vec<String> = ids.iter().map(|id| format!("question {id}")).collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(questions)),
+            ],
+        )
+        .expect("batch");
+        let out = std::fs::File::create(dir.join(format!("part-{file}.parquet"))).expect("file");
+        let mut writer = ArrowWriter::try_new(out, Arc::clone(&schema), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+    }
+    dir
+}
+
+/// A session with the extension, its engines pointed at the emulator.
+fn state(emulator: &Emulator, partitions: usize) -> datafusion::execution::SessionState {
+    let ext = Arc::new(BedrockExtension::new());
+    ext.set_default_endpoint(Some(emulator.url().to_string()));
+    SessionStateBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(partitions))
+        .with_default_features()
+        .with_bedrock_extension(ext)
+        .build()
+}
+
+async fn run_all(ctx: &SessionContext, statements: &[String]) {
+    for sql in statements {
+        execute_sql(ctx, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// The rows of a query of `(id, answer)`, by id.
+async fn answers(ctx: &SessionContext, sql: &str) -> BTreeMap<i64, Option<String>> {
+    let batches = execute_sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut rows = BTreeMap::new();
+    for batch in batches {
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("id column");
+        let answers = datafusion::arrow::compute::cast(batch.column(1), &DataType::Utf8)
+            .expect("answer as text");
+        let answers = answers
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("answer column");
+        for row in 0..batch.num_rows() {
+            let answer = (!answers.is_null(row)).then(|| answers.value(row).to_string());
+            assert!(
+                rows.insert(ids.value(row), answer).is_none(),
+                "{sql}: id {} came twice",
+                ids.value(row)
+            );
+        }
+    }
+    rows
+}
+
+fn requests_of(registry: &datafusion_bedrock::distributed::EngineRegistry) -> u64 {
+    registry
+        .engines()
+        .iter()
+        .flat_map(|engine| engine.usage())
+        .map(|usage| usage.requests)
+        .sum()
+}
+
+const JOIN: &str = "SELECT d.id, m.answer FROM questions AS d JOIN bedrock_default_model AS m";
+const AI_COMPLETE: &str =
+    "SELECT id, ai_complete('bedrock_default_model', question) AS answer FROM questions";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_executors_answer_the_seed_join_and_ai_complete_as_one_machine_does() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let (files, rows_per_file) = (8, 2_500);
+    let rows = files * rows_per_file;
+    let dir = parquet_dataset("cluster", files, rows_per_file);
+    let statements = setup(&dir);
+
+    let local = SessionContext::new_with_state(state(&emulator, 4));
+    run_all(&local, &statements).await;
+    let local_join = answers(&local, JOIN).await;
+    let local_complete = answers(&local, AI_COMPLETE).await;
+    assert_eq!(local_join.len(), rows);
+    assert_eq!(local_complete.len(), rows);
+    assert_eq!(
+        local_join.get(&7).cloned().flatten().as_deref(),
+        Some(
+            "Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): Answer the users input in a helpful way: question 7"
+        )
+    );
+    assert_eq!(
+        local_complete.get(&7).cloned().flatten().as_deref(),
+        Some("Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): question 7")
+    );
+
+    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
+    let remote = cluster_session(cluster.address(), state(&emulator, 8))
+        .await
+        .expect("cluster session");
+    run_all(&remote, &statements).await;
+    let before = converse_calls(&emulator, TITAN);
+    let remote_join = answers(&remote, JOIN).await;
+    let after_join = converse_calls(&emulator, TITAN);
+    let remote_complete = answers(&remote, AI_COMPLETE).await;
+    let after_complete = converse_calls(&emulator, TITAN);
+
+    assert_eq!(remote_join, local_join);
+    assert_eq!(remote_complete, local_complete);
+    // Every row's prompt is distinct: each was sent once, by one executor.
+    let expected = u64::try_from(rows).expect("rows");
+    assert_eq!(after_join - before, expected);
+    assert_eq!(after_complete - after_join, expected);
+    let per_executor: Vec<u64> = cluster
+        .executor_engines()
+        .iter()
+        .map(|registry| requests_of(registry))
+        .collect();
+    assert_eq!(per_executor.len(), 2);
+    assert!(
+        per_executor.iter().all(|requests| *requests > 0),
+        "both executors call the model: {per_executor:?}"
+    );
+    assert_eq!(per_executor.iter().sum::<u64>(), 2 * expected);
+    std::fs::remove_dir_all(&dir).ok();
+}
