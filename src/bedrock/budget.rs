@@ -20,6 +20,8 @@ pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 pub struct Budget {
     max_requests: Option<u64>,
     max_cost_usd: Option<f64>,
+    /// On a cluster, the query's limits when these are one task's share of them.
+    query_limits: Option<(Option<u64>, Option<f64>)>,
     state: Mutex<State>,
     /// Attempts admitted and not settled yet.
     in_flight: watch::Sender<u64>,
@@ -89,8 +91,19 @@ impl Budget {
         Self {
             max_requests,
             max_cost_usd,
+            query_limits: None,
             state: Mutex::new(State::default()),
             in_flight: watch::Sender::new(0),
+        }
+    }
+
+    /// One task's share of a query's budget on a cluster: `share` are its limits, `query` the
+    /// query's (which refusals name).
+    #[must_use]
+    pub fn task_share(share: (Option<u64>, Option<f64>), query: (Option<u64>, Option<f64>)) -> Self {
+        Self {
+            query_limits: Some(query),
+            ..Self::new(share.0, share.1)
         }
     }
 
@@ -170,11 +183,11 @@ impl Budget {
             if let Some(max) = self.max_requests
                 && state.spent.requests + 1 > max
             {
-                state.stopped_at = Some(format!("bedrock.max_requests = {max}"));
+                state.stopped_at = Some(self.limit_name("max_requests", max, self.query_limits.and_then(|q| q.0)));
             } else if let Some(max) = self.max_cost_usd
                 && state.spent.cost_usd + state.spent.reserved_usd + estimate_usd > max
             {
-                state.stopped_at = Some(format!("bedrock.max_cost_usd = {max}"));
+                state.stopped_at = Some(self.limit_name("max_cost_usd", max, self.query_limits.and_then(|q| q.1)));
             }
         }
         if let Some(limit) = &state.stopped_at {
@@ -188,6 +201,16 @@ impl Budget {
             estimate_usd,
             settled: false,
         })
+    }
+
+    /// `bedrock.max_requests = 10`, or on a cluster `this task's share (2) of bedrock.max_requests = 10`.
+    fn limit_name<T: std::fmt::Display>(&self, option: &str, max: T, query: Option<T>) -> String {
+        match query {
+            Some(query) if self.query_limits.is_some() => {
+                format!("this task's share ({max}) of bedrock.{option} = {query}")
+            }
+            _ => format!("bedrock.{option} = {max}"),
+        }
     }
 
     fn settle(&self, reservation: f64, actual_usd: Option<f64>) {

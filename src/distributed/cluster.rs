@@ -349,8 +349,109 @@ impl QueryPlanner for ClusterQueryPlanner {
         if runs_here(plan)? {
             self.here.create_physical_plan(plan, session).await
         } else {
-            self.remote.create_physical_plan(plan, session).await
+            let remote = self.remote.create_physical_plan(plan, session).await?;
+            Ok(Arc::new(PlainErrors { inner: remote }))
         }
+    }
+}
+
+/// The message inside the error of a job that failed on the cluster. Ballista reports it
+/// through several layers of `Debug` (`… DataFusionError(Shared(External(DataFusionError(
+/// Execution("message")))))`): this takes the innermost quoted message back out.
+fn plain_job_error(message: &str) -> Option<String> {
+    let start = message.rfind("(\"")? + 2;
+    let mut text = String::new();
+    let mut chars = message[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                'n' => text.push('\n'),
+                't' => text.push('\t'),
+                other => text.push(other),
+            },
+            '"' => break,
+            c => text.push(c),
+        }
+    }
+    let job = message
+        .split_whitespace()
+        .skip_while(|w| *w != "Job")
+        .nth(1)
+        .map(|id| format!(" (job {id})"))
+        .unwrap_or_default();
+    Some(format!("A task on the cluster failed{job}: {text}"))
+}
+
+/// The client's root of a plan run on the cluster: the same batches, and errors of tasks
+/// given as their own message rather than Ballista's nested report.
+#[derive(Debug)]
+struct PlainErrors {
+    inner: Arc<dyn ExecutionPlan>,
+}
+
+impl datafusion::physical_plan::DisplayAs for PlainErrors {
+    fn fmt_as(
+        &self,
+        t: datafusion::physical_plan::DisplayFormatType,
+        f: &mut std::fmt::Formatter,
+    ) -> std::fmt::Result {
+        self.inner.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for PlainErrors {
+    fn name(&self) -> &'static str {
+        "ClusterQuery"
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.inner.apply_expressions(f)
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.inner.children()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        #[expect(deprecated)]
+        let inner = Arc::clone(&self.inner).with_new_children(children)?;
+        Ok(Arc::new(Self { inner }))
+    }
+
+    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
+        self.inner.metrics()
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
+        use futures::TryStreamExt;
+        let stream = self.inner.execute(partition, context)?;
+        let schema = stream.schema();
+        let plain = stream.map_err(|e| {
+            let message = e.to_string();
+            match plain_job_error(&message) {
+                Some(plain) if message.contains("failed") => DataFusionError::Execution(plain),
+                _ => e,
+            }
+        });
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, plain),
+        ))
     }
 }
 

@@ -200,25 +200,36 @@ fn decode_ai_function(name: &str, buf: &[u8], engines: &EngineRegistry) -> Resul
     Ok(Arc::new(spec.udf(name, &|spec: &EngineSpec| engines.resolve(spec))?))
 }
 
-/// A budget's limits as one task gets them.
+/// A budget's limits as one task gets them, with the query's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct BudgetShare {
     max_requests: Option<u64>,
     max_cost_usd: Option<f64>,
+    query_max_requests: Option<u64>,
+    query_max_cost_usd: Option<f64>,
 }
 
 impl BudgetShare {
     /// The share of a task that runs `partitions` partitions under `budget`.
     fn of(budget: &Budget, partitions: usize) -> Self {
         let (max_requests, max_cost_usd) = budget.share(partitions);
+        let (query_max_requests, query_max_cost_usd) = budget.limits();
         Self {
             max_requests,
             max_cost_usd,
+            query_max_requests,
+            query_max_cost_usd,
         }
     }
 
     fn budget(self) -> Arc<Budget> {
-        Arc::new(Budget::new(self.max_requests, self.max_cost_usd))
+        let share = (self.max_requests, self.max_cost_usd);
+        let query = (self.query_max_requests, self.query_max_cost_usd);
+        Arc::new(if share == query {
+            Budget::new(share.0, share.1)
+        } else {
+            Budget::task_share(share, query)
+        })
     }
 }
 

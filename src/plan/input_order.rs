@@ -17,9 +17,14 @@ use super::model_exec::ModelExec;
 
 /// Keeps the rows of a conversation in the data's order: removes the round-robin
 /// repartitioning that DataFusion adds for parallelism under a conversation's [`ModelExec`]
-/// (it interleaves batches), below the merge of partitions that gathers the conversation's
-/// input (which the operator reads one partition after another). Ordered merges
-/// (`SortPreservingMergeExec`) are kept.
+/// (it interleaves batches) and the merge of partitions that DataFusion puts right under it
+/// for its one-partition requirement (it interleaves partitions): the operator reads its
+/// input's partitions one after another itself. Ordered merges (`SortPreservingMergeExec`)
+/// are kept.
+///
+/// It runs after DataFusion's sanity check, which the merge satisfied. On a Ballista cluster
+/// this also keeps the conversation's input in its task: a merge would end a stage there, and
+/// the one-partition requirement makes the task read every partition of its input.
 #[derive(Debug, Default)]
 pub struct ModelInputOrder;
 
@@ -67,20 +72,12 @@ impl PhysicalOptimizerRule for ModelInputOrder {
             }
             let mut input = Arc::clone(&model.input);
             if input.output_ordering().is_none() {
-                input = match (input.as_ref() as &dyn Any).downcast_ref::<CoalescePartitionsExec>()
+                if let Some(merge) =
+                    (input.as_ref() as &dyn Any).downcast_ref::<CoalescePartitionsExec>()
                 {
-                    Some(merge) => {
-                        let below = without_round_robin(Arc::clone(merge.input()))?;
-                        if Arc::ptr_eq(&below, merge.input()) {
-                            input
-                        } else if below.output_partitioning().partition_count() == 1 {
-                            below
-                        } else {
-                            Arc::new(CoalescePartitionsExec::new(below))
-                        }
-                    }
-                    None => without_round_robin(input)?,
-                };
+                    input = Arc::clone(merge.input());
+                }
+                input = without_round_robin(input)?;
             }
             if Arc::ptr_eq(&input, &model.input) {
                 return Ok(Transformed::no(node));

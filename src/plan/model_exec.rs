@@ -255,8 +255,9 @@ pub(super) fn budget_division(budget: &Budget) -> Option<String> {
     if limits.is_empty() {
         return None;
     }
+    let partitions = if total == 1 { "partition" } else { "partitions" };
     Some(format!(
-        "budget={} divided over {total} partitions (a task gets its partitions' part, rounded down)",
+        "budget={} divided over {total} {partitions} (a task gets its partitions' part, rounded down)",
         limits.join(", ")
     ))
 }

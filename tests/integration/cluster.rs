@@ -190,3 +190,227 @@ async fn two_executors_answer_the_seed_join_and_ai_complete_as_one_machine_does(
     assert_eq!(per_executor.iter().sum::<u64>(), 2 * expected);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Three CSV files of two rows each.
+fn three_csv_files() -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("dfb-cluster-talk-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (file, rows) in [("a.csv", "1,q1\n2,q2"), ("b.csv", "3,q3\n4,q4"), ("c.csv", "5,q5\n6,q6")] {
+        std::fs::write(dir.join(file), format!("id,q\n{rows}\n")).expect("csv");
+    }
+    dir
+}
+
+/// The text of one query's result.
+async fn text(ctx: &SessionContext, sql: &str) -> String {
+    let batches = execute_sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string()
+}
+
+/// The rows of an EXPLAIN: each plan by its type.
+async fn explained(ctx: &SessionContext, sql: &str) -> BTreeMap<String, String> {
+    let batches = execute_sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut plans = BTreeMap::new();
+    for batch in batches {
+        let column = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("text column")
+                .clone()
+        };
+        let (types, texts) = (column(0), column(1));
+        for row in 0..batch.num_rows() {
+            plans.insert(types.value(row).to_string(), texts.value(row).to_string());
+        }
+    }
+    plans
+}
+
+/// The error of a statement that must fail.
+async fn error(ctx: &SessionContext, sql: &str) -> String {
+    match execute_sql(ctx, sql).await {
+        Ok(df) => match df.collect().await {
+            Ok(_) => panic!("{sql}: succeeded"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+fn talk_statements(dir: &Path) -> Vec<String> {
+    let mut statements = setup(dir);
+    statements.pop();
+    statements.extend([
+        format!(
+            "CREATE EXTERNAL TABLE talk STORED AS CSV LOCATION '{}/' OPTIONS ('format.has_header' 'true')",
+            dir.display()
+        ),
+        "CREATE MODEL chat PREDICT answer USING engine = 'bedrock_engine', mode = 'conversational', prompt_template = '{{q}}'".to_string(),
+        "CREATE MODEL chat_full PREDICT answer USING engine = 'bedrock_engine', mode = 'conversational-full', prompt_template = '{{q}}'".to_string(),
+    ]);
+    statements
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conversations_on_a_cluster_follow_the_data_order_in_one_task() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let dir = three_csv_files();
+    let statements = talk_statements(&dir);
+    let local = SessionContext::new_with_state(state(&emulator, 3));
+    run_all(&local, &statements).await;
+    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
+    let remote = cluster_session(cluster.address(), state(&emulator, 3))
+        .await
+        .expect("cluster session");
+    run_all(&remote, &statements).await;
+
+    // The conversation's input is read in its task, one file after another: no stage ends
+    // under the model.
+    let plan = explained(&remote, "EXPLAIN SELECT d.id, m.answer FROM talk AS d JOIN chat AS m").await;
+    let distributed = plan.get("distributed_plan").expect("a distributed plan");
+    let operators: Vec<&str> = distributed
+        .lines()
+        .map(|line| line.trim().split([':', '[']).next().unwrap_or_default())
+        .filter(|op| !op.is_empty())
+        .collect();
+    assert_eq!(
+        operators,
+        [
+            "=========ResolvedStage",
+            "ShuffleWriterExec",
+            "ProjectionExec",
+            "Model",
+            "DataSourceExec"
+        ],
+        "{distributed}"
+    );
+    assert!(
+        distributed.contains("mode=conversational, max_concurrency=32, inputs=[q@1], input=one partition in the data's order"),
+        "{distributed}"
+    );
+
+    for model in ["chat", "chat_full"] {
+        let sql = format!("SELECT d.id, m.answer FROM talk AS d JOIN {model} AS m");
+        for _ in 0..3 {
+            assert_eq!(answers(&remote, &sql).await, answers(&local, &sql).await, "{sql}");
+        }
+    }
+    let last = |rows: BTreeMap<i64, Option<String>>| rows.get(&6).cloned().flatten();
+    assert_eq!(
+        last(answers(&remote, "SELECT d.id, m.answer FROM talk AS d JOIN chat AS m").await).as_deref(),
+        Some("Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 6): q1\nq2\nq3\nq4\nq5\nq6")
+    );
+    assert_eq!(
+        last(answers(&remote, "SELECT d.id, m.answer FROM talk AS d JOIN chat_full AS m").await).as_deref(),
+        Some("Emulated amazon.titan-text-premier-v1:0 (messages: 11, blocks: 11): q6")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_is_divided_over_the_tasks_and_holds_across_the_cluster() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let dir = parquet_dataset("cluster-budget", 8, 50);
+    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
+    let remote = cluster_session(cluster.address(), state(&emulator, 8))
+        .await
+        .expect("cluster session");
+    run_all(&remote, &setup(&dir)).await;
+    run_all(&remote, &["SET bedrock.max_requests = 100".to_string()]).await;
+    let plan = text(&remote, &format!("EXPLAIN {JOIN}")).await;
+    assert!(
+        plan.contains("budget=max_requests 100 divided over 8 partitions (a task gets its partitions' part, rounded down)"),
+        "{plan}"
+    );
+    let before = converse_calls(&emulator, TITAN);
+    let failed = error(&remote, JOIN).await;
+    let sent = converse_calls(&emulator, TITAN) - before;
+    assert!(
+        failed.starts_with("Execution error: A task on the cluster failed (job "),
+        "{failed}"
+    );
+    // A task running k of the 8 partitions may send 100 * k / 8 requests, rounded down
+    // (Ballista gives a task one or more partitions): 100 at most in all.
+    let share = failed
+        .split("this task's share (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no task share in: {failed}"));
+    assert!(
+        [12, 25, 37, 50].contains(&share),
+        "a share of 100 over 8 partitions: {failed}"
+    );
+    assert!(
+        failed.contains(&format!(
+            "BudgetExceeded: the query stopped before a request that would pass this task's share ({share}) of bedrock.max_requests = 100; it had sent {share} request(s)"
+        )),
+        "{failed}"
+    );
+    assert!(sent > 0 && sent <= 100, "sent {sent}: {failed}");
+
+    // Within the budget, the query runs.
+    run_all(&remote, &["SET bedrock.max_requests = 800".to_string()]).await;
+    assert_eq!(answers(&remote, JOIN).await.len(), 400);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tables_of_the_client_stay_on_the_client() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let dir = parquet_dataset("cluster-local", 2, 3);
+    let cluster = LocalCluster::start(1, 2).await.expect("cluster");
+    let remote = cluster_session(cluster.address(), state(&emulator, 2))
+        .await
+        .expect("cluster session");
+    run_all(&remote, &setup(&dir)).await;
+    assert_eq!(
+        text(&remote, "SHOW MODELS").await,
+        [
+            "+-----------------------+----------------+--------------------------------+---------+--------+----------+--------+",
+            "| name                  | engine         | model_id                       | mode    | target | inputs   | status |",
+            "+-----------------------+----------------+--------------------------------+---------+--------+----------+--------+",
+            "| bedrock_default_model | bedrock_engine | amazon.titan-text-premier-v1:0 | default | answer | question | ready  |",
+            "+-----------------------+----------------+--------------------------------+---------+--------+----------+--------+",
+        ]
+        .join("\n")
+    );
+    run_all(
+        &remote,
+        &["CREATE TABLE memo AS VALUES (1, 'kept here')".to_string()],
+    )
+    .await;
+    assert_eq!(
+        text(&remote, "SELECT column2 FROM memo").await,
+        "+-----------+\n| column2   |\n+-----------+\n| kept here |\n+-----------+"
+    );
+    assert_eq!(
+        error(&remote, "SELECT * FROM memo JOIN questions ON memo.column1 = questions.id").await,
+        "Error during planning: Table 'memo' lives in this process (an in-memory table or a table of the extension), and the query also reads files on the cluster: write the table to a file (COPY … TO 'file.parquet', then CREATE EXTERNAL TABLE) so that executors can read it, or query it on its own"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
