@@ -100,7 +100,10 @@ impl Budget {
     /// One task's share of a query's budget on a cluster: `share` are its limits, `query` the
     /// query's (which refusals name).
     #[must_use]
-    pub fn task_share(share: (Option<u64>, Option<f64>), query: (Option<u64>, Option<f64>)) -> Self {
+    pub fn task_share(
+        share: (Option<u64>, Option<f64>),
+        query: (Option<u64>, Option<f64>),
+    ) -> Self {
         Self {
             query_limits: Some(query),
             ..Self::new(share.0, share.1)
@@ -135,11 +138,13 @@ impl Budget {
         };
         let part = partitions.min(total) as u64;
         let total = total as u64;
-        let requests = self
-            .max_requests
-            .map(|max| u64::try_from(u128::from(max) * u128::from(part) / u128::from(total)).unwrap_or(max));
+        let requests = self.max_requests.map(|max| {
+            u64::try_from(u128::from(max) * u128::from(part) / u128::from(total)).unwrap_or(max)
+        });
         #[allow(clippy::cast_precision_loss)]
-        let cost = self.max_cost_usd.map(|max| max * part as f64 / total as f64);
+        let cost = self
+            .max_cost_usd
+            .map(|max| max * part as f64 / total as f64);
         (requests, cost)
     }
 
@@ -183,11 +188,13 @@ impl Budget {
             if let Some(max) = self.max_requests
                 && state.spent.requests + 1 > max
             {
-                state.stopped_at = Some(self.limit_name("max_requests", max, self.query_limits.and_then(|q| q.0)));
+                state.stopped_at =
+                    Some(self.limit_name("max_requests", max, self.query_limits.and_then(|q| q.0)));
             } else if let Some(max) = self.max_cost_usd
                 && state.spent.cost_usd + state.spent.reserved_usd + estimate_usd > max
             {
-                state.stopped_at = Some(self.limit_name("max_cost_usd", max, self.query_limits.and_then(|q| q.1)));
+                state.stopped_at =
+                    Some(self.limit_name("max_cost_usd", max, self.query_limits.and_then(|q| q.1)));
             }
         }
         if let Some(limit) = &state.stopped_at {

@@ -161,7 +161,7 @@ impl Default for SchedulerOptions {
 /// # Errors
 /// A bad address, a port in use, or Ballista's own failures.
 pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
-    let engines = EngineRegistry::new();
+    let engines = EngineRegistry::for_planning();
     let (logical, physical) = codecs(&engines);
     let config = SchedulerConfig {
         bind_host: options.bind_host.clone(),
@@ -284,10 +284,7 @@ pub fn scheduler_url(address: &str) -> Result<String> {
         .unwrap_or(address)
         .trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>().map_err(|_| bad_address(address))?,
-        ),
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad_address(address))?),
         None => (rest, DEFAULT_SCHEDULER_PORT),
     };
     if host.is_empty() || host.contains(['/', '@', ' ']) {
@@ -506,7 +503,8 @@ pub async fn cluster_session(address: &str, state: SessionState) -> Result<Sessi
         .build();
     // Ballista's upgrade replaces the scalar functions with its own list: the session's are
     // registered again.
-    let state = ballista_core::extension::SessionStateExt::upgrade_for_ballista(state, String::new())?;
+    let state =
+        ballista_core::extension::SessionStateExt::upgrade_for_ballista(state, String::new())?;
     let ctx = SessionContext::new_with_state(state);
     for function in before {
         ctx.register_udf(function.as_ref().clone());
@@ -529,7 +527,7 @@ impl LocalCluster {
     /// # Errors
     /// When a port cannot be bound or an executor cannot register.
     pub async fn start(executors: usize, concurrent_tasks: usize) -> Result<Self> {
-        let scheduler_engines = EngineRegistry::new();
+        let scheduler_engines = EngineRegistry::for_planning();
         let address = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
             Arc::new(scheduler_session),
             Arc::new(config_producer),

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormatFactory;
@@ -18,7 +19,6 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion::physical_expr::async_scalar_function::AsyncFuncExpr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::logical_plan::from_proto::parse_exprs;
 use datafusion_proto::logical_plan::to_proto::serialize_exprs;
@@ -112,7 +112,9 @@ fn is_ours(buf: &[u8]) -> bool {
 }
 
 fn truncated() -> DataFusionError {
-    DataFusionError::Internal("a datafusion-bedrock plan part is truncated".into())
+    DataFusionError::Plan(
+        "A datafusion-bedrock plan part is truncated or damaged: check that the client, the scheduler and every executor run the same datafusion-bedrock version".into(),
+    )
 }
 
 fn take<'a>(buf: &mut &'a [u8], len: usize) -> Result<&'a [u8]> {
@@ -181,7 +183,11 @@ impl Envelope<'_> {
 }
 
 fn decode_proto<T: Message + Default>(bytes: &[u8]) -> Result<T> {
-    T::decode(bytes).map_err(|e| DataFusionError::Internal(format!("cannot read a plan part: {e}")))
+    T::decode(bytes).map_err(|e| {
+        DataFusionError::Plan(format!(
+            "A datafusion-bedrock plan part cannot be read ({e}): run the same datafusion-bedrock version on the client, the scheduler and every executor"
+        ))
+    })
 }
 
 /// A bound AI function's bytes, when `udf` is one.
@@ -197,7 +203,9 @@ fn decode_ai_function(name: &str, buf: &[u8], engines: &EngineRegistry) -> Resul
     let envelope = open(buf)?;
     envelope.expect(Kind::Call)?;
     let spec: CallSpec = envelope.header()?;
-    Ok(Arc::new(spec.udf(name, &|spec: &EngineSpec| engines.resolve(spec))?))
+    Ok(Arc::new(
+        spec.udf(name, &|spec: &EngineSpec| engines.resolve(spec))?,
+    ))
 }
 
 /// A budget's limits as one task gets them, with the query's.
@@ -277,7 +285,6 @@ struct AiFunctionExecHeader {
     names: Vec<String>,
     budget: BudgetShare,
 }
-
 
 /// The extension's logical codec around Ballista's: model relations and bound AI functions
 /// are ours, every other node, table, file format and function is Ballista's.
@@ -508,7 +515,8 @@ impl PhysicalExtensionCodec for BedrockPhysicalCodec {
                 let header: ModelExecHeader = envelope.header()?;
                 let input = Self::only_input(inputs, "A model operator")?;
                 let args = self.decode_exprs(&envelope.parts, ctx, &input.schema())?;
-                let call = CreatedModel::of_wire(header.model, &|spec: &EngineSpec| self.engine(spec))?;
+                let call =
+                    CreatedModel::of_wire(header.model, &|spec: &EngineSpec| self.engine(spec))?;
                 Ok(Arc::new(ModelExec::rebuilt(
                     call,
                     input,
@@ -606,5 +614,226 @@ impl PhysicalExtensionCodec for BedrockPhysicalCodec {
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.inner.try_encode_udwf(node, buf)
+    }
+}
+
+#[cfg(all(test, feature = "emulator"))]
+mod tests {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::bytes::{
+        logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+
+    use super::*;
+    use crate::BedrockContext;
+    use crate::bedrock::config::CredentialSource;
+    use crate::distributed::cluster::{config_producer, scheduler_session};
+    use crate::emulator::{Emulator, EmulatorConfig};
+
+    const SECRET: &str = "wJalrXUtnFEMIsecretKEY";
+    const KEY_ID: &str = "AKIDROUNDTRIP";
+
+    /// A session with an engine given inline keys, models using every option, and a CSV table.
+    async fn session(emulator: &Emulator, dir: &std::path::Path) -> BedrockContext {
+        std::fs::write(dir.join("t.csv"), "q\nParis\nOslo\n").unwrap();
+        let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
+        for sql in [
+            format!("CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = '{KEY_ID}', aws_secret_access_key = '{SECRET}', max_concurrency = 7"),
+            "CREATE MODEL m PREDICT answer USING engine = 'e', prompt_template = 'Q: {{q}}', max_tokens = 50, temperature = 0.2, system_prompt = 'Be brief', output_schema = 'city STRING, population INT', on_error = 'null', provenance = true".to_string(),
+            "CREATE MODEL talk PREDICT answer USING engine = 'e', mode = 'conversational-full', max_history_rows = 5, question_column = 'q'".to_string(),
+            format!("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '{}/t.csv' OPTIONS ('format.has_header' 'true')", dir.display()),
+        ] {
+            ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        }
+        ctx
+    }
+
+    /// A scheduler's session and codecs, with engines of their own.
+    fn from_scratch() -> (
+        SessionContext,
+        BedrockLogicalCodec,
+        BedrockPhysicalCodec,
+        Arc<EngineRegistry>,
+    ) {
+        let engines = EngineRegistry::new();
+        let ctx = SessionContext::new_with_state(scheduler_session(config_producer()).unwrap());
+        (
+            ctx,
+            BedrockLogicalCodec::new(Arc::clone(&engines)),
+            BedrockPhysicalCodec::new(Arc::clone(&engines)),
+            engines,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_node_and_function_round_trips_without_its_secrets() {
+        let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = session(&emulator, dir.path()).await;
+        let queries = [
+            "SELECT * FROM t AS d JOIN m AS x",
+            "SELECT d.q, x.answer FROM t AS d JOIN talk AS x LIMIT 1",
+            "SELECT ai_complete('m', q) AS a, ai_filter('amazon.nova-micro-v1:0', 'Is ' || q || ' a city?', '{\"on_error\": \"null\"}') AS f, ai_classify('amazon.nova-micro-v1:0', q, ['city', 'country']) AS c, ai_embed('amazon.titan-embed-text-v2:0', q, '{\"dimensions\": 256}') AS v, predict_talk(q) AS p FROM t WHERE ai_filter('amazon.nova-micro-v1:0', q)",
+        ];
+        let (here_logical, here_physical) = (
+            BedrockLogicalCodec::new(EngineRegistry::new()),
+            BedrockPhysicalCodec::new(EngineRegistry::new()),
+        );
+        for sql in queries {
+            let (scratch, logical, physical, engines) = from_scratch();
+            let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+            let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &here_logical).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(SECRET) && !text.contains(KEY_ID),
+                "{sql}: {text}"
+            );
+            let decoded =
+                logical_plan_from_bytes_with_extension_codec(&bytes, &scratch.task_ctx(), &logical)
+                    .unwrap();
+            assert_eq!(
+                decoded.display_indent().to_string(),
+                plan.display_indent().to_string(),
+                "{sql}"
+            );
+
+            let exec = ctx
+                .session()
+                .state()
+                .create_physical_plan(&plan)
+                .await
+                .unwrap();
+            let bytes =
+                physical_plan_to_bytes_with_extension_codec(Arc::clone(&exec), &here_physical)
+                    .unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(SECRET) && !text.contains(KEY_ID),
+                "{sql}: {text}"
+            );
+            let decoded = physical_plan_from_bytes_with_extension_codec(
+                &bytes,
+                &scratch.task_ctx(),
+                &physical,
+            )
+            .unwrap();
+            assert_eq!(
+                displayable(decoded.as_ref()).indent(true).to_string(),
+                displayable(exec.as_ref()).indent(true).to_string(),
+                "{sql}"
+            );
+            assert_eq!(decoded.schema(), exec.schema(), "{sql}");
+
+            // The decoding process built its own engine: same settings, its own credentials.
+            let built = engines.engines();
+            assert_eq!(built.len(), 1, "{sql}");
+            assert_eq!(built[0].name(), "e");
+            assert_eq!(built[0].config().max_concurrency, 7);
+            assert_eq!(
+                built[0].config().credentials,
+                CredentialSource::DefaultChain
+            );
+            assert_eq!(
+                built[0].config().endpoint_url.as_deref(),
+                Some(emulator.url())
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bound_functions_come_back_with_the_same_binding() {
+        let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = session(&emulator, dir.path()).await;
+        let plan = ctx
+            .sql("SELECT ai_classify('m', q, ['a', 'b']), ai_embed('amazon.titan-embed-text-v2:0', q), predict_m(q) FROM t")
+            .await
+            .unwrap()
+            .into_optimized_plan()
+            .unwrap();
+        let mut functions = Vec::new();
+        plan.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let datafusion::logical_expr::Expr::ScalarFunction(f) = e {
+                    functions.push(Arc::clone(&f.func));
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })
+        })
+        .unwrap();
+        assert_eq!(functions.len(), 3);
+        let (_, logical, physical, _) = from_scratch();
+        for function in functions {
+            let call = AiFunction::of(&function)
+                .and_then(|f| f.call().cloned())
+                .unwrap();
+            for (encoded, decoded) in [
+                {
+                    let mut buf = Vec::new();
+                    logical.try_encode_udf(&function, &mut buf).unwrap();
+                    let back = logical.try_decode_udf(function.name(), &buf).unwrap();
+                    (buf, back)
+                },
+                {
+                    let mut buf = Vec::new();
+                    physical.try_encode_udf(&function, &mut buf).unwrap();
+                    let back = physical.try_decode_udf(function.name(), &buf).unwrap();
+                    (buf, back)
+                },
+            ] {
+                assert!(encoded.starts_with(MAGIC));
+                let back = AiFunction::of(&decoded)
+                    .and_then(|f| f.call().cloned())
+                    .unwrap();
+                assert_eq!(decoded.name(), function.name());
+                assert_eq!(back.spec(), call.spec());
+                assert_eq!(back.describe(), call.describe());
+                assert_eq!(back.value_type(), call.value_type());
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_or_foreign_parts_are_refused_with_a_reason() {
+        let engines = EngineRegistry::new();
+        let logical = BedrockLogicalCodec::new(engines);
+        let too_new = [b'D', b'F', b'B', b'R', 9, 1, 0, 0, 0, 0];
+        assert_eq!(
+            logical
+                .try_decode_udf("ai_complete", &too_new)
+                .unwrap_err()
+                .to_string(),
+            "Error during planning: This plan was written by a datafusion-bedrock whose plan format is version 9; this build reads version 1: run the same datafusion-bedrock version on the client, the scheduler and every executor"
+        );
+        let truncated = [b'D', b'F', b'B', b'R', 1, 1, 200, 0, 0, 0, b'{'];
+        assert_eq!(
+            logical
+                .try_decode_udf("ai_complete", &truncated)
+                .unwrap_err()
+                .to_string(),
+            "Error during planning: A datafusion-bedrock plan part is truncated or damaged: check that the client, the scheduler and every executor run the same datafusion-bedrock version"
+        );
+        let mut unknown = Vec::new();
+        seal(
+            &mut unknown,
+            Kind::Call,
+            &serde_json::json!({"Text": {"function": "ai_translate"}}),
+            &[],
+        )
+        .unwrap();
+        let error = logical
+            .try_decode_udf("ai_translate", &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "Error during planning: A datafusion-bedrock plan part cannot be read ("
+            ),
+            "{error}"
+        );
+        assert!(error.ends_with("): run the same datafusion-bedrock version on the client, the scheduler and every executor"), "{error}");
     }
 }

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use crate::bedrock::config::{CredentialSource, Secret};
 use crate::bedrock::engine::Engine;
 use crate::error::{Error, Result};
-use crate::inference::spec::{CredentialKind, EngineSpec};
+use crate::inference::spec::EngineSpec;
 
 /// The engines built for plans from elsewhere, by spec: one per spec, kept for the life of
 /// the registry. A scheduler or executor process has one (its codecs share it); each executor
@@ -17,13 +18,25 @@ use crate::inference::spec::{CredentialKind, EngineSpec};
 #[derive(Debug, Default)]
 pub struct EngineRegistry {
     engines: Mutex<HashMap<EngineSpec, Arc<Engine>>>,
+    planning_only: bool,
 }
 
 impl EngineRegistry {
-    /// An empty registry.
+    /// An empty registry for a process that calls models (an executor).
     #[must_use]
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An empty registry for a process that only plans (a scheduler): its engines carry the
+    /// settings that planning shows (concurrency, prices) and no identity, so a scheduler
+    /// needs no AWS credentials. They never send a request: one would be refused as unsigned.
+    #[must_use]
+    pub fn for_planning() -> Arc<Self> {
+        Arc::new(Self {
+            engines: Mutex::default(),
+            planning_only: true,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EngineSpec, Arc<Engine>>> {
@@ -43,8 +56,13 @@ impl EngineRegistry {
         if let Some(engine) = self.lock().get(spec) {
             return Ok(Arc::clone(engine));
         }
-        let built = block_on(Engine::connect(&spec.name, spec.config()))?
-            .map_err(|e| explain(spec, &e))?;
+        let mut config = spec.config();
+        if self.planning_only {
+            config.credentials = CredentialSource::ApiKey(Secret::new(""));
+        }
+        let built =
+            block_on(Engine::connect(&spec.name, config))?.map_err(|e| explain(spec, &e))?;
+        built.set_origin(spec.clone());
         // Another task may have built it meanwhile: keep the first.
         Ok(Arc::clone(self.lock().entry(spec.clone()).or_insert(built)))
     }
@@ -58,22 +76,10 @@ impl EngineRegistry {
 
 /// Why an engine could not be built here, saying what the spec did not bring.
 fn explain(spec: &EngineSpec, error: &Error) -> Error {
-    let reason = error.to_string();
-    let message = match &spec.credentials {
-        CredentialKind::InlineKeys => format!(
-            "Engine '{}' was created with inline keys (aws_access_key_id, aws_secret_access_key), which never leave the process they were given to, and this process has no credentials of its own: {reason}. Give this executor credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance or container role), or create the engine without inline keys.",
-            spec.name
-        ),
-        CredentialKind::InlineApiKey => format!(
-            "Engine '{}' was created with an inline api_key, which never leaves the process it was given to, and this process has no credentials of its own: {reason}. Set AWS_BEARER_TOKEN_BEDROCK (or other AWS credentials) for this executor, or create the engine without an inline key.",
-            spec.name
-        ),
-        _ => format!(
-            "Engine '{}' cannot be built in this process: {reason}",
-            spec.name
-        ),
-    };
-    Error::InvalidInput(message)
+    Error::InvalidInput(
+        spec.credentials
+            .missing_here(&spec.name, error.to_string().trim_end_matches('.')),
+    )
 }
 
 /// Runs `future` to completion from synchronous code that runs on a multi-threaded Tokio

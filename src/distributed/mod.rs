@@ -15,8 +15,7 @@ pub mod codec;
 pub mod engines;
 
 pub use cluster::{
-    ExecutorOptions, LocalCluster, SchedulerOptions, cluster_session, run_executor,
-    run_scheduler,
+    ExecutorOptions, LocalCluster, SchedulerOptions, cluster_session, run_executor, run_scheduler,
 };
 pub use codec::{BedrockLogicalCodec, BedrockPhysicalCodec};
 pub use engines::EngineRegistry;

@@ -53,6 +53,24 @@ impl CredentialKind {
         matches!(self, Self::InlineKeys | Self::InlineApiKey)
     }
 
+    /// What to tell when engine `engine`, created elsewhere with this kind of credentials,
+    /// finds none in this process (`reason`): for keys given inline, that they never travel
+    /// and how to give this process its own.
+    #[must_use]
+    pub fn missing_here(&self, engine: &str, reason: &str) -> String {
+        match self {
+            Self::InlineKeys => format!(
+                "Engine '{engine}' was created with inline keys (aws_access_key_id, aws_secret_access_key), which never leave the process they were given to, and this process has no credentials of its own: {reason}. Give this executor credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance or container role), or create the engine without inline keys."
+            ),
+            Self::InlineApiKey => format!(
+                "Engine '{engine}' was created with an inline api_key, which never leaves the process it was given to, and this process has no credentials of its own: {reason}. Set AWS_BEARER_TOKEN_BEDROCK (or other AWS credentials) for this executor, or create the engine without an inline key."
+            ),
+            Self::DefaultChain | Self::Profile(_) => {
+                format!("Engine '{engine}' cannot be used in this process: {reason}")
+            }
+        }
+    }
+
     /// The credentials another process uses for this kind.
     #[must_use]
     pub fn source_elsewhere(&self) -> CredentialSource {
@@ -96,9 +114,12 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl EngineSpec {
-    /// The spec of `engine`.
+    /// The spec of `engine` (for an engine built from a spec, that spec).
     #[must_use]
     pub fn of(engine: &Engine) -> Self {
+        if let Some(origin) = engine.origin() {
+            return origin.clone();
+        }
         let config = engine.config();
         Self {
             name: engine.name().to_string(),

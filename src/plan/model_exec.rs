@@ -12,8 +12,8 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{CardinalityEffect, EmissionType};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{CardinalityEffect, EmissionType};
 use datafusion::physical_plan::limit::LimitStream;
 use datafusion::physical_plan::metrics::BaselineMetrics;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
@@ -255,7 +255,11 @@ pub(super) fn budget_division(budget: &Budget) -> Option<String> {
     if limits.is_empty() {
         return None;
     }
-    let partitions = if total == 1 { "partition" } else { "partitions" };
+    let partitions = if total == 1 {
+        "partition"
+    } else {
+        "partitions"
+    };
     Some(format!(
         "budget={} divided over {total} {partitions} (a task gets its partitions' part, rounded down)",
         limits.join(", ")

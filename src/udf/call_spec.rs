@@ -68,7 +68,11 @@ impl CallSpec {
                         "A plan calls '{function}', which this build does not know: run the same datafusion-bedrock version everywhere"
                     )));
                 };
-                TextCall::bound(name, ModelCall::new(BoundModel::of_wire(model, engines)?), kind)
+                TextCall::bound(
+                    name,
+                    ModelCall::new(BoundModel::of_wire(model, engines)?),
+                    kind,
+                )
             }
             Self::Embed {
                 model,

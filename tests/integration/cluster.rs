@@ -199,7 +199,11 @@ fn three_csv_files() -> PathBuf {
         .unwrap_or_default();
     let dir = std::env::temp_dir().join(format!("dfb-cluster-talk-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    for (file, rows) in [("a.csv", "1,q1\n2,q2"), ("b.csv", "3,q3\n4,q4"), ("c.csv", "5,q5\n6,q6")] {
+    for (file, rows) in [
+        ("a.csv", "1,q1\n2,q2"),
+        ("b.csv", "3,q3\n4,q4"),
+        ("c.csv", "5,q5\n6,q6"),
+    ] {
         std::fs::write(dir.join(file), format!("id,q\n{rows}\n")).expect("csv");
     }
     dir
@@ -286,7 +290,11 @@ async fn conversations_on_a_cluster_follow_the_data_order_in_one_task() {
 
     // The conversation's input is read in its task, one file after another: no stage ends
     // under the model.
-    let plan = explained(&remote, "EXPLAIN SELECT d.id, m.answer FROM talk AS d JOIN chat AS m").await;
+    let plan = explained(
+        &remote,
+        "EXPLAIN SELECT d.id, m.answer FROM talk AS d JOIN chat AS m",
+    )
+    .await;
     let distributed = plan.get("distributed_plan").expect("a distributed plan");
     let operators: Vec<&str> = distributed
         .lines()
@@ -312,16 +320,36 @@ async fn conversations_on_a_cluster_follow_the_data_order_in_one_task() {
     for model in ["chat", "chat_full"] {
         let sql = format!("SELECT d.id, m.answer FROM talk AS d JOIN {model} AS m");
         for _ in 0..3 {
-            assert_eq!(answers(&remote, &sql).await, answers(&local, &sql).await, "{sql}");
+            assert_eq!(
+                answers(&remote, &sql).await,
+                answers(&local, &sql).await,
+                "{sql}"
+            );
         }
     }
     let last = |rows: BTreeMap<i64, Option<String>>| rows.get(&6).cloned().flatten();
     assert_eq!(
-        last(answers(&remote, "SELECT d.id, m.answer FROM talk AS d JOIN chat AS m").await).as_deref(),
-        Some("Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 6): q1\nq2\nq3\nq4\nq5\nq6")
+        last(
+            answers(
+                &remote,
+                "SELECT d.id, m.answer FROM talk AS d JOIN chat AS m"
+            )
+            .await
+        )
+        .as_deref(),
+        Some(
+            "Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 6): q1\nq2\nq3\nq4\nq5\nq6"
+        )
     );
     assert_eq!(
-        last(answers(&remote, "SELECT d.id, m.answer FROM talk AS d JOIN chat_full AS m").await).as_deref(),
+        last(
+            answers(
+                &remote,
+                "SELECT d.id, m.answer FROM talk AS d JOIN chat_full AS m"
+            )
+            .await
+        )
+        .as_deref(),
         Some("Emulated amazon.titan-text-premier-v1:0 (messages: 11, blocks: 11): q6")
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -409,8 +437,53 @@ async fn tables_of_the_client_stay_on_the_client() {
         "+-----------+\n| column2   |\n+-----------+\n| kept here |\n+-----------+"
     );
     assert_eq!(
-        error(&remote, "SELECT * FROM memo JOIN questions ON memo.column1 = questions.id").await,
+        error(
+            &remote,
+            "SELECT * FROM memo JOIN questions ON memo.column1 = questions.id"
+        )
+        .await,
         "Error during planning: Table 'memo' lives in this process (an in-memory table or a table of the extension), and the query also reads files on the cluster: write the table to a file (COPY … TO 'file.parquet', then CREATE EXTERNAL TABLE) so that executors can read it, or query it on its own"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_keys_stay_on_the_client_and_an_executor_without_credentials_says_so() {
+    // An endpoint that verifies signatures, as Bedrock does: unsigned requests are refused.
+    let emulator = crate::support::signed_emulator(EmulatorConfig::default()).await;
+    let dir = parquet_dataset("cluster-keys", 2, 3);
+    let cluster = LocalCluster::start(1, 2).await.expect("cluster");
+    let remote = cluster_session(cluster.address(), state(&emulator, 2))
+        .await
+        .expect("cluster session");
+    let statements = [
+        format!(
+            "CREATE ML_ENGINE keyed FROM bedrock USING aws_access_key_id = '{}', aws_secret_access_key = '{}'",
+            crate::support::ACCESS_KEY,
+            crate::support::SECRET_KEY
+        ),
+        "CREATE MODEL keyed_model PREDICT answer USING engine = 'keyed', question_column = 'question'".to_string(),
+        format!(
+            "CREATE EXTERNAL TABLE questions STORED AS PARQUET LOCATION '{}/'",
+            dir.display()
+        ),
+    ];
+    // The client has the keys: creating the engine checks them there.
+    run_all(&remote, &statements).await;
+    let failed = error(
+        &remote,
+        "SELECT d.id, m.answer FROM questions AS d JOIN keyed_model AS m",
+    )
+    .await;
+    assert!(
+        failed.contains("Engine 'keyed' was created with inline keys (aws_access_key_id, aws_secret_access_key), which never leave the process they were given to, and this process has no credentials of its own: "),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("Give this executor credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance or container role), or create the engine without inline keys"),
+        "{failed}"
+    );
+    assert!(!failed.contains(crate::support::SECRET_KEY), "{failed}");
+    assert_eq!(crate::support::converse_calls(&emulator, TITAN), 0);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -7,6 +7,8 @@ mod support;
 #[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "cli")]
+mod cli_cluster;
+#[cfg(feature = "cli")]
 mod cli_datafusion;
 #[cfg(feature = "cli")]
 mod cli_hardening;

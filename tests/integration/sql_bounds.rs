@@ -238,7 +238,7 @@ async fn max_history_rows_bounds_the_prior_turns_sent() {
     )
     .await;
     assert!(
-        plan.contains("mode=conversational-full, max_concurrency=32, max_history_rows=2, inputs=[q@0], fetch=5, estimated_requests~<=5, estimated_input_tokens=12..705, "),
+        plan.contains("mode=conversational-full, max_concurrency=32, max_history_rows=2, inputs=[q@0], input=one partition in the data's order, fetch=5, estimated_requests~<=5, estimated_input_tokens=12..705, "),
         "{plan}"
     );
     emulator.shutdown().await;

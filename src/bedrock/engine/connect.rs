@@ -202,6 +202,7 @@ impl Engine {
                 max_retries: config.max_retries,
                 ..RetryPolicy::default()
             },
+            origin: std::sync::OnceLock::new(),
             config,
         });
         if engine.config.verify_credentials {

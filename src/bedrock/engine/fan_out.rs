@@ -160,7 +160,8 @@ impl Engine {
                     Ok((response, input, output))
                 },
             )
-            .await?;
+            .await
+            .map_err(|f| self.explained(f))?;
         response.call = CallInfo {
             cache_hit: false,
             deduplicated: false,
@@ -408,7 +409,8 @@ impl Engine {
                     Ok(((vectors, tokens), tokens, 0))
                 },
             )
-            .await?;
+            .await
+            .map_err(|f| self.explained(f))?;
         Ok((vectors, tokens, attempts))
     }
 }

@@ -39,7 +39,9 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_TOKEN_RESERVATION: u64 = 512;
 
 /// How a model is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Api {
     /// The Converse API: one request shape for every chat model (the default).
     #[default]
@@ -87,6 +89,9 @@ pub struct Engine {
     embed_cache: ResponseCache<Vec<f32>>,
     usage: Usage,
     retry: RetryPolicy,
+    /// For an engine built from a plan of another process: the spec it was built from, which
+    /// it travels as again (its credential kind included).
+    origin: std::sync::OnceLock<crate::inference::spec::EngineSpec>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -126,6 +131,29 @@ impl Engine {
             }
             None => CacheScope::unique(),
         }
+    }
+
+    /// The spec of the plan this engine was built for, when it was built for one.
+    pub fn origin(&self) -> Option<&crate::inference::spec::EngineSpec> {
+        self.origin.get()
+    }
+
+    /// A failure to load credentials in an engine built from another process's plan, told
+    /// with what its spec says of them (keys given inline never travel).
+    pub(super) fn explained(&self, mut failure: CallFailure) -> CallFailure {
+        if failure.code == "CredentialsError"
+            && let Some(origin) = self.origin()
+        {
+            failure.message = origin
+                .credentials
+                .missing_here(&self.name, failure.message.trim_end_matches('.'));
+        }
+        failure
+    }
+
+    /// Records the spec this engine was built from (the first one recorded stays).
+    pub fn set_origin(&self, spec: crate::inference::spec::EngineSpec) {
+        let _ = self.origin.set(spec);
     }
 
     /// The engine's name.
