@@ -124,6 +124,37 @@ async fn scheduler_and_two_executor_processes_run_the_seed_flow_from_the_shell()
     assert_eq!(stdout, expected, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 
+    // The queries over files ran on the cluster: the scheduler planned their stages.
+    let out = command(
+        home.path(),
+        &[
+            "-q",
+            "--emulator",
+            "--cluster",
+            &cluster,
+            "--files",
+            &files,
+            "--format",
+            "csv",
+            "-c",
+            "CREATE ML_ENGINE e FROM bedrock USING api_key = 'k'",
+            "-c",
+            "CREATE MODEL m PREDICT answer USING engine = 'e', question_column = 'question'",
+            "-c",
+            "EXPLAIN FORMAT INDENT SELECT d.question, m.answer FROM files.unrelated_questions AS d JOIN m",
+        ],
+    )
+    .output()
+    .await
+    .expect("the shell runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("distributed_plan"), "{stdout}");
+    assert!(
+        stdout.contains("=========ResolvedStage[stage_id=1.0, partitions=1]========="),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(0));
+
     // A shell pointed at no scheduler says so and stops.
     let nobody = format!("df://127.0.0.1:{}", free_port());
     let out = command(
