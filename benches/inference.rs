@@ -12,7 +12,9 @@
 //! cargo test  --bench inference -- --short           # CI: small sizes, one run, dev profile
 //! ```
 //!
-//! Scenarios: `latency`, `overhead`, `duplicates`, `quota`, `memory`, `sequential`. Results are
+//! Scenarios: `latency`, `overhead`, `duplicates`, `quota`, `memory`, `sequential`, `cluster`
+//! (the latency-bound JOIN on a Ballista cluster of one, then two, executors in this process).
+//! Results are
 //! printed as a table and written to `<out>/results.json` and `<out>/throughput.svg` (default
 //! `target/inference-bench`). The short mode checks what does not depend on timing (every row
 //! answered, duplicates sent once, no failed row under a quota) and fails when it does not hold;
@@ -29,8 +31,12 @@ use aws_smithy_types::retry::RetryConfig;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use datafusion_bedrock::BedrockContext;
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion_bedrock::distributed::{LocalCluster, cluster_session};
+use datafusion_bedrock::{BedrockContext, BedrockExtension, SessionStateBuilderBedrock};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, LoadModel};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -42,13 +48,14 @@ const MODEL_ID: &str = "amazon.titan-text-premier-v1:0";
 const ACCESS_KEY: &str = "AKIDBENCHMARK";
 const SECRET_KEY: &str = "benchmark-secret";
 const QUERY: &str = "SELECT d.question, m.answer FROM questions AS d JOIN bench_model AS m";
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "latency",
     "overhead",
     "duplicates",
     "quota",
     "memory",
     "sequential",
+    "cluster",
 ];
 
 /// Sizes and latencies of one mode.
@@ -74,6 +81,11 @@ struct Sizes {
     memory_rows: Vec<usize>,
     memory_distinct: usize,
     sequential_prompts: usize,
+    /// The cluster scenario: rows (in 8 Parquet files), each executor's engine concurrency
+    /// and task slots.
+    cluster_rows: usize,
+    cluster_concurrency: usize,
+    cluster_tasks: usize,
 }
 
 impl Sizes {
@@ -97,6 +109,9 @@ impl Sizes {
             memory_rows: vec![100_000, 1_000_000],
             memory_distinct: 1_000,
             sequential_prompts: 100,
+            cluster_rows: 4_000,
+            cluster_concurrency: 16,
+            cluster_tasks: 4,
         }
     }
 
@@ -120,6 +135,9 @@ impl Sizes {
             memory_rows: vec![2_000, 20_000],
             memory_distinct: 100,
             sequential_prompts: 10,
+            cluster_rows: 400,
+            cluster_concurrency: 8,
+            cluster_tasks: 4,
         }
     }
 
@@ -971,6 +989,131 @@ impl Bench {
     }
 }
 
+/// Writes `rows` distinct questions of run `tag` as 8 Parquet files in `dir`.
+async fn write_question_files(dir: &Path, tag: &str, rows: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let ctx = SessionContext::new();
+    for file in 0..8 {
+        let sql = format!(
+            "COPY (SELECT value AS id, concat('{tag} question ', CAST(value AS VARCHAR), '?') AS question FROM generate_series(0, {last}) WHERE value % 8 = {file} ORDER BY value) TO '{path}' STORED AS PARQUET",
+            last = rows.saturating_sub(1),
+            path = dir.join(format!("part-{file}.parquet")).display()
+        );
+        ctx.sql(&sql).await?.collect().await?;
+    }
+    Ok(())
+}
+
+/// A client session of `cluster` with `bench_model` over the Parquet files in `dir`, its
+/// engine at concurrency `c` (each executor builds its own).
+async fn cluster_context(
+    cluster: &LocalCluster,
+    emulator: &Emulator,
+    dir: &Path,
+    c: usize,
+) -> Result<BedrockContext> {
+    let extension = Arc::new(BedrockExtension::new());
+    extension.set_default_endpoint(Some(emulator.url().to_string()));
+    let state = SessionStateBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(8))
+        .with_default_features()
+        .with_bedrock_extension(extension)
+        .build();
+    let ctx = BedrockContext::try_new(cluster_session(cluster.address(), state).await?)?;
+    for sql in [
+        format!(
+            "CREATE ML_ENGINE bench_engine FROM bedrock USING aws_access_key_id = '{ACCESS_KEY}', aws_secret_access_key = '{SECRET_KEY}', region_name = 'us-east-1', max_concurrency = {c}"
+        ),
+        format!(
+            "CREATE MODEL bench_model PREDICT answer USING engine = 'bench_engine', model_id = '{MODEL_ID}', prompt_template = '{{{{question}}}}'"
+        ),
+        format!(
+            "CREATE EXTERNAL TABLE questions STORED AS PARQUET LOCATION '{}/'",
+            dir.display()
+        ),
+    ] {
+        ctx.sql(&sql).await?.collect().await?;
+    }
+    Ok(ctx)
+}
+
+impl Bench {
+    /// 7. The latency-bound JOIN on a cluster of one, then two, executors, each with engine
+    /// concurrency C: rows/s of two over rows/s of one, run by run. Every run asks new
+    /// questions (executors keep their caches).
+    async fn cluster(&mut self) -> Result<()> {
+        self.emulator.set_load(self.sizes.load());
+        let (rows, c) = (self.sizes.cluster_rows, self.sizes.cluster_concurrency);
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut per_executor = Vec::new();
+        for executors in [1, 2] {
+            let cluster = LocalCluster::start(executors, self.sizes.cluster_tasks).await?;
+            for run in 0..self.sizes.runs {
+                let dir = self.dir.join(format!("cluster_{executors}_{run}"));
+                write_question_files(&dir, &format!("Cluster {executors}/{run}"), rows).await?;
+                let ctx = cluster_context(&cluster, &self.emulator, &dir, c).await?;
+                let before: Vec<u64> = executor_requests(&cluster);
+                let result = run_query(&ctx, &self.emulator).await?;
+                check_complete(&result, rows, "cluster")?;
+                check(result.requests == rows as u64, || {
+                    format!(
+                        "cluster: {rows} distinct prompts sent {} requests",
+                        result.requests
+                    )
+                })?;
+                let made: Vec<u64> = executor_requests(&cluster)
+                    .iter()
+                    .zip(&before)
+                    .map(|(after, before)| after - before)
+                    .collect();
+                check(made.iter().all(|n| *n > 0), || {
+                    format!("cluster: every executor calls the model, made {made:?}")
+                })?;
+                if executors == 2 {
+                    per_executor.push(made);
+                }
+                rates[executors - 1].push(per_second(result.rows, result.seconds));
+            }
+        }
+        let ratios: Vec<[f64; 1]> = rates[0]
+            .iter()
+            .zip(&rates[1])
+            .map(|(one, two)| [two / one])
+            .collect();
+        let [ratio] = collect_runs(&ratios);
+        let one = collect_runs(&rates[0].iter().map(|r| [*r]).collect::<Vec<_>>())[0].clone();
+        let two = collect_runs(&rates[1].iter().map(|r| [*r]).collect::<Vec<_>>())[0].clone();
+        let setting = format!("C={c} per executor, {rows} rows in 8 files");
+        self.rows.push(row("7 cluster", &format!("1 executor, {setting}"), "rows/s", one.show(1), ""));
+        self.rows.push(row("7 cluster", &format!("2 executors, {setting}"), "rows/s", two.show(1), ""));
+        self.rows.push(row("7 cluster", "2 executors / 1", "rows/s ratio", ratio.show(2), ">= 1.8"));
+        self.json.insert(
+            "cluster".into(),
+            json!({"rows": rows, "concurrency_per_executor": c,
+                   "task_slots_per_executor": self.sizes.cluster_tasks,
+                   "one_executor_rows_per_s": one.json(), "two_executors_rows_per_s": two.json(),
+                   "ratio": ratio.json(), "requests_per_executor_with_two": per_executor}),
+        );
+        Ok(())
+    }
+}
+
+/// Requests each executor of `cluster` has sent so far.
+fn executor_requests(cluster: &LocalCluster) -> Vec<u64> {
+    cluster
+        .executor_engines()
+        .iter()
+        .map(|registry| {
+            registry
+                .engines()
+                .iter()
+                .flat_map(|engine| engine.usage())
+                .map(|usage| usage.requests)
+                .sum()
+        })
+        .collect()
+}
+
 async fn run(args: &Args) -> Result<()> {
     let sizes = if args.short {
         Sizes::short()
@@ -1034,6 +1177,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[String]) -> Result<()> {
             "quota" => bench.quota().await?,
             "memory" => bench.memory().await?,
             "sequential" => bench.sequential().await?,
+            "cluster" => bench.cluster().await?,
             other => return Err(format!("unknown scenario '{other}'").into()),
         }
     }

@@ -57,26 +57,23 @@ async fn stop(mut child: Child) {
     child.kill().await.expect("stopped");
 }
 
-#[tokio::test]
-async fn scheduler_and_two_executor_processes_run_the_seed_flow_from_the_shell() {
-    let home = tempfile::tempdir().expect("temp dir");
+/// A `datafusion-bedrock scheduler` and two `datafusion-bedrock executor` processes on free
+/// loopback ports: the scheduler, the executors and the scheduler's port.
+async fn start_cluster(home: &Path) -> (Child, Vec<Child>, u16) {
     let scheduler_port = free_port();
-    let scheduler = command(
-        home.path(),
-        &["scheduler", "--port", &scheduler_port.to_string()],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("scheduler");
+    let scheduler = command(home, &["scheduler", "--port", &scheduler_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("scheduler");
     listening(scheduler_port).await;
     let mut executors = Vec::new();
     for n in 0..2 {
         let (port, grpc) = (free_port(), free_port());
-        let work = home.path().join(format!("executor-{n}"));
+        let work = home.join(format!("executor-{n}"));
         std::fs::create_dir_all(&work).expect("work dir");
         let executor = command(
-            home.path(),
+            home,
             &[
                 "executor",
                 "--port",
@@ -98,7 +95,13 @@ async fn scheduler_and_two_executor_processes_run_the_seed_flow_from_the_shell()
         listening(port).await;
         executors.push(executor);
     }
+    (scheduler, executors, scheduler_port)
+}
 
+#[tokio::test]
+async fn scheduler_and_two_executor_processes_run_the_seed_flow_from_the_shell() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let (scheduler, executors, scheduler_port) = start_cluster(home.path()).await;
     let quickstart = manifest("examples/quickstart.sql").display().to_string();
     let files = manifest("examples/files").display().to_string();
     let cluster = format!("df://127.0.0.1:{scheduler_port}");
