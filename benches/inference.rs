@@ -36,8 +36,8 @@ use std::sync::Arc;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion_bedrock::distributed::{LocalCluster, cluster_session};
-use datafusion_bedrock::{BedrockContext, BedrockExtension, SessionStateBuilderBedrock};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, LoadModel};
+use datafusion_bedrock::{BedrockContext, BedrockExtension, SessionStateBuilderBedrock};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -1084,9 +1084,27 @@ impl Bench {
         let one = collect_runs(&rates[0].iter().map(|r| [*r]).collect::<Vec<_>>())[0].clone();
         let two = collect_runs(&rates[1].iter().map(|r| [*r]).collect::<Vec<_>>())[0].clone();
         let setting = format!("C={c} per executor, {rows} rows in 8 files");
-        self.rows.push(row("7 cluster", &format!("1 executor, {setting}"), "rows/s", one.show(1), ""));
-        self.rows.push(row("7 cluster", &format!("2 executors, {setting}"), "rows/s", two.show(1), ""));
-        self.rows.push(row("7 cluster", "2 executors / 1", "rows/s ratio", ratio.show(2), ">= 1.8"));
+        self.rows.push(row(
+            "7 cluster",
+            &format!("1 executor, {setting}"),
+            "rows/s",
+            one.show(1),
+            "",
+        ));
+        self.rows.push(row(
+            "7 cluster",
+            &format!("2 executors, {setting}"),
+            "rows/s",
+            two.show(1),
+            "",
+        ));
+        self.rows.push(row(
+            "7 cluster",
+            "2 executors / 1",
+            "rows/s ratio",
+            ratio.show(2),
+            ">= 1.8",
+        ));
         self.json.insert(
             "cluster".into(),
             json!({"rows": rows, "concurrency_per_executor": c,

@@ -540,7 +540,7 @@ impl PhysicalExtensionCodec for BedrockPhysicalCodec {
                     .map(|(name, func)| AsyncFuncExpr::try_new(name, func, &schema).map(Arc::new))
                     .collect::<Result<Vec<_>>>()?;
                 AiFunctionExec::replacing(exprs, input, header.budget.budget())?
-                    .map(|exec| Arc::new(exec) as Arc<dyn ExecutionPlan>)
+                    .map(|exec| Arc::new(exec.with_portable_metrics()) as Arc<dyn ExecutionPlan>)
                     .ok_or_else(|| {
                         DataFusionError::Internal(
                             "the operator of AI functions arrived without an AI function".into(),

@@ -72,26 +72,51 @@ pub struct CallMetrics {
     input_tokens: Count,
     output_tokens: Count,
     failed_rows: Count,
-    cost: Arc<UsdMetric>,
+    cost: Cost,
+}
+
+/// Where the estimated USD goes.
+enum Cost {
+    /// `estimated_cost_usd=$0.001300`.
+    Usd(Arc<UsdMetric>),
+    /// `estimated_cost_micro_usd=1300`: a plain counter, which Ballista carries from
+    /// executors to the scheduler (it refuses custom metrics).
+    MicroUsd(Count),
 }
 
 impl CallMetrics {
     /// The counters of partition `partition` in `set`.
     #[must_use]
     pub fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self::with_cost(set, partition, false)
+    }
+
+    /// The counters of partition `partition` in `set`, estimated USD counted in millionths of
+    /// a dollar: what a cluster's executors report.
+    #[must_use]
+    pub fn portable(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self::with_cost(set, partition, true)
+    }
+
+    fn with_cost(set: &ExecutionPlanMetricsSet, partition: usize, portable: bool) -> Self {
         let count = |name: &'static str| {
             MetricBuilder::new(set)
                 .with_type(MetricType::Summary)
                 .counter(name, partition)
         };
-        let cost = Arc::new(UsdMetric::default());
-        MetricBuilder::new(set)
-            .with_type(MetricType::Summary)
-            .with_partition(partition)
-            .build(MetricValue::Custom {
-                name: "estimated_cost_usd".into(),
-                value: Arc::clone(&cost) as Arc<dyn CustomMetricValue>,
-            });
+        let cost = if portable {
+            Cost::MicroUsd(count("estimated_cost_micro_usd"))
+        } else {
+            let usd = Arc::new(UsdMetric::default());
+            MetricBuilder::new(set)
+                .with_type(MetricType::Summary)
+                .with_partition(partition)
+                .build(MetricValue::Custom {
+                    name: "estimated_cost_usd".into(),
+                    value: Arc::clone(&usd) as Arc<dyn CustomMetricValue>,
+                });
+            Cost::Usd(usd)
+        };
         Self {
             requests: count("requests"),
             dedup_hits: count("dedup_hits"),
@@ -123,6 +148,10 @@ impl CallMetrics {
         self.input_tokens.add(n(stats.input_tokens));
         self.output_tokens.add(n(stats.output_tokens));
         self.failed_rows.add(n(stats.failed_rows));
-        self.cost.add(stats.cost_usd);
+        match &self.cost {
+            Cost::Usd(usd) => usd.add(stats.cost_usd),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Cost::MicroUsd(micros) => micros.add((stats.cost_usd * 1e6).round().max(0.0) as usize),
+        }
     }
 }

@@ -71,6 +71,8 @@ pub struct AiFunctionExec {
     budget: Arc<Budget>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Decoded from another process's plan (a cluster's task): counters Ballista can carry.
+    portable_metrics: bool,
 }
 
 impl AiFunctionExec {
@@ -95,7 +97,16 @@ impl AiFunctionExec {
             budget,
             properties: Arc::clone(same.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
+            portable_metrics: false,
         }))
+    }
+
+    /// The same operator, its counters ones that Ballista carries from executors (estimated
+    /// USD in millionths of a dollar): for a plan decoded in a cluster's task.
+    #[must_use]
+    pub fn with_portable_metrics(mut self) -> Self {
+        self.portable_metrics = true;
+        self
     }
 
     /// The async expressions it evaluates, in output order.
@@ -120,6 +131,7 @@ impl AiFunctionExec {
             budget: Arc::clone(&self.budget),
             properties: Arc::clone(same.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
+            portable_metrics: self.portable_metrics,
         })
     }
 }
@@ -248,7 +260,11 @@ impl ExecutionPlan for AiFunctionExec {
                 budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
             },
             budget: Arc::clone(&self.budget),
-            calls: CallMetrics::new(&self.metrics, partition),
+            calls: if self.portable_metrics {
+                CallMetrics::portable(&self.metrics, partition)
+            } else {
+                CallMetrics::new(&self.metrics, partition)
+            },
             config,
         });
         let batches = coalesced(input, coalescer)

@@ -46,6 +46,8 @@ pub struct ModelExec {
     fetch: Option<usize>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Decoded from another process's plan (a cluster's task): counters Ballista can carry.
+    portable_metrics: bool,
 }
 
 impl ModelExec {
@@ -94,6 +96,7 @@ impl ModelExec {
             fetch: None,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            portable_metrics: false,
         }
     }
 
@@ -138,6 +141,7 @@ impl ModelExec {
         ));
         let mut exec = Self::new(call, input, args, schema, budget);
         exec.fetch = fetch;
+        exec.portable_metrics = true;
         exec
     }
 
@@ -160,6 +164,7 @@ impl ModelExec {
             Arc::clone(&self.budget),
         );
         exec.fetch = self.fetch;
+        exec.portable_metrics = self.portable_metrics;
         exec
     }
 
@@ -391,7 +396,11 @@ impl ExecutionPlan for ModelExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let metrics = Arc::new(CallMetrics::new(&self.metrics, partition));
+        let metrics = Arc::new(if self.portable_metrics {
+            CallMetrics::portable(&self.metrics, partition)
+        } else {
+            CallMetrics::new(&self.metrics, partition)
+        });
         let options = CallOptions {
             budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
         };

@@ -487,3 +487,36 @@ async fn inline_keys_stay_on_the_client_and_an_executor_without_credentials_says
     assert_eq!(crate::support::converse_calls(&emulator, TITAN), 0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn explain_analyze_sums_the_model_counters_of_every_task() {
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let dir = parquet_dataset("cluster-analyze", 4, 5);
+    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
+    let remote = cluster_session(cluster.address(), state(&emulator, 4))
+        .await
+        .expect("cluster session");
+    run_all(&remote, &setup(&dir)).await;
+    for (sql, operator) in [(JOIN, "Model: "), (AI_COMPLETE, "AiFunctionExec: ")] {
+        let before = converse_calls(&emulator, TITAN);
+        let plan = text(&remote, &format!("EXPLAIN ANALYZE {sql}")).await;
+        assert_eq!(converse_calls(&emulator, TITAN) - before, 20, "{plan}");
+        let line = plan
+            .lines()
+            .find(|line| line.contains(operator))
+            .unwrap_or_else(|| panic!("no {operator} in {plan}"));
+        // 20 rows in 4 tasks: the counters of all of them.
+        for counter in [
+            "requests=20,",
+            "cache_hits=0,",
+            "dedup_hits=0,",
+            "failed_rows=0,",
+        ] {
+            assert!(line.contains(counter), "{counter} in {line}");
+        }
+        assert!(line.contains("estimated_cost_micro_usd="), "{line}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
