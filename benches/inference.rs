@@ -1038,7 +1038,7 @@ async fn cluster_context(
 }
 
 impl Bench {
-    /// 7. The latency-bound JOIN on a cluster of one, then two, executors, each with engine
+    /// Scenario 7, the latency-bound JOIN on a cluster of one, then two, executors, each with engine
     /// concurrency C: rows/s of two over rows/s of one, run by run. Every run asks new
     /// questions (executors keep their caches).
     async fn cluster(&mut self) -> Result<()> {
@@ -1052,7 +1052,7 @@ impl Bench {
                 let dir = self.dir.join(format!("cluster_{executors}_{run}"));
                 write_question_files(&dir, &format!("Cluster {executors}/{run}"), rows).await?;
                 let ctx = cluster_context(&cluster, &self.emulator, &dir, c).await?;
-                let before: Vec<u64> = executor_requests(&cluster);
+                let before: Vec<u64> = cluster.executor_requests();
                 let result = run_query(&ctx, &self.emulator).await?;
                 check_complete(&result, rows, "cluster")?;
                 check(result.requests == rows as u64, || {
@@ -1061,7 +1061,8 @@ impl Bench {
                         result.requests
                     )
                 })?;
-                let made: Vec<u64> = executor_requests(&cluster)
+                let made: Vec<u64> = cluster
+                    .executor_requests()
                     .iter()
                     .zip(&before)
                     .map(|(after, before)| after - before)
@@ -1114,22 +1115,6 @@ impl Bench {
         );
         Ok(())
     }
-}
-
-/// Requests each executor of `cluster` has sent so far.
-fn executor_requests(cluster: &LocalCluster) -> Vec<u64> {
-    cluster
-        .executor_engines()
-        .iter()
-        .map(|registry| {
-            registry
-                .engines()
-                .iter()
-                .flat_map(|engine| engine.usage())
-                .map(|usage| usage.requests)
-                .sum()
-        })
-        .collect()
 }
 
 async fn run(args: &Args) -> Result<()> {

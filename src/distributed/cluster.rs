@@ -574,4 +574,20 @@ impl LocalCluster {
     pub fn executor_engines(&self) -> &[Arc<EngineRegistry>] {
         &self.executors
     }
+
+    /// The requests each executor has sent so far (retries included), in start order.
+    #[must_use]
+    pub fn executor_requests(&self) -> Vec<u64> {
+        self.executors
+            .iter()
+            .map(|registry| {
+                registry
+                    .engines()
+                    .iter()
+                    .flat_map(|engine| engine.usage())
+                    .map(|usage| usage.requests)
+                    .sum()
+            })
+            .collect()
+    }
 }

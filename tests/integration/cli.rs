@@ -16,11 +16,12 @@ struct Run {
     code: Option<i32>,
 }
 
-fn manifest(path: &str) -> PathBuf {
+pub(crate) fn manifest(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn command(home: &Path, args: &[&str]) -> tokio::process::Command {
+/// The binary with `args`, run with its own home and config directory and no AWS settings.
+pub(crate) fn command(home: &Path, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_datafusion-bedrock"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("AWS_") {

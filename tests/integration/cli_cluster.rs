@@ -3,31 +3,18 @@
 //! document's flow over files, with the same output as on one machine. Every process has its
 //! own empty home and no AWS settings; all of them are stopped at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-fn manifest(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use crate::cli::manifest;
 
-/// The binary with `args`, run with its own home and no AWS settings.
+/// The binary with `args`, stopped if the test ends first.
 fn command(home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_datafusion-bedrock"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .current_dir(home)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = crate::cli::command(home, args);
+    cmd.kill_on_drop(true);
     cmd
 }
 

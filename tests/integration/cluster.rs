@@ -76,6 +76,20 @@ fn state(emulator: &Emulator, partitions: usize) -> datafusion::execution::Sessi
         .build()
 }
 
+/// A cluster of `executors` executors (2 task slots each) and a client session of it whose
+/// engines point at `emulator` and whose tables have `partitions` partitions.
+async fn cluster_of(
+    emulator: &Emulator,
+    executors: usize,
+    partitions: usize,
+) -> (LocalCluster, SessionContext) {
+    let cluster = LocalCluster::start(executors, 2).await.expect("cluster");
+    let remote = cluster_session(cluster.address(), state(emulator, partitions))
+        .await
+        .expect("cluster session");
+    (cluster, remote)
+}
+
 async fn run_all(ctx: &SessionContext, statements: &[String]) {
     for sql in statements {
         execute_sql(ctx, sql)
@@ -120,15 +134,6 @@ async fn answers(ctx: &SessionContext, sql: &str) -> BTreeMap<i64, Option<String
     rows
 }
 
-fn requests_of(registry: &datafusion_bedrock::distributed::EngineRegistry) -> u64 {
-    registry
-        .engines()
-        .iter()
-        .flat_map(|engine| engine.usage())
-        .map(|usage| usage.requests)
-        .sum()
-}
-
 const JOIN: &str = "SELECT d.id, m.answer FROM questions AS d JOIN bedrock_default_model AS m";
 const AI_COMPLETE: &str =
     "SELECT id, ai_complete('bedrock_default_model', question) AS answer FROM questions";
@@ -160,10 +165,7 @@ async fn two_executors_answer_the_seed_join_and_ai_complete_as_one_machine_does(
         Some("Emulated amazon.titan-text-premier-v1:0 (messages: 1, blocks: 1): question 7")
     );
 
-    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
-    let remote = cluster_session(cluster.address(), state(&emulator, 8))
-        .await
-        .expect("cluster session");
+    let (cluster, remote) = cluster_of(&emulator, 2, 8).await;
     run_all(&remote, &statements).await;
     let before = converse_calls(&emulator, TITAN);
     let remote_join = answers(&remote, JOIN).await;
@@ -177,11 +179,7 @@ async fn two_executors_answer_the_seed_join_and_ai_complete_as_one_machine_does(
     let expected = u64::try_from(rows).expect("rows");
     assert_eq!(after_join - before, expected);
     assert_eq!(after_complete - after_join, expected);
-    let per_executor: Vec<u64> = cluster
-        .executor_engines()
-        .iter()
-        .map(|registry| requests_of(registry))
-        .collect();
+    let per_executor = cluster.executor_requests();
     assert_eq!(per_executor.len(), 2);
     assert!(
         per_executor.iter().all(|requests| *requests > 0),
@@ -282,10 +280,7 @@ async fn conversations_on_a_cluster_follow_the_data_order_in_one_task() {
     let statements = talk_statements(&dir);
     let local = SessionContext::new_with_state(state(&emulator, 3));
     run_all(&local, &statements).await;
-    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
-    let remote = cluster_session(cluster.address(), state(&emulator, 3))
-        .await
-        .expect("cluster session");
+    let (_cluster, remote) = cluster_of(&emulator, 2, 3).await;
     run_all(&remote, &statements).await;
 
     // The conversation's input is read in its task, one file after another: no stage ends
@@ -361,10 +356,7 @@ async fn a_budget_is_divided_over_the_tasks_and_holds_across_the_cluster() {
         .await
         .expect("emulator");
     let dir = parquet_dataset("cluster-budget", 8, 50);
-    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
-    let remote = cluster_session(cluster.address(), state(&emulator, 8))
-        .await
-        .expect("cluster session");
+    let (_cluster, remote) = cluster_of(&emulator, 2, 8).await;
     run_all(&remote, &setup(&dir)).await;
     run_all(&remote, &["SET bedrock.max_requests = 100".to_string()]).await;
     let plan = text(&remote, &format!("EXPLAIN {JOIN}")).await;
@@ -411,10 +403,7 @@ async fn tables_of_the_client_stay_on_the_client() {
         .await
         .expect("emulator");
     let dir = parquet_dataset("cluster-local", 2, 3);
-    let cluster = LocalCluster::start(1, 2).await.expect("cluster");
-    let remote = cluster_session(cluster.address(), state(&emulator, 2))
-        .await
-        .expect("cluster session");
+    let (_cluster, remote) = cluster_of(&emulator, 1, 2).await;
     run_all(&remote, &setup(&dir)).await;
     assert_eq!(
         text(&remote, "SHOW MODELS").await,
@@ -452,10 +441,7 @@ async fn inline_keys_stay_on_the_client_and_an_executor_without_credentials_says
     // An endpoint that verifies signatures, as Bedrock does: unsigned requests are refused.
     let emulator = crate::support::signed_emulator(EmulatorConfig::default()).await;
     let dir = parquet_dataset("cluster-keys", 2, 3);
-    let cluster = LocalCluster::start(1, 2).await.expect("cluster");
-    let remote = cluster_session(cluster.address(), state(&emulator, 2))
-        .await
-        .expect("cluster session");
+    let (_cluster, remote) = cluster_of(&emulator, 1, 2).await;
     let statements = [
         format!(
             "CREATE ML_ENGINE keyed FROM bedrock USING aws_access_key_id = '{}', aws_secret_access_key = '{}'",
@@ -494,10 +480,7 @@ async fn explain_analyze_sums_the_model_counters_of_every_task() {
         .await
         .expect("emulator");
     let dir = parquet_dataset("cluster-analyze", 4, 5);
-    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
-    let remote = cluster_session(cluster.address(), state(&emulator, 4))
-        .await
-        .expect("cluster session");
+    let (_cluster, remote) = cluster_of(&emulator, 2, 4).await;
     run_all(&remote, &setup(&dir)).await;
     for (sql, operator) in [(JOIN, "Model: "), (AI_COMPLETE, "AiFunctionExec: ")] {
         let before = converse_calls(&emulator, TITAN);
