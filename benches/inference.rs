@@ -81,8 +81,8 @@ struct Sizes {
     memory_rows: Vec<usize>,
     memory_distinct: usize,
     sequential_prompts: usize,
-    /// The cluster scenario: rows (in 8 Parquet files), each executor's engine concurrency
-    /// and task slots.
+    /// The cluster scenario: rows (in 16 Parquet files, so that executors take tasks in turn
+    /// as they free up), each executor's engine concurrency and task slots.
     cluster_rows: usize,
     cluster_concurrency: usize,
     cluster_tasks: usize,
@@ -111,7 +111,7 @@ impl Sizes {
             sequential_prompts: 100,
             cluster_rows: 4_000,
             cluster_concurrency: 16,
-            cluster_tasks: 4,
+            cluster_tasks: 2,
         }
     }
 
@@ -137,7 +137,7 @@ impl Sizes {
             sequential_prompts: 10,
             cluster_rows: 400,
             cluster_concurrency: 8,
-            cluster_tasks: 4,
+            cluster_tasks: 2,
         }
     }
 
@@ -989,13 +989,13 @@ impl Bench {
     }
 }
 
-/// Writes `rows` distinct questions of run `tag` as 8 Parquet files in `dir`.
+/// Writes `rows` distinct questions of run `tag` as 16 Parquet files in `dir`.
 async fn write_question_files(dir: &Path, tag: &str, rows: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let ctx = SessionContext::new();
-    for file in 0..8 {
+    for file in 0..16 {
         let sql = format!(
-            "COPY (SELECT value AS id, concat('{tag} question ', CAST(value AS VARCHAR), '?') AS question FROM generate_series(0, {last}) WHERE value % 8 = {file} ORDER BY value) TO '{path}' STORED AS PARQUET",
+            "COPY (SELECT value AS id, concat('{tag} question ', CAST(value AS VARCHAR), '?') AS question FROM generate_series(0, {last}) WHERE value % 16 = {file} ORDER BY value) TO '{path}' STORED AS PARQUET",
             last = rows.saturating_sub(1),
             path = dir.join(format!("part-{file}.parquet")).display()
         );
@@ -1015,7 +1015,7 @@ async fn cluster_context(
     let extension = Arc::new(BedrockExtension::new());
     extension.set_default_endpoint(Some(emulator.url().to_string()));
     let state = SessionStateBuilder::new()
-        .with_config(SessionConfig::new().with_target_partitions(8))
+        .with_config(SessionConfig::new().with_target_partitions(16))
         .with_default_features()
         .with_bedrock_extension(extension)
         .build();
@@ -1084,7 +1084,10 @@ impl Bench {
         let [ratio] = collect_runs(&ratios);
         let one = collect_runs(&rates[0].iter().map(|r| [*r]).collect::<Vec<_>>())[0].clone();
         let two = collect_runs(&rates[1].iter().map(|r| [*r]).collect::<Vec<_>>())[0].clone();
-        let setting = format!("C={c} per executor, {rows} rows in 8 files");
+        let setting = format!(
+            "C={c} per executor, {} task slots each, {rows} rows in 16 files",
+            self.sizes.cluster_tasks
+        );
         self.rows.push(row(
             "7 cluster",
             &format!("1 executor, {setting}"),
