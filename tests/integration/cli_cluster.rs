@@ -114,7 +114,9 @@ async fn scheduler_and_two_executor_processes_run_the_seed_flow_from_the_shell()
     assert_eq!(stdout, expected, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 
-    // The queries over files ran on the cluster: the scheduler planned their stages.
+    // The queries over files ran on the cluster: the scheduler planned their stages. A file
+    // named in the query is a table too.
+    let url_count = format!("SELECT count(*) AS n FROM '{files}/unrelated_questions.csv'");
     let out = command(
         home.path(),
         &[
@@ -132,6 +134,8 @@ async fn scheduler_and_two_executor_processes_run_the_seed_flow_from_the_shell()
             "CREATE MODEL m PREDICT answer USING engine = 'e', question_column = 'question'",
             "-c",
             "EXPLAIN FORMAT INDENT SELECT d.question, m.answer FROM files.unrelated_questions AS d JOIN m",
+            "-c",
+            &url_count,
         ],
     )
     .output()
@@ -139,6 +143,7 @@ async fn scheduler_and_two_executor_processes_run_the_seed_flow_from_the_shell()
     .expect("the shell runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("distributed_plan"), "{stdout}");
+    assert!(stdout.ends_with("n\n2\n"), "{stdout}");
     assert!(
         stdout.contains("=========ResolvedStage[stage_id=1.0, partitions=1]========="),
         "{stdout}"
