@@ -262,6 +262,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_divided_budget_gives_each_task_its_part_rounded_down() {
+        let budget = Budget::new(Some(100), Some(1.0));
+        assert_eq!(budget.share(3), (Some(100), Some(1.0)));
+        budget.divide_over(8);
+        assert_eq!(budget.divided_over(), Some(8));
+        assert_eq!(budget.share(1), (Some(12), Some(0.125)));
+        assert_eq!(budget.share(3), (Some(37), Some(0.375)));
+        assert_eq!(budget.share(8), (Some(100), Some(1.0)));
+        // A task never gets more than the whole.
+        assert_eq!(budget.share(20), (Some(100), Some(1.0)));
+        let task = Arc::new(Budget::task_share((Some(1), None), (Some(100), None)));
+        let admitted = task.admit(0.0).unwrap();
+        admitted.settle(Some(0.0));
+        assert_eq!(
+            task.admit(0.0).unwrap_err().message,
+            "the query stopped before a request that would pass this task's share (1) of bedrock.max_requests = 100; it had sent 1 request(s) costing about $0.000000, received 1 answer(s) and returned 0 row(s). Raise the limit (SET bedrock.max_requests / bedrock.max_cost_usd) or query fewer rows"
+        );
+    }
+
+    #[test]
     fn requests_are_counted_and_refused_past_the_limit() {
         let budget = Arc::new(Budget::new(Some(2), None));
         assert!(budget.is_limited());

@@ -591,3 +591,98 @@ impl LocalCluster {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_addresses_are_read_or_refused_with_the_form_to_write() {
+        assert_eq!(
+            scheduler_url("df://10.0.0.5:6000").unwrap(),
+            "http://10.0.0.5:6000"
+        );
+        assert_eq!(
+            scheduler_url("df://scheduler").unwrap(),
+            "http://scheduler:50050"
+        );
+        assert_eq!(
+            scheduler_url("localhost:7000/").unwrap(),
+            "http://localhost:7000"
+        );
+        for bad in ["df://", "df://host:port", "df://user@host:1", "df://a b:1"] {
+            assert_eq!(
+                scheduler_url(bad).unwrap_err().to_string(),
+                format!(
+                    "Invalid or Unsupported Configuration: '{bad}' is not a scheduler address: write df://HOST:PORT, e.g. df://127.0.0.1:50050"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_error_is_taken_out_of_ballistas_report() {
+        let report = r#"Job 038HMWA0Z8000 failed: Job failed due to stage 1 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(DataFusionError(Execution("Model 'm' failed for the row whose prompt is \"q 1\": BudgetExceeded: stop")))))"#;
+        assert_eq!(
+            plain_job_error(report).as_deref(),
+            Some(
+                "A task on the cluster failed (job 038HMWA0Z8000): Model 'm' failed for the row whose prompt is \"q 1\": BudgetExceeded: stop"
+            )
+        );
+        assert_eq!(plain_job_error("no quoted message here"), None);
+    }
+
+    #[test]
+    fn the_scheduler_plans_statically_with_the_extension_whatever_the_client_asks() {
+        let config = config_producer();
+        let mut asked = config.clone();
+        asked
+            .options_mut()
+            .set(BALLISTA_ADAPTIVE_PLANNER_ENABLED, "true")
+            .unwrap();
+        asked
+            .options_mut()
+            .set("bedrock.max_requests", "7")
+            .unwrap();
+        let state = scheduler_session(asked).unwrap();
+        assert!(
+            !state
+                .config()
+                .ballista_config()
+                .adaptive_query_planner_enabled()
+        );
+        assert_eq!(
+            BedrockOptions::of_config(state.config_options()).max_requests,
+            Some(7)
+        );
+        let rules: Vec<&str> = state
+            .physical_optimizers()
+            .iter()
+            .map(|r| r.name())
+            .collect();
+        let ours: Vec<&str> = rules
+            .iter()
+            .copied()
+            .filter(|name| name.starts_with("bedrock_"))
+            .collect();
+        assert_eq!(
+            ours,
+            [
+                "bedrock_model_input_order",
+                "bedrock_run_ai_functions",
+                "bedrock_divide_budget"
+            ]
+        );
+        assert!(state.scalar_functions().contains_key("ai_complete"));
+        assert!(
+            function_registry()
+                .scalar_functions
+                .contains_key("ai_classify")
+        );
+        assert!(
+            function_registry()
+                .scalar_functions
+                .contains_key("cosine_similarity")
+        );
+    }
+}
