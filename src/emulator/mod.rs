@@ -45,6 +45,7 @@ mod families;
 mod json;
 mod load;
 mod model_id;
+mod s3;
 mod server;
 mod stats;
 mod wire;
@@ -59,6 +60,7 @@ use tokio::task::JoinHandle;
 pub use answer::{count_text_tokens, embedding_for};
 pub use catalog::{CatalogModel, Family, catalog};
 pub use load::{Fault, FaultRates, LoadModel};
+pub use s3::S3Server;
 pub use stats::{EmulatorStats, LoggedRequest, RequestCount, StatsSnapshot};
 
 /// A key pair (and optional session token) the emulator accepts in SigV4 signatures.

@@ -22,6 +22,8 @@ mod emulator_control;
 mod emulator_families;
 #[cfg(feature = "emulator")]
 mod emulator_runtime;
+#[cfg(feature = "cli")]
+mod emulator_s3;
 #[cfg(feature = "emulator")]
 mod identity;
 #[cfg(feature = "emulator")]

@@ -1,0 +1,133 @@
+//! An S3 endpoint on 127.0.0.1 for tests and demos: the `s3s` crate's S3 protocol over its
+//! file-system backend (`s3s-fs`), so clients speak real S3 over HTTP (`object_store`'s S3
+//! store, the AWS SDK). Buckets are the directories of its root. Requests must be signed
+//! (SigV4) with [`S3Server::ACCESS_KEY_ID`] and [`S3Server::SECRET_ACCESS_KEY`], as S3 checks
+//! its callers.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use datafusion_bedrock::emulator::S3Server;
+//!
+//! let root = std::env::temp_dir().join("s3-root");
+//! let s3 = S3Server::start(&root, &["data"]).await?; // bucket `data`
+//! println!("AWS_ENDPOINT_URL={}", s3.url());
+//! s3.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::service::S3ServiceBuilder;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running S3 endpoint.
+#[derive(Debug)]
+pub struct S3Server {
+    url: String,
+    root: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl S3Server {
+    /// The access key id requests must be signed with.
+    pub const ACCESS_KEY_ID: &'static str = "AKIDEMULATEDS3";
+    /// Its secret key (made up: it guards nothing but the test's own files).
+    pub const SECRET_ACCESS_KEY: &'static str = "emulated-s3-secret-key";
+
+    /// Serves the directory `root` (created if missing) on a free loopback port, with the
+    /// given buckets created in it.
+    ///
+    /// # Errors
+    /// When the directory or a bucket cannot be created, or no port can be bound.
+    pub async fn start(root: &Path, buckets: &[&str]) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        for bucket in buckets {
+            std::fs::create_dir_all(root.join(bucket))?;
+        }
+        let fs = s3s_fs::FileSystem::new(root).map_err(|_| {
+            std::io::Error::other(format!(
+                "{} cannot be served as an S3 root: it must be a readable directory",
+                root.display()
+            ))
+        })?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(
+            Self::ACCESS_KEY_ID,
+            Self::SECRET_ACCESS_KEY,
+        ));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let graceful = GracefulShutdown::new();
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            let conn = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service.clone());
+                            let conn = graceful.watch(conn);
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(error = %e, "S3 connection closed");
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "S3 accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+            drop(listener);
+            let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+        });
+        Ok(Self {
+            url: format!("http://{addr}"),
+            root: root.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The directory it serves (one subdirectory per bucket).
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Stops accepting connections and waits (at most 5 s) for open ones to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
