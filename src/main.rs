@@ -139,7 +139,7 @@ struct ShellArgs {
     #[arg(long, value_name = "PATH")]
     catalog: Option<PathBuf>,
     /// Send queries to the Ballista scheduler at df://HOST:PORT (started with
-    /// `datafusion-bedrock scheduler`); queries reading only in-memory tables run here.
+    /// datafusion-bedrock scheduler); queries reading only in-memory tables run here.
     #[arg(long, value_name = "df://HOST:PORT")]
     cluster: Option<String>,
 }
