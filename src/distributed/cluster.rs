@@ -569,12 +569,6 @@ impl LocalCluster {
         &self.address
     }
 
-    /// The engines each executor built, in start order (their usage says who called what).
-    #[must_use]
-    pub fn executor_engines(&self) -> &[Arc<EngineRegistry>] {
-        &self.executors
-    }
-
     /// The requests each executor has sent so far (retries included), in start order.
     #[must_use]
     pub fn executor_requests(&self) -> Vec<u64> {

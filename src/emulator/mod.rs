@@ -43,6 +43,7 @@ mod embed;
 mod eventstream;
 mod families;
 mod json;
+mod listener;
 mod load;
 mod model_id;
 mod s3;
@@ -52,10 +53,6 @@ mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use answer::{count_text_tokens, embedding_for};
 pub use catalog::{CatalogModel, Family, catalog};
@@ -137,11 +134,9 @@ impl Default for EmulatorConfig {
 
 /// A running emulator. Dropping it stops the server; [`Emulator::shutdown`] also waits for it.
 pub struct Emulator {
-    addr: SocketAddr,
     url: String,
     state: Arc<server::State>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    listening: listener::Listening,
 }
 
 impl Emulator {
@@ -150,19 +145,17 @@ impl Emulator {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Self> {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], config.port))).await?;
-        let addr = listener.local_addr()?;
+        let port = config.port;
         let state = Arc::new(server::State::new(config));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server::serve(listener, Arc::clone(&state), stopped));
-        tracing::info!(%addr, "Bedrock emulator listening");
+        let serving = Arc::clone(&state);
+        let listening = listener::Listening::start(port, "Bedrock emulator", move || {
+            server::service(Arc::clone(&serving))
+        })
+        .await?;
         Ok(Self {
-            addr,
-            url: format!("http://{addr}"),
+            url: format!("http://{}", listening.addr()),
             state,
-            stop: Some(stop),
-            task: Some(task),
+            listening,
         })
     }
 
@@ -175,7 +168,7 @@ impl Emulator {
     /// The socket address the server listens on.
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr()
     }
 
     /// The live counters.
@@ -198,21 +191,8 @@ impl Emulator {
 
     /// Stops accepting connections, lets in-flight requests finish (up to 5 seconds) and waits
     /// for the server task.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) {
+        self.listening.shutdown().await;
     }
 }
 

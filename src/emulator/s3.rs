@@ -15,24 +15,17 @@
 //! # Ok(()) }
 //! ```
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::S3ServiceBuilder;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use super::listener::Listening;
 
 /// A running S3 endpoint.
 #[derive(Debug)]
 pub struct S3Server {
     url: String,
-    root: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    listening: Listening,
 }
 
 impl S3Server {
@@ -63,41 +56,10 @@ impl S3Server {
             Self::SECRET_ACCESS_KEY,
         ));
         let service = builder.build();
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let graceful = GracefulShutdown::new();
-            tokio::pin!(stopped);
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            let conn = http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service.clone());
-                            let conn = graceful.watch(conn);
-                            tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(error = %e, "S3 connection closed");
-                                }
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "S3 accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    },
-                    _ = &mut stopped => break,
-                }
-            }
-            drop(listener);
-            let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
-        });
+        let listening = Listening::start(0, "S3 endpoint", move || service.clone()).await?;
         Ok(Self {
-            url: format!("http://{addr}"),
-            root: root.to_path_buf(),
-            stop: Some(stop),
-            task: Some(task),
+            url: format!("http://{}", listening.addr()),
+            listening,
         })
     }
 
@@ -107,27 +69,8 @@ impl S3Server {
         &self.url
     }
 
-    /// The directory it serves (one subdirectory per bucket).
-    #[must_use]
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Stops accepting connections and waits (at most 5 s) for open ones to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) {
+        self.listening.shutdown().await;
     }
 }

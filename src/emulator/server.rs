@@ -11,14 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::answer::{self, Reply, StopReason};
 use super::catalog::{CatalogModel, Family};
@@ -129,39 +125,17 @@ impl std::error::Error for DroppedConnection {}
 
 type Served = Result<Response<Body>, DroppedConnection>;
 
-/// Accepts connections until `stopped` fires, then drains them gracefully.
-pub(crate) async fn serve(
-    listener: TcpListener,
+/// The service answering one connection's requests from `state`.
+pub(crate) fn service(
     state: Arc<State>,
-    stopped: oneshot::Receiver<()>,
-) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let state = Arc::clone(&state);
-                    let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "emulator connection closed");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "emulator accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            _ = &mut stopped => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = DroppedConnection,
+    Future = impl Future<Output = Served> + Send + 'static,
+> + Send
++ 'static {
+    service_fn(move |req| handle(Arc::clone(&state), req))
 }
 
 /// The runtime operations, by their path suffix.

@@ -47,12 +47,6 @@ impl CredentialKind {
         }
     }
 
-    /// Whether the engine was given a secret that does not travel.
-    #[must_use]
-    pub fn is_inline(&self) -> bool {
-        matches!(self, Self::InlineKeys | Self::InlineApiKey)
-    }
-
     /// What to tell when engine `engine`, created elsewhere with this kind of credentials,
     /// finds none in this process (`reason`): for keys given inline, that they never travel
     /// and how to give this process its own.
@@ -271,7 +265,6 @@ mod tests {
         assert_eq!(kind, CredentialKind::InlineKeys);
         let text = serde_json::to_string(&kind).unwrap();
         assert_eq!(text, "\"InlineKeys\"");
-        assert!(kind.is_inline());
         assert_eq!(kind.source_elsewhere(), CredentialSource::DefaultChain);
         let api = CredentialKind::of(&CredentialSource::ApiKey(Secret::new("bedrock-key")));
         assert_eq!(serde_json::to_string(&api).unwrap(), "\"InlineApiKey\"");
@@ -280,6 +273,5 @@ mod tests {
             profile.source_elsewhere(),
             CredentialSource::Profile("dev".into())
         );
-        assert!(!profile.is_inline());
     }
 }

@@ -16,7 +16,7 @@ use datafusion_bedrock::distributed::{LocalCluster, cluster_session};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 use datafusion_bedrock::{BedrockExtension, SessionStateBuilderBedrock, execute_sql};
 
-use crate::support::converse_calls;
+use crate::support::{converse_calls, pretty};
 
 const TITAN: &str = "amazon.titan-text-premier-v1:0";
 
@@ -207,19 +207,6 @@ fn three_csv_files() -> PathBuf {
     dir
 }
 
-/// The text of one query's result.
-async fn text(ctx: &SessionContext, sql: &str) -> String {
-    let batches = execute_sql(ctx, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .expect("format")
-        .to_string()
-}
-
 /// The rows of an EXPLAIN: each plan by its type.
 async fn explained(ctx: &SessionContext, sql: &str) -> BTreeMap<String, String> {
     let batches = execute_sql(ctx, sql)
@@ -359,7 +346,7 @@ async fn a_budget_is_divided_over_the_tasks_and_holds_across_the_cluster() {
     let (_cluster, remote) = cluster_of(&emulator, 2, 8).await;
     run_all(&remote, &setup(&dir)).await;
     run_all(&remote, &["SET bedrock.max_requests = 100".to_string()]).await;
-    let plan = text(&remote, &format!("EXPLAIN {JOIN}")).await;
+    let plan = pretty(&remote, &format!("EXPLAIN {JOIN}")).await;
     assert!(
         plan.contains("budget=max_requests 100 divided over 8 partitions (a task gets its partitions' part, rounded down)"),
         "{plan}"
@@ -406,7 +393,7 @@ async fn tables_of_the_client_stay_on_the_client() {
     let (_cluster, remote) = cluster_of(&emulator, 1, 2).await;
     run_all(&remote, &setup(&dir)).await;
     assert_eq!(
-        text(&remote, "SHOW MODELS").await,
+        pretty(&remote, "SHOW MODELS").await,
         [
             "+-----------------------+----------------+--------------------------------+---------+--------+----------+--------+",
             "| name                  | engine         | model_id                       | mode    | target | inputs   | status |",
@@ -422,7 +409,7 @@ async fn tables_of_the_client_stay_on_the_client() {
     )
     .await;
     assert_eq!(
-        text(&remote, "SELECT column2 FROM memo").await,
+        pretty(&remote, "SELECT column2 FROM memo").await,
         "+-----------+\n| column2   |\n+-----------+\n| kept here |\n+-----------+"
     );
     assert_eq!(
@@ -484,7 +471,7 @@ async fn explain_analyze_sums_the_model_counters_of_every_task() {
     run_all(&remote, &setup(&dir)).await;
     for (sql, operator) in [(JOIN, "Model: "), (AI_COMPLETE, "AiFunctionExec: ")] {
         let before = converse_calls(&emulator, TITAN);
-        let plan = text(&remote, &format!("EXPLAIN ANALYZE {sql}")).await;
+        let plan = pretty(&remote, &format!("EXPLAIN ANALYZE {sql}")).await;
         assert_eq!(converse_calls(&emulator, TITAN) - before, 20, "{plan}");
         let line = plan
             .lines()

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use datafusion::prelude::SessionContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, S3Server};
 use object_store::aws::AmazonS3Builder;
 
 use crate::cli::{command, manifest};
+use crate::support::pretty;
 
 /// An S3 store of `bucket` at `s3`, signing with the endpoint's keys.
 fn store(s3: &S3Server, bucket: &str) -> Arc<object_store::aws::AmazonS3> {
@@ -26,18 +26,6 @@ fn store(s3: &S3Server, bucket: &str) -> Arc<object_store::aws::AmazonS3> {
     )
 }
 
-async fn table(ctx: &SessionContext, sql: &str) -> String {
-    let batches = datafusion_bedrock::execute_sql(ctx, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .expect("format")
-        .to_string()
-}
-
 #[tokio::test]
 async fn s3_tables_are_written_read_and_answered_through_the_s3_endpoint() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -50,7 +38,7 @@ async fn s3_tables_are_written_read_and_answered_through_the_s3_endpoint() {
     let bucket = url::Url::parse("s3://data").expect("url");
     session.register_object_store(&bucket, store(&s3, "data"));
 
-    table(
+    pretty(
         &session,
         "COPY (SELECT * FROM (VALUES (1, 'What is the capital of Sweden?'), (2, 'What is 2 + 2?')) AS v(id, question)) TO 's3://data/questions/q.parquet' STORED AS PARQUET",
     )
@@ -63,10 +51,10 @@ async fn s3_tables_are_written_read_and_answered_through_the_s3_endpoint() {
         "CREATE ML_ENGINE e FROM bedrock USING api_key = 'k'",
         "CREATE MODEL m PREDICT answer USING engine = 'e', question_column = 'question'",
     ] {
-        table(&session, sql).await;
+        pretty(&session, sql).await;
     }
     assert_eq!(
-        table(
+        pretty(
             &session,
             "SELECT d.id, m.answer FROM questions AS d JOIN m ORDER BY d.id"
         )

@@ -101,6 +101,20 @@ pub async fn run(ctx: &datafusion_bedrock::BedrockContext, sql: &str) -> String 
         .to_string()
 }
 
+/// Runs one statement through the extension's SQL front on any session and formats its result
+/// as a pretty table (panics naming the SQL).
+pub async fn pretty(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
+    let batches = datafusion_bedrock::execute_sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string()
+}
+
 /// Converse calls the emulator has served for a model.
 pub fn converse_calls(emulator: &Emulator, model: &str) -> u64 {
     emulator
