@@ -48,6 +48,7 @@ use crate::udf::function::BindAiFunctions;
 pub struct BedrockExtension {
     catalog: Arc<Catalog>,
     default_endpoint: RwLock<Option<String>>,
+    default_s3_endpoint: RwLock<Option<String>>,
     catalog_file: RwLock<Option<Arc<CatalogFile>>>,
 }
 
@@ -118,6 +119,23 @@ impl BedrockExtension {
     pub fn set_default_endpoint(&self, url: Option<String>) {
         *self
             .default_endpoint
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = url;
+    }
+
+    /// The S3 endpoint of engines created without `batch_s3_endpoint_url` (`None`: AWS's).
+    pub fn default_s3_endpoint(&self) -> Option<String> {
+        self.default_s3_endpoint
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes engines created from now on without `batch_s3_endpoint_url` write their batch
+    /// jobs' files to `url` (the built-in emulator's S3 endpoint in tests and demos).
+    pub fn set_default_s3_endpoint(&self, url: Option<String>) {
+        *self
+            .default_s3_endpoint
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = url;
     }

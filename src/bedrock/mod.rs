@@ -28,6 +28,7 @@
 //! ```
 
 pub mod backoff;
+pub mod batch;
 pub mod budget;
 pub mod cache;
 pub mod config;

@@ -145,8 +145,10 @@ pub struct EmbedResponse {
 }
 
 /// How one answer was obtained.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallInfo {
+    /// The id of the batch inference job that answered, for an answer of a batch job.
+    pub batch_job: Option<std::sync::Arc<str>>,
     /// Served from the cache or by an identical request in flight: no request was sent for it.
     pub cache_hit: bool,
     /// A repeat of an earlier input of the same batch, answered by that input's request.

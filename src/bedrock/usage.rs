@@ -61,9 +61,48 @@ pub struct ModelCounters {
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
     latency_ms: AtomicU64,
+    batch_jobs: AtomicU64,
+    batch_jobs_running: AtomicU64,
+    batch_records: AtomicU64,
+    batch_processed: AtomicU64,
+    batch_errors: AtomicU64,
+    batch_input_tokens: AtomicU64,
+    batch_output_tokens: AtomicU64,
+    batch_status: Mutex<Option<String>>,
 }
 
 impl ModelCounters {
+    /// A batch job of `records` records submitted (or re-attached to) and now waited for.
+    pub fn batch_job_started(&self, records: u64) {
+        self.batch_jobs.fetch_add(1, Ordering::Relaxed);
+        self.batch_jobs_running.fetch_add(1, Ordering::Relaxed);
+        self.batch_records.fetch_add(records, Ordering::Relaxed);
+    }
+    /// `n` more records of a running job processed; its status as the last poll saw it.
+    pub fn batch_progress(&self, n: u64, status: &str) {
+        self.batch_processed.fetch_add(n, Ordering::Relaxed);
+        *self
+            .batch_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status.to_string());
+    }
+    /// A job waited for ended (answered, failed, or its query went away).
+    pub fn batch_job_ended(&self) {
+        let _ = self
+            .batch_jobs_running
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+    /// A batch record answered, with its tokens.
+    pub fn batch_answer(&self, input_tokens: u64, output_tokens: u64) {
+        self.batch_input_tokens
+            .fetch_add(input_tokens, Ordering::Relaxed);
+        self.batch_output_tokens
+            .fetch_add(output_tokens, Ordering::Relaxed);
+    }
+    /// A batch record that failed.
+    pub fn batch_error(&self) {
+        self.batch_errors.fetch_add(1, Ordering::Relaxed);
+    }
     /// One attempt sent to Bedrock (first tries and retries alike).
     pub fn request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -120,8 +159,28 @@ pub struct UsageSnapshot {
     pub output_tokens: u64,
     /// Total latency of successful attempts, in milliseconds.
     pub latency_ms: u64,
-    /// Estimated cost in USD (`None` when the model's price is unknown).
+    /// Estimated cost in USD of the on-demand calls (`None` when the model's price is
+    /// unknown).
     pub estimated_cost_usd: Option<f64>,
+    /// Batch inference jobs submitted or re-attached to.
+    pub batch_jobs: u64,
+    /// Jobs still waited for.
+    pub batch_jobs_running: u64,
+    /// Records of those jobs.
+    pub batch_records: u64,
+    /// Records the jobs had processed at their last poll.
+    pub batch_processed: u64,
+    /// Records that came back as errors.
+    pub batch_errors: u64,
+    /// Input tokens of the answered records.
+    pub batch_input_tokens: u64,
+    /// Output tokens of the answered records.
+    pub batch_output_tokens: u64,
+    /// Estimated USD of the batch records at the batch price (`None` when the model's price
+    /// is unknown).
+    pub batch_cost_usd: Option<f64>,
+    /// The status of the latest job as last polled (`InProgress`, `Completed`, …).
+    pub batch_status: Option<String>,
 }
 
 /// Usage of every model of an engine.
@@ -149,6 +208,13 @@ impl Usage {
             .insert(model_id.to_string(), (input_per_1k, output_per_1k));
     }
 
+    /// The batch price of a model: [`BATCH_PRICE_FACTOR`](super::batch::BATCH_PRICE_FACTOR)
+    /// times its on-demand price (override or list price).
+    pub fn batch_price(&self, model_id: &str) -> Option<(f64, f64)> {
+        let factor = super::batch::BATCH_PRICE_FACTOR;
+        self.price(model_id).map(|(i, o)| (i * factor, o * factor))
+    }
+
     /// The price used for a model: an override, else the built-in list price.
     pub fn price(&self, model_id: &str) -> Option<(f64, f64)> {
         let prices = self
@@ -173,6 +239,8 @@ impl Usage {
             .map(|(model, c)| {
                 let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
                 let (input, output) = (load(&c.input_tokens), load(&c.output_tokens));
+                let (batch_input, batch_output) =
+                    (load(&c.batch_input_tokens), load(&c.batch_output_tokens));
                 UsageSnapshot {
                     model: model.clone(),
                     requests: load(&c.requests),
@@ -187,6 +255,21 @@ impl Usage {
                     estimated_cost_usd: self
                         .price(model)
                         .map(|(i, o)| (input as f64 * i + output as f64 * o) / 1000.0),
+                    batch_jobs: load(&c.batch_jobs),
+                    batch_jobs_running: load(&c.batch_jobs_running),
+                    batch_records: load(&c.batch_records),
+                    batch_processed: load(&c.batch_processed),
+                    batch_errors: load(&c.batch_errors),
+                    batch_input_tokens: batch_input,
+                    batch_output_tokens: batch_output,
+                    batch_cost_usd: self.batch_price(model).map(|(i, o)| {
+                        (batch_input as f64 * i + batch_output as f64 * o) / 1000.0
+                    }),
+                    batch_status: c
+                        .batch_status
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone(),
                 }
             })
             .collect()

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::output_schema::OutputSchema;
+use crate::bedrock::batch::Execution;
 use crate::bedrock::engine::Api;
 use crate::bedrock::params::{ParamValue, unknown_parameter};
 use crate::bedrock::request::InferenceParams;
@@ -29,6 +30,7 @@ pub const MODEL_PARAMETERS: &[&str] = &[
     "on_error",
     "provenance",
     "max_history_rows",
+    "execution",
 ];
 
 /// Prior turns (a row's prompt and its answer) a `conversational-full` request carries when
@@ -292,6 +294,10 @@ pub struct ModelSpec {
     /// `conversational-full`: how many prior turns (the latest rows' prompts and answers) a
     /// request carries at most; older turns are not sent.
     pub max_history_rows: usize,
+    /// `execution`: on demand, batch jobs, or batch from `bedrock.batch_min_rows` distinct
+    /// requests; `None` follows the session's `bedrock.execution`.
+    #[serde(default)]
+    pub execution: Option<Execution>,
 }
 
 impl ModelSpec {
@@ -312,6 +318,7 @@ impl ModelSpec {
         let mut on_error = OnError::Fail;
         let mut provenance = false;
         let mut max_history_rows = None;
+        let mut execution = None;
         for (raw_key, value) in params {
             let key = raw_key.to_lowercase();
             match key.as_str() {
@@ -356,7 +363,22 @@ impl ModelSpec {
                             .unwrap_or(DEFAULT_MAX_HISTORY_ROWS),
                     );
                 }
+                "execution" => execution = Some(Execution::parse(&value.as_text(&key)?, &key)?),
                 _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
+            }
+        }
+        if let Some(execution) = execution.filter(|e| e.gathers()) {
+            if mode != Mode::Default {
+                return Err(Error::InvalidInput(format!(
+                    "Parameter 'execution' = '{execution}' runs each row's request on its own, but mode '{}' makes each request depend on the rows before it: remove execution, or use the default mode",
+                    mode.name()
+                )));
+            }
+            if output_schema.is_some() {
+                return Err(Error::InvalidInput(format!(
+                    "Parameter 'execution' = '{execution}' cannot run this model: {}",
+                    crate::bedrock::batch::record::NO_TOOLS
+                )));
             }
         }
         if max_history_rows.is_some() && mode != Mode::ConversationalFull {
@@ -390,6 +412,7 @@ impl ModelSpec {
             on_error,
             provenance,
             max_history_rows: max_history_rows.unwrap_or(DEFAULT_MAX_HISTORY_ROWS),
+            execution,
         })
     }
 
@@ -488,6 +511,7 @@ impl ModelSpec {
                 (self.on_error != OnError::Fail).then(|| self.on_error.name().to_string()),
             ),
             ("provenance", self.provenance.then(|| "true".to_string())),
+            ("execution", self.execution.map(|e| e.name().to_string())),
             (
                 "max_history_rows",
                 (self.mode == Mode::ConversationalFull).then(|| self.max_history_rows.to_string()),

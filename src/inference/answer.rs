@@ -49,6 +49,8 @@ pub struct RowMeta {
     pub cost_usd: Option<f64>,
     /// `Code: message` of a failed row (with `on_error = 'null'`).
     pub error: Option<String>,
+    /// The batch inference job that answered (its cost is at the batch price).
+    pub batch_job: Option<String>,
 }
 
 /// Totals over answered rows, for EXPLAIN ANALYZE.
@@ -72,6 +74,8 @@ pub struct CallStats {
     pub cost_usd: f64,
     /// Rows whose call failed (NULL with `on_error = 'null'`).
     pub failed_rows: u64,
+    /// Rows answered by a batch job's record.
+    pub batch_records: u64,
 }
 
 impl CallStats {
@@ -87,6 +91,8 @@ impl CallStats {
             self.dedup_hits += 1;
         } else if meta.cache_hit {
             self.cache_hits += 1;
+        } else if meta.batch_job.is_some() {
+            self.batch_records += 1;
         } else if meta.error.is_none() {
             self.requests += 1 + u64::from(meta.retries);
         }
@@ -111,6 +117,7 @@ pub fn meta_fields() -> Fields {
         Field::new("retries", DataType::UInt32, true),
         Field::new("estimated_cost_usd", DataType::Float64, true),
         Field::new("error", DataType::Utf8, true),
+        Field::new("batch_job", DataType::Utf8, true),
     ])
 }
 
@@ -155,6 +162,7 @@ pub fn meta_array(answers: &[RowAnswer]) -> Result<ArrayRef> {
                 .collect::<Vec<_>>(),
         )),
         text(&|m| m.error.clone()),
+        text(&|m| m.batch_job.clone()),
     ];
     let nulls = NullBuffer::from(metas.iter().map(Option::is_some).collect::<Vec<_>>());
     Ok(Arc::new(StructArray::try_new(
@@ -233,6 +241,7 @@ mod tests {
                 output_tokens: 25,
                 cost_usd: 2.5,
                 failed_rows: 1,
+                batch_records: 0,
             }
         );
     }

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::bedrock::batch::Execution;
 use crate::bedrock::engine::{Api, Engine, ModelTarget};
 use crate::bedrock::request::InferenceParams;
 use crate::catalog::model::{ModelSpec, OnError};
@@ -32,6 +33,9 @@ pub struct BoundModel {
     pub provenance: bool,
     /// How errors name the model: `model 'm' (id)` or `model 'id' via engine 'e'`.
     pub label: String,
+    /// Its own `execution` (a model parameter, an AI function's option); `None` follows the
+    /// session's `bedrock.execution`.
+    pub execution: Option<Execution>,
 }
 
 impl BoundModel {
@@ -49,6 +53,7 @@ impl BoundModel {
             on_error: spec.on_error,
             provenance: spec.provenance,
             label: format!("model '{}' ({})", spec.name, spec.model_id),
+            execution: spec.execution,
             engine,
         }
     }
@@ -68,6 +73,7 @@ impl BoundModel {
             output_schema: None,
             on_error: OnError::Fail,
             provenance: false,
+            execution: None,
             engine,
         }
     }
@@ -82,7 +88,7 @@ impl BoundModel {
     #[must_use]
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|@{}:{:p}",
+            "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|@{}:{:p}",
             self.name,
             self.target.model_id,
             self.target.api,
@@ -91,6 +97,7 @@ impl BoundModel {
             self.output_schema,
             self.on_error,
             self.provenance,
+            self.execution,
             self.engine.name(),
             Arc::as_ptr(&self.engine),
         )
@@ -133,6 +140,9 @@ impl fmt::Display for BoundModel {
         }
         if self.provenance {
             write!(f, ", provenance=true")?;
+        }
+        if let Some(execution) = self.execution {
+            write!(f, ", execution={execution}")?;
         }
         Ok(())
     }

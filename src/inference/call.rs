@@ -344,12 +344,17 @@ impl ModelCall {
             deduplicated: call.deduplicated,
             retries: call.retries,
             throttles: call.throttles,
-            cost_usd: self.model.engine.cost_usd(
-                self.model.model_id(),
-                input_tokens,
-                output_tokens,
-            ),
+            cost_usd: if call.batch_job.is_some() {
+                self.model
+                    .engine
+                    .batch_cost_usd(self.model.model_id(), input_tokens, output_tokens)
+            } else {
+                self.model
+                    .engine
+                    .cost_usd(self.model.model_id(), input_tokens, output_tokens)
+            },
             error: None,
+            batch_job: call.batch_job.as_deref().map(str::to_string),
         }
     }
 
@@ -386,6 +391,7 @@ impl ModelCall {
         ask: &Ask<'_>,
         options: &CallOptions,
     ) -> Result<Vec<RowAnswer>> {
+        let options = &options.executed(self.model.execution.unwrap_or(options.execution));
         let requests: Vec<Option<TextRequest>> = prompts
             .iter()
             .map(|p| {
@@ -434,6 +440,8 @@ impl ModelCall {
         shown: &str,
         options: &CallOptions,
     ) -> Result<RowAnswer> {
+        // A conversation's requests depend on each other: they are sent one by one.
+        let options = &options.executed(crate::bedrock::batch::Execution::OnDemand);
         let ask = Ask::default();
         let requests = [Some(self.request(messages, None))];
         let outcomes = self

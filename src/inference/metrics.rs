@@ -73,6 +73,8 @@ pub struct CallMetrics {
     output_tokens: Count,
     failed_rows: Count,
     cost: Cost,
+    /// Batch execution's counters: records answered by jobs, and the jobs.
+    batch: Option<(Count, Count)>,
 }
 
 /// Where the estimated USD goes.
@@ -127,7 +129,21 @@ impl CallMetrics {
             output_tokens: count("output_tokens"),
             failed_rows: count("failed_rows"),
             cost,
+            batch: None,
         }
+    }
+
+    /// The same counters plus `batch_records` and `batch_jobs`, for an operator running in
+    /// batch or auto execution.
+    #[must_use]
+    pub fn with_batch(mut self, set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let count = |name: &'static str| {
+            MetricBuilder::new(set)
+                .with_type(MetricType::Summary)
+                .counter(name, partition)
+        };
+        self.batch = Some((count("batch_records"), count("batch_jobs")));
+        self
     }
 
     /// Adds a batch's answers, and counts the rows answered in the query's budget.
@@ -148,6 +164,14 @@ impl CallMetrics {
         self.input_tokens.add(n(stats.input_tokens));
         self.output_tokens.add(n(stats.output_tokens));
         self.failed_rows.add(n(stats.failed_rows));
+        if let Some((records, jobs)) = &self.batch {
+            records.add(n(stats.batch_records));
+            let distinct: std::collections::BTreeSet<&str> = answers
+                .iter()
+                .filter_map(|a| a.meta.as_ref()?.batch_job.as_deref())
+                .collect();
+            jobs.add(distinct.len());
+        }
         match &self.cost {
             Cost::Usd(usd) => usd.add(stats.cost_usd),
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

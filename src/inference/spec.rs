@@ -101,6 +101,9 @@ pub struct EngineSpec {
     pub connect_timeout_ms: u64,
     /// `cache_size`.
     pub cache_size: u64,
+    /// The batch settings (a role ARN, an S3 prefix: no secrets).
+    #[serde(default)]
+    pub batch: crate::bedrock::batch::BatchSettings,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -127,6 +130,7 @@ impl EngineSpec {
             request_timeout_ms: millis(config.request_timeout),
             connect_timeout_ms: millis(config.connect_timeout),
             cache_size: config.cache_size,
+            batch: config.batch.clone(),
         }
     }
 
@@ -149,6 +153,7 @@ impl EngineSpec {
             cache_dir: None,
             verify_credentials: false,
             is_default: false,
+            batch: self.batch.clone(),
         }
     }
 }
@@ -179,6 +184,9 @@ pub struct BoundModelSpec {
     pub provenance: bool,
     /// How errors name the model.
     pub label: String,
+    /// Its own execution.
+    #[serde(default)]
+    pub execution: Option<crate::bedrock::batch::Execution>,
 }
 
 impl BoundModel {
@@ -196,6 +204,7 @@ impl BoundModel {
             on_error: self.on_error,
             provenance: self.provenance,
             label: self.label.clone(),
+            execution: self.execution,
         }
     }
 
@@ -217,6 +226,7 @@ impl BoundModel {
             on_error: spec.on_error,
             provenance: spec.provenance,
             label: spec.label,
+            execution: spec.execution,
         })
     }
 }

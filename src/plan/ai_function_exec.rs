@@ -31,6 +31,7 @@ use futures::StreamExt;
 use super::model_exec::ModelExec;
 use super::only_child;
 use super::options::BedrockOptions;
+use crate::bedrock::batch::Execution;
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::CallOptions;
 use crate::inference::CallMetrics;
@@ -73,6 +74,9 @@ pub struct AiFunctionExec {
     metrics: ExecutionPlanMetricsSet,
     /// Decoded from another process's plan (a cluster's task): counters Ballista can carry.
     portable_metrics: bool,
+    /// The session's `bedrock.execution` when planned: with it, whether a function runs in
+    /// batch or auto execution, which gathers the whole input first.
+    session_execution: Execution,
 }
 
 impl AiFunctionExec {
@@ -98,7 +102,30 @@ impl AiFunctionExec {
             properties: Arc::clone(same.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
             portable_metrics: false,
+            session_execution: Execution::OnDemand,
         }))
+    }
+
+    /// The same operator under the session's `bedrock.execution` (what EXPLAIN shows; the
+    /// session's setting when the query runs is what counts).
+    #[must_use]
+    pub fn under(mut self, session_execution: Execution) -> Self {
+        self.session_execution = session_execution;
+        self
+    }
+
+    /// The execution its AI functions run in: batch if one of them does, else auto if one
+    /// does, else on demand.
+    fn execution(&self, session: Execution) -> Execution {
+        let mut chosen = Execution::OnDemand;
+        for call in self.exprs.iter().filter_map(|e| e.call.as_ref()) {
+            match call.execution().unwrap_or(session) {
+                Execution::Batch => return Execution::Batch,
+                Execution::Auto => chosen = Execution::Auto,
+                Execution::OnDemand => {}
+            }
+        }
+        chosen
     }
 
     /// The same operator, its counters ones that Ballista carries from executors (estimated
@@ -132,6 +159,7 @@ impl AiFunctionExec {
             properties: Arc::clone(same.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
             portable_metrics: self.portable_metrics,
+            session_execution: self.session_execution,
         })
     }
 }
@@ -157,7 +185,8 @@ impl PhysicalOptimizerRule for RunAiFunctions {
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
-        let budget = budget.unwrap_or_else(|| Arc::new(BedrockOptions::of_config(config).budget()));
+        let session = BedrockOptions::of_config(config);
+        let budget = budget.unwrap_or_else(|| Arc::new(session.budget()));
         plan.transform_up(|node| {
             let Some(exec) = node.downcast_ref::<AsyncFuncExec>() else {
                 return Ok(Transformed::no(node));
@@ -165,7 +194,9 @@ impl PhysicalOptimizerRule for RunAiFunctions {
             #[expect(deprecated)]
             let exprs = exec.async_exprs().to_vec();
             match AiFunctionExec::replacing(exprs, Arc::clone(exec.input()), Arc::clone(&budget))? {
-                Some(ours) => Ok(Transformed::yes(Arc::new(ours) as Arc<dyn ExecutionPlan>)),
+                Some(ours) => Ok(Transformed::yes(
+                    Arc::new(ours.under(session.execution)) as Arc<dyn ExecutionPlan>
+                )),
                 None => Ok(Transformed::no(node)),
             }
         })
@@ -191,9 +222,13 @@ impl DisplayAs for AiFunctionExec {
                 None => e.expr.to_string(),
             })
             .collect();
-        let division = super::model_exec::budget_division(&self.budget)
+        let mut division = super::model_exec::budget_division(&self.budget)
             .map(|d| format!(", {d}"))
             .unwrap_or_default();
+        let execution = self.execution(self.session_execution);
+        if execution.gathers() {
+            division = format!(", execution={execution}, input=every partition gathered{division}");
+        }
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
                 write!(f, "AiFunctionExec: calls=[{}]{division}", calls.join(", "))
@@ -247,26 +282,47 @@ impl ExecutionPlan for AiFunctionExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let config = Arc::clone(context.session_config().options());
-        let input = self.input.execute(partition, Arc::clone(&context))?;
-        let coalescer = LimitedBatchCoalescer::new(
-            self.input.schema(),
-            config.execution.batch_size.get(),
-            None,
-        );
+        let session = BedrockOptions::of_config(&config);
+        let execution = self.execution(session.execution);
+        let batch_size = config.execution.batch_size.get();
+        let coalescer = LimitedBatchCoalescer::new(self.input.schema(), batch_size, None);
         let worker = Arc::new(Worker {
             exprs: self.exprs.clone(),
             schema: self.schema(),
-            options: CallOptions {
-                budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
-            },
+            options: session.call_options(&self.budget).executed(execution),
             budget: Arc::clone(&self.budget),
-            calls: if self.portable_metrics {
-                CallMetrics::portable(&self.metrics, partition)
-            } else {
-                CallMetrics::new(&self.metrics, partition)
+            calls: {
+                let calls = if self.portable_metrics {
+                    CallMetrics::portable(&self.metrics, partition)
+                } else {
+                    CallMetrics::new(&self.metrics, partition)
+                };
+                if execution.gathers() {
+                    calls.with_batch(&self.metrics, partition)
+                } else {
+                    calls
+                }
             },
             config,
         });
+        if execution.gathers() {
+            // Batch and auto execution: partition 0 answers every partition's rows at once
+            // (one set of jobs for the query); the other partitions are empty.
+            if partition > 0 {
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    self.schema(),
+                    futures::stream::empty(),
+                )));
+            }
+            return Ok(super::model_exec::gathered(
+                &self.input,
+                &context,
+                self.schema(),
+                batch_size,
+                move |batch| async move { worker.evaluate(batch).await },
+            ));
+        }
+        let input = self.input.execute(partition, Arc::clone(&context))?;
         let batches = coalesced(input, coalescer)
             .map(move |batch| {
                 let worker = Arc::clone(&worker);

@@ -25,6 +25,8 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use super::options::BedrockOptions;
+use crate::bedrock::batch::{DEFAULT_BATCH_MIN_ROWS, Execution};
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::{CallOptions, DEFAULT_TOKEN_RESERVATION};
 use crate::bedrock::request::ChatMessage;
@@ -48,6 +50,11 @@ pub struct ModelExec {
     metrics: ExecutionPlanMetricsSet,
     /// Decoded from another process's plan (a cluster's task): counters Ballista can carry.
     portable_metrics: bool,
+    /// How its requests are sent, as planned (the model's own `execution`, else the
+    /// session's): batch and auto gather the whole input first.
+    execution: Execution,
+    /// `bedrock.batch_min_rows` when planned (for EXPLAIN's estimate under `auto`).
+    batch_min_rows: u64,
 }
 
 impl ModelExec {
@@ -60,19 +67,60 @@ impl ModelExec {
         schema: SchemaRef,
         budget: Arc<Budget>,
     ) -> Self {
+        let execution = call.spec().execution.unwrap_or_default();
+        Self {
+            properties: Arc::new(Self::properties_of(&call, &input, &schema, execution)),
+            call,
+            input,
+            args,
+            schema,
+            budget,
+            fetch: None,
+            metrics: ExecutionPlanMetricsSet::new(),
+            portable_metrics: false,
+            execution,
+            batch_min_rows: DEFAULT_BATCH_MIN_ROWS,
+        }
+    }
+
+    /// The same operator under the session's options: `bedrock.execution` for a model without
+    /// an `execution` of its own, and `bedrock.batch_min_rows`.
+    #[must_use]
+    pub fn under(mut self, options: &BedrockOptions) -> Self {
+        self.execution = self.call.spec().execution.unwrap_or(options.execution);
+        self.batch_min_rows = options.batch_min_rows;
+        self.properties = Arc::new(Self::properties_of(
+            &self.call,
+            &self.input,
+            &self.schema,
+            self.execution,
+        ));
+        self
+    }
+
+    fn properties_of(
+        call: &CreatedModel,
+        input: &Arc<dyn ExecutionPlan>,
+        schema: &SchemaRef,
+        execution: Execution,
+    ) -> PlanProperties {
         let boundedness = input.properties().boundedness;
-        let properties = if call.spec().mode == Mode::Default {
+        if call.spec().mode == Mode::Default {
             let mut equivalence = EquivalenceProperties::new(Arc::clone(&schema));
             // The input's columns keep their positions and their order.
             if let Some(ordering) = input.output_ordering() {
                 equivalence.add_ordering(ordering.iter().cloned());
             }
-            PlanProperties::new(
-                equivalence,
-                input.output_partitioning().clone(),
-                EmissionType::Incremental,
-                boundedness,
-            )
+            let (partitioning, emission) = if execution.gathers() {
+                // The whole input, answered at once: one partition, after the last row.
+                (Partitioning::UnknownPartitioning(1), EmissionType::Final)
+            } else {
+                (
+                    input.output_partitioning().clone(),
+                    EmissionType::Incremental,
+                )
+            };
+            PlanProperties::new(equivalence, partitioning, emission, boundedness)
         } else {
             let emission = if call.spec().mode == Mode::Conversational {
                 // The last batch waits for the one answer.
@@ -81,22 +129,11 @@ impl ModelExec {
                 EmissionType::Incremental
             };
             PlanProperties::new(
-                EquivalenceProperties::new(Arc::clone(&schema)),
+                EquivalenceProperties::new(Arc::clone(schema)),
                 Partitioning::UnknownPartitioning(1),
                 emission,
                 boundedness,
             )
-        };
-        Self {
-            call,
-            input,
-            args,
-            schema,
-            budget,
-            fetch: None,
-            properties: Arc::new(properties),
-            metrics: ExecutionPlanMetricsSet::new(),
-            portable_metrics: false,
         }
     }
 
@@ -155,6 +192,12 @@ impl ModelExec {
         self.call.spec().mode != Mode::Default
     }
 
+    /// Whether it reads its whole input as one partition: a conversation, or batch and auto
+    /// execution (one set of jobs for the query).
+    fn single_input(&self) -> bool {
+        self.is_conversation() || self.execution.gathers()
+    }
+
     pub(super) fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Self {
         let mut exec = Self::new(
             self.call.clone(),
@@ -165,6 +208,14 @@ impl ModelExec {
         );
         exec.fetch = self.fetch;
         exec.portable_metrics = self.portable_metrics;
+        exec.execution = self.execution;
+        exec.batch_min_rows = self.batch_min_rows;
+        exec.properties = Arc::new(Self::properties_of(
+            &exec.call,
+            &exec.input,
+            &exec.schema,
+            exec.execution,
+        ));
         exec
     }
 
@@ -233,15 +284,28 @@ impl ModelExec {
         let output = (n, n.saturating_mul(max_output));
         let bound = if exact { "<=" } else { "~<=" };
         let engine = self.call.engine();
-        let cost = match (
-            engine.cost_usd(&spec.model_id, input.0, output.0),
-            engine.cost_usd(&spec.model_id, input.1, output.1),
-        ) {
+        let batch = self.execution.uses_jobs(requests, self.batch_min_rows);
+        let price = |i, o| {
+            if batch {
+                engine.batch_cost_usd(&spec.model_id, i, o)
+            } else {
+                engine.cost_usd(&spec.model_id, i, o)
+            }
+        };
+        let cost = match (price(input.0, output.0), price(input.1, output.1)) {
             (Some(low), Some(high)) => format!("{low:.6}..{high:.6}"),
             _ => "unknown (no price for this model)".to_string(),
         };
+        let calls = if batch {
+            format!(
+                "estimated_batch_records{bound}{requests} in {} job(s) at the batch price",
+                crate::bedrock::batch::jobs_for(requests)
+            )
+        } else {
+            format!("estimated_requests{bound}{requests}")
+        };
         Some(format!(
-            "estimated_requests{bound}{requests}, estimated_input_tokens={}..{}, estimated_cost_usd={cost}",
+            "{calls}, estimated_input_tokens={}..{}, estimated_cost_usd={cost}",
             input.0, input.1
         ))
     }
@@ -283,7 +347,10 @@ impl DisplayAs for ModelExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let inputs: Vec<String> = self.args.iter().map(ToString::to_string).collect();
         describe(&self.call, &inputs.join(", "), f)?;
-        if self.is_conversation() {
+        if self.execution != Execution::OnDemand {
+            write!(f, ", execution={}", self.execution)?;
+        }
+        if self.single_input() {
             write!(f, ", input=one partition in the data's order")?;
         }
         if let Some(fetch) = self.fetch {
@@ -318,7 +385,7 @@ impl ExecutionPlan for ModelExec {
         // a `CoalescePartitionsExec`, are read one after another in the data's order (see
         // `execute`). On a cluster, this is what makes the conversation's task read every
         // partition, not only its own.
-        let distribution = if self.is_conversation() {
+        let distribution = if self.single_input() {
             Distribution::SinglePartition
         } else {
             Distribution::UnspecifiedDistribution
@@ -396,14 +463,24 @@ impl ExecutionPlan for ModelExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let metrics = Arc::new(if self.portable_metrics {
+        let session = BedrockOptions::of_config(context.session_config().options());
+        let execution = self
+            .call
+            .spec()
+            .execution
+            .unwrap_or(session.execution);
+        let metrics = if self.portable_metrics {
             CallMetrics::portable(&self.metrics, partition)
         } else {
             CallMetrics::new(&self.metrics, partition)
-        });
-        let options = CallOptions {
-            budget: self.budget.is_limited().then(|| Arc::clone(&self.budget)),
         };
+        let metrics = Arc::new(if execution.gathers() && !self.is_conversation() {
+            metrics.with_batch(&self.metrics, partition)
+        } else {
+            metrics
+        });
+        let options = session.call_options(&self.budget).executed(execution);
+        let batch_size = context.session_config().batch_size();
         let worker = Worker {
             call: self.call.clone(),
             args: self.args.clone(),
@@ -412,6 +489,20 @@ impl ExecutionPlan for ModelExec {
             budget: Arc::clone(&self.budget),
             metrics,
         };
+        if !self.is_conversation() && execution.gathers() {
+            if partition != 0 {
+                return Err(DataFusionError::Internal(format!(
+                    "ModelExec in {execution} execution has one partition, asked for partition {partition}"
+                )));
+            }
+            return Ok(gathered(
+                &self.input,
+                &context,
+                Arc::clone(&self.schema),
+                batch_size,
+                move |batch| async move { worker.answer_batch(batch).await },
+            ));
+        }
         if !self.is_conversation() {
             let input = self.input.execute(partition, context)?;
             let worker = Arc::new(worker);
@@ -474,6 +565,49 @@ impl ExecutionPlan for ModelExec {
             stream,
         )))
     }
+}
+
+/// Batch and auto execution: every row of the input (its partitions in the data's order) in
+/// one batch, `answer` run once on it, and its rows given back in batches of `batch_size`.
+pub(super) fn gathered<F, Fut>(
+    input: &Arc<dyn ExecutionPlan>,
+    context: &Arc<TaskContext>,
+    schema: SchemaRef,
+    batch_size: usize,
+    answer: F,
+) -> SendableRecordBatchStream
+where
+    F: FnOnce(RecordBatch) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<RecordBatch>> + Send + 'static,
+{
+    let child = in_order(input);
+    let partitions = child.output_partitioning().partition_count();
+    let input_schema = child.schema();
+    let context = Arc::clone(context);
+    let all = async move {
+        let batches: Vec<RecordBatch> = futures::stream::iter(0..partitions)
+            .map(|p| child.execute(p, Arc::clone(&context)))
+            .try_flatten()
+            .try_collect()
+            .await?;
+        let whole = datafusion::arrow::compute::concat_batches(&input_schema, &batches)?;
+        let answered = answer(whole).await?;
+        let step = batch_size.max(1);
+        let rows = answered.num_rows();
+        Ok::<_, DataFusionError>(
+            (0..rows)
+                .step_by(step)
+                .map(|start| Ok(answered.slice(start, step.min(rows - start))))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let stream = futures::stream::once(all)
+        .map(|result| match result {
+            Ok(batches) => futures::stream::iter(batches).left_stream(),
+            Err(e) => futures::stream::iter(vec![Err(e)]).right_stream(),
+        })
+        .flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
 }
 
 /// What a conversation reads in order: the partitions under a `CoalescePartitionsExec` (which

@@ -7,9 +7,11 @@ use std::any::Any;
 use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
 
-/// Per-query limits on what model calls may spend. A query that would pass one stops before
-/// the request that would pass it, with an error saying what was spent.
-#[derive(Debug, Clone, Default, PartialEq)]
+use crate::bedrock::batch::{DEFAULT_BATCH_MIN_ROWS, Execution, MIN_RECORDS_PER_JOB};
+
+/// Per-query limits on what model calls may spend (a query that would pass one stops before
+/// the request that would pass it, with an error saying what was spent), and how models run.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BedrockOptions {
     /// The most estimated USD one query may spend on model calls (unset: no limit).
     /// Each request is admitted with its input estimate plus its whole `max_tokens` (512 when
@@ -17,10 +19,30 @@ pub struct BedrockOptions {
     pub max_cost_usd: Option<f64>,
     /// The most requests one query may send, retries included (unset: no limit).
     pub max_requests: Option<u64>,
+    /// How models without an `execution` of their own run: `on_demand` (the default),
+    /// `batch` or `auto`.
+    pub execution: Execution,
+    /// The distinct uncached requests from which `auto` runs batch jobs. Default 1,000; never
+    /// below Bedrock's 100 records per job.
+    pub batch_min_rows: u64,
+}
+
+impl Default for BedrockOptions {
+    fn default() -> Self {
+        Self {
+            max_cost_usd: None,
+            max_requests: None,
+            execution: Execution::OnDemand,
+            batch_min_rows: DEFAULT_BATCH_MIN_ROWS,
+        }
+    }
 }
 
 const MAX_COST_USD: &str = "max_cost_usd";
 const MAX_REQUESTS: &str = "max_requests";
+const EXECUTION: &str = "execution";
+const BATCH_MIN_ROWS: &str = "batch_min_rows";
+const OPTIONS: &[&str] = &[MAX_COST_USD, MAX_REQUESTS, EXECUTION, BATCH_MIN_ROWS];
 
 impl BedrockOptions {
     /// The options of a session's configuration (the defaults when the extension is absent).
@@ -34,6 +56,20 @@ impl BedrockOptions {
     pub fn budget(&self) -> crate::bedrock::budget::Budget {
         crate::bedrock::budget::Budget::new(self.max_requests, self.max_cost_usd)
     }
+
+    /// The options of a query's calls: its budget (when limited), the session's execution and
+    /// `auto`'s threshold.
+    #[must_use]
+    pub fn call_options(
+        &self,
+        budget: &std::sync::Arc<crate::bedrock::budget::Budget>,
+    ) -> crate::bedrock::engine::CallOptions {
+        crate::bedrock::engine::CallOptions {
+            budget: budget.is_limited().then(|| std::sync::Arc::clone(budget)),
+            execution: self.execution,
+            batch_min_rows: self.batch_min_rows,
+        }
+    }
 }
 
 impl ConfigExtension for BedrockOptions {
@@ -43,11 +79,11 @@ impl ConfigExtension for BedrockOptions {
 /// The message for a `bedrock.<key>` that does not exist, with the closest one.
 #[must_use]
 pub fn unknown_option(key: &str) -> String {
-    let hint = crate::bedrock::params::suggest(key, &[MAX_COST_USD, MAX_REQUESTS])
+    let hint = crate::bedrock::params::suggest(key, OPTIONS)
         .map(|s| format!("; did you mean 'bedrock.{s}'?"))
         .unwrap_or_default();
     format!(
-        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD} and bedrock.{MAX_REQUESTS}{hint}"
+        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD}, bedrock.{MAX_REQUESTS}, bedrock.{EXECUTION} and bedrock.{BATCH_MIN_ROWS}{hint}"
     )
 }
 
@@ -87,6 +123,22 @@ impl ExtensionOptions for BedrockOptions {
                     .map_err(|_| bad_value(key, value, "a whole number of requests"))?;
                 self.max_requests = Some(requests);
             }
+            EXECUTION => {
+                self.execution = Execution::parse(value.trim_matches('\''), "bedrock.execution")
+                    .map_err(|e| DataFusionError::Configuration(e.to_string()))?;
+            }
+            BATCH_MIN_ROWS => {
+                let rows = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= MIN_RECORDS_PER_JOB as u64)
+                    .ok_or_else(|| {
+                        DataFusionError::Configuration(format!(
+                            "bedrock.batch_min_rows must be a whole number of at least {MIN_RECORDS_PER_JOB} (Bedrock takes no batch job of fewer records), not '{value}': e.g. SET bedrock.batch_min_rows = 1000"
+                        ))
+                    })?;
+                self.batch_min_rows = rows;
+            }
             other => return Err(DataFusionError::Configuration(unknown_option(other))),
         }
         Ok(())
@@ -104,6 +156,16 @@ impl ExtensionOptions for BedrockOptions {
                 key: format!("{}.{MAX_REQUESTS}", Self::PREFIX),
                 value: self.max_requests.map(|v| v.to_string()),
                 description: "The most requests one query may send, retries included (unset: no limit).",
+            },
+            ConfigEntry {
+                key: format!("{}.{EXECUTION}", Self::PREFIX),
+                value: Some(self.execution.name().to_string()),
+                description: "How models without an execution of their own run: on_demand, batch (Bedrock batch inference jobs) or auto (batch from batch_min_rows distinct requests).",
+            },
+            ConfigEntry {
+                key: format!("{}.{BATCH_MIN_ROWS}", Self::PREFIX),
+                value: Some(self.batch_min_rows.to_string()),
+                description: "The distinct uncached requests from which execution = 'auto' runs batch jobs (at least 100).",
             },
         ]
     }
@@ -131,6 +193,8 @@ mod tests {
             [
                 ("bedrock.max_cost_usd".to_string(), Some("2.5".to_string())),
                 ("bedrock.max_requests".to_string(), Some("10".to_string())),
+                ("bedrock.execution".to_string(), Some("on_demand".to_string())),
+                ("bedrock.batch_min_rows".to_string(), Some("1000".to_string())),
             ]
         );
         let error =
@@ -145,7 +209,20 @@ mod tests {
         );
         assert_eq!(
             error("bedrock.max_request", "1"),
-            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd and bedrock.max_requests; did you mean 'bedrock.max_requests'?"
+            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd, bedrock.max_requests, bedrock.execution and bedrock.batch_min_rows; did you mean 'bedrock.max_requests'?"
+        );
+        assert_eq!(
+            error("bedrock.batch_min_rows", "50"),
+            "Invalid or Unsupported Configuration: bedrock.batch_min_rows must be a whole number of at least 100 (Bedrock takes no batch job of fewer records), not '50': e.g. SET bedrock.batch_min_rows = 1000"
+        );
+        assert_eq!(
+            error("bedrock.execution", "soon"),
+            "Invalid or Unsupported Configuration: bedrock.execution = 'soon' is not a way to run a model: use 'on_demand' (one request per row, the default), 'batch' (Bedrock batch inference jobs) or 'auto' (batch from bedrock.batch_min_rows distinct requests)"
+        );
+        config.set("bedrock.execution", "batch").unwrap();
+        assert_eq!(
+            BedrockOptions::of_config(&config).execution,
+            Execution::Batch
         );
     }
 }

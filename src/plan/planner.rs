@@ -51,13 +51,16 @@ impl ExtensionPlanner for ModelPlanner {
             .iter()
             .map(|arg| planner.create_physical_expr(arg, logical.schema(), session, planning_ctx))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Arc::new(ModelExec::new(
-            node.call().clone(),
-            Arc::clone(physical),
-            args,
-            Arc::new(node.schema.as_arrow().clone()),
-            Arc::clone(&self.budget),
-        ))))
+        Ok(Some(Arc::new(
+            ModelExec::new(
+                node.call().clone(),
+                Arc::clone(physical),
+                args,
+                Arc::new(node.schema.as_arrow().clone()),
+                Arc::clone(&self.budget),
+            )
+            .under(&BedrockOptions::of_config(session.config_options())),
+        )))
     }
 }
 

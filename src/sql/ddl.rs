@@ -184,6 +184,15 @@ impl Ddl<'_> {
                 spec.engine
             ))
         })?;
+        engine
+            .config()
+            .batch
+            .check_ready(
+                engine.name(),
+                spec.execution.unwrap_or_default(),
+                &format!("Model '{name}'"),
+            )
+            .map_err(DataFusionError::from)?;
         let replacing = self.ext.catalog().model(&name).is_some();
         if !replacing && self.ctx.table_exist(name.as_str())? {
             return Err(user_error(format!(
@@ -301,6 +310,9 @@ impl Ddl<'_> {
         }
         if config.endpoint_url.is_none() {
             config.endpoint_url = self.ext.default_endpoint();
+        }
+        if config.batch.s3_endpoint_url.is_none() {
+            config.batch.s3_endpoint_url = self.ext.default_s3_endpoint();
         }
         let engine = Engine::connect(name, config)
             .await

@@ -182,6 +182,8 @@ fn reset_option(ctx: &SessionContext, key: &str) -> Result<DataFrame> {
         match key {
             "max_cost_usd" => options.max_cost_usd = defaults.max_cost_usd,
             "max_requests" => options.max_requests = defaults.max_requests,
+            "execution" => options.execution = defaults.execution,
+            "batch_min_rows" => options.batch_min_rows = defaults.batch_min_rows,
             other => {
                 return Err(DataFusionError::Plan(crate::plan::options::unknown_option(
                     other,

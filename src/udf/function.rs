@@ -224,6 +224,12 @@ pub trait AiCall: fmt::Debug + Send + Sync {
     /// The engine it calls.
     fn engine(&self) -> Arc<crate::bedrock::engine::Engine>;
 
+    /// Its own `execution` (the model's, or the call's option); `None` follows the session's
+    /// `bedrock.execution`. Embeddings always run on demand.
+    fn execution(&self) -> Option<crate::bedrock::batch::Execution> {
+        None
+    }
+
     /// The answers of `rows` rows, whose argument values are `args`, under a query's options.
     ///
     /// # Errors

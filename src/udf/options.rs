@@ -124,6 +124,9 @@ pub struct CompletionOptions {
     pub output_schema: Option<OutputSchema>,
     /// `on_error` and `provenance`.
     pub handling: RowHandling,
+    /// `execution`: `'on_demand'`, `'batch'` or `'auto'` (unset: the model's, else the
+    /// session's `bedrock.execution`).
+    pub execution: Option<crate::bedrock::batch::Execution>,
 }
 
 /// The keys [`CompletionOptions`] reads.
@@ -137,6 +140,7 @@ pub const COMPLETION_OPTIONS: &[&str] = &[
     "output_schema",
     "on_error",
     "provenance",
+    "execution",
 ];
 
 impl CompletionOptions {
@@ -170,6 +174,12 @@ impl CompletionOptions {
                 "output_schema" => {
                     let text = value.as_text(&key).map_err(e)?;
                     options.output_schema = Some(OutputSchema::parse(&text).map_err(e)?);
+                }
+                "execution" => {
+                    let text = value.as_text(&key).map_err(e)?;
+                    options.execution = Some(
+                        crate::bedrock::batch::Execution::parse(&text, &key).map_err(e)?,
+                    );
                 }
                 _ if options.handling.read(&key, &value).map_err(e)? => {}
                 _ => return Err(unknown_option(function, &key, COMPLETION_OPTIONS)),

@@ -79,6 +79,10 @@ impl AiCall for PredictCall {
         Arc::clone(self.model.engine())
     }
 
+    fn execution(&self) -> Option<crate::bedrock::batch::Execution> {
+        self.model.spec().execution
+    }
+
     fn spec(&self) -> CallSpec {
         CallSpec::Predict {
             model: self.model.wire(),

@@ -139,6 +139,24 @@ pub fn resolve_model(
         bound.system_prompt = Some(v.clone());
     }
     options.handling.apply(&mut bound);
+    if let Some(execution) = options.execution {
+        bound.execution = Some(execution);
+    }
+    if let Some(execution) = bound.execution.filter(|e| e.gathers()) {
+        if bound.output_schema.is_some() {
+            return Err(plan_error(format!(
+                "{function}: execution = '{execution}' cannot run {}: {}",
+                bound.label,
+                crate::bedrock::batch::record::NO_TOOLS
+            )));
+        }
+        bound
+            .engine
+            .config()
+            .batch
+            .check_ready(bound.engine.name(), execution, function)
+            .map_err(|e| plan_error(e.to_string()))?;
+    }
     if bound.output_schema.is_some() && bound.target.api != Api::Converse {
         return Err(plan_error(format!(
             "{function}: output_schema needs the Converse API, and {} uses api = 'invoke'",

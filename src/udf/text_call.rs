@@ -96,6 +96,10 @@ impl AiCall for TextCall {
         Arc::clone(&self.call.model().engine)
     }
 
+    fn execution(&self) -> Option<crate::bedrock::batch::Execution> {
+        self.call.model().execution
+    }
+
     fn spec(&self) -> CallSpec {
         CallSpec::Text {
             function: self.function.to_string(),

@@ -134,6 +134,34 @@ where
         Some(v)
     }
 
+    /// Stores values in memory and on disk, all in one disk transaction.
+    pub fn insert_all(&self, values: Vec<(CacheKey, Arc<T>)>) {
+        if values.is_empty() {
+            return;
+        }
+        if let Some(db) = &self.disk {
+            let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(self.table);
+            let result = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
+                let txn = db.begin_write()?;
+                {
+                    let mut table = txn.open_table(definition)?;
+                    for (key, value) in &values {
+                        let bytes = serde_json::to_vec(value.as_ref())?;
+                        table.insert(key.to_bytes().as_slice(), bytes.as_slice())?;
+                    }
+                }
+                txn.commit()?;
+                Ok(())
+            })();
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not write the response cache");
+            }
+        }
+        for (key, value) in values {
+            self.memory.insert(key, value);
+        }
+    }
+
     /// Stores a value in memory and on disk.
     pub fn insert(&self, key: CacheKey, value: Arc<T>) {
         self.write_disk(&key, &value);

@@ -13,6 +13,7 @@ use aws_smithy_runtime_api::client::auth::AuthSchemeId;
 use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 
 use super::{DEFAULT_REGION, Engine};
+use crate::bedrock::batch::storage::S3Identity;
 use crate::bedrock::cache::ResponseCache;
 use crate::bedrock::config::{CredentialSource, EngineConfig};
 use crate::bedrock::identity::{self, Signing};
@@ -158,6 +159,42 @@ fn clients(
     )
 }
 
+/// What an engine signs its S3 requests (batch jobs' files) with: its inline keys, its chain
+/// or profile, or — sending Bedrock requests unsigned to the built-in emulator — the
+/// emulator's S3 keys. An API key is Bedrock's alone: S3 does not take it.
+fn s3_identity(
+    name: &str,
+    credentials: &CredentialSource,
+    signing: Signing,
+    sdk: &aws_config::SdkConfig,
+) -> S3Identity {
+    if signing == Signing::Unsigned {
+        return S3Identity::emulator();
+    }
+    match credentials {
+        CredentialSource::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => S3Identity::Keys(Arc::new(object_store::aws::AwsCredential {
+            key_id: access_key_id.clone(),
+            secret_key: secret_access_key.expose().to_string(),
+            token: session_token.as_ref().map(|t| t.expose().to_string()),
+        })),
+        CredentialSource::ApiKey(_) => S3Identity::Missing(format!(
+            "engine '{name}' authenticates with an api_key, which Bedrock takes but S3 does not: batch inference writes its files to S3, so give the engine AWS credentials (aws_access_key_id and aws_secret_access_key, profile_name, or the default chain)"
+        )),
+        CredentialSource::DefaultChain | CredentialSource::Profile(_) => {
+            match sdk.credentials_provider() {
+                Some(provider) => S3Identity::Chain(provider),
+                None => S3Identity::Missing(format!(
+                    "engine '{name}' has no AWS credentials for S3, where batch inference writes its files"
+                )),
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Builds the AWS clients and, unless `verify_credentials = false`, checks the identity with
     /// a `ListFoundationModels` call bounded by `connect_timeout`.
@@ -186,6 +223,7 @@ impl Engine {
         let endpoint = endpoint_of(&config, &sdk);
         let (runtime, control) = clients(&sdk, &config.credentials, signing);
         let cache_dir = config.cache_dir.as_deref();
+        let s3_identity = s3_identity(name, &config.credentials, signing, &sdk);
         let engine = Arc::new(Self {
             name: name.to_string(),
             region,
@@ -197,6 +235,8 @@ impl Engine {
             limiters: Mutex::default(),
             text_cache: ResponseCache::open("text", config.cache_size, cache_dir)?,
             embed_cache: ResponseCache::open("embeddings", config.cache_size, cache_dir)?,
+            jobs: ResponseCache::open("batch_jobs", 10_000, cache_dir)?,
+            s3_identity,
             usage: Usage::default(),
             retry: RetryPolicy {
                 max_retries: config.max_retries,

@@ -51,10 +51,14 @@ impl Engine {
         // front costs a large allocation and copy per batch. The stream's items are plain
         // slot numbers (an item borrowing data would keep the compiler from proving the batch
         // future `Send`), and each future is boxed where it is made.
-        let slots: Vec<usize> = (0..groups.distinct.len())
-            .filter(|slot| requests[groups.distinct[*slot].1].is_some())
-            .collect();
         let mut answers: Vec<Shared<TextResponse>> = vec![None; groups.distinct.len()];
+        if options.execution.gathers() {
+            self.answer_by_jobs(target, requests, &groups, &mut answers, &counters, options)
+                .await;
+        }
+        let slots: Vec<usize> = (0..groups.distinct.len())
+            .filter(|slot| answers[*slot].is_none() && requests[groups.distinct[*slot].1].is_some())
+            .collect();
         let (limiter, counters, groups_ref) = (&limiter, &counters, &groups);
         let mut stream = futures::stream::iter(slots)
             .map(|slot| {
@@ -90,6 +94,53 @@ impl Engine {
             }
         }
         rows
+    }
+
+    /// Batch and auto execution: cached answers served, and the distinct uncached requests
+    /// answered by batch jobs when there are enough of them (see
+    /// [`Execution::uses_jobs`](crate::bedrock::batch::Execution::uses_jobs)); otherwise
+    /// nothing is answered here and the requests go on demand.
+    async fn answer_by_jobs(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        requests: &[Option<TextRequest>],
+        groups: &Groups,
+        answers: &mut [Shared<TextResponse>],
+        counters: &ModelCounters,
+        options: &CallOptions,
+    ) {
+        let mut cached = Vec::new();
+        let mut work = Vec::new();
+        for (slot, (key, first)) in groups.distinct.iter().enumerate() {
+            let Some(request) = &requests[*first] else {
+                continue;
+            };
+            match self.text_cache.get(key) {
+                Some(answer) => cached.push((slot, answer)),
+                None => work.push((slot, *key, request)),
+            }
+        }
+        if !options
+            .execution
+            .uses_jobs(work.len(), options.min_batch_rows())
+        {
+            return;
+        }
+        for (slot, answer) in cached {
+            counters.cache_hit();
+            let mut served = TextResponse::clone(&answer);
+            served.call = CallInfo {
+                cache_hit: true,
+                ..CallInfo::default()
+            };
+            answers[slot] = Some(Ok(Arc::new(served)));
+        }
+        for (slot, result) in self
+            .answer_in_batch(target, &work, counters, options)
+            .await
+        {
+            answers[slot] = Some(result);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -168,6 +219,7 @@ impl Engine {
             retries: attempts.retries,
             throttles: attempts.throttles,
             latency_ms: attempts.latency_ms,
+            batch_job: None,
         };
         Ok(response)
     }
@@ -292,6 +344,7 @@ impl Engine {
                         retries: attempts.retries,
                         throttles: attempts.throttles,
                         latency_ms: attempts.latency_ms,
+                        batch_job: None,
                     };
                     let shares = token_shares(tokens, slots.len());
                     for ((slot, vector), input_tokens) in slots.iter().zip(batch).zip(shares) {
@@ -301,7 +354,7 @@ impl Engine {
                         answers[*slot] = Some(Ok(Arc::new(EmbedResponse {
                             vector,
                             input_tokens,
-                            call: info,
+                            call: info.clone(),
                         })));
                     }
                 }

@@ -26,6 +26,7 @@ use super::usage::{Usage, UsageSnapshot};
 
 mod connect;
 mod fan_out;
+mod in_batch;
 mod models;
 mod sdk;
 
@@ -86,6 +87,10 @@ pub struct Engine {
     control: aws_sdk_bedrock::Client,
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
     text_cache: ResponseCache<TextResponse>,
+    /// Batch jobs submitted, by the digest of their records (see `in_batch.rs`).
+    jobs: ResponseCache<super::batch::JobRecord>,
+    /// What its S3 requests (the batch jobs' files) are signed with.
+    s3_identity: super::batch::storage::S3Identity,
     embed_cache: ResponseCache<Vec<f32>>,
     usage: Usage,
     retry: RetryPolicy,
@@ -182,6 +187,23 @@ impl Engine {
         self.usage.price(model_id)
     }
 
+    /// A model's batch price: half its on-demand price (see [`Engine::price`]).
+    pub fn batch_price(&self, model_id: &str) -> Option<(f64, f64)> {
+        self.usage.batch_price(model_id)
+    }
+
+    /// Estimated USD of a batch record's tokens at the model's batch price.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn batch_cost_usd(
+        &self,
+        model_id: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> Option<f64> {
+        self.batch_price(model_id)
+            .map(|price| cost_usd(Some(price), input_tokens, output_tokens))
+    }
+
     /// Estimated USD of a call's tokens at the model's price (`None` when it is unknown).
     #[allow(clippy::cast_precision_loss)]
     pub fn cost_usd(&self, model_id: &str, input_tokens: u64, output_tokens: u64) -> Option<f64> {
@@ -215,6 +237,33 @@ impl Engine {
 pub struct CallOptions {
     /// The query's spending limits, shared by all its calls.
     pub budget: Option<Arc<Budget>>,
+    /// How the requests are sent: on demand (the default), in batch jobs, or batch from
+    /// `batch_min_rows` distinct uncached requests.
+    pub execution: super::batch::Execution,
+    /// `bedrock.batch_min_rows`: the distinct uncached requests from which `auto` runs batch
+    /// jobs (never below the service's 100; 0 here means the default, 1,000).
+    pub batch_min_rows: u64,
+}
+
+impl CallOptions {
+    /// The same options under another execution.
+    #[must_use]
+    pub fn executed(&self, execution: super::batch::Execution) -> Self {
+        Self {
+            execution,
+            ..self.clone()
+        }
+    }
+
+    /// The threshold of `auto`.
+    #[must_use]
+    pub fn min_batch_rows(&self) -> u64 {
+        if self.batch_min_rows == 0 {
+            super::batch::DEFAULT_BATCH_MIN_ROWS
+        } else {
+            self.batch_min_rows
+        }
+    }
 }
 
 /// Estimated USD of tokens at a price per 1K input and output tokens (0 when unknown).
