@@ -77,6 +77,14 @@ impl BedrockContext {
         self
     }
 
+    /// Engines created without `batch_s3_endpoint_url` write their batch jobs' files to this
+    /// S3 endpoint (the built-in emulator's in tests and demos).
+    #[must_use]
+    pub fn with_default_s3_endpoint(self, url: impl Into<String>) -> Self {
+        self.ext.set_default_s3_endpoint(Some(url.into()));
+        self
+    }
+
     /// Keeps the engines and models in a catalog file: every create, replace or drop that
     /// changes the catalog rewrites it. Call [`BedrockContext::restore_catalog`] to recreate
     /// what the file already holds.

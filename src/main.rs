@@ -266,6 +266,16 @@ struct EmulatorArgs {
     /// Accept only these Bedrock API keys as `Authorization: Bearer` (repeatable).
     #[arg(long = "api-key")]
     api_keys: Vec<String>,
+    /// Serve S3 over this directory (created if missing; bucket `bedrock-batch` in it), for
+    /// batch inference jobs and s3:// tables. Its keys: AKIDEMULATEDS3 / emulated-s3-secret-key.
+    #[arg(long)]
+    s3_root: Option<std::path::PathBuf>,
+    /// How long each status step of a batch job lasts, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    batch_step_ms: u64,
+    /// Records a running batch job processes per second (default: as fast as it can).
+    #[arg(long)]
+    batch_records_per_second: Option<u32>,
 }
 
 impl EmulatorArgs {
@@ -325,6 +335,9 @@ impl EmulatorArgs {
                 faults,
                 seed: self.seed,
             },
+            s3_root: self.s3_root,
+            batch_step: Duration::from_millis(self.batch_step_ms),
+            batch_records_per_second: self.batch_records_per_second,
             ..EmulatorConfig::default()
         })
     }
@@ -340,6 +353,9 @@ async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {
         "Point the AWS SDK at it with AWS_ENDPOINT_URL={}",
         emulator.url()
     );
+    if let Some(s3) = emulator.s3_url() {
+        println!("S3 for batch jobs at {s3} (bucket bedrock-batch)");
+    }
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
@@ -497,15 +513,21 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let ext = BedrockExtension::of_session(&ctx).map_err(|e| e.to_string())?;
     let emulator = if args.emulator {
-        let emulator = Emulator::start(EmulatorConfig::default())
-            .await
-            .map_err(|e| format!("cannot start the emulator: {e}"))?;
+        let s3_root = datafusion_bedrock::slt::scratch_dir("shell-s3")
+            .map_err(|e| format!("cannot make the emulator's S3 directory: {e}"))?;
+        let emulator = Emulator::start(EmulatorConfig {
+            s3_root: Some(s3_root.clone()),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .map_err(|e| format!("cannot start the emulator: {e}"))?;
         eprintln!(
-            "Emulated Bedrock at {}: engines without endpoint_url get emulated answers, nothing reaches AWS.",
+            "Emulated Bedrock at {}: engines without endpoint_url get emulated answers, batch jobs use its S3 bucket 'bedrock-batch', nothing reaches AWS.",
             emulator.url()
         );
         ext.set_default_endpoint(Some(emulator.url().to_string()));
-        Some(emulator)
+        ext.set_default_s3_endpoint(emulator.s3_url().map(str::to_string));
+        Some((emulator, s3_root))
     } else {
         None
     };
@@ -559,8 +581,9 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         }
         ok
     };
-    if let Some(emulator) = emulator {
+    if let Some((emulator, s3_root)) = emulator {
         emulator.shutdown().await;
+        let _ = std::fs::remove_dir_all(s3_root);
     }
     Ok(ok)
 }

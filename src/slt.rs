@@ -3,7 +3,9 @@
 //!
 //! [`SltDriver`] starts one emulator for a whole suite; every file gets a fresh
 //! [`BedrockContext`] (a [`BedrockSltDb`]) whose engines default to that emulator, with an
-//! optional directory served as the `files` schema and the function `emulator_model_calls()`.
+//! optional directory served as the `files` schema, the functions `emulator_model_calls()`,
+//! `emulator_batch_jobs()` and `emulator_batch_records()`, and the emulator's S3 endpoint as
+//! the default of `batch_s3_endpoint_url` (its bucket `bedrock-batch` takes batch jobs' files).
 //! The same driver runs this project's own `sql-tests/` and `datafusion-bedrock slt FILES…`.
 //!
 //! ```no_run
@@ -111,11 +113,45 @@ pub fn emulator_model_calls_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
     )
 }
 
+/// `emulator_batch_jobs() -> BIGINT`: batch inference jobs the emulator has created since the
+/// current `.slt` file started (a re-attached job is not a new one).
+pub fn emulator_batch_jobs_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
+    snapshot_udf("emulator_batch_jobs", stats, |s| {
+        s.batch_jobs_submitted() as u64
+    })
+}
+
+/// `emulator_batch_records() -> BIGINT`: the records of those jobs.
+pub fn emulator_batch_records_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
+    snapshot_udf("emulator_batch_records", stats, |s| {
+        s.batch_jobs.iter().map(|j| j.records).sum()
+    })
+}
+
+fn snapshot_udf(
+    name: &str,
+    stats: Arc<EmulatorStats>,
+    count: fn(&crate::emulator::StatsSnapshot) -> u64,
+) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            let total = i64::try_from(count(&stats.snapshot())).unwrap_or(i64::MAX);
+            Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(total))))
+        }),
+    )
+}
+
 /// Runs `.slt` files against one in-process emulator.
 #[derive(Debug)]
 pub struct SltDriver {
     emulator: Emulator,
     files_dir: Option<PathBuf>,
+    /// The S3 root the driver made for the emulator (removed at shutdown).
+    own_s3_root: Option<PathBuf>,
 }
 
 impl SltDriver {
@@ -128,10 +164,19 @@ impl SltDriver {
         config: EmulatorConfig,
         files_dir: Option<PathBuf>,
     ) -> std::io::Result<Self> {
+        let mut config = config;
+        let own_s3_root = if config.s3_root.is_none() {
+            let root = scratch_dir("slt-s3")?;
+            config.s3_root = Some(root.clone());
+            Some(root)
+        } else {
+            None
+        };
         let emulator = Emulator::start(config).await?;
         Ok(Self {
             emulator,
             files_dir,
+            own_s3_root,
         })
     }
 
@@ -148,7 +193,7 @@ impl SltDriver {
     /// When the files directory cannot be registered.
     pub async fn connect(&self) -> Result<BedrockSltDb, DFSqlLogicTestError> {
         connect(
-            self.emulator.url().to_string(),
+            self.urls(),
             self.files_dir.clone(),
             self.emulator.shared_stats(),
         )
@@ -161,11 +206,11 @@ impl SltDriver {
         BedrockSltDb,
         impl sqllogictest::MakeConnection<Conn = BedrockSltDb> + use<>,
     > {
-        let url = self.emulator.url().to_string();
+        let urls = self.urls();
         let files_dir = self.files_dir.clone();
         let stats = self.emulator.shared_stats();
         let mut runner = sqllogictest::Runner::new(move || {
-            connect(url.clone(), files_dir.clone(), Arc::clone(&stats))
+            connect(urls.clone(), files_dir.clone(), Arc::clone(&stats))
         });
         runner.with_validator(df_value_validator);
         runner.with_normalizer(value_normalizer);
@@ -200,18 +245,50 @@ impl SltDriver {
             .map_err(|e| e.to_string())
     }
 
-    /// Stops the emulator.
+    /// Stops the emulator (and removes the S3 root it made).
     pub async fn shutdown(self) {
         self.emulator.shutdown().await;
+        if let Some(root) = self.own_s3_root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+
+    /// The emulator's Bedrock and S3 endpoints.
+    fn urls(&self) -> (String, Option<String>) {
+        (
+            self.emulator.url().to_string(),
+            self.emulator.s3_url().map(str::to_string),
+        )
     }
 }
 
+/// A new, empty directory under the system's temporary directory, named for this process.
+///
+/// # Errors
+/// When it cannot be created.
+pub fn scratch_dir(what: &str) -> std::io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "datafusion-bedrock-{what}-{}-{n}",
+        std::process::id()
+    ));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 async fn connect(
-    url: String,
+    (url, s3_url): (String, Option<String>),
     files_dir: Option<PathBuf>,
     stats: Arc<EmulatorStats>,
 ) -> Result<BedrockSltDb, DFSqlLogicTestError> {
-    let ctx = BedrockContext::new().with_default_endpoint(url);
+    let mut ctx = BedrockContext::new().with_default_endpoint(url);
+    if let Some(s3_url) = s3_url {
+        ctx = ctx.with_default_s3_endpoint(s3_url);
+    }
     if let Some(dir) = &files_dir {
         // A suite's data must all load: a file that does not is an error, not a warning.
         if let Some((file, e)) = ctx
@@ -227,7 +304,11 @@ async fn connect(
             )));
         }
     }
-    ctx.session().register_udf(emulator_model_calls_udf(stats));
+    ctx.session()
+        .register_udf(emulator_model_calls_udf(Arc::clone(&stats)));
+    ctx.session()
+        .register_udf(emulator_batch_jobs_udf(Arc::clone(&stats)));
+    ctx.session().register_udf(emulator_batch_records_udf(stats));
     Ok(BedrockSltDb::new(ctx))
 }
 

@@ -10,6 +10,13 @@
 //! - Runtime: `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`,
 //!   `/invoke-with-response-stream` (the native body of each model family) and `/count-tokens`.
 //! - Control plane: `GET /foundation-models` and `GET /foundation-models/{modelId}`.
+//! - Batch inference (model invocation jobs): `POST /model-invocation-job` (create),
+//!   `GET /model-invocation-job/{jobIdentifier}`, `GET /model-invocation-jobs` (list) and
+//!   `POST /model-invocation-job/{jobIdentifier}/stop`. A job walks `Submitted`, `Validating`,
+//!   `Scheduled`, `InProgress` to `Completed`, `PartiallyCompleted` or `Failed`, one
+//!   [`EmulatorConfig::batch_step`] each; it reads its JSONL input from and writes its output to
+//!   the S3 root ([`EmulatorConfig::s3_root`], served by an [`S3Server`] at
+//!   [`Emulator::s3_url`]), answering each record as the runtime route would.
 //! - Test routes: `GET /_emulator/stats` (the [`StatsSnapshot`] as JSON) and
 //!   `POST /_emulator/reset`.
 //! - `GET /_emulator/identity`, unauthenticated:
@@ -34,6 +41,7 @@
 
 mod answer;
 mod auth;
+mod batch;
 mod catalog;
 mod control;
 mod converse;
@@ -52,13 +60,15 @@ mod stats;
 mod wire;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use answer::{count_text_tokens, embedding_for};
 pub use catalog::{CatalogModel, Family, catalog};
 pub use load::{Fault, FaultRates, LoadModel};
 pub use s3::S3Server;
-pub use stats::{EmulatorStats, LoggedRequest, RequestCount, StatsSnapshot};
+pub use stats::{BatchJobRecord, EmulatorStats, LoggedRequest, RequestCount, StatsSnapshot};
 
 /// A key pair (and optional session token) the emulator accepts in SigV4 signatures.
 #[derive(Clone)]
@@ -118,6 +128,19 @@ pub struct EmulatorConfig {
     /// How many recent runtime requests (operation, model id, body) are kept for tests.
     /// Default 256.
     pub request_log_capacity: usize,
+    /// A directory served as S3 alongside the emulator (an [`S3Server`], at
+    /// [`Emulator::s3_url`]), where batch inference jobs read `s3://bucket/key` as the file
+    /// `<s3_root>/bucket/key` and write their output. Default `None`: no S3 endpoint, and
+    /// `CreateModelInvocationJob` is refused.
+    pub s3_root: Option<PathBuf>,
+    /// The buckets created in `s3_root` (directories). Default `["bedrock-batch"]`.
+    pub s3_buckets: Vec<String>,
+    /// How long each status of a batch inference job lasts (`Submitted`, `Validating`,
+    /// `Scheduled`, `InProgress` at least, `Stopping`). Default 20 ms.
+    pub batch_step: Duration,
+    /// How many records a second a batch inference job answers while `InProgress`, so a poller
+    /// sees `processedRecordCount` grow. Default `None`: as fast as possible.
+    pub batch_records_per_second: Option<u32>,
 }
 
 impl Default for EmulatorConfig {
@@ -128,6 +151,10 @@ impl Default for EmulatorConfig {
             api_keys: Vec::new(),
             load: LoadModel::default(),
             request_log_capacity: 256,
+            s3_root: None,
+            s3_buckets: vec!["bedrock-batch".to_string()],
+            batch_step: Duration::from_millis(20),
+            batch_records_per_second: None,
         }
     }
 }
@@ -137,15 +164,24 @@ pub struct Emulator {
     url: String,
     state: Arc<server::State>,
     listening: listener::Listening,
+    s3: Option<S3Server>,
 }
 
 impl Emulator {
-    /// Binds 127.0.0.1 and serves in the background on the current tokio runtime.
+    /// Binds 127.0.0.1 and serves in the background on the current tokio runtime; with
+    /// [`EmulatorConfig::s3_root`], also starts an [`S3Server`] over that directory.
     ///
     /// # Errors
-    /// When the port cannot be bound.
+    /// When the port cannot be bound, or the S3 root or a bucket cannot be created.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Self> {
         let port = config.port;
+        let s3 = match &config.s3_root {
+            Some(root) => {
+                let buckets: Vec<&str> = config.s3_buckets.iter().map(String::as_str).collect();
+                Some(S3Server::start(root, &buckets).await?)
+            }
+            None => None,
+        };
         let state = Arc::new(server::State::new(config));
         let serving = Arc::clone(&state);
         let listening = listener::Listening::start(port, "Bedrock emulator", move || {
@@ -156,6 +192,7 @@ impl Emulator {
             url: format!("http://{}", listening.addr()),
             state,
             listening,
+            s3,
         })
     }
 
@@ -163,6 +200,14 @@ impl Emulator {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The S3 endpoint serving [`EmulatorConfig::s3_root`] (`http://127.0.0.1:PORT`, signed
+    /// with [`S3Server::ACCESS_KEY_ID`] / [`S3Server::SECRET_ACCESS_KEY`], region `us-east-1`),
+    /// or `None` when the emulator was started without one.
+    #[must_use]
+    pub fn s3_url(&self) -> Option<&str> {
+        self.s3.as_ref().map(S3Server::url)
     }
 
     /// The socket address the server listens on.
@@ -189,10 +234,22 @@ impl Emulator {
         self.state.set_load(load);
     }
 
+    /// Changes [`EmulatorConfig::batch_records_per_second`]: running batch inference jobs
+    /// answer their next records at the new pace, and so do the jobs to come. `Some(0)` counts
+    /// as one record a second.
+    pub fn set_batch_records_per_second(&self, records_per_second: Option<u32>) {
+        self.state.jobs.set_records_per_second(records_per_second);
+    }
+
     /// Stops accepting connections, lets in-flight requests finish (up to 5 seconds) and waits
-    /// for the server task.
+    /// for the server task; stops the batch inference jobs still running (they write nothing
+    /// more) and the S3 endpoint.
     pub async fn shutdown(self) {
         self.listening.shutdown().await;
+        self.state.jobs.clear();
+        if let Some(s3) = self.s3 {
+            s3.shutdown().await;
+        }
     }
 }
 

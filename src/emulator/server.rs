@@ -22,8 +22,8 @@ use super::load::{Fault, LoadModel, QuotaExceeded, Quotas};
 use super::stats::{EmulatorStats, LoggedRequest};
 use super::wire::{ApiError, ErrorCode};
 use super::{
-    EmulatorConfig, auth, control, converse, count_tokens, directive, embed, eventstream, families,
-    model_id,
+    EmulatorConfig, auth, batch, control, converse, count_tokens, directive, embed, eventstream,
+    families, model_id,
 };
 
 /// The `service` named by `GET /_emulator/identity`.
@@ -36,16 +36,25 @@ pub(crate) struct State {
     quotas: Quotas,
     directives: directive::Directives,
     pub(crate) stats: Arc<EmulatorStats>,
+    /// The batch inference jobs.
+    pub(crate) jobs: batch::Jobs,
     sequence: AtomicU64,
 }
 
 impl State {
     pub(crate) fn new(config: EmulatorConfig) -> Self {
+        let stats = Arc::new(EmulatorStats::new(config.request_log_capacity));
+        let settings = batch::Settings::new(
+            config.s3_root.clone(),
+            config.batch_step,
+            config.batch_records_per_second,
+        );
         Self {
             load: RwLock::new(Arc::new(config.load.clone())),
             quotas: Quotas::default(),
             directives: directive::Directives::default(),
-            stats: Arc::new(EmulatorStats::new(config.request_log_capacity)),
+            jobs: batch::Jobs::new(settings, Arc::clone(&stats)),
+            stats,
             sequence: AtomicU64::new(0),
             config,
         }
@@ -140,7 +149,7 @@ pub(crate) fn service(
 
 /// The runtime operations, by their path suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operation {
+pub(crate) enum Operation {
     Converse,
     ConverseStream,
     InvokeModel,
@@ -185,7 +194,27 @@ enum Route<'a> {
     List,
     Get(&'a str),
     Runtime(Operation, &'a str),
+    CreateJob,
+    GetJob(&'a str),
+    ListJobs,
+    StopJob(&'a str),
     Unknown,
+}
+
+impl Route<'_> {
+    /// The operation name counted in the stats for a request that fails authentication.
+    fn operation(&self) -> &'static str {
+        match self {
+            Route::List => "ListFoundationModels",
+            Route::Get(_) => "GetFoundationModel",
+            Route::Runtime(op, _) => op.name(),
+            Route::CreateJob => "CreateModelInvocationJob",
+            Route::GetJob(_) => "GetModelInvocationJob",
+            Route::ListJobs => "ListModelInvocationJobs",
+            Route::StopJob(_) => "StopModelInvocationJob",
+            _ => "Unknown",
+        }
+    }
 }
 
 fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
@@ -196,6 +225,10 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         (&Method::POST, ["_emulator", "reset"]) => Route::Reset,
         (&Method::GET, ["foundation-models"]) => Route::List,
         (&Method::GET, ["foundation-models", id]) => Route::Get(id),
+        (&Method::POST, ["model-invocation-job"]) => Route::CreateJob,
+        (&Method::GET, ["model-invocation-job", id]) => Route::GetJob(id),
+        (&Method::POST, ["model-invocation-job", id, "stop"]) => Route::StopJob(id),
+        (&Method::GET, ["model-invocation-jobs"]) => Route::ListJobs,
         (&Method::POST, ["model", id, action]) => match Operation::from_action(action) {
             Some(op) => Route::Runtime(op, id),
             None => Route::Unknown,
@@ -259,6 +292,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
             state.stats.reset();
             state.quotas.clear();
             state.directives.clear();
+            state.jobs.clear();
             json_response(200, &serde_json::json!({}))
         }
         _ => {
@@ -271,13 +305,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
             if let Err(e) =
                 auth::authenticate(&signed, &state.config.credentials, &state.config.api_keys)
             {
-                let operation = match route {
-                    Route::List => "ListFoundationModels",
-                    Route::Get(_) => "GetFoundationModel",
-                    Route::Runtime(op, _) => op.name(),
-                    _ => "Unknown",
-                };
-                state.stats.record("", operation, e.code.status());
+                state.stats.record("", route.operation(), e.code.status());
                 error_response(&e)
             } else {
                 match route {
@@ -288,6 +316,21 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
                         control_plane(&state, "GetFoundationModel", raw, control::get(raw))
                     }
                     Route::Runtime(op, raw) => runtime(&state, op, raw, &body).await?,
+                    Route::CreateJob => {
+                        let (model, result) = state.jobs.create(&body);
+                        recorded(&state, route.operation(), &model, result)
+                    }
+                    Route::GetJob(raw) => {
+                        let (model, result) = state.jobs.get(raw);
+                        recorded(&state, route.operation(), &model, result)
+                    }
+                    Route::ListJobs => {
+                        recorded(&state, route.operation(), "", state.jobs.list(query))
+                    }
+                    Route::StopJob(raw) => {
+                        let (model, result) = state.jobs.stop(raw);
+                        recorded(&state, route.operation(), &model, result)
+                    }
                     _ => {
                         state.stats.record("", "Unknown", 404);
                         error_response(&ApiError::new(
@@ -323,13 +366,23 @@ fn control_plane(
     result: Result<Value, ApiError>,
 ) -> Response<Body> {
     let model = model_id::percent_decode(raw_id).unwrap_or_default();
+    recorded(state, operation, &model, result)
+}
+
+/// A control-plane response, counted in the stats under the model and operation.
+fn recorded(
+    state: &State,
+    operation: &str,
+    model: &str,
+    result: Result<Value, ApiError>,
+) -> Response<Body> {
     match result {
         Ok(body) => {
-            state.stats.record(&model, operation, 200);
+            state.stats.record(model, operation, 200);
             json_response(200, &body)
         }
         Err(e) => {
-            state.stats.record(&model, operation, e.code.status());
+            state.stats.record(model, operation, e.code.status());
             error_response(&e)
         }
     }
@@ -397,12 +450,9 @@ impl Work {
     }
 }
 
-fn validate(
-    op: Operation,
-    model: &'static CatalogModel,
-    via_profile: bool,
-    body: &Value,
-) -> Result<Work, ApiError> {
+/// Whether the model can be invoked at all under this id: not a profile-only model named by its
+/// base id, not a model listed for its metadata only.
+pub(crate) fn check_model(model: &CatalogModel, via_profile: bool) -> Result<(), ApiError> {
     if !model.on_demand() && !via_profile {
         return Err(ApiError::validation(format!(
             "Invocation of model ID {} with on-demand throughput isn\u{2019}t supported. Retry your request with the ID or ARN of an inference profile that contains this model.",
@@ -415,6 +465,16 @@ fn validate(
             model.id
         )));
     }
+    Ok(())
+}
+
+fn validate(
+    op: Operation,
+    model: &'static CatalogModel,
+    via_profile: bool,
+    body: &Value,
+) -> Result<Work, ApiError> {
+    check_model(model, via_profile)?;
     match op {
         Operation::Converse | Operation::ConverseStream => {
             let r = converse::parse(body, model)?;
@@ -443,6 +503,49 @@ fn validate(
             })
         }
     }
+}
+
+/// The body of a successful non-streaming response (`Converse` or `InvokeModel`).
+fn response_body(
+    op: Operation,
+    model: &CatalogModel,
+    work: &Work,
+    reply: &Reply,
+    tool_call: Option<&converse::ToolCall>,
+    latency_ms: u64,
+) -> Value {
+    match (work, op) {
+        (_, Operation::Converse) => converse::response(reply, tool_call, latency_ms),
+        (Work::Embedding(e), _) => e.body.clone(),
+        _ => families::response(model, reply),
+    }
+}
+
+/// A request answered by [`answer_request`]: the response body and its tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Answered {
+    pub body: Value,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+/// Validates a `Converse` or `InvokeModel` body for a model and answers it exactly as the
+/// runtime route does, without the load model (latency, quotas, faults), directives or stats:
+/// the validation error, or the response body with its tokens (`metrics.latencyMs` is 0).
+/// Batch inference answers its records with it.
+pub(crate) fn answer_request(
+    op: Operation,
+    model: &'static CatalogModel,
+    via_profile: bool,
+    body: &Value,
+) -> Result<Answered, ApiError> {
+    let work = validate(op, model, via_profile, body)?;
+    let (reply, tool_call) = work.answer(model);
+    Ok(Answered {
+        body: response_body(op, model, &work, &reply, tool_call.as_ref(), 0),
+        input_tokens: reply.input_tokens,
+        output_tokens: reply.output_tokens,
+    })
 }
 
 /// An error response, counted in the stats under the model and operation.
@@ -575,11 +678,7 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
 
     tokio::time::sleep(first_byte + generation).await;
     let latency_ms = millis(started.elapsed());
-    let body = match (&work, op) {
-        (_, Operation::Converse) => converse::response(&reply, tool_call.as_ref(), latency_ms),
-        (Work::Embedding(e), _) => e.body.clone(),
-        _ => families::response(model, &reply),
-    };
+    let body = response_body(op, model, &work, &reply, tool_call.as_ref(), latency_ms);
     let mut response = json_response(200, &body);
     if op == Operation::InvokeModel {
         usage_headers(&mut response, &reply, latency_ms);
@@ -719,5 +818,31 @@ mod tests {
             route(&Method::POST, "/_emulator/identity"),
             Route::Unknown
         ));
+    }
+
+    #[test]
+    fn batch_routes_take_the_encoded_job_identifier_as_one_segment() {
+        let arn =
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A000000000000%3Amodel-invocation-job%2Fabc123def456";
+        assert!(matches!(
+            route(&Method::POST, "/model-invocation-job"),
+            Route::CreateJob
+        ));
+        assert!(matches!(
+            route(&Method::GET, &format!("/model-invocation-job/{arn}")),
+            Route::GetJob(id) if id == arn
+        ));
+        assert!(matches!(
+            route(&Method::POST, &format!("/model-invocation-job/{arn}/stop")),
+            Route::StopJob(id) if id == arn
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/model-invocation-jobs"),
+            Route::ListJobs
+        ));
+        assert_eq!(
+            route(&Method::GET, "/model-invocation-jobs").operation(),
+            "ListModelInvocationJobs"
+        );
     }
 }

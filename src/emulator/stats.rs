@@ -1,5 +1,5 @@
 //! Counters that tests read: requests by model, operation and status; tokens; faults; peak
-//! concurrency; and a bounded log of recent request bodies.
+//! concurrency; a bounded log of recent request bodies; and the batch inference jobs.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +33,38 @@ pub struct LoggedRequest {
     pub body: serde_json::Value,
 }
 
+/// A batch inference job (`CreateModelInvocationJob`) as the emulator ran it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchJobRecord {
+    /// `arn:aws:bedrock:us-east-1:000000000000:model-invocation-job/<job id>`.
+    pub job_arn: String,
+    /// The `jobName` of the request.
+    pub job_name: String,
+    /// The base model id the job runs (an inference profile or ARN resolved to it).
+    pub model_id: String,
+    /// `InvokeModel` or `Converse`.
+    pub invocation_type: String,
+    /// The status now: `Submitted`, `Validating`, `Scheduled`, `InProgress`, `Stopping`,
+    /// `Completed`, `PartiallyCompleted`, `Failed` or `Stopped`.
+    pub status: String,
+    /// Every status the job has had, in order (`status` is the last).
+    pub statuses: Vec<String>,
+    /// The failure or stop message, once the job has one.
+    pub message: Option<String>,
+    /// Records in the input (0 until it has been validated).
+    pub records: u64,
+    /// Records answered so far (successes and errors).
+    pub processed: u64,
+    /// Records answered with an error.
+    pub errors: u64,
+    /// The input objects read, as `s3://bucket/key`, in the order processed (empty until
+    /// validated).
+    pub input_files: Vec<String>,
+    /// The `clientRequestToken` of the request (the SDK generates one when the caller sets
+    /// none).
+    pub client_request_token: Option<String>,
+}
+
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StatsSnapshot {
@@ -55,6 +87,10 @@ pub struct StatsSnapshot {
     pub peak_in_flight: usize,
     /// The most recent runtime requests, oldest first.
     pub recent: Vec<LoggedRequest>,
+    /// The batch inference jobs created, in submission order. A `CreateModelInvocationJob`
+    /// repeating a `clientRequestToken` adds none. Their records count no `Converse` or
+    /// `InvokeModel` requests, but their tokens are in `input_tokens` and `output_tokens`.
+    pub batch_jobs: Vec<BatchJobRecord>,
 }
 
 impl StatsSnapshot {
@@ -81,6 +117,13 @@ impl StatsSnapshot {
     pub fn fault_count(&self, name: &str) -> u64 {
         self.faults.get(name).copied().unwrap_or(0)
     }
+
+    /// How many batch inference jobs were created (re-attaching with a `clientRequestToken`
+    /// creates none).
+    #[must_use]
+    pub fn batch_jobs_submitted(&self) -> usize {
+        self.batch_jobs.len()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +135,7 @@ struct Inner {
     quota_requests: u64,
     quota_tokens: u64,
     recent: VecDeque<LoggedRequest>,
+    batch_jobs: Vec<BatchJobRecord>,
 }
 
 /// The emulator's live counters.
@@ -139,6 +183,7 @@ impl EmulatorStats {
             in_flight: self.in_flight.load(Ordering::SeqCst),
             peak_in_flight: self.peak.load(Ordering::SeqCst),
             recent: inner.recent.iter().cloned().collect(),
+            batch_jobs: inner.batch_jobs.clone(),
         }
     }
 
@@ -185,6 +230,24 @@ impl EmulatorStats {
             inner.recent.pop_front();
         }
         inner.recent.push_back(request);
+    }
+
+    /// A batch inference job was created.
+    pub(crate) fn batch_job(&self, record: BatchJobRecord) {
+        self.lock().batch_jobs.push(record);
+    }
+
+    /// Updates the record of a batch inference job (nothing when the counters were reset
+    /// since it was created).
+    pub(crate) fn update_batch_job(&self, job_arn: &str, update: impl FnOnce(&mut BatchJobRecord)) {
+        if let Some(record) = self
+            .lock()
+            .batch_jobs
+            .iter_mut()
+            .find(|r| r.job_arn == job_arn)
+        {
+            update(record);
+        }
     }
 
     /// A runtime request starts being served.
@@ -235,5 +298,30 @@ mod tests {
         );
         s.reset();
         assert_eq!(s.snapshot(), StatsSnapshot::default());
+    }
+
+    #[test]
+    fn batch_jobs_are_recorded_updated_and_reset() {
+        let s = EmulatorStats::new(0);
+        let record = BatchJobRecord {
+            job_arn: "arn:j1".into(),
+            status: "Submitted".into(),
+            statuses: vec!["Submitted".into()],
+            ..BatchJobRecord::default()
+        };
+        s.batch_job(record.clone());
+        s.update_batch_job("arn:j1", |r| r.records = 100);
+        s.update_batch_job("arn:other", |r| r.records = 7);
+        let snap = s.snapshot();
+        assert_eq!(snap.batch_jobs_submitted(), 1);
+        assert_eq!(
+            snap.batch_jobs,
+            vec![BatchJobRecord {
+                records: 100,
+                ..record
+            }]
+        );
+        s.reset();
+        assert_eq!(s.snapshot().batch_jobs_submitted(), 0);
     }
 }

@@ -32,7 +32,27 @@ pub struct Progress {
     pub throttles: u64,
     /// Time since the query started.
     pub elapsed: Duration,
+    /// Batch inference jobs the query submitted or re-attached to.
+    pub batch_jobs: u64,
+    /// Records of those jobs processed so far, and in all.
+    pub batch_records: (u64, u64),
+    /// The latest job's status as last polled (`InProgress`, …).
+    pub batch_status: Option<&'static str>,
 }
+
+/// The statuses of a batch job, as the progress line names them.
+const JOB_STATUSES: &[&str] = &[
+    "Submitted",
+    "Validating",
+    "Scheduled",
+    "InProgress",
+    "Completed",
+    "PartiallyCompleted",
+    "Failed",
+    "Stopping",
+    "Stopped",
+    "Expired",
+];
 
 impl Progress {
     /// The work done between two usage snapshots of every engine (before and now).
@@ -54,6 +74,16 @@ impl Progress {
                 + d(|s| s.deduplicated);
             p.tokens += d(|s| s.input_tokens) + d(|s| s.output_tokens);
             p.throttles += d(|s| s.throttles);
+            p.batch_jobs += d(|s| s.batch_jobs);
+            p.batch_records.0 += d(|s| s.batch_processed);
+            p.batch_records.1 += d(|s| s.batch_records);
+            if d(|s| s.batch_jobs) > 0 || n.batch_jobs_running > 0 {
+                p.batch_status = n
+                    .batch_status
+                    .as_deref()
+                    .and_then(|s| JOB_STATUSES.iter().find(|k| **k == s).copied())
+                    .or(p.batch_status);
+            }
             p.estimated_cost_usd = match (p.estimated_cost_usd, n.estimated_cost_usd) {
                 (Some(sum), Some(cost)) => Some(
                     sum + (cost - b.and_then(|b| b.estimated_cost_usd).unwrap_or(0.0)).max(0.0),
@@ -83,6 +113,16 @@ impl Progress {
             1 => "1 throttle".to_string(),
             n => format!("{} throttles", grouped(n)),
         });
+        if self.batch_jobs > 0 {
+            parts.push(format!(
+                "batch: {} {} {}, {}/{} records",
+                grouped(self.batch_jobs),
+                if self.batch_jobs == 1 { "job" } else { "jobs" },
+                self.batch_status.unwrap_or("Submitted"),
+                grouped(self.batch_records.0),
+                grouped(self.batch_records.1)
+            ));
+        }
         parts.push(format!("{:.1}s", self.elapsed.as_secs_f64()));
         format!("models: {}", parts.join(", "))
     }
@@ -132,7 +172,9 @@ impl ProgressLine {
             loop {
                 tokio::time::sleep(TICK).await;
                 let progress = Progress::between(&before, &usage_of(&catalog), started.elapsed());
-                if started.elapsed() < SHOW_AFTER || progress.requests == 0 {
+                if started.elapsed() < SHOW_AFTER
+                    || (progress.requests == 0 && progress.batch_jobs == 0)
+                {
                     continue;
                 }
                 let mut err = std::io::stderr().lock();
@@ -186,6 +228,7 @@ mod tests {
             output_tokens: tokens.1,
             latency_ms: 0,
             estimated_cost_usd: cost,
+            ..UsageSnapshot::default()
         }
     }
 
@@ -199,10 +242,22 @@ mod tests {
             estimated_cost_usd: Some(0.02134),
             throttles: 3,
             elapsed: Duration::from_millis(12_440),
+            ..Progress::default()
         };
         assert_eq!(
             p.render(),
             "models: 1,200/50,000 rows, 1,234 requests, 1,045,210 tokens, ~$0.0213, 3 throttles, 12.4s"
+        );
+        let batch = Progress {
+            batch_jobs: 1,
+            batch_records: (300, 600),
+            batch_status: Some("InProgress"),
+            requests: 0,
+            ..p
+        };
+        assert_eq!(
+            batch.render(),
+            "models: 1,200/50,000 rows, 0 requests, 1,045,210 tokens, ~$0.0213, 3 throttles, batch: 1 job InProgress, 300/600 records, 12.4s"
         );
     }
 
@@ -216,6 +271,7 @@ mod tests {
             estimated_cost_usd: None,
             throttles: 1,
             elapsed: Duration::from_millis(600),
+            ..Progress::default()
         };
         assert_eq!(
             p.render(),
@@ -244,6 +300,7 @@ mod tests {
                 estimated_cost_usd: Some(0.1 + (0.8 - 0.5)),
                 throttles: 1,
                 elapsed: Duration::from_secs(2),
+                ..Progress::default()
             }
         );
         let unpriced = snapshot("e/custom", 1, (1, 1), None);

@@ -21,7 +21,10 @@ pub const NAME: &str = "bedrock_usage";
 /// `throttles`, `failures` (inputs that failed for good), `cache_hits` (inputs answered from
 /// the cache or by an identical request in flight), `deduplicated` (inputs that repeated
 /// another of their batch), `input_tokens`, `output_tokens`, `latency_ms` (total of successful
-/// attempts) and `estimated_usd` (from on-demand list prices; NULL when the price is unknown).
+/// attempts) and `estimated_usd` (from on-demand list prices; NULL when the price is unknown),
+/// then batch inference apart: `batch_jobs`, `batch_records`, `batch_errors`,
+/// `batch_input_tokens`, `batch_output_tokens` and `batch_estimated_usd` (at the batch price,
+/// half the on-demand price).
 ///
 /// ```sql
 /// SELECT engine, model, requests, input_tokens, output_tokens, estimated_usd
@@ -55,6 +58,12 @@ impl BedrockUsage {
             count("output_tokens"),
             count("latency_ms"),
             Field::new("estimated_usd", DataType::Float64, true),
+            count("batch_jobs"),
+            count("batch_records"),
+            count("batch_errors"),
+            count("batch_input_tokens"),
+            count("batch_output_tokens"),
+            Field::new("batch_estimated_usd", DataType::Float64, true),
         ]))
     }
 
@@ -95,6 +104,16 @@ impl BedrockUsage {
             Arc::new(Float64Array::from(
                 rows.iter()
                     .map(|(_, u)| u.estimated_cost_usd)
+                    .collect::<Vec<_>>(),
+            )),
+            count(|u| u.batch_jobs),
+            count(|u| u.batch_records),
+            count(|u| u.batch_errors),
+            count(|u| u.batch_input_tokens),
+            count(|u| u.batch_output_tokens),
+            Arc::new(Float64Array::from(
+                rows.iter()
+                    .map(|(_, u)| u.batch_cost_usd)
                     .collect::<Vec<_>>(),
             )),
         ];

@@ -210,6 +210,7 @@ mod tests {
                 system_prompt: Some("Be brief.".into()),
                 engine: None,
                 output_schema: None,
+                execution: None,
                 handling: RowHandling::default(),
             }
         );

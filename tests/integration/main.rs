@@ -4,6 +4,8 @@
 #[cfg(feature = "emulator")]
 mod support;
 
+#[cfg(feature = "emulator")]
+mod batch;
 #[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "cli")]

@@ -738,7 +738,7 @@ mod tests {
                 ..CallInfo::default()
             };
             let mut expected: RowResults<EmbedResponse> =
-                (0..97).map(|i| Some(Ok(cached(i, hit)))).collect();
+                (0..97).map(|i| Some(Ok(cached(i, hit.clone())))).collect();
             expected.insert(3, None);
             expected.push(Some(Ok(cached(
                 1,
@@ -775,6 +775,7 @@ mod tests {
             let budget = Arc::new(Budget::new(Some(1), None));
             let call = CallOptions {
                 budget: Some(Arc::clone(&budget)),
+                ..CallOptions::default()
             };
             let rows = engine
                 .embed_with(TITAN, &texts, &EmbedOptions::default(), &call)

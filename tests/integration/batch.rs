@@ -1,0 +1,342 @@
+//! Bedrock batch inference end to end: the real SDK's control-plane client submits jobs to the
+//! emulator, `object_store`'s S3 client writes their JSONL to the emulator's S3 endpoint and
+//! reads their (shuffled) output back, and the rows get their own answers, in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use datafusion_bedrock::BedrockContext;
+use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, StatsSnapshot};
+
+use crate::support::pretty;
+
+const TITAN: &str = "amazon.titan-text-premier-v1:0";
+const ROLE: &str = "arn:aws:iam::123456789012:role/BedrockBatch";
+
+/// An emulator with an S3 root, and a session whose engines default to both of its endpoints.
+struct Setup {
+    emulator: Emulator,
+    session: SessionContext,
+    _root: tempfile::TempDir,
+}
+
+async fn setup(config: EmulatorConfig) -> Setup {
+    let root = tempfile::tempdir().expect("temp dir");
+    let emulator = Emulator::start(EmulatorConfig {
+        s3_root: Some(root.path().to_path_buf()),
+        ..config
+    })
+    .await
+    .expect("emulator");
+    let ctx = BedrockContext::new()
+        .with_default_endpoint(emulator.url())
+        .with_default_s3_endpoint(emulator.s3_url().expect("an S3 endpoint"));
+    Setup {
+        session: ctx.session().clone(),
+        emulator,
+        _root: root,
+    }
+}
+
+fn engine_sql(extra: &str) -> String {
+    format!(
+        "CREATE ML_ENGINE e FROM bedrock USING batch_role_arn = '{ROLE}', batch_s3_uri = 's3://bedrock-batch/jobs/'{extra}"
+    )
+}
+
+fn answer(prompt: &str) -> String {
+    format!("Emulated {TITAN} (messages: 1, blocks: 1): {prompt}")
+}
+
+fn converse_calls(stats: &StatsSnapshot) -> u64 {
+    stats.count(None, Some("Converse"), None)
+}
+
+/// Every row of a query as (id, text) pairs.
+async fn id_texts(session: &SessionContext, sql: &str) -> Vec<(i64, Option<String>)> {
+    let batches = session
+        .sql(sql)
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let texts = batch.column(1).as_string_view_opt().map_or_else(
+            || {
+                let t = batch.column(1).as_string::<i32>();
+                (0..t.len())
+                    .map(|i| t.is_valid(i).then(|| t.value(i).to_string()))
+                    .collect::<Vec<_>>()
+            },
+            |t| {
+                (0..t.len())
+                    .map(|i| t.is_valid(i).then(|| t.value(i).to_string()))
+                    .collect()
+            },
+        );
+        rows.extend((0..batch.num_rows()).map(|i| ids.value(i)).zip(texts));
+    }
+    rows
+}
+
+#[tokio::test]
+async fn a_thousand_rows_with_600_distinct_prompts_are_one_job_of_600_records() {
+    let s = setup(EmulatorConfig::default()).await;
+    for sql in [
+        "CREATE TABLE questions AS SELECT v AS id, 'Question ' || (v % 600) AS question FROM generate_series(0, 999) AS t(v)",
+        &engine_sql(""),
+        "CREATE MODEL m PREDICT answer USING engine = 'e', question_column = 'question', execution = 'batch'",
+    ] {
+        pretty(&s.session, sql).await;
+    }
+    let query = "SELECT d.id, m.answer FROM questions AS d JOIN m";
+    let expected: Vec<(i64, Option<String>)> = (0..1000)
+        .map(|id| (id, Some(answer(&format!("Question {}", id % 600)))))
+        .collect();
+    assert_eq!(id_texts(&s.session, query).await, expected);
+    let stats = s.emulator.stats().snapshot();
+    assert_eq!(converse_calls(&stats), 0);
+    assert_eq!(stats.batch_jobs_submitted(), 1);
+    assert_eq!(stats.batch_jobs[0].records, 600);
+    assert_eq!(stats.batch_jobs[0].model_id, TITAN);
+
+    // A re-run is answered by the cache: no job, no request.
+    assert_eq!(id_texts(&s.session, query).await, expected);
+    let stats = s.emulator.stats().snapshot();
+    assert_eq!((converse_calls(&stats), stats.batch_jobs_submitted()), (0, 1));
+
+    // Batch tokens are counted apart and priced at half the on-demand price.
+    assert_eq!(
+        pretty(
+            &s.session,
+            "SELECT model, requests, cache_hits, batch_jobs, batch_records, batch_errors, batch_input_tokens, batch_output_tokens, round(batch_estimated_usd, 9) AS batch_usd, round((batch_input_tokens * 0.0005 + batch_output_tokens * 0.0015) / 1000 / 2, 9) AS half_list_price FROM bedrock_usage()"
+        )
+        .await,
+        "FILL"
+    );
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn auto_runs_on_demand_below_the_threshold_and_batch_from_it() {
+    let s = setup(EmulatorConfig::default()).await;
+    for sql in [
+        "CREATE TABLE t AS SELECT v AS id, 'Prompt ' || v AS p FROM generate_series(1, 150) AS t(v)",
+        &engine_sql(""),
+        "SET bedrock.execution = 'auto'",
+    ] {
+        pretty(&s.session, sql).await;
+    }
+    let query = "SELECT id, ai_complete('amazon.titan-text-premier-v1:0', p) FROM t ORDER BY id";
+    let expected: Vec<(i64, Option<String>)> = (1..=150)
+        .map(|id| (id, Some(answer(&format!("Prompt {id}")))))
+        .collect();
+    // 150 distinct requests, below the default threshold of 1,000: on demand.
+    assert_eq!(id_texts(&s.session, query).await, expected);
+    let stats = s.emulator.stats().snapshot();
+    assert_eq!((converse_calls(&stats), stats.batch_jobs_submitted()), (150, 0));
+
+    // From 100 distinct requests on, new prompts go to a job.
+    pretty(&s.session, "SET bedrock.batch_min_rows = 100").await;
+    let query = "SELECT id, ai_complete('amazon.titan-text-premier-v1:0', 'Again: ' || p) FROM t ORDER BY id";
+    let expected: Vec<(i64, Option<String>)> = (1..=150)
+        .map(|id| (id, Some(answer(&format!("Again: Prompt {id}")))))
+        .collect();
+    assert_eq!(id_texts(&s.session, query).await, expected);
+    let stats = s.emulator.stats().snapshot();
+    assert_eq!((converse_calls(&stats), stats.batch_jobs_submitted()), (150, 1));
+    assert_eq!(stats.batch_jobs[0].records, 150);
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_records_follow_on_error() {
+    let s = setup(EmulatorConfig::default()).await;
+    for sql in [
+        "CREATE TABLE t AS SELECT v AS id, CASE WHEN v % 50 = 7 THEN 'Break [[emulate:ValidationException]] ' || v ELSE 'Fine ' || v END AS p FROM generate_series(1, 200) AS t(v)",
+        &engine_sql(""),
+        "CREATE MODEL lenient PREDICT answer USING engine = 'e', prompt_template = '{{p}}', execution = 'batch', on_error = 'null', provenance = true",
+        "CREATE MODEL strict PREDICT answer USING engine = 'e', prompt_template = '{{p}}', execution = 'batch'",
+    ] {
+        pretty(&s.session, sql).await;
+    }
+    let expected: Vec<(i64, Option<String>)> = (1..=200)
+        .map(|id| {
+            let answered = (id % 50 != 7).then(|| answer(&format!("Fine {id}")));
+            (id, answered)
+        })
+        .collect();
+    assert_eq!(
+        id_texts(&s.session, "SELECT d.id, m.answer FROM t AS d JOIN lenient AS m").await,
+        expected
+    );
+    assert_eq!(
+        pretty(
+            &s.session,
+            "SELECT d.id, m.answer_meta['error'] AS error, m.answer_meta['batch_job'] IS NOT NULL AS by_job FROM t AS d JOIN lenient AS m WHERE d.id IN (6, 7) ORDER BY d.id"
+        )
+        .await,
+        "FILL"
+    );
+    let stats = s.emulator.stats().snapshot();
+    assert_eq!(converse_calls(&stats), 0);
+    assert_eq!(stats.batch_jobs_submitted(), 1);
+    assert_eq!(stats.batch_jobs[0].errors, 4);
+    assert_eq!(stats.batch_jobs[0].status, "PartiallyCompleted");
+
+    // 'fail' stops the query at the first failed row, naming it. The answered records are in
+    // the cache; the failed ones are asked again, in a job of their own... which has fewer
+    // than 100 records, so they go on demand and fail there the same way.
+    let error = s
+        .session
+        .sql("SELECT d.id, m.answer FROM t AS d JOIN strict AS m")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect_err("a row fails")
+        .to_string();
+    assert_eq!(error, "FILL");
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_query_stops_its_job_and_a_rerun_submits_the_next_one() {
+    // 200 records at 40 a second: the job runs for about five seconds.
+    let s = setup(EmulatorConfig {
+        batch_records_per_second: Some(40),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    for sql in [
+        "CREATE TABLE t AS SELECT v AS id, 'Slow ' || v AS p FROM generate_series(1, 200) AS t(v)",
+        &engine_sql(""),
+    ] {
+        pretty(&s.session, sql).await;
+    }
+    let query = "SELECT id, ai_complete('amazon.titan-text-premier-v1:0', p, '{\"execution\": \"batch\"}') FROM t ORDER BY id";
+    let session = s.session.clone();
+    let running = tokio::spawn(async move { id_texts(&session, query).await });
+    let stats = s.emulator.shared_stats();
+    let in_progress = wait_for(&stats, |s| {
+        s.batch_jobs.first().is_some_and(|j| j.status == "InProgress")
+    })
+    .await;
+    assert!(in_progress, "the job never ran: {:?}", stats.snapshot().batch_jobs);
+    running.abort();
+    let stopped = wait_for(&stats, |s| {
+        s.batch_jobs.first().is_some_and(|j| j.status == "Stopped")
+    })
+    .await;
+    assert!(stopped, "the job was not stopped: {:?}", stats.snapshot().batch_jobs);
+    assert_eq!(
+        stats.snapshot().count(None, Some("StopModelInvocationJob"), Some(200)),
+        1
+    );
+
+    // The stopped job answered nothing: the re-run submits the next generation and waits for
+    // it.
+    s.emulator.set_batch_records_per_second(None);
+    let expected: Vec<(i64, Option<String>)> = (1..=200)
+        .map(|id| (id, Some(answer(&format!("Slow {id}")))))
+        .collect();
+    assert_eq!(id_texts(&s.session, query).await, expected);
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.batch_jobs_submitted(), 2);
+    assert_eq!(converse_calls(&snapshot), 0);
+    s.emulator.shutdown().await;
+}
+
+/// Polls the emulator's counters (every 20 ms, for at most 20 s) until `done` holds.
+async fn wait_for(
+    stats: &Arc<datafusion_bedrock::emulator::EmulatorStats>,
+    done: impl Fn(&StatsSnapshot) -> bool,
+) -> bool {
+    for _ in 0..1000 {
+        if done(&stats.snapshot()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_hundred_and_twenty_thousand_prompts_are_split_into_jobs_within_the_limits() {
+    let s = setup(EmulatorConfig::default()).await;
+    pretty(&s.session, &engine_sql("")).await;
+    let rows = id_texts(
+        &s.session,
+        "SELECT v, ai_complete('amazon.titan-text-premier-v1:0', 'N' || v, '{\"execution\": \"batch\"}') FROM generate_series(1, 120000) AS t(v)",
+    )
+    .await;
+    let expected: Vec<(i64, Option<String>)> = (1..=120_000)
+        .map(|v| (v, Some(answer(&format!("N{v}")))))
+        .collect();
+    assert!(rows == expected, "the answers are not each row's own");
+    let stats = s.emulator.stats().snapshot();
+    let records: Vec<u64> = stats.batch_jobs.iter().map(|j| j.records).collect();
+    assert_eq!(records, [40_000, 40_000, 40_000]);
+    assert_eq!(converse_calls(&stats), 0);
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn batch_settings_are_checked_with_errors_that_say_what_to_write() {
+    let s = setup(EmulatorConfig::default()).await;
+    let error = |sql: &'static str| {
+        let session = s.session.clone();
+        async move {
+            match session.sql(sql).await {
+                Ok(df) => df.collect().await.expect_err(sql).to_string(),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    assert_eq!(
+        error("CREATE ML_ENGINE bad FROM bedrock USING batch_role_arn = 'BedrockBatch'").await,
+        "Error during planning: Parameter 'batch_role_arn' = 'BedrockBatch' is not an IAM role ARN: write batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch' (a role Bedrock may assume, allowed to read and write batch_s3_uri)"
+    );
+    assert_eq!(
+        error("CREATE ML_ENGINE bad FROM bedrock USING batch_s3_uri = 'bucket/prefix'").await,
+        "Error during planning: Parameter 'batch_s3_uri' = 'bucket/prefix' is not an S3 prefix: write batch_s3_uri = 's3://bucket/prefix/'"
+    );
+    assert_eq!(
+        error("CREATE ML_ENGINE bad FROM bedrock USING batch_timeout_hours = 12").await,
+        "Error during planning: Parameter 'batch_timeout_hours' = 12 is out of range: it must be between 24 and 168"
+    );
+    pretty(&s.session, "CREATE ML_ENGINE plain FROM bedrock").await;
+    assert_eq!(
+        error("CREATE MODEL m PREDICT a USING engine = 'plain', execution = 'batch'").await,
+        "Error during planning: Model 'm' asks for execution = 'batch', but engine 'plain' has no batch_role_arn and batch_s3_uri: batch inference needs an IAM role Bedrock can assume and an S3 prefix for the jobs' files. Create the engine with USING batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bucket/prefix/' (see docs/batch.md), or run it with execution = 'on_demand'"
+    );
+    assert_eq!(
+        error("SELECT ai_complete('amazon.titan-text-premier-v1:0', 'x', '{\"execution\": \"batch\"}')").await,
+        "Error during planning: ai_complete asks for execution = 'batch', but engine 'plain' has no batch_role_arn and batch_s3_uri: batch inference needs an IAM role Bedrock can assume and an S3 prefix for the jobs' files. Create the engine with USING batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bucket/prefix/' (see docs/batch.md), or run it with execution = 'on_demand'"
+    );
+    assert_eq!(
+        error("CREATE MODEL m PREDICT a USING engine = 'plain', execution = 'batch', mode = 'conversational'").await,
+        "Error during planning: Parameter 'execution' = 'batch' runs each row's request on its own, but mode 'conversational' makes each request depend on the rows before it: remove execution, or use the default mode"
+    );
+    assert_eq!(
+        error("SET bedrock.batch_min_rows = 99").await,
+        "Invalid or Unsupported Configuration: bedrock.batch_min_rows must be a whole number of at least 100 (Bedrock takes no batch job of fewer records), not '99': e.g. SET bedrock.batch_min_rows = 1000"
+    );
+    // A bucket that does not exist: the job's input cannot be written, and the error says where.
+    pretty(
+        &s.session,
+        &format!("CREATE ML_ENGINE nobucket FROM bedrock USING batch_role_arn = '{ROLE}', batch_s3_uri = 's3://no-such-bucket/jobs/'"),
+    )
+    .await;
+    assert_eq!(
+        error("SELECT ai_complete('amazon.titan-text-premier-v1:0', 'Q' || v, '{\"execution\": \"batch\", \"engine\": \"nobucket\"}') FROM generate_series(1, 100) AS t(v)").await,
+        "FILL"
+    );
+    s.emulator.shutdown().await;
+}
