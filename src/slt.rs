@@ -308,7 +308,8 @@ async fn connect(
         .register_udf(emulator_model_calls_udf(Arc::clone(&stats)));
     ctx.session()
         .register_udf(emulator_batch_jobs_udf(Arc::clone(&stats)));
-    ctx.session().register_udf(emulator_batch_records_udf(stats));
+    ctx.session()
+        .register_udf(emulator_batch_records_udf(stats));
     Ok(BedrockSltDb::new(ctx))
 }
 

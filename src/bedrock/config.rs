@@ -286,6 +286,13 @@ impl EngineConfig {
                 ));
             }
         };
+        if matches!(config.credentials, CredentialSource::ApiKey(_))
+            && (config.batch.role_arn.is_some() || config.batch.s3_uri.is_some())
+        {
+            return Err(Error::InvalidInput(
+                "Parameters 'batch_role_arn' and 'batch_s3_uri' need AWS credentials: batch inference writes its files to S3, which does not take a Bedrock api_key. Give the engine keys (aws_access_key_id and aws_secret_access_key) or profile_name instead of api_key, or leave the batch parameters out".into(),
+            ));
+        }
         Ok(config)
     }
 }

@@ -262,9 +262,9 @@ impl Usage {
                     batch_errors: load(&c.batch_errors),
                     batch_input_tokens: batch_input,
                     batch_output_tokens: batch_output,
-                    batch_cost_usd: self.batch_price(model).map(|(i, o)| {
-                        (batch_input as f64 * i + batch_output as f64 * o) / 1000.0
-                    }),
+                    batch_cost_usd: self
+                        .batch_price(model)
+                        .map(|(i, o)| (batch_input as f64 * i + batch_output as f64 * o) / 1000.0),
                     batch_status: c
                         .batch_status
                         .lock()

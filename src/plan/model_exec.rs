@@ -464,11 +464,7 @@ impl ExecutionPlan for ModelExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let session = BedrockOptions::of_config(context.session_config().options());
-        let execution = self
-            .call
-            .spec()
-            .execution
-            .unwrap_or(session.execution);
+        let execution = self.call.spec().execution.unwrap_or(session.execution);
         let metrics = if self.portable_metrics {
             CallMetrics::portable(&self.metrics, partition)
         } else {

@@ -193,8 +193,14 @@ mod tests {
             [
                 ("bedrock.max_cost_usd".to_string(), Some("2.5".to_string())),
                 ("bedrock.max_requests".to_string(), Some("10".to_string())),
-                ("bedrock.execution".to_string(), Some("on_demand".to_string())),
-                ("bedrock.batch_min_rows".to_string(), Some("1000".to_string())),
+                (
+                    "bedrock.execution".to_string(),
+                    Some("on_demand".to_string())
+                ),
+                (
+                    "bedrock.batch_min_rows".to_string(),
+                    Some("1000".to_string())
+                ),
             ]
         );
         let error =

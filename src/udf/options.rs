@@ -177,9 +177,8 @@ impl CompletionOptions {
                 }
                 "execution" => {
                     let text = value.as_text(&key).map_err(e)?;
-                    options.execution = Some(
-                        crate::bedrock::batch::Execution::parse(&text, &key).map_err(e)?,
-                    );
+                    options.execution =
+                        Some(crate::bedrock::batch::Execution::parse(&text, &key).map_err(e)?);
                 }
                 _ if options.handling.read(&key, &value).map_err(e)? => {}
                 _ => return Err(unknown_option(function, &key, COMPLETION_OPTIONS)),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::array::Array;
+use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::BedrockContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, StatsSnapshot};
@@ -55,34 +55,53 @@ fn converse_calls(stats: &StatsSnapshot) -> u64 {
     stats.count(None, Some("Converse"), None)
 }
 
-/// Every row of a query as (id, text) pairs.
-async fn id_texts(session: &SessionContext, sql: &str) -> Vec<(i64, Option<String>)> {
-    let batches = session
-        .sql(sql)
+/// Every row of a query, each cell as Arrow displays it (`None` for NULL).
+async fn cells(session: &SessionContext, sql: &str) -> Vec<Vec<Option<String>>> {
+    let batches = datafusion_bedrock::execute_sql(session, sql)
         .await
-        .expect("plans")
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .collect()
         .await
-        .expect("runs");
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut rows = Vec::new();
     for batch in batches {
-        let ids = batch.column(0).as_primitive::<Int64Type>();
-        let texts = batch.column(1).as_string_view_opt().map_or_else(
-            || {
-                let t = batch.column(1).as_string::<i32>();
-                (0..t.len())
-                    .map(|i| t.is_valid(i).then(|| t.value(i).to_string()))
-                    .collect::<Vec<_>>()
-            },
-            |t| {
-                (0..t.len())
-                    .map(|i| t.is_valid(i).then(|| t.value(i).to_string()))
-                    .collect()
-            },
-        );
-        rows.extend((0..batch.num_rows()).map(|i| ids.value(i)).zip(texts));
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        c.is_valid(row)
+                            .then(|| array_value_to_string(c, row).expect("displayable"))
+                    })
+                    .collect(),
+            );
+        }
     }
     rows
+}
+
+/// Every row of a query as (id, text) pairs.
+async fn id_texts(session: &SessionContext, sql: &str) -> Vec<(i64, Option<String>)> {
+    cells(session, sql)
+        .await
+        .into_iter()
+        .map(|row| {
+            let id = row[0]
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .expect("an id");
+            (id, row[1].clone())
+        })
+        .collect()
+}
+
+/// The error of a statement or query.
+async fn error_of(session: &SessionContext, sql: &str) -> String {
+    match datafusion_bedrock::execute_sql(session, sql).await {
+        Ok(df) => df.collect().await.expect_err(sql).to_string(),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[tokio::test]
@@ -109,7 +128,10 @@ async fn a_thousand_rows_with_600_distinct_prompts_are_one_job_of_600_records() 
     // A re-run is answered by the cache: no job, no request.
     assert_eq!(id_texts(&s.session, query).await, expected);
     let stats = s.emulator.stats().snapshot();
-    assert_eq!((converse_calls(&stats), stats.batch_jobs_submitted()), (0, 1));
+    assert_eq!(
+        (converse_calls(&stats), stats.batch_jobs_submitted()),
+        (0, 1)
+    );
 
     // Batch tokens are counted apart and priced at half the on-demand price.
     assert_eq!(
@@ -118,7 +140,14 @@ async fn a_thousand_rows_with_600_distinct_prompts_are_one_job_of_600_records() 
             "SELECT model, requests, cache_hits, batch_jobs, batch_records, batch_errors, batch_input_tokens, batch_output_tokens, round(batch_estimated_usd, 9) AS batch_usd, round((batch_input_tokens * 0.0005 + batch_output_tokens * 0.0015) / 1000 / 2, 9) AS half_list_price FROM bedrock_usage()"
         )
         .await,
-        "FILL"
+        [
+            "+--------------------------------+----------+------------+------------+---------------+--------------+--------------------+---------------------+-----------+-----------------+",
+            "| model                          | requests | cache_hits | batch_jobs | batch_records | batch_errors | batch_input_tokens | batch_output_tokens | batch_usd | half_list_price |",
+            "+--------------------------------+----------+------------+------------+---------------+--------------+--------------------+---------------------+-----------+-----------------+",
+            "| amazon.titan-text-premier-v1:0 | 0        | 600        | 1          | 600           | 0            | 1800               | 11990               | 0.0094425 | 0.0094425       |",
+            "+--------------------------------+----------+------------+------------+---------------+--------------+--------------------+---------------------+-----------+-----------------+",
+        ]
+        .join("\n")
     );
     s.emulator.shutdown().await;
 }
@@ -140,7 +169,10 @@ async fn auto_runs_on_demand_below_the_threshold_and_batch_from_it() {
     // 150 distinct requests, below the default threshold of 1,000: on demand.
     assert_eq!(id_texts(&s.session, query).await, expected);
     let stats = s.emulator.stats().snapshot();
-    assert_eq!((converse_calls(&stats), stats.batch_jobs_submitted()), (150, 0));
+    assert_eq!(
+        (converse_calls(&stats), stats.batch_jobs_submitted()),
+        (150, 0)
+    );
 
     // From 100 distinct requests on, new prompts go to a job.
     pretty(&s.session, "SET bedrock.batch_min_rows = 100").await;
@@ -150,7 +182,10 @@ async fn auto_runs_on_demand_below_the_threshold_and_batch_from_it() {
         .collect();
     assert_eq!(id_texts(&s.session, query).await, expected);
     let stats = s.emulator.stats().snapshot();
-    assert_eq!((converse_calls(&stats), stats.batch_jobs_submitted()), (150, 1));
+    assert_eq!(
+        (converse_calls(&stats), stats.batch_jobs_submitted()),
+        (150, 1)
+    );
     assert_eq!(stats.batch_jobs[0].records, 150);
     s.emulator.shutdown().await;
 }
@@ -162,27 +197,31 @@ async fn failed_records_follow_on_error() {
         "CREATE TABLE t AS SELECT v AS id, CASE WHEN v % 50 = 7 THEN 'Break [[emulate:ValidationException]] ' || v ELSE 'Fine ' || v END AS p FROM generate_series(1, 200) AS t(v)",
         &engine_sql(""),
         "CREATE MODEL lenient PREDICT answer USING engine = 'e', prompt_template = '{{p}}', execution = 'batch', on_error = 'null', provenance = true",
-        "CREATE MODEL strict PREDICT answer USING engine = 'e', prompt_template = '{{p}}', execution = 'batch'",
+        "CREATE MODEL strict PREDICT answer USING engine = 'e', prompt_template = 'Strictly: {{p}}', execution = 'batch'",
     ] {
         pretty(&s.session, sql).await;
     }
-    let expected: Vec<(i64, Option<String>)> = (1..=200)
+    // Each row: its answer, or NULL and the record's error; answers name their job.
+    let expected: Vec<Vec<Option<String>>> = (1..=200)
         .map(|id| {
-            let answered = (id % 50 != 7).then(|| answer(&format!("Fine {id}")));
-            (id, answered)
+            let failed = id % 50 == 7;
+            vec![
+                Some(id.to_string()),
+                (!failed).then(|| answer(&format!("Fine {id}"))),
+                failed.then(|| {
+                    "BatchRecordError: The request failed validation (error code 400)".to_string()
+                }),
+                Some((!failed).to_string()),
+            ]
         })
         .collect();
     assert_eq!(
-        id_texts(&s.session, "SELECT d.id, m.answer FROM t AS d JOIN lenient AS m").await,
-        expected
-    );
-    assert_eq!(
-        pretty(
+        cells(
             &s.session,
-            "SELECT d.id, m.answer_meta['error'] AS error, m.answer_meta['batch_job'] IS NOT NULL AS by_job FROM t AS d JOIN lenient AS m WHERE d.id IN (6, 7) ORDER BY d.id"
+            "SELECT d.id, m.answer, m.answer_meta['error'], m.answer_meta['batch_job'] IS NOT NULL FROM t AS d JOIN lenient AS m"
         )
         .await,
-        "FILL"
+        expected
     );
     let stats = s.emulator.stats().snapshot();
     assert_eq!(converse_calls(&stats), 0);
@@ -190,19 +229,17 @@ async fn failed_records_follow_on_error() {
     assert_eq!(stats.batch_jobs[0].errors, 4);
     assert_eq!(stats.batch_jobs[0].status, "PartiallyCompleted");
 
-    // 'fail' stops the query at the first failed row, naming it. The answered records are in
-    // the cache; the failed ones are asked again, in a job of their own... which has fewer
-    // than 100 records, so they go on demand and fail there the same way.
-    let error = s
-        .session
-        .sql("SELECT d.id, m.answer FROM t AS d JOIN strict AS m")
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect_err("a row fails")
-        .to_string();
-    assert_eq!(error, "FILL");
+    // 'fail' stops the query at the first failed row, naming it and the record's error.
+    let error = error_of(
+        &s.session,
+        "SELECT d.id, m.answer FROM t AS d JOIN strict AS m",
+    )
+    .await;
+    assert_eq!(
+        error,
+        "Execution error: Model 'strict' (amazon.titan-text-premier-v1:0) failed for the row whose prompt is \"Strictly: Break [[emulate:ValidationException]] 7\": BatchRecordError: The request failed validation (error code 400)"
+    );
+    assert_eq!(s.emulator.stats().snapshot().batch_jobs_submitted(), 2);
     s.emulator.shutdown().await;
 }
 
@@ -225,18 +262,30 @@ async fn a_cancelled_query_stops_its_job_and_a_rerun_submits_the_next_one() {
     let running = tokio::spawn(async move { id_texts(&session, query).await });
     let stats = s.emulator.shared_stats();
     let in_progress = wait_for(&stats, |s| {
-        s.batch_jobs.first().is_some_and(|j| j.status == "InProgress")
+        s.batch_jobs
+            .first()
+            .is_some_and(|j| j.status == "InProgress")
     })
     .await;
-    assert!(in_progress, "the job never ran: {:?}", stats.snapshot().batch_jobs);
+    assert!(
+        in_progress,
+        "the job never ran: {:?}",
+        stats.snapshot().batch_jobs
+    );
     running.abort();
     let stopped = wait_for(&stats, |s| {
         s.batch_jobs.first().is_some_and(|j| j.status == "Stopped")
     })
     .await;
-    assert!(stopped, "the job was not stopped: {:?}", stats.snapshot().batch_jobs);
+    assert!(
+        stopped,
+        "the job was not stopped: {:?}",
+        stats.snapshot().batch_jobs
+    );
     assert_eq!(
-        stats.snapshot().count(None, Some("StopModelInvocationJob"), Some(200)),
+        stats
+            .snapshot()
+            .count(None, Some("StopModelInvocationJob"), Some(200)),
         1
     );
 
@@ -273,13 +322,21 @@ async fn a_hundred_and_twenty_thousand_prompts_are_split_into_jobs_within_the_li
     pretty(&s.session, &engine_sql("")).await;
     let rows = id_texts(
         &s.session,
-        "SELECT v, ai_complete('amazon.titan-text-premier-v1:0', 'N' || v, '{\"execution\": \"batch\"}') FROM generate_series(1, 120000) AS t(v)",
+        "SELECT v, ai_complete('amazon.titan-text-premier-v1:0', 'N' || v, '{\"execution\": \"batch\"}') FROM generate_series(1, 120000) AS t(v) ORDER BY v",
     )
     .await;
     let expected: Vec<(i64, Option<String>)> = (1..=120_000)
         .map(|v| (v, Some(answer(&format!("N{v}")))))
         .collect();
-    assert!(rows == expected, "the answers are not each row's own");
+    if let Some(wrong) = rows.iter().zip(&expected).position(|(a, b)| a != b) {
+        panic!(
+            "row {wrong} is {:?}, not {:?} ({} rows)",
+            rows[wrong],
+            expected[wrong],
+            rows.len()
+        );
+    }
+    assert_eq!(rows.len(), expected.len());
     let stats = s.emulator.stats().snapshot();
     let records: Vec<u64> = stats.batch_jobs.iter().map(|j| j.records).collect();
     assert_eq!(records, [40_000, 40_000, 40_000]);
@@ -290,15 +347,7 @@ async fn a_hundred_and_twenty_thousand_prompts_are_split_into_jobs_within_the_li
 #[tokio::test]
 async fn batch_settings_are_checked_with_errors_that_say_what_to_write() {
     let s = setup(EmulatorConfig::default()).await;
-    let error = |sql: &'static str| {
-        let session = s.session.clone();
-        async move {
-            match session.sql(sql).await {
-                Ok(df) => df.collect().await.expect_err(sql).to_string(),
-                Err(e) => e.to_string(),
-            }
-        }
-    };
+    let error = |sql: &'static str| error_of(&s.session, sql);
     assert_eq!(
         error("CREATE ML_ENGINE bad FROM bedrock USING batch_role_arn = 'BedrockBatch'").await,
         "Error during planning: Parameter 'batch_role_arn' = 'BedrockBatch' is not an IAM role ARN: write batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch' (a role Bedrock may assume, allowed to read and write batch_s3_uri)"
@@ -313,7 +362,7 @@ async fn batch_settings_are_checked_with_errors_that_say_what_to_write() {
     );
     pretty(&s.session, "CREATE ML_ENGINE plain FROM bedrock").await;
     assert_eq!(
-        error("CREATE MODEL m PREDICT a USING engine = 'plain', execution = 'batch'").await,
+        error("CREATE MODEL m PREDICT a USING engine = 'plain', question_column = 'q', execution = 'batch'").await,
         "Error during planning: Model 'm' asks for execution = 'batch', but engine 'plain' has no batch_role_arn and batch_s3_uri: batch inference needs an IAM role Bedrock can assume and an S3 prefix for the jobs' files. Create the engine with USING batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bucket/prefix/' (see docs/batch.md), or run it with execution = 'on_demand'"
     );
     assert_eq!(
@@ -321,22 +370,18 @@ async fn batch_settings_are_checked_with_errors_that_say_what_to_write() {
         "Error during planning: ai_complete asks for execution = 'batch', but engine 'plain' has no batch_role_arn and batch_s3_uri: batch inference needs an IAM role Bedrock can assume and an S3 prefix for the jobs' files. Create the engine with USING batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bucket/prefix/' (see docs/batch.md), or run it with execution = 'on_demand'"
     );
     assert_eq!(
-        error("CREATE MODEL m PREDICT a USING engine = 'plain', execution = 'batch', mode = 'conversational'").await,
+        error("CREATE MODEL m PREDICT a USING engine = 'plain', question_column = 'q', execution = 'batch', mode = 'conversational'").await,
         "Error during planning: Parameter 'execution' = 'batch' runs each row's request on its own, but mode 'conversational' makes each request depend on the rows before it: remove execution, or use the default mode"
     );
     assert_eq!(
         error("SET bedrock.batch_min_rows = 99").await,
         "Invalid or Unsupported Configuration: bedrock.batch_min_rows must be a whole number of at least 100 (Bedrock takes no batch job of fewer records), not '99': e.g. SET bedrock.batch_min_rows = 1000"
     );
-    // A bucket that does not exist: the job's input cannot be written, and the error says where.
-    pretty(
-        &s.session,
-        &format!("CREATE ML_ENGINE nobucket FROM bedrock USING batch_role_arn = '{ROLE}', batch_s3_uri = 's3://no-such-bucket/jobs/'"),
-    )
-    .await;
+    // An API key is Bedrock's alone: the jobs' files could not go to S3 with it.
     assert_eq!(
-        error("SELECT ai_complete('amazon.titan-text-premier-v1:0', 'Q' || v, '{\"execution\": \"batch\", \"engine\": \"nobucket\"}') FROM generate_series(1, 100) AS t(v)").await,
-        "FILL"
+        error("CREATE ML_ENGINE keyed FROM bedrock USING api_key = 'k', batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bedrock-batch/jobs/'").await,
+        "Error during planning: Parameters 'batch_role_arn' and 'batch_s3_uri' need AWS credentials: batch inference writes its files to S3, which does not take a Bedrock api_key. Give the engine keys (aws_access_key_id and aws_secret_access_key) or profile_name instead of api_key, or leave the batch parameters out"
     );
+    assert_eq!(s.emulator.stats().snapshot().batch_jobs_submitted(), 0);
     s.emulator.shutdown().await;
 }

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
 
 const TITAN: &str = "amazon.titan-text-premier-v1:0";
-const BANNER_END: &str =
-    ": engines without endpoint_url get emulated answers, batch jobs use its S3 bucket 'bedrock-batch', nothing reaches AWS.\n";
+const BANNER_END: &str = ": engines without endpoint_url get emulated answers, batch jobs use its S3 bucket 'bedrock-batch', nothing reaches AWS.\n";
 
 struct Run {
     stdout: String,

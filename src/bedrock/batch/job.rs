@@ -53,7 +53,9 @@ pub(crate) async fn submit(
         .model_id(job.model_id)
         .role_arn(job.role_arn)
         .input_data_config(ModelInvocationJobInputDataConfig::S3InputDataConfig(input))
-        .output_data_config(ModelInvocationJobOutputDataConfig::S3OutputDataConfig(output))
+        .output_data_config(ModelInvocationJobOutputDataConfig::S3OutputDataConfig(
+            output,
+        ))
         .timeout_duration_in_hours(i32::try_from(job.timeout_hours).unwrap_or(168))
         .model_invocation_type(job.invocation_type.clone())
         .send();

@@ -163,7 +163,9 @@ impl BatchSettings {
                     && region.is_empty()
                     && account.len() == 12
                     && account.bytes().all(|b| b.is_ascii_digit())
-                    && resource.strip_prefix("role/").is_some_and(|r| !r.is_empty()),
+                    && resource
+                        .strip_prefix("role/")
+                        .is_some_and(|r| !r.is_empty()),
             )
         });
         if valid == Some(true) {
@@ -207,13 +209,18 @@ mod tests {
 
     #[test]
     fn executions_read_and_decide() {
-        assert_eq!(Execution::parse("BATCH", "execution").unwrap(), Execution::Batch);
+        assert_eq!(
+            Execution::parse("BATCH", "execution").unwrap(),
+            Execution::Batch
+        );
         assert_eq!(
             Execution::parse("on-demand", "execution").unwrap(),
             Execution::OnDemand
         );
         assert_eq!(
-            Execution::parse("later", "execution").unwrap_err().to_string(),
+            Execution::parse("later", "execution")
+                .unwrap_err()
+                .to_string(),
             "execution = 'later' is not a way to run a model: use 'on_demand' (one request per row, the default), 'batch' (Bedrock batch inference jobs) or 'auto' (batch from bedrock.batch_min_rows distinct requests)"
         );
         assert!(!Execution::Batch.uses_jobs(99, 1000));
@@ -229,9 +236,7 @@ mod tests {
     #[test]
     fn role_arns_are_checked() {
         assert!(BatchSettings::check_role_arn("arn:aws:iam::123456789012:role/B").is_ok());
-        assert!(
-            BatchSettings::check_role_arn("arn:aws-us-gov:iam::123456789012:role/x/y").is_ok()
-        );
+        assert!(BatchSettings::check_role_arn("arn:aws-us-gov:iam::123456789012:role/x/y").is_ok());
         for bad in [
             "role/B",
             "arn:aws:iam::12345:role/B",
@@ -245,7 +250,11 @@ mod tests {
     #[test]
     fn missing_settings_are_named() {
         let settings = BatchSettings::default();
-        assert!(settings.check_ready("e", Execution::OnDemand, "Model 'm'").is_ok());
+        assert!(
+            settings
+                .check_ready("e", Execution::OnDemand, "Model 'm'")
+                .is_ok()
+        );
         assert_eq!(
             settings
                 .check_ready("e", Execution::Batch, "Model 'm'")

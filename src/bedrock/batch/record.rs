@@ -9,6 +9,9 @@ use crate::bedrock::families::{self, ModelFamily};
 use crate::bedrock::request::{ChatRole, TextRequest, TextResponse};
 use crate::bedrock::retry::CallFailure;
 
+/// The code of a record the batch job answered with an error.
+pub const RECORD_ERROR: &str = "BatchRecordError";
+
 /// Characters of a record id: `REC` and eight digits.
 pub const RECORD_ID_LEN: usize = 11;
 
@@ -115,16 +118,16 @@ pub(crate) fn read_output_line(
         .ok_or("a line has no recordId")?
         .to_string();
     if let Some(error) = value.get("error") {
-        let code = match error.get("errorCode") {
-            Some(Value::Number(n)) => format!("BatchRecordError{n}"),
-            Some(Value::String(s)) => s.clone(),
-            _ => "BatchRecordError".to_string(),
-        };
         let message = error
             .get("errorMessage")
             .and_then(Value::as_str)
             .unwrap_or("the record failed without a message");
-        return Ok((id, Err(CallFailure::fatal(&code, message))));
+        let message = match error.get("errorCode") {
+            Some(Value::Number(n)) => format!("{} (error code {n})", message.trim_end_matches('.')),
+            Some(Value::String(s)) => format!("{} (error code {s})", message.trim_end_matches('.')),
+            _ => message.to_string(),
+        };
+        return Ok((id, Err(CallFailure::fatal(RECORD_ERROR, message))));
     }
     let Some(output) = value.get("modelOutput") else {
         return Ok((
@@ -232,7 +235,12 @@ mod tests {
         .unwrap();
         let answer = answer.unwrap();
         assert_eq!(
-            (id.as_str(), answer.text.as_str(), answer.input_tokens, answer.output_tokens),
+            (
+                id.as_str(),
+                answer.text.as_str(),
+                answer.input_tokens,
+                answer.output_tokens
+            ),
             ("REC00000001", "Stockholm", 9, 2)
         );
         let (_, failed) = read_output_line(
@@ -244,7 +252,10 @@ mod tests {
         let failed = failed.unwrap_err();
         assert_eq!(
             (failed.code.as_str(), failed.message.as_str()),
-            ("BatchRecordError400", "Malformed input request")
+            (
+                "BatchRecordError",
+                "Malformed input request (error code 400)"
+            )
         );
         assert_eq!(
             read_output_line(Api::Converse, "m", "{}").unwrap_err(),

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(split[1].records, 40_000..80_000);
         // 50,050 records: two even jobs, never a job of 50 (below the service's 100)
         assert_eq!(lengths(&shards(&vec![1; 50_050])), vec![25_025, 25_025]);
-        assert_eq!(lengths(&shards(&vec![1; 100_001])), vec![33_334, 33_334, 33_333]);
+        assert_eq!(
+            lengths(&shards(&vec![1; 100_001])),
+            vec![33_334, 33_334, 33_333]
+        );
     }
 
     #[test]

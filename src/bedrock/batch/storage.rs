@@ -118,14 +118,14 @@ impl object_store::CredentialProvider for ChainCredentials {
     type Credential = AwsCredential;
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        let credentials = self
-            .0
-            .provide_credentials()
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: format!("no AWS credentials for S3: {e}").into(),
-            })?;
+        let credentials =
+            self.0
+                .provide_credentials()
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "S3",
+                    source: format!("no AWS credentials for S3: {e}").into(),
+                })?;
         Ok(Arc::new(AwsCredential {
             key_id: credentials.access_key_id().to_string(),
             secret_key: credentials.secret_access_key().to_string(),
@@ -190,9 +190,15 @@ mod tests {
     #[test]
     fn s3_prefixes_are_read() {
         let l = S3Location::parse("s3://my-bucket/batch/jobs", "batch_s3_uri").unwrap();
-        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("my-bucket", "batch/jobs/"));
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str()),
+            ("my-bucket", "batch/jobs/")
+        );
         assert_eq!(l.to_string(), "s3://my-bucket/batch/jobs/");
-        assert_eq!(l.uri(&l.key("a/in.jsonl")), "s3://my-bucket/batch/jobs/a/in.jsonl");
+        assert_eq!(
+            l.uri(&l.key("a/in.jsonl")),
+            "s3://my-bucket/batch/jobs/a/in.jsonl"
+        );
         let root = S3Location::parse("s3://bucket", "batch_s3_uri").unwrap();
         assert_eq!(root.key("x"), "x");
         assert_eq!(

@@ -135,10 +135,7 @@ impl Engine {
             };
             answers[slot] = Some(Ok(Arc::new(served)));
         }
-        for (slot, result) in self
-            .answer_in_batch(target, &work, counters, options)
-            .await
-        {
+        for (slot, result) in self.answer_in_batch(target, &work, counters, options).await {
             answers[slot] = Some(result);
         }
     }

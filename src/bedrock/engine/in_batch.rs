@@ -164,18 +164,23 @@ impl Engine {
         let (job_arn, _reservation) = match attached {
             Attach::Running(arn) => (arn, None),
             Attach::Submit(generation) => {
-                let estimate = input.tokens.iter().fold((0, 0), |(i, o), (ri, ro)| {
-                    (i + ri, o + ro)
-                });
+                let estimate = input
+                    .tokens
+                    .iter()
+                    .fold((0, 0), |(i, o), (ri, ro)| (i + ri, o + ro));
                 let reservation = match &options.budget {
-                    Some(budget) => match budget.admit(super::cost_usd(price, estimate.0, estimate.1)) {
-                        Ok(r) => Some(r),
-                        Err(refused) => return fail_all(refused),
-                    },
+                    Some(budget) => {
+                        match budget.admit(super::cost_usd(price, estimate.0, estimate.1)) {
+                            Ok(r) => Some(r),
+                            Err(refused) => return fail_all(refused),
+                        }
+                    }
                     None => None,
                 };
                 match self
-                    .submit(target, input, &store, location, &folder, role_arn, generation)
+                    .submit(
+                        target, input, &store, location, &folder, role_arn, generation,
+                    )
                     .await
                 {
                     Ok(arn) => {
@@ -268,7 +273,10 @@ impl Engine {
                     counters.failure();
                     Err(Arc::new(CallFailure::fatal(
                         "BatchRecordMissing",
-                        format!("batch job {job_id} wrote no output for record {}", record_id(n)),
+                        format!(
+                            "batch job {job_id} wrote no output for record {}",
+                            record_id(n)
+                        ),
                     )))
                 }
             })
@@ -303,7 +311,10 @@ impl Engine {
     ) -> std::result::Result<String, CallFailure> {
         let input_key = format!("{folder}records.jsonl");
         store
-            .put(&storage::path(&input_key), PutPayload::from(input.jsonl.clone()))
+            .put(
+                &storage::path(&input_key),
+                PutPayload::from(input.jsonl.clone()),
+            )
             .await
             .map_err(|e| {
                 CallFailure::fatal(
@@ -345,7 +356,10 @@ impl Engine {
                     format!("batch job {job_arn} is no longer known to Bedrock"),
                 )
             })?;
-            counters.batch_progress(state.processed.saturating_sub(processed), state.status.as_str());
+            counters.batch_progress(
+                state.processed.saturating_sub(processed),
+                state.status.as_str(),
+            );
             processed = processed.max(state.processed);
             if state.finished() {
                 guard.disarm();
