@@ -385,3 +385,59 @@ async fn batch_settings_are_checked_with_errors_that_say_what_to_write() {
     assert_eq!(s.emulator.stats().snapshot().batch_jobs_submitted(), 0);
     s.emulator.shutdown().await;
 }
+
+/// A shell killed while it waits for its job leaves the job running; the next run of the same
+/// query, with the engine's `cache_dir`, re-attaches to that job instead of paying for another.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn a_rerun_after_a_kill_reattaches_to_the_running_job() {
+    // 200 records at 20 a second: the job runs for about ten seconds.
+    let s = setup(EmulatorConfig {
+        batch_records_per_second: Some(20),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let home = tempfile::tempdir().expect("home");
+    let cache = home.path().join("cache");
+    let engine = format!(
+        "CREATE ML_ENGINE e FROM bedrock USING endpoint_url = '{}', batch_s3_endpoint_url = '{}', batch_role_arn = '{ROLE}', batch_s3_uri = 's3://bedrock-batch/jobs/', cache_dir = '{}'",
+        s.emulator.url(),
+        s.emulator.s3_url().expect("S3"),
+        cache.display()
+    );
+    let query = "SELECT count(*) AS answered FROM (SELECT ai_complete('amazon.titan-text-premier-v1:0', 'Kill ' || v, '{\"execution\": \"batch\"}') AS a FROM generate_series(1, 200) AS t(v)) WHERE a LIKE 'Emulated %'";
+    let mut first = crate::cli::command(home.path(), &["-q", "-c", &engine, "-c", query])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the shell starts");
+    let stats = s.emulator.shared_stats();
+    let running = wait_for(&stats, |s| {
+        s.batch_jobs.first().is_some_and(|j| j.status == "InProgress")
+    })
+    .await;
+    assert!(running, "no job ran: {:?}", stats.snapshot().batch_jobs);
+    first.kill().await.expect("killed");
+    // Killed, the shell could not stop its job: it runs on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stats.snapshot().batch_jobs[0].status, "InProgress");
+
+    s.emulator.set_batch_records_per_second(None);
+    let second = crate::cli::command(home.path(), &["-q", "--format", "csv", "-c", query])
+        .output()
+        .await
+        .expect("the shell runs");
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&second.stdout).as_ref(),
+            String::from_utf8_lossy(&second.stderr).as_ref()
+        ),
+        ("answered\n200\n", "")
+    );
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.batch_jobs_submitted(), 1);
+    assert_eq!(snapshot.batch_jobs[0].status, "Completed");
+    assert_eq!(converse_calls(&snapshot), 0);
+    s.emulator.shutdown().await;
+}

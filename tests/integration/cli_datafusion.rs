@@ -403,10 +403,10 @@ async fn what_a_new_user_types_first_works_with_and_without_the_emulator() {
         .await;
         assert_eq!(
             stdout,
-            "+--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+\n\
-             | engine | model | requests | retries | throttles | failures | cache_hits | deduplicated | input_tokens | output_tokens | latency_ms | estimated_usd |\n\
-             +--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+\n\
-             +--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+\n",
+            "+--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+------------+---------------+--------------+--------------------+---------------------+---------------------+\n\
+             | engine | model | requests | retries | throttles | failures | cache_hits | deduplicated | input_tokens | output_tokens | latency_ms | estimated_usd | batch_jobs | batch_records | batch_errors | batch_input_tokens | batch_output_tokens | batch_estimated_usd |\n\
+             +--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+------------+---------------+--------------+--------------------+---------------------+---------------------+\n\
+             +--------+-------+----------+---------+-----------+----------+------------+--------------+--------------+---------------+------------+---------------+------------+---------------+--------------+--------------------+---------------------+---------------------+\n",
             "--emulator {emulator}"
         );
         assert_eq!(code, Some(0));
@@ -441,10 +441,15 @@ async fn show_all_lists_datafusions_settings_and_the_extensions() {
         .collect();
     assert_eq!(
         extra,
-        ["bedrock.max_cost_usd,", "bedrock.max_requests,"],
+        [
+            "bedrock.batch_min_rows,1000",
+            "bedrock.execution,on_demand",
+            "bedrock.max_cost_usd,",
+            "bedrock.max_requests,",
+        ],
         "only the extension's settings are added, under their whole names"
     );
-    assert_eq!(ours_lines.len(), stock.stdout.lines().count() + 2);
+    assert_eq!(ours_lines.len(), stock.stdout.lines().count() + 4);
 }
 
 #[tokio::test]
