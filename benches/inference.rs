@@ -13,7 +13,9 @@
 //! ```
 //!
 //! Scenarios: `latency`, `overhead`, `duplicates`, `quota`, `memory`, `sequential`, `cluster`
-//! (the latency-bound JOIN on a Ballista cluster of one, then two, executors in this process).
+//! (the latency-bound JOIN on a Ballista cluster of one, then two, executors in this process),
+//! `batch` (the same distinct prompts on demand and through a Bedrock batch inference job, at
+//! the on-demand and the batch price).
 //! Results are
 //! printed as a table and written to `<out>/results.json` and `<out>/throughput.svg` (default
 //! `target/inference-bench`). The short mode checks what does not depend on timing (every row
@@ -48,7 +50,7 @@ const MODEL_ID: &str = "amazon.titan-text-premier-v1:0";
 const ACCESS_KEY: &str = "AKIDBENCHMARK";
 const SECRET_KEY: &str = "benchmark-secret";
 const QUERY: &str = "SELECT d.question, m.answer FROM questions AS d JOIN bench_model AS m";
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "latency",
     "overhead",
     "duplicates",
@@ -56,6 +58,7 @@ const SCENARIOS: [&str; 7] = [
     "memory",
     "sequential",
     "cluster",
+    "batch",
 ];
 
 /// Sizes and latencies of one mode.
@@ -86,6 +89,12 @@ struct Sizes {
     cluster_rows: usize,
     cluster_concurrency: usize,
     cluster_tasks: usize,
+    /// The batch scenario: distinct prompts, the on-demand concurrency, and the emulator's
+    /// pace of a job (each status step, records per second while in progress).
+    batch_prompts: usize,
+    batch_concurrency: usize,
+    batch_step: Duration,
+    batch_records_per_second: u32,
 }
 
 impl Sizes {
@@ -112,6 +121,10 @@ impl Sizes {
             cluster_rows: 4_000,
             cluster_concurrency: 16,
             cluster_tasks: 2,
+            batch_prompts: 10_000,
+            batch_concurrency: 32,
+            batch_step: Duration::from_secs(2),
+            batch_records_per_second: 500,
         }
     }
 
@@ -138,6 +151,10 @@ impl Sizes {
             cluster_rows: 400,
             cluster_concurrency: 8,
             cluster_tasks: 2,
+            batch_prompts: 300,
+            batch_concurrency: 16,
+            batch_step: Duration::from_millis(20),
+            batch_records_per_second: 5_000,
         }
     }
 
@@ -1120,6 +1137,187 @@ impl Bench {
     }
 }
 
+/// What one run of the batch scenario measured, in one execution.
+struct BatchRun {
+    query: QueryRun,
+    jobs: usize,
+    records: u64,
+    usd: f64,
+}
+
+/// A fresh session on `emulator` whose `bench_model` runs in `execution`, its engine writing
+/// batch jobs' files to the emulator's S3 endpoint.
+async fn batch_context(
+    emulator: &Emulator,
+    data: &Path,
+    concurrency: usize,
+    execution: &str,
+) -> Result<BedrockContext> {
+    let s3 = emulator.s3_url().ok_or("the emulator serves no S3")?;
+    let ctx = BedrockContext::new()
+        .with_default_endpoint(emulator.url())
+        .with_default_s3_endpoint(s3);
+    ctx.session()
+        .register_parquet(
+            "questions",
+            data.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    ctx.sql(&format!(
+        "CREATE ML_ENGINE bench_engine FROM bedrock USING max_concurrency = {concurrency}, batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bedrock-batch/bench/'"
+    ))
+    .await?;
+    ctx.sql(&format!(
+        "CREATE MODEL bench_model PREDICT answer USING engine = 'bench_engine', model_id = '{MODEL_ID}', prompt_template = '{{{{question}}}}', execution = '{execution}'"
+    ))
+    .await?;
+    Ok(ctx)
+}
+
+/// The estimated USD a session spent, on demand and in batch.
+async fn spent_usd(ctx: &BedrockContext) -> Result<f64> {
+    let batches = ctx
+        .sql("SELECT CAST(sum(coalesce(estimated_usd, 0) + coalesce(batch_estimated_usd, 0)) AS DOUBLE) FROM bedrock_usage()")
+        .await?
+        .collect()
+        .await?;
+    let usd = batches
+        .first()
+        .map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Float64Type>())
+        .filter(|c| !c.is_empty() && c.is_valid(0))
+        .map_or(0.0, |c| c.value(0));
+    Ok(usd)
+}
+
+impl Bench {
+    /// Scenario 8: the same distinct prompts on demand (C requests in flight at the emulator's
+    /// latency) and as one batch inference job (at the emulator's pace of a job): requests,
+    /// wall time and estimated cost at the on-demand and the batch price. Every run asks new
+    /// prompts of a fresh session.
+    async fn batch(&mut self) -> Result<()> {
+        let (n, c) = (self.sizes.batch_prompts, self.sizes.batch_concurrency);
+        let root = self.dir.join("batch_s3");
+        let emulator = Emulator::start(EmulatorConfig {
+            request_log_capacity: 0,
+            load: self.sizes.load(),
+            s3_root: Some(root),
+            batch_step: self.sizes.batch_step,
+            batch_records_per_second: Some(self.sizes.batch_records_per_second),
+            ..EmulatorConfig::default()
+        })
+        .await?;
+        let mut runs = Vec::new();
+        for run in 0..self.sizes.runs {
+            let mut measured = Vec::new();
+            for execution in ["on_demand", "batch"] {
+                let data = self.dir.join(format!("batch_{execution}_{run}"));
+                // Tags of one length: both executions send the same tokens.
+                let tag = if execution == "batch" { "B" } else { "D" };
+                write_question_files(&data, &format!("{tag}{run}"), n).await?;
+                let ctx = batch_context(&emulator, &data, c, execution).await?;
+                let jobs_before = emulator.stats().snapshot().batch_jobs.len();
+                let query = run_query(&ctx, &emulator).await?;
+                check_complete(&query, n, "batch")?;
+                let stats = emulator.stats().snapshot();
+                let jobs = &stats.batch_jobs[jobs_before..];
+                measured.push(BatchRun {
+                    query,
+                    jobs: jobs.len(),
+                    records: jobs.iter().map(|j| j.records).sum(),
+                    usd: spent_usd(&ctx).await?,
+                });
+            }
+            let (demand, batch) = (&measured[0], &measured[1]);
+            check(
+                demand.query.requests == n as u64 && demand.jobs == 0,
+                || {
+                    format!(
+                        "batch: on demand, {n} prompts sent {} requests and {} jobs",
+                        demand.query.requests, demand.jobs
+                    )
+                },
+            )?;
+            check(
+                batch.query.requests == 0 && batch.jobs == 1 && batch.records == n as u64,
+                || {
+                    format!(
+                        "batch: in batch, {n} prompts sent {} requests and {} jobs of {} records",
+                        batch.query.requests, batch.jobs, batch.records
+                    )
+                },
+            )?;
+            check(batch.usd <= demand.usd * 0.5 + 1e-9, || {
+                format!(
+                    "batch: cost ${:.6} in batch vs ${:.6} on demand",
+                    batch.usd, demand.usd
+                )
+            })?;
+            #[allow(clippy::cast_precision_loss)]
+            runs.push([
+                demand.query.requests as f64,
+                demand.query.seconds,
+                demand.usd,
+                batch.records as f64,
+                batch.query.seconds,
+                batch.usd,
+                batch.usd / demand.usd,
+            ]);
+        }
+        emulator.shutdown().await;
+        let [requests, demand_s, demand_usd, records, batch_s, batch_usd, ratio] =
+            collect_runs(&runs);
+        let setting = format!("{n} distinct prompts");
+        let pace = format!(
+            "1 job; {} ms per status step, {} records/s",
+            self.sizes.batch_step.as_millis(),
+            self.sizes.batch_records_per_second
+        );
+        self.rows.push(row(
+            "8 batch",
+            &format!("{setting}, on demand C={c}"),
+            "requests · wall s · est. USD",
+            format!(
+                "{} · {} · {}",
+                requests.show(0),
+                demand_s.show(2),
+                demand_usd.show(6)
+            ),
+            "",
+        ));
+        self.rows.push(row(
+            "8 batch",
+            &format!("{setting}, batch ({pace})"),
+            "records · wall s · est. USD",
+            format!(
+                "{} · {} · {}",
+                records.show(0),
+                batch_s.show(2),
+                batch_usd.show(6)
+            ),
+            "",
+        ));
+        self.rows.push(row(
+            "8 batch",
+            &setting,
+            "cost ratio batch / on demand",
+            ratio.show(3),
+            "<= 0.5",
+        ));
+        self.json.insert(
+            "batch".into(),
+            json!({"prompts": n, "on_demand_concurrency": c,
+                   "batch_step_ms": self.sizes.batch_step.as_millis(),
+                   "batch_records_per_second": self.sizes.batch_records_per_second,
+                   "on_demand_requests": requests.json(), "on_demand_seconds": demand_s.json(),
+                   "on_demand_usd": demand_usd.json(), "batch_records": records.json(),
+                   "batch_seconds": batch_s.json(), "batch_usd": batch_usd.json(),
+                   "cost_ratio": ratio.json()}),
+        );
+        Ok(())
+    }
+}
+
 async fn run(args: &Args) -> Result<()> {
     let sizes = if args.short {
         Sizes::short()
@@ -1184,6 +1382,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[String]) -> Result<()> {
             "memory" => bench.memory().await?,
             "sequential" => bench.sequential().await?,
             "cluster" => bench.cluster().await?,
+            "batch" => bench.batch().await?,
             other => return Err(format!("unknown scenario '{other}'").into()),
         }
     }
