@@ -1184,13 +1184,76 @@ async fn spent_usd(ctx: &BedrockContext) -> Result<f64> {
         .await?;
     let usd = batches
         .first()
-        .map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Float64Type>())
+        .map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+        })
         .filter(|c| !c.is_empty() && c.is_valid(0))
         .map_or(0.0, |c| c.value(0));
     Ok(usd)
 }
 
 impl Bench {
+    /// One run of scenario 8: on demand, then in batch, each in a fresh session over new
+    /// prompts; requests, wall time and cost of each, and the cost ratio.
+    async fn batch_run(&self, emulator: &Emulator, run: usize) -> Result<[f64; 7]> {
+        let (n, c) = (self.sizes.batch_prompts, self.sizes.batch_concurrency);
+        let mut measured = Vec::new();
+        for execution in ["on_demand", "batch"] {
+            let data = self.dir.join(format!("batch_{execution}_{run}"));
+            // Tags of one length: both executions send the same tokens.
+            let tag = if execution == "batch" { "B" } else { "D" };
+            write_question_files(&data, &format!("{tag}{run}"), n).await?;
+            let ctx = batch_context(emulator, &data, c, execution).await?;
+            let jobs_before = emulator.stats().snapshot().batch_jobs.len();
+            let query = run_query(&ctx, emulator).await?;
+            check_complete(&query, n, "batch")?;
+            let stats = emulator.stats().snapshot();
+            let jobs = &stats.batch_jobs[jobs_before..];
+            measured.push(BatchRun {
+                query,
+                jobs: jobs.len(),
+                records: jobs.iter().map(|j| j.records).sum(),
+                usd: spent_usd(&ctx).await?,
+            });
+        }
+        let (demand, batch) = (&measured[0], &measured[1]);
+        check(
+            demand.query.requests == n as u64 && demand.jobs == 0,
+            || {
+                format!(
+                    "batch: on demand, {n} prompts sent {} requests and {} jobs",
+                    demand.query.requests, demand.jobs
+                )
+            },
+        )?;
+        check(
+            batch.query.requests == 0 && batch.jobs == 1 && batch.records == n as u64,
+            || {
+                format!(
+                    "batch: in batch, {n} prompts sent {} requests and {} jobs of {} records",
+                    batch.query.requests, batch.jobs, batch.records
+                )
+            },
+        )?;
+        check(batch.usd <= demand.usd * 0.5 + 1e-9, || {
+            format!(
+                "batch: cost ${:.6} in batch vs ${:.6} on demand",
+                batch.usd, demand.usd
+            )
+        })?;
+        #[allow(clippy::cast_precision_loss)]
+        Ok([
+            demand.query.requests as f64,
+            demand.query.seconds,
+            demand.usd,
+            batch.records as f64,
+            batch.query.seconds,
+            batch.usd,
+            batch.usd / demand.usd,
+        ])
+    }
+
     /// Scenario 8: the same distinct prompts on demand (C requests in flight at the emulator's
     /// latency) and as one batch inference job (at the emulator's pace of a job): requests,
     /// wall time and estimated cost at the on-demand and the batch price. Every run asks new
@@ -1209,64 +1272,18 @@ impl Bench {
         .await?;
         let mut runs = Vec::new();
         for run in 0..self.sizes.runs {
-            let mut measured = Vec::new();
-            for execution in ["on_demand", "batch"] {
-                let data = self.dir.join(format!("batch_{execution}_{run}"));
-                // Tags of one length: both executions send the same tokens.
-                let tag = if execution == "batch" { "B" } else { "D" };
-                write_question_files(&data, &format!("{tag}{run}"), n).await?;
-                let ctx = batch_context(&emulator, &data, c, execution).await?;
-                let jobs_before = emulator.stats().snapshot().batch_jobs.len();
-                let query = run_query(&ctx, &emulator).await?;
-                check_complete(&query, n, "batch")?;
-                let stats = emulator.stats().snapshot();
-                let jobs = &stats.batch_jobs[jobs_before..];
-                measured.push(BatchRun {
-                    query,
-                    jobs: jobs.len(),
-                    records: jobs.iter().map(|j| j.records).sum(),
-                    usd: spent_usd(&ctx).await?,
-                });
-            }
-            let (demand, batch) = (&measured[0], &measured[1]);
-            check(
-                demand.query.requests == n as u64 && demand.jobs == 0,
-                || {
-                    format!(
-                        "batch: on demand, {n} prompts sent {} requests and {} jobs",
-                        demand.query.requests, demand.jobs
-                    )
-                },
-            )?;
-            check(
-                batch.query.requests == 0 && batch.jobs == 1 && batch.records == n as u64,
-                || {
-                    format!(
-                        "batch: in batch, {n} prompts sent {} requests and {} jobs of {} records",
-                        batch.query.requests, batch.jobs, batch.records
-                    )
-                },
-            )?;
-            check(batch.usd <= demand.usd * 0.5 + 1e-9, || {
-                format!(
-                    "batch: cost ${:.6} in batch vs ${:.6} on demand",
-                    batch.usd, demand.usd
-                )
-            })?;
-            #[allow(clippy::cast_precision_loss)]
-            runs.push([
-                demand.query.requests as f64,
-                demand.query.seconds,
-                demand.usd,
-                batch.records as f64,
-                batch.query.seconds,
-                batch.usd,
-                batch.usd / demand.usd,
-            ]);
+            runs.push(self.batch_run(&emulator, run).await?);
         }
         emulator.shutdown().await;
-        let [requests, demand_s, demand_usd, records, batch_s, batch_usd, ratio] =
-            collect_runs(&runs);
+        let [
+            requests,
+            demand_s,
+            demand_usd,
+            records,
+            batch_s,
+            batch_usd,
+            ratio,
+        ] = collect_runs(&runs);
         let setting = format!("{n} distinct prompts");
         let pace = format!(
             "1 job; {} ms per status step, {} records/s",

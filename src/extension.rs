@@ -57,6 +57,7 @@ impl std::fmt::Debug for BedrockExtension {
         f.debug_struct("BedrockExtension")
             .field("engines", &self.catalog.engine_names())
             .field("default_endpoint", &self.default_endpoint())
+            .field("default_s3_endpoint", &self.default_s3_endpoint())
             .field(
                 "catalog_file",
                 &self.catalog_file().map(|f| f.path().to_path_buf()),

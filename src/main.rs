@@ -513,10 +513,10 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let ext = BedrockExtension::of_session(&ctx).map_err(|e| e.to_string())?;
     let emulator = if args.emulator {
-        let s3_root = datafusion_bedrock::slt::scratch_dir("shell-s3")
+        let s3_root = datafusion_bedrock::slt::ScratchDir::new("shell-s3")
             .map_err(|e| format!("cannot make the emulator's S3 directory: {e}"))?;
         let emulator = Emulator::start(EmulatorConfig {
-            s3_root: Some(s3_root.clone()),
+            s3_root: Some(s3_root.path().to_path_buf()),
             ..EmulatorConfig::default()
         })
         .await
@@ -583,7 +583,7 @@ async fn run_shell(args: ShellArgs) -> Result<bool, String> {
     };
     if let Some((emulator, s3_root)) = emulator {
         emulator.shutdown().await;
-        let _ = std::fs::remove_dir_all(s3_root);
+        drop(s3_root);
     }
     Ok(ok)
 }

@@ -150,8 +150,8 @@ fn snapshot_udf(
 pub struct SltDriver {
     emulator: Emulator,
     files_dir: Option<PathBuf>,
-    /// The S3 root the driver made for the emulator (removed at shutdown).
-    own_s3_root: Option<PathBuf>,
+    /// The S3 root the driver made for the emulator (removed with the driver).
+    own_s3_root: Option<ScratchDir>,
 }
 
 impl SltDriver {
@@ -166,8 +166,8 @@ impl SltDriver {
     ) -> std::io::Result<Self> {
         let mut config = config;
         let own_s3_root = if config.s3_root.is_none() {
-            let root = scratch_dir("slt-s3")?;
-            config.s3_root = Some(root.clone());
+            let root = ScratchDir::new("slt-s3")?;
+            config.s3_root = Some(root.path().to_path_buf());
             Some(root)
         } else {
             None
@@ -248,9 +248,7 @@ impl SltDriver {
     /// Stops the emulator (and removes the S3 root it made).
     pub async fn shutdown(self) {
         self.emulator.shutdown().await;
-        if let Some(root) = self.own_s3_root {
-            let _ = std::fs::remove_dir_all(root);
-        }
+        drop(self.own_s3_root);
     }
 
     /// The emulator's Bedrock and S3 endpoints.
@@ -262,22 +260,41 @@ impl SltDriver {
     }
 }
 
-/// A new, empty directory under the system's temporary directory, named for this process.
-///
-/// # Errors
-/// When it cannot be created.
-pub fn scratch_dir(what: &str) -> std::io::Result<PathBuf> {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "datafusion-bedrock-{what}-{}-{n}",
-        std::process::id()
-    ));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
+/// A new, empty directory under the system's temporary directory, named for this process;
+/// removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `datafusion-bedrock-<what>-<pid>-<n>` in the temporary directory.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn new(what: &str) -> std::io::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "datafusion-bedrock-{what}-{}-{n}",
+            std::process::id()
+        ));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
     }
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+
+    /// Its path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn connect(

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::batch::{BatchSettings, S3Location};
+use super::batch::BatchSettings;
 use super::params::{ParamValue, unknown_parameter};
 use crate::error::{Error, Result};
 
@@ -232,30 +232,7 @@ impl EngineConfig {
                 "cache_dir" => config.cache_dir = Some(PathBuf::from(value.as_text(&key)?)),
                 "verify_credentials" => config.verify_credentials = value.as_bool(&key)?,
                 "default" => config.is_default = value.as_bool(&key)?,
-                "batch_role_arn" => {
-                    let arn = value.as_text(&key)?;
-                    BatchSettings::check_role_arn(&arn)?;
-                    config.batch.role_arn = Some(arn);
-                }
-                "batch_s3_uri" => {
-                    config.batch.s3_uri = Some(S3Location::parse(&value.as_text(&key)?, &key)?);
-                }
-                "batch_timeout_hours" => {
-                    config.batch.timeout_hours =
-                        u32::try_from(value.as_integer_in(&key, 24, 168)?).unwrap_or(24);
-                }
-                "batch_s3_endpoint_url" => {
-                    let url = value.as_text(&key)?;
-                    if !(url.starts_with("http://") || url.starts_with("https://"))
-                        || crate::bedrock::redact::url_for_display(&url) != url
-                    {
-                        return Err(Error::InvalidInput(format!(
-                            "Parameter 'batch_s3_endpoint_url' = '{}' must be an http:// or https:// URL without a user name or password",
-                            crate::bedrock::redact::url_for_display(&url)
-                        )));
-                    }
-                    config.batch.s3_endpoint_url = Some(url);
-                }
+                _ if config.batch.read(&key, value)? => {}
                 _ => return Err(unknown_parameter("engine", raw_key, ENGINE_PARAMETERS)),
             }
         }

@@ -300,6 +300,27 @@ pub struct ModelSpec {
     pub execution: Option<Execution>,
 }
 
+/// Batch and auto execution send each row's request on its own, without tools: not for the
+/// conversational modes, nor for structured output.
+fn check_execution(execution: Option<Execution>, mode: Mode, structured: bool) -> Result<()> {
+    let Some(execution) = execution.filter(|e| e.gathers()) else {
+        return Ok(());
+    };
+    if mode != Mode::Default {
+        return Err(Error::InvalidInput(format!(
+            "Parameter 'execution' = '{execution}' runs each row's request on its own, but mode '{}' makes each request depend on the rows before it: remove execution, or use the default mode",
+            mode.name()
+        )));
+    }
+    if structured {
+        return Err(Error::InvalidInput(format!(
+            "Parameter 'execution' = '{execution}' cannot run this model: {}",
+            crate::bedrock::batch::record::NO_TOOLS
+        )));
+    }
+    Ok(())
+}
+
 impl ModelSpec {
     /// Reads and validates `USING` parameters (no engine or model-id lookups: those need the
     /// catalog and the control plane).
@@ -367,20 +388,7 @@ impl ModelSpec {
                 _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
             }
         }
-        if let Some(execution) = execution.filter(|e| e.gathers()) {
-            if mode != Mode::Default {
-                return Err(Error::InvalidInput(format!(
-                    "Parameter 'execution' = '{execution}' runs each row's request on its own, but mode '{}' makes each request depend on the rows before it: remove execution, or use the default mode",
-                    mode.name()
-                )));
-            }
-            if output_schema.is_some() {
-                return Err(Error::InvalidInput(format!(
-                    "Parameter 'execution' = '{execution}' cannot run this model: {}",
-                    crate::bedrock::batch::record::NO_TOOLS
-                )));
-            }
-        }
+        check_execution(execution, mode, output_schema.is_some())?;
         if max_history_rows.is_some() && mode != Mode::ConversationalFull {
             return Err(Error::InvalidInput(format!(
                 "Parameter 'max_history_rows' bounds the prior turns of mode = 'conversational-full', but this model's mode is '{}': remove max_history_rows, or add mode = 'conversational-full'",

@@ -29,10 +29,12 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// The access key id requests must be signed with.
-    pub const ACCESS_KEY_ID: &'static str = "AKIDEMULATEDS3";
+    /// The access key id requests must be signed with (engines sending Bedrock requests
+    /// unsigned to the emulator sign their S3 requests with it).
+    pub const ACCESS_KEY_ID: &'static str = crate::bedrock::batch::EMULATOR_S3_ACCESS_KEY_ID;
     /// Its secret key (made up: it guards nothing but the test's own files).
-    pub const SECRET_ACCESS_KEY: &'static str = "emulated-s3-secret-key";
+    pub const SECRET_ACCESS_KEY: &'static str =
+        crate::bedrock::batch::EMULATOR_S3_SECRET_ACCESS_KEY;
 
     /// Serves the directory `root` (created if missing) on a free loopback port, with the
     /// given buckets created in it.

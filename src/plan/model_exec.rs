@@ -106,7 +106,7 @@ impl ModelExec {
     ) -> PlanProperties {
         let boundedness = input.properties().boundedness;
         if call.spec().mode == Mode::Default {
-            let mut equivalence = EquivalenceProperties::new(Arc::clone(&schema));
+            let mut equivalence = EquivalenceProperties::new(Arc::clone(schema));
             // The input's columns keep their positions and their order.
             if let Some(ordering) = input.output_ordering() {
                 equivalence.add_ordering(ordering.iter().cloned());

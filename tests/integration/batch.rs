@@ -414,7 +414,9 @@ async fn a_rerun_after_a_kill_reattaches_to_the_running_job() {
         .expect("the shell starts");
     let stats = s.emulator.shared_stats();
     let running = wait_for(&stats, |s| {
-        s.batch_jobs.first().is_some_and(|j| j.status == "InProgress")
+        s.batch_jobs
+            .first()
+            .is_some_and(|j| j.status == "InProgress")
     })
     .await;
     assert!(running, "no job ran: {:?}", stats.snapshot().batch_jobs);

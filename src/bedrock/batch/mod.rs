@@ -145,6 +145,38 @@ impl Default for BatchSettings {
 }
 
 impl BatchSettings {
+    /// Reads `key` (lowercase) when it is a batch parameter; `false` for any other key.
+    ///
+    /// # Errors
+    /// A value of the wrong type or form: a role ARN that is not one, an S3 URI that is not
+    /// one, hours outside 24–168, an endpoint that is not an http(s) URL or holds a password.
+    pub fn read(&mut self, key: &str, value: &crate::bedrock::params::ParamValue) -> Result<bool> {
+        match key {
+            "batch_role_arn" => {
+                let arn = value.as_text(key)?;
+                Self::check_role_arn(&arn)?;
+                self.role_arn = Some(arn);
+            }
+            "batch_s3_uri" => self.s3_uri = Some(S3Location::parse(&value.as_text(key)?, key)?),
+            "batch_timeout_hours" => {
+                self.timeout_hours =
+                    u32::try_from(value.as_integer_in(key, 24, 168)?).unwrap_or(24);
+            }
+            "batch_s3_endpoint_url" => {
+                let url = value.as_text(key)?;
+                let shown = crate::bedrock::redact::url_for_display(&url);
+                if !(url.starts_with("http://") || url.starts_with("https://")) || shown != url {
+                    return Err(Error::InvalidInput(format!(
+                        "Parameter 'batch_s3_endpoint_url' = '{shown}' must be an http:// or https:// URL without a user name or password"
+                    )));
+                }
+                self.s3_endpoint_url = Some(url);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Checks that an IAM role ARN looks like one.
     ///
     /// # Errors

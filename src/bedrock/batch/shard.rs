@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn one_job_up_to_the_limit() {
         assert_eq!(shards(&[100; 600]), vec![Shard { records: 0..600 }]);
-        assert_eq!(lengths(&shards(&[10; 50_000])), vec![50_000]);
+        assert_eq!(lengths(&shards(&vec![10; 50_000])), vec![50_000]);
         assert!(shards(&[]).is_empty());
     }
 

@@ -18,6 +18,7 @@ use crate::bedrock::batch::job::{self, JobRecord, JobRequest, JobState, StopOnDr
 use crate::bedrock::batch::record::{invocation_type, model_input, read_output_line};
 use crate::bedrock::batch::storage::{self, S3Location};
 use crate::bedrock::batch::{MAX_JOBS_IN_FLIGHT, record_id, shards};
+use crate::bedrock::budget::Reservation;
 use crate::bedrock::cache::{CacheKey, KeyFields, KeyWriter, cache_key};
 use crate::bedrock::request::{CallInfo, TextRequest, TextResponse};
 use crate::bedrock::retry::CallFailure;
@@ -148,54 +149,16 @@ impl Engine {
             Ok(store) => store,
             Err(failure) => return fail_all(failure),
         };
-        let scope = self.cache_scope().await;
-        let record_key = cache_key(
-            &scope,
-            "batch-job",
-            &target.model_id,
-            &JobKey(&input.digest),
-        );
         let folder = location.key(&format!("{}/", &input.digest[..16]));
-        let attached = match self.attach(&record_key).await {
-            Ok(attached) => attached,
-            Err(failure) => return fail_all(failure),
+        let place = Place {
+            store: &store,
+            location,
+            folder: &folder,
+            role_arn,
         };
-        let price = self.usage.batch_price(&target.model_id);
-        let (job_arn, _reservation) = match attached {
-            Attach::Running(arn) => (arn, None),
-            Attach::Submit(generation) => {
-                let estimate = input
-                    .tokens
-                    .iter()
-                    .fold((0, 0), |(i, o), (ri, ro)| (i + ri, o + ro));
-                let reservation = match &options.budget {
-                    Some(budget) => {
-                        match budget.admit(super::cost_usd(price, estimate.0, estimate.1)) {
-                            Ok(r) => Some(r),
-                            Err(refused) => return fail_all(refused),
-                        }
-                    }
-                    None => None,
-                };
-                match self
-                    .submit(
-                        target, input, &store, location, &folder, role_arn, generation,
-                    )
-                    .await
-                {
-                    Ok(arn) => {
-                        self.jobs.insert(
-                            record_key,
-                            Arc::new(JobRecord {
-                                job_arn: arn.clone(),
-                                generation,
-                            }),
-                        );
-                        (arn, reservation)
-                    }
-                    Err(failure) => return fail_all(failure),
-                }
-            }
+        let (job_arn, _reservation) = match self.job_of(target, input, &place, options).await {
+            Ok(job) => job,
+            Err(failure) => return fail_all(failure),
         };
         counters.batch_job_started(input.slots.len() as u64);
         let finished = self.wait(&job_arn, counters).await;
@@ -232,12 +195,11 @@ impl Engine {
             }
         };
         let job_id: Arc<str> = Arc::from(job::job_id(&job_arn));
-        self.read_answers(target, input, &text, &job_id, counters)
+        Self::read_answers(target, input, &text, &job_id, counters)
     }
 
     /// The answers of a job's output, in record order; records without an output line fail.
     fn read_answers(
-        &self,
         target: &ModelTarget,
         input: &JobInput,
         text: &str,
@@ -283,6 +245,47 @@ impl Engine {
             .collect()
     }
 
+    /// The job of `input`'s records: the one recorded for them if it is running or answered,
+    /// else a new one (admitted by the query's budget first, at the batch price), recorded.
+    async fn job_of(
+        &self,
+        target: &ModelTarget,
+        input: &JobInput,
+        place: &Place<'_>,
+        options: &CallOptions,
+    ) -> std::result::Result<(String, Option<Reservation>), CallFailure> {
+        let scope = self.cache_scope().await;
+        let record_key = cache_key(
+            &scope,
+            "batch-job",
+            &target.model_id,
+            &JobKey(&input.digest),
+        );
+        let generation = match self.attach(&record_key).await? {
+            Attach::Running(arn) => return Ok((arn, None)),
+            Attach::Submit(generation) => generation,
+        };
+        let price = self.usage.batch_price(&target.model_id);
+        let (input_tokens, output_tokens) = input
+            .tokens
+            .iter()
+            .fold((0, 0), |(i, o), (ri, ro)| (i + ri, o + ro));
+        let reservation = options
+            .budget
+            .as_ref()
+            .map(|budget| budget.admit(super::cost_usd(price, input_tokens, output_tokens)))
+            .transpose()?;
+        let arn = self.submit(target, input, place, generation).await?;
+        self.jobs.insert(
+            record_key,
+            Arc::new(JobRecord {
+                job_arn: arn.clone(),
+                generation,
+            }),
+        );
+        Ok((arn, reservation))
+    }
+
     /// What to do for a job's records: wait for the job recorded under `key` if it is still
     /// running or answered, else submit (again, as the next generation).
     async fn attach(&self, key: &CacheKey) -> std::result::Result<Attach, CallFailure> {
@@ -298,17 +301,19 @@ impl Engine {
     }
 
     /// Writes a job's input and submits it; its ARN.
-    #[allow(clippy::too_many_arguments)]
     async fn submit(
         &self,
         target: &ModelTarget,
         input: &JobInput,
-        store: &Arc<dyn ObjectStore>,
-        location: &S3Location,
-        folder: &str,
-        role_arn: &str,
+        place: &Place<'_>,
         generation: u32,
     ) -> std::result::Result<String, CallFailure> {
+        let Place {
+            store,
+            location,
+            folder,
+            role_arn,
+        } = place;
         let input_key = format!("{folder}records.jsonl");
         store
             .put(
@@ -369,6 +374,14 @@ impl Engine {
             delay = (delay * 3 / 2).min(LONGEST_POLL);
         }
     }
+}
+
+/// Where a job's files go and who may read them.
+struct Place<'a> {
+    store: &'a Arc<dyn ObjectStore>,
+    location: &'a S3Location,
+    folder: &'a str,
+    role_arn: &'a str,
 }
 
 /// What to do for a job's records.
