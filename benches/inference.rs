@@ -362,6 +362,24 @@ struct EngineSettings {
     cache_size: Option<u64>,
 }
 
+/// `ctx` with engines defaulting to the emulator and the Parquet data at `data` as
+/// `questions`.
+async fn questions_context(
+    ctx: BedrockContext,
+    emulator: &Emulator,
+    data: &Path,
+) -> Result<BedrockContext> {
+    let ctx = ctx.with_default_endpoint(emulator.url());
+    ctx.session()
+        .register_parquet(
+            "questions",
+            data.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    Ok(ctx)
+}
+
 /// A fresh session (so no cache survives from an earlier measurement) with `questions` and
 /// `bench_model`.
 async fn session(
@@ -370,14 +388,7 @@ async fn session(
     engine: EngineSettings,
     max_tokens: Option<u32>,
 ) -> Result<BedrockContext> {
-    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
-    ctx.session()
-        .register_parquet(
-            "questions",
-            data.to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
-        .await?;
+    let ctx = questions_context(BedrockContext::new(), emulator, data).await?;
     let mut using = format!(
         "aws_access_key_id = '{ACCESS_KEY}', aws_secret_access_key = '{SECRET_KEY}', region_name = 'us-east-1'"
     );
@@ -1154,16 +1165,12 @@ async fn batch_context(
     execution: &str,
 ) -> Result<BedrockContext> {
     let s3 = emulator.s3_url().ok_or("the emulator serves no S3")?;
-    let ctx = BedrockContext::new()
-        .with_default_endpoint(emulator.url())
-        .with_default_s3_endpoint(s3);
-    ctx.session()
-        .register_parquet(
-            "questions",
-            data.to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
-        .await?;
+    let ctx = questions_context(
+        BedrockContext::new().with_default_s3_endpoint(s3),
+        emulator,
+        data,
+    )
+    .await?;
     ctx.sql(&format!(
         "CREATE ML_ENGINE bench_engine FROM bedrock USING max_concurrency = {concurrency}, batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bedrock-batch/bench/'"
     ))

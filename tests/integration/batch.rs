@@ -41,6 +41,15 @@ async fn setup(config: EmulatorConfig) -> Setup {
     }
 }
 
+impl Setup {
+    /// Runs statements one after another, each to completion.
+    async fn run(&self, statements: &[&str]) {
+        for sql in statements {
+            pretty(&self.session, sql).await;
+        }
+    }
+}
+
 fn engine_sql(extra: &str) -> String {
     format!(
         "CREATE ML_ENGINE e FROM bedrock USING batch_role_arn = '{ROLE}', batch_s3_uri = 's3://bedrock-batch/jobs/'{extra}"
@@ -107,13 +116,12 @@ async fn error_of(session: &SessionContext, sql: &str) -> String {
 #[tokio::test]
 async fn a_thousand_rows_with_600_distinct_prompts_are_one_job_of_600_records() {
     let s = setup(EmulatorConfig::default()).await;
-    for sql in [
+    s.run(&[
         "CREATE TABLE questions AS SELECT v AS id, 'Question ' || (v % 600) AS question FROM generate_series(0, 999) AS t(v)",
         &engine_sql(""),
         "CREATE MODEL m PREDICT answer USING engine = 'e', question_column = 'question', execution = 'batch'",
-    ] {
-        pretty(&s.session, sql).await;
-    }
+    ])
+    .await;
     let query = "SELECT d.id, m.answer FROM questions AS d JOIN m";
     let expected: Vec<(i64, Option<String>)> = (0..1000)
         .map(|id| (id, Some(answer(&format!("Question {}", id % 600)))))
@@ -155,13 +163,12 @@ async fn a_thousand_rows_with_600_distinct_prompts_are_one_job_of_600_records() 
 #[tokio::test]
 async fn auto_runs_on_demand_below_the_threshold_and_batch_from_it() {
     let s = setup(EmulatorConfig::default()).await;
-    for sql in [
+    s.run(&[
         "CREATE TABLE t AS SELECT v AS id, 'Prompt ' || v AS p FROM generate_series(1, 150) AS t(v)",
         &engine_sql(""),
         "SET bedrock.execution = 'auto'",
-    ] {
-        pretty(&s.session, sql).await;
-    }
+    ])
+    .await;
     let query = "SELECT id, ai_complete('amazon.titan-text-premier-v1:0', p) FROM t ORDER BY id";
     let expected: Vec<(i64, Option<String>)> = (1..=150)
         .map(|id| (id, Some(answer(&format!("Prompt {id}")))))
@@ -193,14 +200,13 @@ async fn auto_runs_on_demand_below_the_threshold_and_batch_from_it() {
 #[tokio::test]
 async fn failed_records_follow_on_error() {
     let s = setup(EmulatorConfig::default()).await;
-    for sql in [
+    s.run(&[
         "CREATE TABLE t AS SELECT v AS id, CASE WHEN v % 50 = 7 THEN 'Break [[emulate:ValidationException]] ' || v ELSE 'Fine ' || v END AS p FROM generate_series(1, 200) AS t(v)",
         &engine_sql(""),
         "CREATE MODEL lenient PREDICT answer USING engine = 'e', prompt_template = '{{p}}', execution = 'batch', on_error = 'null', provenance = true",
         "CREATE MODEL strict PREDICT answer USING engine = 'e', prompt_template = 'Strictly: {{p}}', execution = 'batch'",
-    ] {
-        pretty(&s.session, sql).await;
-    }
+    ])
+    .await;
     // Each row: its answer, or NULL and the record's error; answers name their job.
     let expected: Vec<Vec<Option<String>>> = (1..=200)
         .map(|id| {
@@ -251,12 +257,11 @@ async fn a_cancelled_query_stops_its_job_and_a_rerun_submits_the_next_one() {
         ..EmulatorConfig::default()
     })
     .await;
-    for sql in [
+    s.run(&[
         "CREATE TABLE t AS SELECT v AS id, 'Slow ' || v AS p FROM generate_series(1, 200) AS t(v)",
         &engine_sql(""),
-    ] {
-        pretty(&s.session, sql).await;
-    }
+    ])
+    .await;
     let query = "SELECT id, ai_complete('amazon.titan-text-premier-v1:0', p, '{\"execution\": \"batch\"}') FROM t ORDER BY id";
     let session = s.session.clone();
     let running = tokio::spawn(async move { id_texts(&session, query).await });

@@ -490,3 +490,56 @@ async fn explain_analyze_sums_the_model_counters_of_every_task() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_model_on_a_cluster_sends_one_job_from_one_task() {
+    let root = tempfile::tempdir().expect("S3 root");
+    let emulator = Emulator::start(EmulatorConfig {
+        s3_root: Some(root.path().to_path_buf()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let dir = parquet_dataset("batch", 4, 50);
+    let cluster = LocalCluster::start(2, 2).await.expect("cluster");
+    let state = state(&emulator, 4);
+    BedrockExtension::of_state(&state)
+        .expect("the extension")
+        .set_default_s3_endpoint(emulator.s3_url().map(str::to_string));
+    let remote = cluster_session(cluster.address(), state)
+        .await
+        .expect("cluster session");
+    run_all(
+        &remote,
+        &[
+            // No identity: the client and the executors send unsigned requests to the emulator.
+            "CREATE ML_ENGINE e FROM bedrock USING batch_role_arn = 'arn:aws:iam::123456789012:role/BedrockBatch', batch_s3_uri = 's3://bedrock-batch/cluster/'".to_string(),
+            "CREATE MODEL m PREDICT answer USING engine = 'e', question_column = 'question', execution = 'batch'".to_string(),
+            format!(
+                "CREATE EXTERNAL TABLE questions STORED AS PARQUET LOCATION '{}/'",
+                dir.display()
+            ),
+        ],
+    )
+    .await;
+    let expected: BTreeMap<i64, Option<String>> = (0..200)
+        .map(|id| {
+            (
+                id,
+                Some(format!(
+                    "Emulated {TITAN} (messages: 1, blocks: 1): question {id}"
+                )),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers(&remote, "SELECT d.id, m.answer FROM questions AS d JOIN m").await,
+        expected
+    );
+    let stats = emulator.stats().snapshot();
+    assert_eq!(stats.batch_jobs_submitted(), 1);
+    assert_eq!(stats.batch_jobs[0].records, 200);
+    assert_eq!(converse_calls(&emulator, TITAN), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    emulator.shutdown().await;
+}
