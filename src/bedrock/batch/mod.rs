@@ -24,7 +24,7 @@ pub(crate) mod storage;
 
 pub use job::JobRecord;
 pub use record::{RECORD_ID_LEN, record_id};
-pub use shard::{Shard, shards};
+pub use shard::{Shard, shards, shards_within};
 pub use storage::{EMULATOR_S3_ACCESS_KEY_ID, EMULATOR_S3_SECRET_ACCESS_KEY, S3Location};
 
 /// Fewest records Bedrock takes in one job.
