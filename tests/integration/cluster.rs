@@ -502,11 +502,11 @@ async fn a_batch_model_on_a_cluster_sends_one_job_from_one_task() {
     .expect("emulator");
     let dir = parquet_dataset("batch", 4, 50);
     let cluster = LocalCluster::start(2, 2).await.expect("cluster");
-    let state = state(&emulator, 4);
-    BedrockExtension::of_state(&state)
+    let client = state(&emulator, 4);
+    BedrockExtension::of_state(&client)
         .expect("the extension")
         .set_default_s3_endpoint(emulator.s3_url().map(str::to_string));
-    let remote = cluster_session(cluster.address(), state)
+    let remote = cluster_session(cluster.address(), client)
         .await
         .expect("cluster session");
     run_all(

@@ -4,13 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aws_sdk_bedrock::error::ProvideErrorMetadata;
+use aws_sdk_bedrock::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrock::operation::create_model_invocation_job::CreateModelInvocationJobError;
 use aws_sdk_bedrock::operation::create_model_invocation_job::builders::CreateModelInvocationJobFluentBuilder;
 use aws_sdk_bedrock::operation::get_model_invocation_job::{
     GetModelInvocationJobError, GetModelInvocationJobOutput,
 };
-use aws_sdk_bedrock::operation::stop_model_invocation_job::StopModelInvocationJobError;
+use aws_sdk_bedrock::operation::list_model_invocation_jobs::ListModelInvocationJobsOutput;
+use aws_sdk_bedrock::operation::list_model_invocation_jobs::builders::ListModelInvocationJobsFluentBuilder;
+use aws_sdk_bedrock::operation::stop_model_invocation_job::{
+    StopModelInvocationJobError, StopModelInvocationJobOutput,
+};
 use aws_sdk_bedrock::types::{
     ModelInvocationJobInputDataConfig, ModelInvocationJobOutputDataConfig,
     ModelInvocationJobS3InputDataConfig, ModelInvocationJobS3OutputDataConfig,
@@ -24,6 +28,8 @@ const ROLE: &str = "arn:aws:iam::123456789012:role/batch";
 const TITAN: &str = "amazon.titan-text-premier-v1:0";
 const NOVA: &str = "amazon.nova-micro-v1:0";
 const BUCKET: &str = "bedrock-batch";
+/// The message of a stopped job.
+const STOPPED: &str = "The job was stopped at the user's request.";
 
 /// An emulator with an S3 root, and a control-plane client for it.
 struct Setup {
@@ -65,32 +71,46 @@ impl Setup {
 
     /// A job of `model` over `input`, writing to `s3://bedrock-batch/out/`.
     fn job(&self, name: &str, model: &str, input: &str) -> CreateModelInvocationJobFluentBuilder {
+        job_request(&self.client, name, model, input)
+    }
+
+    /// `GetModelInvocationJob` of the job with this ARN or id.
+    async fn try_get(
+        &self,
+        identifier: &str,
+    ) -> Result<GetModelInvocationJobOutput, SdkError<GetModelInvocationJobError>> {
         self.client
-            .create_model_invocation_job()
-            .job_name(name)
-            .role_arn(ROLE)
-            .model_id(model)
-            .input_data_config(ModelInvocationJobInputDataConfig::S3InputDataConfig(
-                ModelInvocationJobS3InputDataConfig::builder()
-                    .s3_uri(input)
-                    .build()
-                    .expect("input config"),
-            ))
-            .output_data_config(ModelInvocationJobOutputDataConfig::S3OutputDataConfig(
-                ModelInvocationJobS3OutputDataConfig::builder()
-                    .s3_uri(format!("s3://{BUCKET}/out/"))
-                    .build()
-                    .expect("output config"),
-            ))
+            .get_model_invocation_job()
+            .job_identifier(identifier)
+            .send()
+            .await
     }
 
     async fn get(&self, arn: &str) -> GetModelInvocationJobOutput {
+        self.try_get(arn).await.expect("GetModelInvocationJob")
+    }
+
+    /// `StopModelInvocationJob` of the job with this ARN or id.
+    async fn stop(
+        &self,
+        identifier: &str,
+    ) -> Result<StopModelInvocationJobOutput, SdkError<StopModelInvocationJobError>> {
         self.client
-            .get_model_invocation_job()
-            .job_identifier(arn)
+            .stop_model_invocation_job()
+            .job_identifier(identifier)
             .send()
             .await
-            .expect("GetModelInvocationJob")
+    }
+
+    /// `ListModelInvocationJobs` with the filters `query` sets.
+    async fn list(
+        &self,
+        query: impl FnOnce(ListModelInvocationJobsFluentBuilder) -> ListModelInvocationJobsFluentBuilder,
+    ) -> ListModelInvocationJobsOutput {
+        query(self.client.list_model_invocation_jobs())
+            .send()
+            .await
+            .expect("listed")
     }
 
     /// Polls until the job has ended; returns its description and the statuses seen.
@@ -122,19 +142,192 @@ impl Setup {
             .find(|r| r.job_arn == arn)
             .expect("the job's record")
     }
+
+    /// How the ended `job` ended: what it says, its output folder and its walk in the stats.
+    fn ending(&self, job: &GetModelInvocationJobOutput) -> Ending {
+        let arn = job.job_arn();
+        Ending {
+            status: job.status().expect("a status").clone(),
+            message: job.message().map(str::to_string),
+            counts: [
+                job.total_record_count(),
+                job.processed_record_count(),
+                job.success_record_count(),
+                job.error_record_count(),
+            ],
+            output: self.output(arn).exists(),
+            statuses: self.record(arn).statuses,
+        }
+    }
+}
+
+/// How a job ended: its status, message and record counts (total, processed, succeeded, in
+/// error) as `GetModelInvocationJob` describes them, whether its output folder exists, and the
+/// statuses its stats record walked.
+#[derive(Debug, PartialEq)]
+struct Ending {
+    status: ModelInvocationJobStatus,
+    message: Option<String>,
+    counts: [Option<i64>; 4],
+    output: bool,
+    statuses: Vec<String>,
+}
+
+impl Ending {
+    /// The statuses of a job up to answering its records.
+    const RUN: [&'static str; 4] = ["Submitted", "Validating", "Scheduled", "InProgress"];
+
+    /// Every one of `records` answered, none in error.
+    fn completed(records: i64) -> Self {
+        Self::ran(
+            ModelInvocationJobStatus::Completed,
+            None,
+            [records, records, records, 0],
+            &["Completed"],
+        )
+    }
+
+    /// Every one of `records` answered, `errors` of them in error.
+    fn partially_completed(records: i64, errors: i64) -> Self {
+        Self::ran(
+            ModelInvocationJobStatus::PartiallyCompleted,
+            None,
+            [records, records, records - errors, errors],
+            &["PartiallyCompleted"],
+        )
+    }
+
+    /// Stopped while `InProgress`, `processed` of `records` answered (none in error).
+    fn stopped_in_progress(records: i64, processed: i64) -> Self {
+        Self::ran(
+            ModelInvocationJobStatus::Stopped,
+            Some(STOPPED),
+            [records, processed, processed, 0],
+            &["Stopping", "Stopped"],
+        )
+    }
+
+    /// Failed validation with `message`.
+    fn failed_validation(message: &str) -> Self {
+        Self::unread(
+            ModelInvocationJobStatus::Failed,
+            message,
+            &["Submitted", "Validating", "Failed"],
+        )
+    }
+
+    /// Stopped while still `Submitted`.
+    fn stopped_while_submitted() -> Self {
+        Self::unread(
+            ModelInvocationJobStatus::Stopped,
+            STOPPED,
+            &["Submitted", "Stopping", "Stopped"],
+        )
+    }
+
+    /// Answered records (`counts`), then walked `last` from `InProgress`; wrote its output.
+    fn ran(
+        status: ModelInvocationJobStatus,
+        message: Option<&str>,
+        counts: [i64; 4],
+        last: &[&str],
+    ) -> Self {
+        Self {
+            status,
+            message: message.map(str::to_string),
+            counts: counts.map(Some),
+            output: true,
+            statuses: statuses(&[&Self::RUN[..], last].concat()),
+        }
+    }
+
+    /// Ended with `message` after walking `walk`, its input never validated: no record counts,
+    /// no output.
+    fn unread(status: ModelInvocationJobStatus, message: &str, walk: &[&str]) -> Self {
+        Self {
+            status,
+            message: Some(message.to_string()),
+            counts: [None; 4],
+            output: false,
+            statuses: statuses(walk),
+        }
+    }
+}
+
+/// A client of the SDK crate `$sdk` for the emulator at `$url`: test credentials, no retries.
+macro_rules! sdk_client {
+    ($sdk:ident, $url:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version($sdk::config::BehaviorVersion::latest())
+                .region($sdk::config::Region::new("us-east-1"))
+                .endpoint_url($url)
+                .credentials_provider($sdk::config::Credentials::new(
+                    "AKIDTEST", "secret", None, None, "tests",
+                ))
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+                .build(),
+        )
+    };
 }
 
 fn control(url: &str) -> aws_sdk_bedrock::Client {
-    let config = aws_sdk_bedrock::Config::builder()
-        .behavior_version(aws_sdk_bedrock::config::BehaviorVersion::latest())
-        .region(aws_sdk_bedrock::config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(aws_sdk_bedrock::config::Credentials::new(
-            "AKIDTEST", "secret", None, None, "tests",
+    sdk_client!(aws_sdk_bedrock, url)
+}
+
+/// A job of `model` over `input`, writing to `s3://bedrock-batch/out/`.
+fn job_request(
+    client: &aws_sdk_bedrock::Client,
+    name: &str,
+    model: &str,
+    input: &str,
+) -> CreateModelInvocationJobFluentBuilder {
+    client
+        .create_model_invocation_job()
+        .job_name(name)
+        .role_arn(ROLE)
+        .model_id(model)
+        .input_data_config(ModelInvocationJobInputDataConfig::S3InputDataConfig(
+            ModelInvocationJobS3InputDataConfig::builder()
+                .s3_uri(input)
+                .build()
+                .expect("input config"),
         ))
-        .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_bedrock::Client::from_conf(config)
+        .output_data_config(ModelInvocationJobOutputDataConfig::S3OutputDataConfig(
+            ModelInvocationJobS3OutputDataConfig::builder()
+                .s3_uri(format!("s3://{BUCKET}/out/"))
+                .build()
+                .expect("output config"),
+        ))
+}
+
+/// Sends a `CreateModelInvocationJob` that must succeed; the job's ARN.
+async fn created(request: CreateModelInvocationJobFluentBuilder) -> String {
+    request
+        .send()
+        .await
+        .expect("CreateModelInvocationJob")
+        .job_arn()
+        .to_string()
+}
+
+/// Asserts that `err` is the service error `kind` says, with `message`.
+fn assert_service_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    err: &SdkError<E>,
+    kind: fn(&E) -> bool,
+    message: &str,
+) {
+    assert!(err.as_service_error().is_some_and(kind), "{err:?}");
+    assert_eq!(err.message(), Some(message));
+}
+
+/// The names of the listed jobs, in list order.
+fn job_names(listed: &ListModelInvocationJobsOutput) -> Vec<String> {
+    listed
+        .invocation_job_summaries()
+        .iter()
+        .map(|s| s.job_name().to_string())
+        .collect()
 }
 
 fn job_id(arn: &str) -> &str {
@@ -185,13 +378,24 @@ fn titan_line(record: &Value) -> Value {
     })
 }
 
-/// The lines of an output file, parsed, in file order.
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("an output file")
-        .lines()
+/// JSON lines, parsed, in order.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
+}
+
+/// The lines of an output file, parsed, in file order.
+fn lines(path: &Path) -> Vec<Value> {
+    json_lines(&std::fs::read_to_string(path).expect("an output file"))
+}
+
+/// The manifest in an output folder.
+fn manifest(out: &Path) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json.out")).expect("a manifest"),
+    )
+    .expect("JSON")
 }
 
 fn sorted_by_record_id(mut lines: Vec<Value>) -> Vec<Value> {
@@ -220,14 +424,12 @@ async fn a_job_walks_its_statuses_to_completed_and_writes_shuffled_answers_and_a
     let records = titan_records(0..120);
     setup.put("in/records.jsonl", &jsonl(&records));
 
-    let arn = setup
-        .job("questions-1", TITAN, "s3://bedrock-batch/in/records.jsonl")
-        .client_request_token("token-1")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
+    let arn = created(
+        setup
+            .job("questions-1", TITAN, "s3://bedrock-batch/in/records.jsonl")
+            .client_request_token("token-1"),
+    )
+    .await;
     let id = job_id(&arn);
     assert!(
         arn.starts_with("arn:aws:bedrock:us-east-1:000000000000:model-invocation-job/")
@@ -246,8 +448,7 @@ async fn a_job_walks_its_statuses_to_completed_and_writes_shuffled_answers_and_a
     assert_eq!(job.model_id(), TITAN);
     assert_eq!(job.role_arn(), ROLE);
     assert_eq!(job.client_request_token(), Some("token-1"));
-    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Completed));
-    assert_eq!(job.message(), None);
+    assert_eq!(setup.ending(&job), Ending::completed(120));
     assert_eq!(
         job.model_invocation_type(),
         Some(&ModelInvocationType::InvokeModel)
@@ -272,15 +473,6 @@ async fn a_job_walks_its_statuses_to_completed_and_writes_shuffled_answers_and_a
             .and_then(|c| c.as_s3_output_data_config().ok())
             .map(ModelInvocationJobS3OutputDataConfig::s3_uri),
         Some("s3://bedrock-batch/out/")
-    );
-    assert_eq!(
-        (
-            job.total_record_count(),
-            job.processed_record_count(),
-            job.success_record_count(),
-            job.error_record_count()
-        ),
-        (Some(120), Some(120), Some(120), Some(0))
     );
 
     // The output: every record answered as InvokeModel would, in a shuffled order.
@@ -312,12 +504,8 @@ async fn a_job_walks_its_statuses_to_completed_and_writes_shuffled_answers_and_a
                 .expect("tokens")
         })
         .sum();
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("manifest.json.out")).expect("a manifest"),
-    )
-    .expect("JSON");
     assert_eq!(
-        manifest,
+        manifest(&out),
         json!({
             "totalRecordCount": 120,
             "processedRecordCount": 120,
@@ -367,16 +555,7 @@ async fn a_job_walks_its_statuses_to_completed_and_writes_shuffled_answers_and_a
     assert!(stats.recent.is_empty());
 
     // The same body through the runtime route gets the same answer.
-    let runtime = aws_sdk_bedrockruntime::Client::from_conf(
-        aws_sdk_bedrockruntime::Config::builder()
-            .behavior_version(aws_sdk_bedrockruntime::config::BehaviorVersion::latest())
-            .region(aws_sdk_bedrockruntime::config::Region::new("us-east-1"))
-            .endpoint_url(setup.emulator.url())
-            .credentials_provider(aws_sdk_bedrockruntime::config::Credentials::new(
-                "AKIDTEST", "secret", None, None, "tests",
-            ))
-            .build(),
-    );
+    let runtime = sdk_client!(aws_sdk_bedrockruntime, setup.emulator.url());
     let invoked = runtime
         .invoke_model()
         .model_id(TITAN)
@@ -415,27 +594,14 @@ async fn record_errors_make_a_converse_job_partially_completed() {
         })
         .collect();
     setup.put("converse.jsonl", &jsonl(&records));
-    let arn = setup
-        .job("converse-1", NOVA, "s3://bedrock-batch/converse.jsonl")
-        .model_invocation_type(ModelInvocationType::Converse)
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
+    let arn = created(
+        setup
+            .job("converse-1", NOVA, "s3://bedrock-batch/converse.jsonl")
+            .model_invocation_type(ModelInvocationType::Converse),
+    )
+    .await;
     let (job, _) = setup.wait(&arn).await;
-    assert_eq!(
-        job.status(),
-        Some(&ModelInvocationJobStatus::PartiallyCompleted)
-    );
-    assert_eq!(
-        (
-            job.processed_record_count(),
-            job.success_record_count(),
-            job.error_record_count()
-        ),
-        (Some(100), Some(97), Some(3))
-    );
+    assert_eq!(setup.ending(&job), Ending::partially_completed(100, 3));
     let written = sorted_by_record_id(lines(&setup.output(&arn).join("converse.jsonl.out")));
     let error = |i: usize, code: u16, message: &str| {
         json!({
@@ -494,26 +660,16 @@ async fn record_errors_make_a_converse_job_partially_completed() {
 async fn too_few_records_fail_validation_with_the_service_message() {
     let setup = Setup::start(5, None).await;
     setup.put("small.jsonl", &jsonl(&titan_records(0..99)));
-    let arn = setup
-        .job("small", TITAN, "s3://bedrock-batch/small.jsonl")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
+    let arn = created(setup.job("small", TITAN, "s3://bedrock-batch/small.jsonl")).await;
     let (job, _) = setup.wait(&arn).await;
-    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Failed));
+    // A failed job writes nothing.
     assert_eq!(
-        job.message(),
-        Some("The job has 99 records, fewer than the 100 a batch inference job needs.")
+        setup.ending(&job),
+        Ending::failed_validation(
+            "The job has 99 records, fewer than the 100 a batch inference job needs."
+        )
     );
     assert!(job.end_time().is_some());
-    assert_eq!(job.total_record_count(), None);
-    assert!(!setup.output(&arn).exists(), "a failed job writes nothing");
-    assert_eq!(
-        setup.record(&arn).statuses,
-        statuses(&["Submitted", "Validating", "Failed"])
-    );
 }
 
 #[tokio::test]
@@ -528,62 +684,37 @@ async fn a_bad_line_fails_validation_naming_the_file_and_the_line() {
             jsonl(&titan_records(62..100))
         ),
     );
-    let arn = setup
-        .job("bad-line", TITAN, "s3://bedrock-batch/in/")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
-    let (job, _) = setup.wait(&arn).await;
-    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Failed));
-    assert_eq!(
-        job.message(),
-        Some(
-            "Line 3 of s3://bedrock-batch/in/b.jsonl is not a JSON object. Each line of a batch inference input file must be {\"recordId\": \"…\", \"modelInput\": {…}}."
-        )
-    );
+    let bad_line = created(setup.job("bad-line", TITAN, "s3://bedrock-batch/in/")).await;
 
     // A missing object, and a recordId used twice across the files of a prefix.
-    let missing = setup
-        .job("missing", TITAN, "s3://bedrock-batch/none.jsonl")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
+    let missing = created(setup.job("missing", TITAN, "s3://bedrock-batch/none.jsonl")).await;
     setup.put("dup/a.jsonl", &jsonl(&titan_records(0..60)));
     setup.put("dup/b.jsonl", &jsonl(&titan_records(59..100)));
-    let duplicated = setup
-        .job("duplicated", TITAN, "s3://bedrock-batch/dup/")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
-    assert_eq!(
-        setup.wait(&missing).await.0.message(),
-        Some("The input object s3://bedrock-batch/none.jsonl does not exist.")
-    );
-    assert_eq!(
-        setup.wait(&duplicated).await.0.message(),
-        Some(
-            "Line 1 of s3://bedrock-batch/dup/b.jsonl repeats the recordId r059 of line 60 of s3://bedrock-batch/dup/a.jsonl. Record ids must be unique within a job."
-        )
-    );
+    let duplicated = created(setup.job("duplicated", TITAN, "s3://bedrock-batch/dup/")).await;
+    for (arn, message) in [
+        (
+            bad_line,
+            "Line 3 of s3://bedrock-batch/in/b.jsonl is not a JSON object. Each line of a batch inference input file must be {\"recordId\": \"…\", \"modelInput\": {…}}.",
+        ),
+        (
+            missing,
+            "The input object s3://bedrock-batch/none.jsonl does not exist.",
+        ),
+        (
+            duplicated,
+            "Line 1 of s3://bedrock-batch/dup/b.jsonl repeats the recordId r059 of line 60 of s3://bedrock-batch/dup/a.jsonl. Record ids must be unique within a job.",
+        ),
+    ] {
+        let (job, _) = setup.wait(&arn).await;
+        assert_eq!(setup.ending(&job), Ending::failed_validation(message));
+    }
 }
 
 #[tokio::test]
 async fn a_stopped_job_answers_fewer_records_and_writes_what_it_answered() {
     let setup = Setup::start(5, Some(20)).await;
     setup.put("slow.jsonl", &jsonl(&titan_records(0..100)));
-    let arn = setup
-        .job("slow", TITAN, "s3://bedrock-batch/slow.jsonl")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
+    let arn = created(setup.job("slow", TITAN, "s3://bedrock-batch/slow.jsonl")).await;
     // A poller sees the records being processed.
     loop {
         let job = setup.get(&arn).await;
@@ -594,28 +725,18 @@ async fn a_stopped_job_answers_fewer_records_and_writes_what_it_answered() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    setup
-        .client
-        .stop_model_invocation_job()
-        .job_identifier(&arn)
-        .send()
-        .await
-        .expect("StopModelInvocationJob");
+    setup.stop(&arn).await.expect("StopModelInvocationJob");
     let (job, _) = setup.wait(&arn).await;
-    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Stopped));
-    assert_eq!(
-        job.message(),
-        Some("The job was stopped at the user's request.")
-    );
     let processed = job.processed_record_count().expect("a count");
     assert!((5..100).contains(&processed), "{processed}");
+    assert_eq!(
+        setup.ending(&job),
+        Ending::stopped_in_progress(100, processed)
+    );
     let out = setup.output(&arn);
     let written = lines(&out.join("slow.jsonl.out"));
     assert_eq!(i64::try_from(written.len()).ok(), Some(processed));
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("manifest.json.out")).expect("a manifest"),
-    )
-    .expect("JSON");
+    let manifest = manifest(&out);
     assert_eq!(
         (
             &manifest["totalRecordCount"],
@@ -623,37 +744,15 @@ async fn a_stopped_job_answers_fewer_records_and_writes_what_it_answered() {
         ),
         (&json!(100), &json!(processed))
     );
-    let record = setup.record(&arn);
-    assert_eq!(
-        record.statuses,
-        statuses(&[
-            "Submitted",
-            "Validating",
-            "Scheduled",
-            "InProgress",
-            "Stopping",
-            "Stopped"
-        ])
-    );
 
     // An ended job cannot be stopped.
-    let err = setup
-        .client
-        .stop_model_invocation_job()
-        .job_identifier(&arn)
-        .send()
-        .await
-        .expect_err("already stopped");
-    assert!(
-        err.as_service_error()
-            .is_some_and(StopModelInvocationJobError::is_validation_exception)
-    );
-    assert_eq!(
-        err.message(),
-        Some(
-            format!("The model invocation job {arn} cannot be stopped: its status is Stopped. Only a job that is Submitted, Validating, Scheduled or InProgress can be stopped.")
-                .as_str()
-        )
+    let err = setup.stop(&arn).await.expect_err("already stopped");
+    assert_service_error(
+        &err,
+        StopModelInvocationJobError::is_validation_exception,
+        &format!(
+            "The model invocation job {arn} cannot be stopped: its status is Stopped. Only a job that is Submitted, Validating, Scheduled or InProgress can be stopped."
+        ),
     );
 }
 
@@ -662,20 +761,13 @@ async fn the_pace_can_change_while_a_job_runs() {
     // One record a second: a hundred would take minutes.
     let setup = Setup::start(5, Some(1)).await;
     setup.put("in.jsonl", &jsonl(&titan_records(0..100)));
-    let arn = setup
-        .job("paced", TITAN, "s3://bedrock-batch/in.jsonl")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
+    let arn = created(setup.job("paced", TITAN, "s3://bedrock-batch/in.jsonl")).await;
     while setup.get(&arn).await.processed_record_count().unwrap_or(0) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     setup.emulator.set_batch_records_per_second(None);
     let (job, _) = setup.wait(&arn).await;
-    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Completed));
-    assert_eq!(job.processed_record_count(), Some(100));
+    assert_eq!(setup.ending(&job), Ending::completed(100));
 }
 
 #[tokio::test]
@@ -683,19 +775,10 @@ async fn a_job_stopped_before_it_runs_writes_nothing() {
     // Steps long enough to see `Stopping` on a busy machine.
     let setup = Setup::start(500, None).await;
     setup.put("in.jsonl", &jsonl(&titan_records(0..100)));
-    let arn = setup
-        .job("early", TITAN, "s3://bedrock-batch/in.jsonl")
-        .send()
-        .await
-        .expect("CreateModelInvocationJob")
-        .job_arn()
-        .to_string();
+    let arn = created(setup.job("early", TITAN, "s3://bedrock-batch/in.jsonl")).await;
     // By its id, not its ARN.
     setup
-        .client
-        .stop_model_invocation_job()
-        .job_identifier(job_id(&arn))
-        .send()
+        .stop(job_id(&arn))
         .await
         .expect("StopModelInvocationJob");
     assert_eq!(
@@ -703,27 +786,18 @@ async fn a_job_stopped_before_it_runs_writes_nothing() {
         Some(&ModelInvocationJobStatus::Stopping)
     );
     let (job, _) = setup.wait(&arn).await;
-    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Stopped));
-    assert_eq!(job.total_record_count(), None);
-    assert!(!setup.output(&arn).exists());
-    assert_eq!(
-        setup.record(&arn).statuses,
-        statuses(&["Submitted", "Stopping", "Stopped"])
-    );
+    assert_eq!(setup.ending(&job), Ending::stopped_while_submitted());
 }
 
 #[tokio::test]
 async fn a_repeated_client_request_token_returns_the_same_job() {
     let setup = Setup::start(5, None).await;
     setup.put("in.jsonl", &jsonl(&titan_records(0..100)));
-    let create = || {
-        setup
-            .job("retried", TITAN, "s3://bedrock-batch/in.jsonl")
-            .client_request_token("retry-1")
-            .send()
-    };
-    let first = create().await.expect("created").job_arn().to_string();
-    let second = create().await.expect("re-attached").job_arn().to_string();
+    let retried = setup
+        .job("retried", TITAN, "s3://bedrock-batch/in.jsonl")
+        .client_request_token("retry-1");
+    let first = created(retried.clone()).await;
+    let second = created(retried).await;
     assert_eq!(first, second);
     let stats = setup.emulator.stats().snapshot();
     assert_eq!(stats.batch_jobs_submitted(), 1);
@@ -732,13 +806,7 @@ async fn a_repeated_client_request_token_returns_the_same_job() {
         2
     );
     // Without a token of its own, the SDK generates one: a new job.
-    let third = setup
-        .job("retried", TITAN, "s3://bedrock-batch/in.jsonl")
-        .send()
-        .await
-        .expect("created")
-        .job_arn()
-        .to_string();
+    let third = created(setup.job("retried", TITAN, "s3://bedrock-batch/in.jsonl")).await;
     assert_ne!(third, first);
     assert_eq!(setup.emulator.stats().snapshot().batch_jobs_submitted(), 2);
 }
@@ -826,49 +894,22 @@ async fn invalid_requests_are_refused_with_the_service_messages() {
         .await
         .expect("emulator");
     assert_eq!(bare.s3_url(), None);
-    let client = control(bare.url());
-    let err = client
-        .create_model_invocation_job()
-        .job_name("j")
-        .role_arn(ROLE)
-        .model_id(TITAN)
-        .input_data_config(ModelInvocationJobInputDataConfig::S3InputDataConfig(
-            ModelInvocationJobS3InputDataConfig::builder()
-                .s3_uri(input)
-                .build()
-                .expect("input config"),
-        ))
-        .output_data_config(ModelInvocationJobOutputDataConfig::S3OutputDataConfig(
-            ModelInvocationJobS3OutputDataConfig::builder()
-                .s3_uri("s3://bedrock-batch/out/")
-                .build()
-                .expect("output config"),
-        ))
+    let err = job_request(&control(bare.url()), "j", TITAN, input)
         .send()
         .await
         .expect_err("no S3 root");
-    assert_eq!(
-        err.message(),
-        Some(
-            "The emulator was started without an S3 root (EmulatorConfig::s3_root), so it cannot read the input of a batch inference job or write its output."
-        )
+    assert_service_error(
+        &err,
+        CreateModelInvocationJobError::is_validation_exception,
+        "The emulator was started without an S3 root (EmulatorConfig::s3_root), so it cannot read the input of a batch inference job or write its output.",
     );
 
     // An unknown job.
-    let err = setup
-        .client
-        .get_model_invocation_job()
-        .job_identifier("abcdefabcdef")
-        .send()
-        .await
-        .expect_err("unknown");
-    assert!(
-        err.as_service_error()
-            .is_some_and(GetModelInvocationJobError::is_resource_not_found_exception)
-    );
-    assert_eq!(
-        err.message(),
-        Some("The model invocation job abcdefabcdef was not found.")
+    let err = setup.try_get("abcdefabcdef").await.expect_err("unknown");
+    assert_service_error(
+        &err,
+        GetModelInvocationJobError::is_resource_not_found_exception,
+        "The model invocation job abcdefabcdef was not found.",
     );
 }
 
@@ -900,29 +941,10 @@ async fn jobs_are_listed_filtered_paged_limited_per_model_and_reset() {
     let input = "s3://bedrock-batch/in.jsonl";
     let mut arns = Vec::new();
     for name in ["alpha-1", "alpha-2", "beta-1"] {
-        arns.push(
-            setup
-                .job(name, TITAN, input)
-                .send()
-                .await
-                .expect("created")
-                .job_arn()
-                .to_string(),
-        );
+        arns.push(created(setup.job(name, TITAN, input)).await);
     }
-    let names = |out: &aws_sdk_bedrock::operation::list_model_invocation_jobs::ListModelInvocationJobsOutput| {
-        out.invocation_job_summaries()
-            .iter()
-            .map(|s| s.job_name().to_string())
-            .collect::<Vec<_>>()
-    };
-    let all = setup
-        .client
-        .list_model_invocation_jobs()
-        .send()
-        .await
-        .expect("listed");
-    assert_eq!(names(&all), ["beta-1", "alpha-2", "alpha-1"]);
+    let all = setup.list(|l| l).await;
+    assert_eq!(job_names(&all), ["beta-1", "alpha-2", "alpha-1"]);
     let summary = &all.invocation_job_summaries()[0];
     assert_eq!(
         (
@@ -939,84 +961,49 @@ async fn jobs_are_listed_filtered_paged_limited_per_model_and_reset() {
         )
     );
     let alphas = setup
-        .client
-        .list_model_invocation_jobs()
-        .name_contains("alpha")
-        .sort_order(SortOrder::Ascending)
-        .send()
-        .await
-        .expect("listed");
-    assert_eq!(names(&alphas), ["alpha-1", "alpha-2"]);
-    let first_page = setup
-        .client
-        .list_model_invocation_jobs()
-        .max_results(2)
-        .send()
-        .await
-        .expect("listed");
-    assert_eq!(names(&first_page), ["beta-1", "alpha-2"]);
+        .list(|l| l.name_contains("alpha").sort_order(SortOrder::Ascending))
+        .await;
+    assert_eq!(job_names(&alphas), ["alpha-1", "alpha-2"]);
+    let first_page = setup.list(|l| l.max_results(2)).await;
+    assert_eq!(job_names(&first_page), ["beta-1", "alpha-2"]);
+    let next_token = first_page.next_token().expect("a next token");
     let second_page = setup
-        .client
-        .list_model_invocation_jobs()
-        .max_results(2)
-        .next_token(first_page.next_token().expect("a next token"))
-        .send()
-        .await
-        .expect("listed");
-    assert_eq!(names(&second_page), ["alpha-1"]);
+        .list(|l| l.max_results(2).next_token(next_token))
+        .await;
+    assert_eq!(job_names(&second_page), ["alpha-1"]);
     assert_eq!(second_page.next_token(), None);
     let completed = setup
-        .client
-        .list_model_invocation_jobs()
-        .status_equals(ModelInvocationJobStatus::Completed)
-        .send()
-        .await
-        .expect("listed");
+        .list(|l| l.status_equals(ModelInvocationJobStatus::Completed))
+        .await;
     assert!(completed.invocation_job_summaries().is_empty());
 
     // 20 jobs of a model at once, at most.
     for i in 3..20 {
-        setup
-            .job(&format!("more-{i}"), TITAN, input)
-            .send()
-            .await
-            .expect("created");
+        created(setup.job(&format!("more-{i}"), TITAN, input)).await;
     }
     let err = setup
         .job("one-too-many", TITAN, input)
         .send()
         .await
         .expect_err("over quota");
-    assert!(
-        err.as_service_error()
-            .is_some_and(CreateModelInvocationJobError::is_service_quota_exceeded_exception)
+    assert_service_error(
+        &err,
+        CreateModelInvocationJobError::is_service_quota_exceeded_exception,
+        "You have reached the quota of 20 batch inference jobs in progress for the model amazon.titan-text-premier-v1:0. Wait for a job to end, or stop one, and try again.",
     );
-    assert_eq!(
-        err.message(),
-        Some(
-            "You have reached the quota of 20 batch inference jobs in progress for the model amazon.titan-text-premier-v1:0. Wait for a job to end, or stop one, and try again."
-        )
-    );
-    setup
-        .job("other-model", NOVA, input)
-        .send()
-        .await
-        .expect("another model has its own quota");
+    // Another model has its own quota.
+    created(setup.job("other-model", NOVA, input)).await;
 
     reset(setup.emulator.url()).await;
-    let listed = setup
-        .client
-        .list_model_invocation_jobs()
-        .send()
-        .await
-        .expect("listed");
-    assert!(listed.invocation_job_summaries().is_empty());
+    assert!(
+        setup
+            .list(|l| l)
+            .await
+            .invocation_job_summaries()
+            .is_empty()
+    );
     assert_eq!(setup.emulator.stats().snapshot().batch_jobs_submitted(), 0);
-    setup
-        .job("after-reset", TITAN, input)
-        .send()
-        .await
-        .expect("created");
+    created(setup.job("after-reset", TITAN, input)).await;
 }
 
 /// The whole round trip through the S3 endpoint, as a client does it: the input written and
@@ -1054,15 +1041,19 @@ async fn input_and_output_travel_through_the_s3_endpoint() {
             .await
             .expect("put");
     }
-    let arn = setup
-        .job("through-s3", TITAN, "s3://bedrock-batch/batch/in/")
-        .send()
-        .await
-        .expect("created")
-        .job_arn()
-        .to_string();
+    let arn = created(setup.job("through-s3", TITAN, "s3://bedrock-batch/batch/in/")).await;
     let (job, _) = setup.wait(&arn).await;
-    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Completed));
+    assert_eq!(setup.ending(&job), Ending::completed(110));
+    // An object's bytes, read through S3.
+    let read = async |key: &str| {
+        store
+            .get(&ObjectPath::from(key))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes")
+    };
 
     let folder = format!("out/{}/", job_id(&arn));
     let mut keys: Vec<String> = store
@@ -1081,29 +1072,13 @@ async fn input_and_output_travel_through_the_s3_endpoint() {
         ]
     );
     for (name, records) in [("part-1", &first), ("part-2", &second)] {
-        let bytes = store
-            .get(&ObjectPath::from(format!("{folder}{name}.jsonl.out")))
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("bytes");
-        let got: Vec<Value> = std::str::from_utf8(&bytes)
-            .expect("UTF-8")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON"))
-            .collect();
+        let bytes = read(&format!("{folder}{name}.jsonl.out")).await;
+        let got = json_lines(std::str::from_utf8(&bytes).expect("UTF-8"));
         let expected: Vec<Value> = records.iter().map(titan_line).collect();
         assert_eq!(sorted_by_record_id(got), expected, "{name}");
     }
-    let manifest = store
-        .get(&ObjectPath::from(format!("{folder}manifest.json.out")))
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("bytes");
-    let manifest: Value = serde_json::from_slice(&manifest).expect("JSON");
+    let manifest: Value =
+        serde_json::from_slice(&read(&format!("{folder}manifest.json.out")).await).expect("JSON");
     assert_eq!(
         (
             &manifest["totalRecordCount"],
@@ -1134,13 +1109,6 @@ async fn input_and_output_travel_through_the_s3_endpoint() {
         &json!({ "new": true }),
     )
     .expect("written");
-    let bytes = store
-        .get(&ObjectPath::from(again.as_str()))
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("bytes");
-    assert_eq!(&bytes[..], b"{\"new\":true}\n");
+    assert_eq!(&read(&again).await[..], b"{\"new\":true}\n");
     setup.emulator.shutdown().await;
 }
