@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use datafusion_bedrock::emulator::{EmulatorConfig, StaticCredential};
+use datafusion_bedrock::emulator::{EmulatorConfig, S3Server, StaticCredential};
 use datafusion_bedrock::slt::{SltDriver, slt_files};
 
 #[tokio::main]
@@ -28,7 +28,8 @@ async fn main() -> ExitCode {
         filters.is_empty() || filters.iter().any(|p| f.display().to_string().contains(p))
     });
 
-    // The seed document's made-up credentials are the ones the emulator accepts.
+    // The seed document's made-up credentials are the ones the emulator accepts, and its own S3
+    // key pair (batch inference signs Bedrock and S3 requests with one identity).
     let config = EmulatorConfig {
         credentials: vec![
             StaticCredential::new(
@@ -36,6 +37,7 @@ async fn main() -> ExitCode {
                 "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             )
             .with_session_token("FwoGZXIvYXdzEJr..."),
+            StaticCredential::new(S3Server::ACCESS_KEY_ID, S3Server::SECRET_ACCESS_KEY),
         ],
         ..EmulatorConfig::default()
     };

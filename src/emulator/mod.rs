@@ -169,7 +169,8 @@ pub struct Emulator {
 
 impl Emulator {
     /// Binds 127.0.0.1 and serves in the background on the current tokio runtime; with
-    /// [`EmulatorConfig::s3_root`], also starts an [`S3Server`] over that directory.
+    /// [`EmulatorConfig::s3_root`], also starts an [`S3Server`] over that directory, which
+    /// accepts its own key pair and the emulator's `credentials`.
     ///
     /// # Errors
     /// When the port cannot be bound, or the S3 root or a bucket cannot be created.
@@ -178,7 +179,7 @@ impl Emulator {
         let s3 = match &config.s3_root {
             Some(root) => {
                 let buckets: Vec<&str> = config.s3_buckets.iter().map(String::as_str).collect();
-                Some(S3Server::start(root, &buckets).await?)
+                Some(S3Server::start_accepting(root, &buckets, &config.credentials).await?)
             }
             None => None,
         };

@@ -42,6 +42,19 @@ impl S3Server {
     /// # Errors
     /// When the directory or a bucket cannot be created, or no port can be bound.
     pub async fn start(root: &Path, buckets: &[&str]) -> std::io::Result<Self> {
+        Self::start_accepting(root, buckets, &[]).await
+    }
+
+    /// [`S3Server::start`], also accepting requests signed with these key pairs (the
+    /// emulator's own credentials: one AWS identity for Bedrock and S3, as in an account).
+    ///
+    /// # Errors
+    /// As [`S3Server::start`].
+    pub async fn start_accepting(
+        root: &Path,
+        buckets: &[&str],
+        keys: &[super::StaticCredential],
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         for bucket in buckets {
             std::fs::create_dir_all(root.join(bucket))?;
@@ -53,10 +66,15 @@ impl S3Server {
             ))
         })?;
         let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(
-            Self::ACCESS_KEY_ID,
-            Self::SECRET_ACCESS_KEY,
-        ));
+        let mut auth =
+            s3s::auth::SimpleAuth::from_single(Self::ACCESS_KEY_ID, Self::SECRET_ACCESS_KEY);
+        for key in keys {
+            auth.register(
+                key.access_key_id.clone(),
+                key.secret_access_key.clone().into(),
+            );
+        }
+        builder.set_auth(auth);
         let service = builder.build();
         let listening = Listening::start(0, "S3 endpoint", move || service.clone()).await?;
         Ok(Self {

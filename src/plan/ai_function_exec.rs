@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
@@ -26,7 +27,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, apply_expression_roots,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use super::model_exec::ModelExec;
 use super::only_child;
@@ -77,6 +78,8 @@ pub struct AiFunctionExec {
     /// The session's `bedrock.execution` when planned: with it, whether a function runs in
     /// batch or auto execution, which gathers the whole input first.
     session_execution: Execution,
+    /// Batch and auto execution: the answers of every partition, made once.
+    gathered: Arc<std::sync::Mutex<Option<Gathered>>>,
 }
 
 impl AiFunctionExec {
@@ -103,6 +106,7 @@ impl AiFunctionExec {
             metrics: ExecutionPlanMetricsSet::new(),
             portable_metrics: false,
             session_execution: Execution::OnDemand,
+            gathered: Arc::default(),
         }))
     }
 
@@ -160,6 +164,7 @@ impl AiFunctionExec {
             metrics: ExecutionPlanMetricsSet::new(),
             portable_metrics: self.portable_metrics,
             session_execution: self.session_execution,
+            gathered: Arc::default(),
         })
     }
 }
@@ -227,7 +232,9 @@ impl DisplayAs for AiFunctionExec {
             .unwrap_or_default();
         let execution = self.execution(self.session_execution);
         if execution.gathers() {
-            division = format!(", execution={execution}, input=every partition gathered{division}");
+            division = format!(
+                ", execution={execution}, input=every partition answered at once{division}"
+            );
         }
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
@@ -306,21 +313,48 @@ impl ExecutionPlan for AiFunctionExec {
             config,
         });
         if execution.gathers() {
-            // Batch and auto execution: partition 0 answers every partition's rows at once
-            // (one set of jobs for the query); the other partitions are empty.
-            if partition > 0 {
-                return Ok(Box::pin(RecordBatchStreamAdapter::new(
-                    self.schema(),
-                    futures::stream::empty(),
-                )));
-            }
-            return Ok(super::model_exec::gathered(
-                &self.input,
-                &context,
+            // Batch and auto execution: every partition's rows are answered at once (one set
+            // of jobs for the query), by whichever partition runs first; each partition then
+            // gives back its own rows, so the input's partitioning still holds.
+            let gathered = {
+                let mut slot = self
+                    .gathered
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                slot.get_or_insert_with(|| {
+                    let (input, context) = (Arc::clone(&self.input), Arc::clone(&context));
+                    async move {
+                        answer_every_partition(input, context, worker, batch_size)
+                            .await
+                            .map(Arc::new)
+                            .map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+            };
+            let stream = futures::stream::once(async move {
+                match gathered.await {
+                    Ok(partitions) => futures::stream::iter(
+                        partitions
+                            .get(partition)
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(Ok),
+                    )
+                    .left_stream(),
+                    Err(e) => {
+                        futures::stream::iter(vec![Err(DataFusionError::Shared(e))]).right_stream()
+                    }
+                }
+            })
+            .flatten();
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 self.schema(),
-                batch_size,
-                move |batch| async move { worker.evaluate(batch).await },
-            ));
+                stream,
+            )));
         }
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let batches = coalesced(input, coalescer)
@@ -335,6 +369,45 @@ impl ExecutionPlan for AiFunctionExec {
         )))
     }
 }
+
+/// Every input partition read (concurrently), all their rows answered in one call, and each
+/// partition's answered rows given back in batches of `batch_size`, partition by partition.
+async fn answer_every_partition(
+    input: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+    worker: Arc<Worker>,
+    batch_size: usize,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let streams = (0..input.properties().partitioning.partition_count())
+        .map(|p| input.execute(p, Arc::clone(&context)))
+        .collect::<Result<Vec<_>>>()?;
+    let parts: Vec<Vec<RecordBatch>> =
+        futures::future::try_join_all(streams.into_iter().map(TryStreamExt::try_collect)).await?;
+    let whole = concat_batches(&input.schema(), parts.iter().flatten())?;
+    let answered = worker.evaluate(whole).await?;
+    let step = batch_size.max(1);
+    let mut offset = 0;
+    Ok(parts
+        .iter()
+        .map(|part| {
+            let rows: usize = part.iter().map(RecordBatch::num_rows).sum();
+            let own: Vec<RecordBatch> = (0..rows)
+                .step_by(step)
+                .map(|start| answered.slice(offset + start, step.min(rows - start)))
+                .collect();
+            offset += rows;
+            own
+        })
+        .collect())
+}
+
+/// The answered rows of every input partition, computed once for all of them.
+type Gathered = futures::future::Shared<
+    futures::future::BoxFuture<
+        'static,
+        std::result::Result<Arc<Vec<Vec<RecordBatch>>>, Arc<DataFusionError>>,
+    >,
+>;
 
 /// The input's batches gathered to `batch_size` rows, as DataFusion's operator does, so that
 /// every call sends a full batch's rows at once.

@@ -87,7 +87,12 @@ impl ModelExec {
     /// an `execution` of its own, and `bedrock.batch_min_rows`.
     #[must_use]
     pub fn under(mut self, options: &BedrockOptions) -> Self {
-        self.execution = self.call.spec().execution.unwrap_or(options.execution);
+        // A conversation's requests depend on each other: always on demand.
+        self.execution = if self.is_conversation() {
+            Execution::OnDemand
+        } else {
+            self.call.spec().execution.unwrap_or(options.execution)
+        };
         self.batch_min_rows = options.batch_min_rows;
         self.properties = Arc::new(Self::properties_of(
             &self.call,
@@ -475,6 +480,11 @@ impl ExecutionPlan for ModelExec {
         } else {
             metrics
         });
+        let execution = if self.is_conversation() {
+            Execution::OnDemand
+        } else {
+            execution
+        };
         let options = session.call_options(&self.budget).executed(execution);
         let batch_size = context.session_config().batch_size();
         let worker = Worker {
@@ -565,7 +575,7 @@ impl ExecutionPlan for ModelExec {
 
 /// Batch and auto execution: every row of the input (its partitions in the data's order) in
 /// one batch, `answer` run once on it, and its rows given back in batches of `batch_size`.
-pub(super) fn gathered<F, Fut>(
+fn gathered<F, Fut>(
     input: &Arc<dyn ExecutionPlan>,
     context: &Arc<TaskContext>,
     schema: SchemaRef,

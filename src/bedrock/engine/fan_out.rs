@@ -99,7 +99,8 @@ impl Engine {
     /// Batch and auto execution: cached answers served, and the distinct uncached requests
     /// answered by batch jobs when there are enough of them (see
     /// [`Execution::uses_jobs`](crate::bedrock::batch::Execution::uses_jobs)); otherwise
-    /// nothing is answered here and the requests go on demand.
+    /// nothing is answered here and the requests go on demand. Requests with a forced tool
+    /// (structured output), which batch jobs do not take, always go on demand.
     async fn answer_by_jobs(
         self: &Arc<Self>,
         target: &ModelTarget,
@@ -112,7 +113,7 @@ impl Engine {
         let mut cached = Vec::new();
         let mut work = Vec::new();
         for (slot, (key, first)) in groups.distinct.iter().enumerate() {
-            let Some(request) = &requests[*first] else {
+            let Some(request) = requests[*first].as_ref().filter(|r| r.tool.is_none()) else {
                 continue;
             };
             match self.text_cache.get(key) {
