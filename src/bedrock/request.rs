@@ -58,6 +58,84 @@ pub struct InferenceParams {
     /// Extra model-specific fields (Converse `additionalModelRequestFields`, or merged into a
     /// native body).
     pub extra: Option<serde_json::Value>,
+    /// `service_tier`: Bedrock's processing tier (`None`: the service's default tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<ServiceTier>,
+    /// `latency`: standard or latency-optimized inference (`None`: standard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+/// Bedrock's processing tiers: `service_tier = 'default' | 'flex' | 'priority'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceTier {
+    /// The standard tier.
+    Default,
+    /// Cheaper, when the workload can wait longer.
+    Flex,
+    /// Served first, at a premium.
+    Priority,
+}
+
+impl ServiceTier {
+    /// `default`, `flex` or `priority`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Flex => "flex",
+            Self::Priority => "priority",
+        }
+    }
+
+    /// Reads a tier (case-insensitive).
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`](crate::Error::InvalidInput) naming the tiers.
+    pub fn parse(text: &str, key: &str) -> crate::Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "default" => Ok(Self::Default),
+            "flex" => Ok(Self::Flex),
+            "priority" => Ok(Self::Priority),
+            _ => Err(crate::Error::InvalidInput(format!(
+                "Parameter '{key}' = '{text}' is not a service tier: use 'default', 'flex' (cheaper, slower) or 'priority' (faster, dearer)"
+            ))),
+        }
+    }
+}
+
+/// Inference latency: `latency = 'standard' | 'optimized'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Latency {
+    /// Standard inference.
+    Standard,
+    /// Latency-optimized inference, on the models and regions that offer it.
+    Optimized,
+}
+
+impl Latency {
+    /// `standard` or `optimized`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Optimized => "optimized",
+        }
+    }
+
+    /// Reads a latency setting (case-insensitive).
+    ///
+    /// # Errors
+    /// An [`Error::InvalidInput`](crate::Error::InvalidInput) naming the values.
+    pub fn parse(text: &str, key: &str) -> crate::Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "standard" => Ok(Self::Standard),
+            "optimized" => Ok(Self::Optimized),
+            _ => Err(crate::Error::InvalidInput(format!(
+                "Parameter '{key}' = '{text}' is not a latency setting: use 'standard' or 'optimized' (latency-optimized inference, where the model offers it)"
+            ))),
+        }
+    }
 }
 
 /// A tool the model must call, whose input is the structured answer (Converse tool use with
@@ -159,4 +237,6 @@ pub struct CallInfo {
     pub throttles: u32,
     /// Milliseconds of the successful attempt.
     pub latency_ms: u64,
+    /// The service tier Bedrock says it used (`default`, `flex`, `priority`), when it says.
+    pub service_tier: Option<std::sync::Arc<str>>,
 }

@@ -6,7 +6,7 @@ use super::output_schema::OutputSchema;
 use crate::bedrock::batch::Execution;
 use crate::bedrock::engine::Api;
 use crate::bedrock::params::{ParamValue, unknown_parameter};
-use crate::bedrock::request::InferenceParams;
+use crate::bedrock::request::{InferenceParams, Latency, ServiceTier};
 use crate::error::{Error, Result};
 
 /// The model id used when `model_id` is not given (MindsDB's default).
@@ -31,6 +31,8 @@ pub const MODEL_PARAMETERS: &[&str] = &[
     "provenance",
     "max_history_rows",
     "execution",
+    "service_tier",
+    "latency",
 ];
 
 /// Prior turns (a row's prompt and its answer) a `conversational-full` request carries when
@@ -385,6 +387,10 @@ impl ModelSpec {
                     );
                 }
                 "execution" => execution = Some(Execution::parse(&value.as_text(&key)?, &key)?),
+                "service_tier" => {
+                    inference.service_tier = Some(ServiceTier::parse(&value.as_text(&key)?, &key)?);
+                }
+                "latency" => inference.latency = Some(Latency::parse(&value.as_text(&key)?, &key)?),
                 _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
             }
         }
@@ -520,6 +526,8 @@ impl ModelSpec {
             ),
             ("provenance", self.provenance.then(|| "true".to_string())),
             ("execution", self.execution.map(|e| e.name().to_string())),
+            ("service_tier", p.service_tier.map(|t| t.name().to_string())),
+            ("latency", p.latency.map(|l| l.name().to_string())),
             (
                 "max_history_rows",
                 (self.mode == Mode::ConversationalFull).then(|| self.max_history_rows.to_string()),

@@ -51,6 +51,8 @@ pub struct RowMeta {
     pub error: Option<String>,
     /// The batch inference job that answered (its cost is at the batch price).
     pub batch_job: Option<String>,
+    /// The service tier Bedrock says it used for the request (`default`, `flex`, `priority`).
+    pub service_tier: Option<String>,
 }
 
 /// Totals over answered rows, for EXPLAIN ANALYZE.
@@ -118,6 +120,7 @@ pub fn meta_fields() -> Fields {
         Field::new("estimated_cost_usd", DataType::Float64, true),
         Field::new("error", DataType::Utf8, true),
         Field::new("batch_job", DataType::Utf8, true),
+        Field::new("service_tier", DataType::Utf8, true),
     ])
 }
 
@@ -163,6 +166,7 @@ pub fn meta_array(answers: &[RowAnswer]) -> Result<ArrayRef> {
         )),
         text(&|m| m.error.clone()),
         text(&|m| m.batch_job.clone()),
+        text(&|m| m.service_tier.clone()),
     ];
     let nulls = NullBuffer::from(metas.iter().map(Option::is_some).collect::<Vec<_>>());
     Ok(Arc::new(StructArray::try_new(

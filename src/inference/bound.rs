@@ -129,6 +129,12 @@ impl fmt::Display for BoundModel {
         if !p.stop.is_empty() {
             write!(f, ", stop={:?}", p.stop)?;
         }
+        if let Some(tier) = p.service_tier {
+            write!(f, ", service_tier={}", tier.name())?;
+        }
+        if let Some(latency) = p.latency {
+            write!(f, ", latency={}", latency.name())?;
+        }
         if let Some(system) = &self.system_prompt {
             write!(f, ", system_prompt=<{} chars>", system.chars().count())?;
         }

@@ -122,6 +122,12 @@ impl<'a> Ask<'a> {
     }
 }
 
+/// Whether the price table prices answers of this tier: the default tier (or none reported).
+/// Flex and priority prices are not in the table, so their cost is unknown.
+fn tier_priced(tier: Option<&str>) -> bool {
+    tier.is_none_or(|t| t == "default")
+}
+
 /// A result of the client layer for one row: no call, an answer, or a failure.
 type Outcome = Option<std::result::Result<TextResponse, CallFailure>>;
 
@@ -348,13 +354,17 @@ impl ModelCall {
                 self.model
                     .engine
                     .batch_cost_usd(self.model.model_id(), input_tokens, output_tokens)
-            } else {
+            } else if tier_priced(call.service_tier.as_deref()) {
                 self.model
                     .engine
                     .cost_usd(self.model.model_id(), input_tokens, output_tokens)
+            } else {
+                // No published price of that tier in the table: unknown, not a guess.
+                None
             },
             error: None,
             batch_job: call.batch_job.as_deref().map(str::to_string),
+            service_tier: call.service_tier.as_deref().map(str::to_string),
         }
     }
 

@@ -297,7 +297,14 @@ impl ModelExec {
                 engine.cost_usd(&spec.model_id, i, o)
             }
         };
+        let unpriced_tier = spec
+            .params
+            .service_tier
+            .filter(|t| !batch && *t != crate::bedrock::request::ServiceTier::Default);
         let cost = match (price(input.0, output.0), price(input.1, output.1)) {
+            _ if let Some(tier) = unpriced_tier => {
+                format!("unknown (no price for the {} tier)", tier.name())
+            }
             (Some(low), Some(high)) => format!("{low:.6}..{high:.6}"),
             _ => "unknown (no price for this model)".to_string(),
         };

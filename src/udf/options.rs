@@ -127,6 +127,10 @@ pub struct CompletionOptions {
     /// `execution`: `'on_demand'`, `'batch'` or `'auto'` (unset: the model's, else the
     /// session's `bedrock.execution`).
     pub execution: Option<crate::bedrock::batch::Execution>,
+    /// `service_tier`: `'default'`, `'flex'` or `'priority'` (unset: the model's).
+    pub service_tier: Option<crate::bedrock::request::ServiceTier>,
+    /// `latency`: `'standard'` or `'optimized'` (unset: the model's).
+    pub latency: Option<crate::bedrock::request::Latency>,
 }
 
 /// The keys [`CompletionOptions`] reads.
@@ -141,6 +145,8 @@ pub const COMPLETION_OPTIONS: &[&str] = &[
     "on_error",
     "provenance",
     "execution",
+    "service_tier",
+    "latency",
 ];
 
 impl CompletionOptions {
@@ -174,6 +180,17 @@ impl CompletionOptions {
                 "output_schema" => {
                     let text = value.as_text(&key).map_err(e)?;
                     options.output_schema = Some(OutputSchema::parse(&text).map_err(e)?);
+                }
+                "service_tier" => {
+                    let text = value.as_text(&key).map_err(e)?;
+                    options.service_tier = Some(
+                        crate::bedrock::request::ServiceTier::parse(&text, &key).map_err(e)?,
+                    );
+                }
+                "latency" => {
+                    let text = value.as_text(&key).map_err(e)?;
+                    options.latency =
+                        Some(crate::bedrock::request::Latency::parse(&text, &key).map_err(e)?);
                 }
                 "execution" => {
                     let text = value.as_text(&key).map_err(e)?;
@@ -210,6 +227,8 @@ mod tests {
                 engine: None,
                 output_schema: None,
                 execution: None,
+                service_tier: None,
+                latency: None,
                 handling: RowHandling::default(),
             }
         );

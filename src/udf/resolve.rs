@@ -135,6 +135,12 @@ pub fn resolve_model(
     if let Some(v) = &options.stop {
         p.stop.clone_from(v);
     }
+    if let Some(v) = options.service_tier {
+        p.service_tier = Some(v);
+    }
+    if let Some(v) = options.latency {
+        p.latency = Some(v);
+    }
     if let Some(v) = &options.system_prompt {
         bound.system_prompt = Some(v.clone());
     }

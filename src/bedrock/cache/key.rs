@@ -167,6 +167,10 @@ impl KeyFields for TextRequest {
             top_p,
             stop,
             extra,
+            // The tier and latency change the price and the wait, not the answer: an answer
+            // cached from one tier serves the others.
+            service_tier: _,
+            latency: _,
         } = params;
         w.option(max_tokens.as_ref(), |w, m| w.u64(u64::from(*m)));
         w.option(temperature.as_ref(), |w, t| w.u64(u64::from(t.to_bits())));

@@ -218,6 +218,7 @@ impl Engine {
             throttles: attempts.throttles,
             latency_ms: attempts.latency_ms,
             batch_job: None,
+            service_tier: response.call.service_tier.take(),
         };
         Ok(response)
     }
@@ -343,6 +344,7 @@ impl Engine {
                         throttles: attempts.throttles,
                         latency_ms: attempts.latency_ms,
                         batch_job: None,
+                        service_tier: None,
                     };
                     let shares = token_shares(tokens, slots.len());
                     for ((slot, vector), input_tokens) in slots.iter().zip(batch).zip(shares) {

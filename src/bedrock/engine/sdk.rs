@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, InferenceConfiguration, Message, SpecificToolChoice,
-    SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
+    ContentBlock, ConversationRole, InferenceConfiguration, Message, PerformanceConfigLatency,
+    PerformanceConfiguration, ServiceTier, ServiceTierType, SpecificToolChoice, SystemContentBlock,
+    Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -18,7 +19,9 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use super::{Api, Engine, ModelTarget};
 use crate::bedrock::families::{self, ModelFamily};
-use crate::bedrock::request::{CallInfo, ChatRole, TextRequest, TextResponse};
+use crate::bedrock::request::{
+    CallInfo, ChatRole, Latency, ServiceTier as ServiceTierChoice, TextRequest, TextResponse,
+};
 use crate::bedrock::retry::{CallFailure, FailureKind};
 use crate::error::Error;
 
@@ -54,12 +57,16 @@ impl Engine {
                     .content_type("application/json")
                     .accept("application/json")
                     .body(Blob::new(body.to_string()))
+                    .set_service_tier(request.params.service_tier.map(tier_type))
+                    .set_performance_config_latency(request.params.latency.map(latency_type))
                     .send();
                 let out = Box::pin(call)
                     .await
                     .map_err(|e| CallFailure::from_sdk(&e))?;
-                families::decode_text_response(family, out.body().as_ref())
-                    .map_err(|e| unreadable(&e))
+                let mut response = families::decode_text_response(family, out.body().as_ref())
+                    .map_err(|e| unreadable(&e))?;
+                response.call.service_tier = out.service_tier().map(|t| Arc::from(t.as_str()));
+                Ok(response)
             }
         }
     }
@@ -104,6 +111,21 @@ impl Engine {
         }
         if let Some(extra) = &p.extra {
             call = call.additional_model_request_fields(to_document(extra));
+        }
+        if let Some(tier) = p.service_tier {
+            call = call.service_tier(
+                ServiceTier::builder()
+                    .r#type(tier_type(tier))
+                    .build()
+                    .map_err(|e| invalid(&e))?,
+            );
+        }
+        if let Some(latency) = p.latency {
+            call = call.performance_config(
+                PerformanceConfiguration::builder()
+                    .latency(latency_type(latency))
+                    .build(),
+            );
         }
         if let Some(tool) = &request.tool {
             let spec = ToolSpecification::builder()
@@ -156,7 +178,10 @@ impl Engine {
             output_tokens,
             stop_reason: out.stop_reason().as_str().to_string(),
             tool_input,
-            call: CallInfo::default(),
+            call: CallInfo {
+                service_tier: out.service_tier().map(|t| Arc::from(t.r#type().as_str())),
+                ..CallInfo::default()
+            },
         })
     }
 
@@ -193,6 +218,23 @@ impl Engine {
             tokens
         };
         Ok((vectors, tokens))
+    }
+}
+
+/// The SDK's value of a service tier.
+fn tier_type(tier: ServiceTierChoice) -> ServiceTierType {
+    match tier {
+        ServiceTierChoice::Default => ServiceTierType::Default,
+        ServiceTierChoice::Flex => ServiceTierType::Flex,
+        ServiceTierChoice::Priority => ServiceTierType::Priority,
+    }
+}
+
+/// The SDK's value of a latency setting.
+fn latency_type(latency: Latency) -> PerformanceConfigLatency {
+    match latency {
+        Latency::Standard => PerformanceConfigLatency::Standard,
+        Latency::Optimized => PerformanceConfigLatency::Optimized,
     }
 }
 
