@@ -69,6 +69,10 @@ pub struct CatalogModel {
     pub default_max_tokens: u32,
     /// The embedding size (0 for text models; Titan v2's default when `dimensions` is absent).
     pub embedding_dimensions: u32,
+    /// Whether the model has a latency-optimized version: requests may ask for
+    /// `performanceConfig` latency `optimized` (Converse) or the
+    /// `X-Amzn-Bedrock-PerformanceConfig-Latency: optimized` header (`InvokeModel`).
+    pub latency_optimized: bool,
 }
 
 impl CatalogModel {
@@ -117,7 +121,14 @@ const fn text_model(
         max_output_tokens,
         default_max_tokens,
         embedding_dimensions: 0,
+        latency_optimized: false,
     }
+}
+
+/// The model, marked as having a latency-optimized version.
+const fn latency_optimized(mut model: CatalogModel) -> CatalogModel {
+    model.latency_optimized = true;
+    model
 }
 
 const fn embedding_model(
@@ -141,6 +152,7 @@ const fn embedding_model(
         max_output_tokens: 0,
         default_max_tokens: 0,
         embedding_dimensions: dimensions,
+        latency_optimized: false,
     }
 }
 
@@ -204,7 +216,7 @@ static CATALOG: &[CatalogModel] = &[
         10000,
         5000,
     ),
-    text_model(
+    latency_optimized(text_model(
         "amazon.nova-pro-v1:0",
         "Nova Pro",
         "Amazon",
@@ -214,7 +226,7 @@ static CATALOG: &[CatalogModel] = &[
         true,
         10000,
         5000,
-    ),
+    )),
     text_model(
         "anthropic.claude-3-haiku-20240307-v1:0",
         "Claude 3 Haiku",
@@ -226,7 +238,7 @@ static CATALOG: &[CatalogModel] = &[
         4096,
         4096,
     ),
-    text_model(
+    latency_optimized(text_model(
         "anthropic.claude-3-5-haiku-20241022-v1:0",
         "Claude 3.5 Haiku",
         "Anthropic",
@@ -236,7 +248,7 @@ static CATALOG: &[CatalogModel] = &[
         true,
         8192,
         4096,
-    ),
+    )),
     text_model(
         "anthropic.claude-3-5-sonnet-20240620-v1:0",
         "Claude 3.5 Sonnet",
@@ -303,7 +315,7 @@ static CATALOG: &[CatalogModel] = &[
         2048,
         512,
     ),
-    text_model(
+    latency_optimized(text_model(
         "meta.llama3-1-70b-instruct-v1:0",
         "Llama 3.1 70B Instruct",
         "Meta",
@@ -313,7 +325,7 @@ static CATALOG: &[CatalogModel] = &[
         true,
         2048,
         512,
-    ),
+    )),
     text_model(
         "meta.llama3-3-70b-instruct-v1:0",
         "Llama 3.3 70B Instruct",
@@ -455,6 +467,7 @@ static CATALOG: &[CatalogModel] = &[
         max_output_tokens: 0,
         default_max_tokens: 0,
         embedding_dimensions: 0,
+        latency_optimized: false,
     },
 ];
 
@@ -495,6 +508,23 @@ mod tests {
         assert_eq!(
             find("amazon.titan-text-premier-v1:0").map(|m| m.max_output_tokens),
             Some(3072)
+        );
+    }
+
+    #[test]
+    fn latency_optimized_models_are_the_services() {
+        let optimized: Vec<_> = CATALOG
+            .iter()
+            .filter(|m| m.latency_optimized)
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(
+            optimized,
+            [
+                "amazon.nova-pro-v1:0",
+                "anthropic.claude-3-5-haiku-20241022-v1:0",
+                "meta.llama3-1-70b-instruct-v1:0",
+            ]
         );
     }
 }

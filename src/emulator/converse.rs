@@ -20,6 +20,190 @@ pub(crate) struct ConverseRequest {
     pub max_tokens: Option<u32>,
     pub stop_sequences: Vec<String>,
     pub tool: Option<ToolRequest>,
+    /// The service tier and latency asked for (`serviceTier`, `performanceConfig`).
+    pub tiering: Tiering,
+}
+
+/// A Bedrock service tier (`serviceTier.type` in Converse, the `X-Amzn-Bedrock-Service-Tier`
+/// header in `InvokeModel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum ServiceTier {
+    /// The tier of a request that names none.
+    #[default]
+    Default,
+    /// Cheaper and slower: the response waits `LoadModel::latency` once more.
+    Flex,
+    /// Served like `default`.
+    Priority,
+    /// Always refused: the emulated account has no reserved capacity.
+    Reserved,
+}
+
+impl ServiceTier {
+    const ALL: [Self; 4] = [Self::Default, Self::Flex, Self::Priority, Self::Reserved];
+
+    /// The wire name (`default`, `flex`, `priority`, `reserved`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Flex => "flex",
+            Self::Priority => "priority",
+            Self::Reserved => "reserved",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// The latency a request asks for (`performanceConfig.latency` in Converse, the
+/// `X-Amzn-Bedrock-PerformanceConfig-Latency` header in `InvokeModel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Latency {
+    Standard,
+    Optimized,
+}
+
+impl Latency {
+    const ALL: [Self; 2] = [Self::Standard, Self::Optimized];
+
+    /// The wire name (`standard`, `optimized`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Optimized => "optimized",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+/// The header naming the service tier of an `InvokeModel` request and response.
+pub(crate) const SERVICE_TIER_HEADER: &str = "X-Amzn-Bedrock-Service-Tier";
+/// The header naming the latency of an `InvokeModel` request and response.
+pub(crate) const LATENCY_HEADER: &str = "X-Amzn-Bedrock-PerformanceConfig-Latency";
+
+/// The service tier and latency of a request, validated for its model. The default is what a
+/// request naming neither gets: tier `default`, no `performanceConfig`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tiering {
+    pub tier: ServiceTier,
+    /// `None` when the request had no `performanceConfig` (nothing is echoed then).
+    pub latency: Option<Latency>,
+}
+
+/// The enum constraint error, quoting a JSON string without its quotes.
+fn enum_error(value: &Value, path: &str, set: &str) -> ApiError {
+    let shown = value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string);
+    ApiError::constraint(
+        shown,
+        path,
+        &format!("Member must satisfy enum value set: {set}"),
+    )
+}
+
+const TIER_SET: &str = "[default, flex, priority, reserved]";
+const LATENCY_SET: &str = "[standard, optimized]";
+
+impl Tiering {
+    /// Reads `serviceTier` and `performanceConfig` from a Converse body (enum values only; see
+    /// [`Tiering::check`]). A `performanceConfig` without `latency` is `standard`, the service's
+    /// default.
+    pub(crate) fn from_body(body: &Value) -> Result<Self, ApiError> {
+        let tier = match body.get("serviceTier").filter(|v| !v.is_null()) {
+            None => ServiceTier::Default,
+            Some(object) => match object.get("type").filter(|v| !v.is_null()) {
+                None => return Err(null_member("serviceTier.type")),
+                Some(value) => value
+                    .as_str()
+                    .and_then(ServiceTier::from_name)
+                    .ok_or_else(|| enum_error(value, "serviceTier.type", TIER_SET))?,
+            },
+        };
+        let latency = match body.get("performanceConfig").filter(|v| !v.is_null()) {
+            None => None,
+            Some(object) => Some(match object.get("latency").filter(|v| !v.is_null()) {
+                None => Latency::Standard,
+                Some(value) => value
+                    .as_str()
+                    .and_then(Latency::from_name)
+                    .ok_or_else(|| enum_error(value, "performanceConfig.latency", LATENCY_SET))?,
+            }),
+        };
+        Ok(Self { tier, latency })
+    }
+
+    /// Reads the `X-Amzn-Bedrock-Service-Tier` and `X-Amzn-Bedrock-PerformanceConfig-Latency`
+    /// header values of an `InvokeModel` request (enum values only; see [`Tiering::check`]).
+    pub(crate) fn from_headers(
+        tier: Option<&str>,
+        latency: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let tier = match tier {
+            None => ServiceTier::Default,
+            Some(name) => ServiceTier::from_name(name)
+                .ok_or_else(|| enum_error(&json!(name), "serviceTier", TIER_SET))?,
+        };
+        let latency = match latency {
+            None => None,
+            Some(name) => Some(Latency::from_name(name).ok_or_else(|| {
+                enum_error(&json!(name), "performanceConfigLatency", LATENCY_SET)
+            })?),
+        };
+        Ok(Self { tier, latency })
+    }
+
+    /// Refuses what the model or the account cannot serve: the `reserved` tier (no reserved
+    /// capacity), `optimized` latency on a model without a latency-optimized version.
+    pub(crate) fn check(self, model: &CatalogModel) -> Result<Self, ApiError> {
+        if self.tier == ServiceTier::Reserved {
+            return Err(ApiError::validation(format!(
+                "This account has no reserved capacity for the model {}. Try again with service tier 'default', 'flex' or 'priority'.",
+                model.id
+            )));
+        }
+        if self.latency == Some(Latency::Optimized) && !model.latency_optimized {
+            return Err(ApiError::validation(format!(
+                "The model {} does not support latency-optimized inference: use performanceConfig latency 'standard'.",
+                model.id
+            )));
+        }
+        Ok(self)
+    }
+
+    /// The time a request of this tier waits on top of the load model's first-byte delay:
+    /// `flex` waits `latency` once more, the other tiers nothing.
+    pub(crate) fn extra_delay(self, latency: std::time::Duration) -> std::time::Duration {
+        if self.tier == ServiceTier::Flex {
+            latency
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// Adds `serviceTier` (always) and `performanceConfig` (when the request had one) to a
+    /// Converse response body or `converse-stream` metadata event.
+    pub(crate) fn echo(self, object: &mut Value) {
+        object["serviceTier"] = json!({ "type": self.tier.as_str() });
+        if let Some(latency) = self.latency {
+            object["performanceConfig"] = json!({ "latency": latency.as_str() });
+        }
+    }
+
+    /// The `InvokeModel` response headers: the tier (always) and the latency (when the request
+    /// named one).
+    pub(crate) fn headers(self) -> Vec<(&'static str, &'static str)> {
+        let mut headers = vec![(SERVICE_TIER_HEADER, self.tier.as_str())];
+        if let Some(latency) = self.latency {
+            headers.push((LATENCY_HEADER, latency.as_str()));
+        }
+        headers
+    }
 }
 
 fn null_member(path: &str) -> ApiError {
@@ -55,6 +239,7 @@ pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseReques
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| null_member("messages"))?;
+    let tiering = Tiering::from_body(body)?;
     let conversation = Conversation {
         system: parse_system(body.get("system"))?,
         turns: parse_messages(messages)?,
@@ -64,6 +249,7 @@ pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseReques
         max_tokens: None,
         stop_sequences: Vec::new(),
         tool: parse_tool_choice(body.get("toolConfig"))?,
+        tiering,
     };
     if let Some(config) = body.get("inferenceConfig") {
         if let Some(v) = config.get("maxTokens").and_then(Value::as_f64) {
@@ -101,6 +287,7 @@ pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseReques
                 .collect();
         }
     }
+    tiering.check(model)?;
     Ok(request)
 }
 
@@ -356,8 +543,14 @@ fn usage(reply: &Reply) -> Value {
     })
 }
 
-/// The body of a Converse response.
-pub(crate) fn response(reply: &Reply, tool: Option<&ToolCall>, latency_ms: u64) -> Value {
+/// The body of a Converse response; with `tiering`, it says the service tier used (and the
+/// latency, when the request named one).
+pub(crate) fn response(
+    reply: &Reply,
+    tool: Option<&ToolCall>,
+    latency_ms: u64,
+    tiering: Option<Tiering>,
+) -> Value {
     let (content, stop) = match tool {
         Some(call) => (
             json!([{ "toolUse": { "toolUseId": call.id, "name": call.name, "input": call.input } }]),
@@ -365,19 +558,25 @@ pub(crate) fn response(reply: &Reply, tool: Option<&ToolCall>, latency_ms: u64) 
         ),
         None => (json!([{ "text": reply.text }]), stop_reason(&reply.stop)),
     };
-    json!({
+    let mut body = json!({
         "output": { "message": { "role": "assistant", "content": content } },
         "stopReason": stop,
         "usage": usage(reply),
         "metrics": { "latencyMs": latency_ms },
-    })
+    });
+    if let Some(tiering) = tiering {
+        tiering.echo(&mut body);
+    }
+    body
 }
 
-/// The `converse-stream` events, as (event type, payload) pairs.
+/// The `converse-stream` events, as (event type, payload) pairs; the metadata event says the
+/// service tier used (and the latency, when the request named one).
 pub(crate) fn stream_events(
     reply: &Reply,
     tool: Option<&ToolCall>,
     latency_ms: u64,
+    tiering: Tiering,
 ) -> Vec<(&'static str, Value)> {
     let mut events = vec![("messageStart", json!({ "role": "assistant" }))];
     let stop = if let Some(call) = tool {
@@ -401,10 +600,9 @@ pub(crate) fn stream_events(
     };
     events.push(("contentBlockStop", json!({ "contentBlockIndex": 0 })));
     events.push(("messageStop", json!({ "stopReason": stop })));
-    events.push((
-        "metadata",
-        json!({ "usage": usage(reply), "metrics": { "latencyMs": latency_ms } }),
-    ));
+    let mut metadata = json!({ "usage": usage(reply), "metrics": { "latencyMs": latency_ms } });
+    tiering.echo(&mut metadata);
+    events.push(("metadata", metadata));
     events
 }
 
@@ -515,5 +713,227 @@ mod tests {
         });
         let r = parse(&body, titan()).unwrap();
         assert_eq!(r.tool.map(|t| t.name), Some("out".to_string()));
+    }
+
+    fn user_hi() -> Value {
+        json!([{"role": "user", "content": [{"text": "Hi"}]}])
+    }
+
+    fn model(id: &str) -> &'static CatalogModel {
+        catalog::find(id).unwrap()
+    }
+
+    #[test]
+    fn service_tiers_and_latency_are_read_from_the_body() {
+        let nova = model("amazon.nova-pro-v1:0");
+        let tiering = |body: Value| parse(&body, nova).map(|r| r.tiering);
+        assert_eq!(
+            tiering(json!({"messages": user_hi()})),
+            Ok(Tiering {
+                tier: ServiceTier::Default,
+                latency: None
+            })
+        );
+        assert_eq!(
+            tiering(json!({"messages": user_hi(), "serviceTier": {"type": "flex"}})),
+            Ok(Tiering {
+                tier: ServiceTier::Flex,
+                latency: None
+            })
+        );
+        assert_eq!(
+            tiering(json!({
+                "messages": user_hi(),
+                "serviceTier": {"type": "priority"},
+                "performanceConfig": {"latency": "optimized"}
+            })),
+            Ok(Tiering {
+                tier: ServiceTier::Priority,
+                latency: Some(Latency::Optimized)
+            })
+        );
+        // `latency` defaults to `standard`, as in the service's model.
+        assert_eq!(
+            tiering(json!({"messages": user_hi(), "performanceConfig": {}})),
+            Ok(Tiering {
+                tier: ServiceTier::Default,
+                latency: Some(Latency::Standard)
+            })
+        );
+    }
+
+    #[test]
+    fn service_tier_and_latency_errors_match_the_service() {
+        let message = |body: Value, id: &str| parse(&body, model(id)).unwrap_err().message;
+        let nova = "amazon.nova-pro-v1:0";
+        assert_eq!(
+            message(
+                json!({"messages": user_hi(), "serviceTier": {"type": "turbo"}}),
+                nova
+            ),
+            "1 validation error detected: Value 'turbo' at 'serviceTier.type' failed to satisfy constraint: Member must satisfy enum value set: [default, flex, priority, reserved]"
+        );
+        assert_eq!(
+            message(json!({"messages": user_hi(), "serviceTier": {}}), nova),
+            "1 validation error detected: Value 'null' at 'serviceTier.type' failed to satisfy constraint: Member must not be null"
+        );
+        assert_eq!(
+            message(
+                json!({"messages": user_hi(), "performanceConfig": {"latency": "fast"}}),
+                nova
+            ),
+            "1 validation error detected: Value 'fast' at 'performanceConfig.latency' failed to satisfy constraint: Member must satisfy enum value set: [standard, optimized]"
+        );
+        assert_eq!(
+            message(
+                json!({"messages": user_hi(), "serviceTier": {"type": "reserved"}}),
+                nova
+            ),
+            "This account has no reserved capacity for the model amazon.nova-pro-v1:0. Try again with service tier 'default', 'flex' or 'priority'."
+        );
+        assert_eq!(
+            message(
+                json!({"messages": user_hi(), "performanceConfig": {"latency": "optimized"}}),
+                "amazon.titan-text-premier-v1:0"
+            ),
+            "The model amazon.titan-text-premier-v1:0 does not support latency-optimized inference: use performanceConfig latency 'standard'."
+        );
+        // An enum error comes before the body's other errors are looked at, a refused tier
+        // after them.
+        assert_eq!(
+            message(
+                json!({"messages": user_hi(), "serviceTier": {"type": "x"}, "inferenceConfig": {"topP": 2}}),
+                nova
+            ),
+            "1 validation error detected: Value 'x' at 'serviceTier.type' failed to satisfy constraint: Member must satisfy enum value set: [default, flex, priority, reserved]"
+        );
+        assert_eq!(
+            message(
+                json!({"messages": user_hi(), "serviceTier": {"type": "reserved"}, "inferenceConfig": {"topP": 2}}),
+                nova
+            ),
+            "1 validation error detected: Value '2' at 'inferenceConfig.topP' failed to satisfy constraint: Member must have value less than or equal to 1"
+        );
+    }
+
+    #[test]
+    fn invoke_model_headers_are_validated_like_the_body() {
+        let titan = model("amazon.titan-text-premier-v1:0");
+        assert_eq!(Tiering::from_headers(None, None), Ok(Tiering::default()));
+        assert_eq!(
+            Tiering::from_headers(Some("flex"), Some("standard")).and_then(|t| t.check(titan)),
+            Ok(Tiering {
+                tier: ServiceTier::Flex,
+                latency: Some(Latency::Standard)
+            })
+        );
+        assert_eq!(
+            Tiering::from_headers(Some("Flex"), None)
+                .unwrap_err()
+                .message,
+            "1 validation error detected: Value 'Flex' at 'serviceTier' failed to satisfy constraint: Member must satisfy enum value set: [default, flex, priority, reserved]"
+        );
+        assert_eq!(
+            Tiering::from_headers(None, Some("low"))
+                .unwrap_err()
+                .message,
+            "1 validation error detected: Value 'low' at 'performanceConfigLatency' failed to satisfy constraint: Member must satisfy enum value set: [standard, optimized]"
+        );
+        assert_eq!(
+            Tiering::from_headers(None, Some("optimized"))
+                .and_then(|t| t.check(titan))
+                .unwrap_err()
+                .message,
+            "The model amazon.titan-text-premier-v1:0 does not support latency-optimized inference: use performanceConfig latency 'standard'."
+        );
+        let tiering = Tiering {
+            tier: ServiceTier::Priority,
+            latency: Some(Latency::Optimized),
+        };
+        assert_eq!(
+            tiering.headers(),
+            [
+                ("X-Amzn-Bedrock-Service-Tier", "priority"),
+                ("X-Amzn-Bedrock-PerformanceConfig-Latency", "optimized"),
+            ]
+        );
+        assert_eq!(
+            Tiering::default().headers(),
+            [("X-Amzn-Bedrock-Service-Tier", "default")]
+        );
+    }
+
+    #[test]
+    fn only_flex_waits_longer() {
+        let latency = std::time::Duration::from_millis(40);
+        for (tier, extra) in [
+            (ServiceTier::Default, 0),
+            (ServiceTier::Flex, 40),
+            (ServiceTier::Priority, 0),
+        ] {
+            let tiering = Tiering {
+                tier,
+                latency: Some(Latency::Optimized),
+            };
+            assert_eq!(
+                tiering.extra_delay(latency),
+                std::time::Duration::from_millis(extra),
+                "{tier:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_and_stream_metadata_echo_the_tier() {
+        let reply = Reply {
+            text: "Hello".into(),
+            input_tokens: 1,
+            output_tokens: 2,
+            stop: StopReason::EndTurn,
+        };
+        let flex = Tiering {
+            tier: ServiceTier::Flex,
+            latency: None,
+        };
+        assert_eq!(
+            response(&reply, None, 7, Some(flex)),
+            json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3},
+                "metrics": {"latencyMs": 7},
+                "serviceTier": {"type": "flex"},
+            })
+        );
+        let optimized = Tiering {
+            tier: ServiceTier::Default,
+            latency: Some(Latency::Optimized),
+        };
+        assert_eq!(
+            response(&reply, None, 7, Some(optimized)),
+            json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3},
+                "metrics": {"latencyMs": 7},
+                "serviceTier": {"type": "default"},
+                "performanceConfig": {"latency": "optimized"},
+            })
+        );
+        // Batch inference answers carry neither.
+        assert_eq!(response(&reply, None, 0, None).get("serviceTier"), None);
+        let events = stream_events(&reply, None, 7, optimized);
+        assert_eq!(
+            events.last(),
+            Some(&(
+                "metadata",
+                json!({
+                    "usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3},
+                    "metrics": {"latencyMs": 7},
+                    "serviceTier": {"type": "default"},
+                    "performanceConfig": {"latency": "optimized"},
+                })
+            ))
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
 use serde_json::Value;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::answer::{self, Reply, StopReason};
 use super::catalog::{CatalogModel, Family};
+use super::converse::Tiering;
 use super::load::{Fault, LoadModel, QuotaExceeded, Quotas};
 use super::stats::{EmulatorStats, LoggedRequest};
 use super::wire::{ApiError, ErrorCode};
@@ -315,7 +317,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
                     Route::Get(raw) => {
                         control_plane(&state, "GetFoundationModel", raw, control::get(raw))
                     }
-                    Route::Runtime(op, raw) => runtime(&state, op, raw, &body).await?,
+                    Route::Runtime(op, raw) => runtime(&state, op, raw, &headers, &body).await?,
                     Route::CreateJob => {
                         let (model, result) = state.jobs.create(&body);
                         recorded(&state, route.operation(), &model, result)
@@ -468,44 +470,58 @@ pub(crate) fn check_model(model: &CatalogModel, via_profile: bool) -> Result<(),
     Ok(())
 }
 
+/// A header's value as text (invalid UTF-8 replaced), when the request has the header.
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Validates a runtime request: the work it asks for and its service tier and latency (from
+/// the Converse body, or from the `InvokeModel` headers).
 fn validate(
     op: Operation,
     model: &'static CatalogModel,
     via_profile: bool,
     body: &Value,
-) -> Result<Work, ApiError> {
+    headers: &HeaderMap,
+) -> Result<(Work, Tiering), ApiError> {
     check_model(model, via_profile)?;
-    match op {
-        Operation::Converse | Operation::ConverseStream => {
-            let r = converse::parse(body, model)?;
-            Ok(Work::Text {
-                conversation: r.conversation,
-                max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
-                stop_sequences: r.stop_sequences,
-                tool: r.tool,
-            })
-        }
-        _ if model.family.is_embedding() => {
-            if op.streams() {
-                return Err(ApiError::validation(
-                    "The model is unsupported for streaming.",
-                ));
-            }
-            embed::invoke(model, body).map(Work::Embedding)
-        }
-        _ => {
-            let r = families::parse(model, body)?;
-            Ok(Work::Text {
-                conversation: r.conversation,
-                max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
-                stop_sequences: r.stop_sequences,
-                tool: None,
-            })
-        }
+    if let Operation::Converse | Operation::ConverseStream = op {
+        let r = converse::parse(body, model)?;
+        let work = Work::Text {
+            conversation: r.conversation,
+            max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
+            stop_sequences: r.stop_sequences,
+            tool: r.tool,
+        };
+        return Ok((work, r.tiering));
     }
+    let tiering = Tiering::from_headers(
+        header_text(headers, converse::SERVICE_TIER_HEADER).as_deref(),
+        header_text(headers, converse::LATENCY_HEADER).as_deref(),
+    )?;
+    let work = if model.family.is_embedding() {
+        if op.streams() {
+            return Err(ApiError::validation(
+                "The model is unsupported for streaming.",
+            ));
+        }
+        embed::invoke(model, body).map(Work::Embedding)?
+    } else {
+        let r = families::parse(model, body)?;
+        Work::Text {
+            conversation: r.conversation,
+            max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
+            stop_sequences: r.stop_sequences,
+            tool: None,
+        }
+    };
+    Ok((work, tiering.check(model)?))
 }
 
-/// The body of a successful non-streaming response (`Converse` or `InvokeModel`).
+/// The body of a successful non-streaming response (`Converse` or `InvokeModel`); a Converse
+/// body with `tiering` says the service tier used.
 fn response_body(
     op: Operation,
     model: &CatalogModel,
@@ -513,9 +529,10 @@ fn response_body(
     reply: &Reply,
     tool_call: Option<&converse::ToolCall>,
     latency_ms: u64,
+    tiering: Option<Tiering>,
 ) -> Value {
     match (work, op) {
-        (_, Operation::Converse) => converse::response(reply, tool_call, latency_ms),
+        (_, Operation::Converse) => converse::response(reply, tool_call, latency_ms, tiering),
         (Work::Embedding(e), _) => e.body.clone(),
         _ => families::response(model, reply),
     }
@@ -532,6 +549,8 @@ pub(crate) struct Answered {
 /// Validates a `Converse` or `InvokeModel` body for a model and answers it exactly as the
 /// runtime route does, without the load model (latency, quotas, faults), directives or stats:
 /// the validation error, or the response body with its tokens (`metrics.latencyMs` is 0).
+/// A Converse body's `serviceTier` and `performanceConfig` are validated as on the runtime
+/// route, but the answer does not echo them (batch inference is not served in a tier).
 /// Batch inference answers its records with it.
 pub(crate) fn answer_request(
     op: Operation,
@@ -539,10 +558,10 @@ pub(crate) fn answer_request(
     via_profile: bool,
     body: &Value,
 ) -> Result<Answered, ApiError> {
-    let work = validate(op, model, via_profile, body)?;
+    let (work, _) = validate(op, model, via_profile, body, &HeaderMap::new())?;
     let (reply, tool_call) = work.answer(model);
     Ok(Answered {
-        body: response_body(op, model, &work, &reply, tool_call.as_ref(), 0),
+        body: response_body(op, model, &work, &reply, tool_call.as_ref(), 0, None),
         input_tokens: reply.input_tokens,
         output_tokens: reply.output_tokens,
     })
@@ -560,8 +579,9 @@ fn read_request(
     state: &State,
     op: Operation,
     raw_id: &str,
+    headers: &HeaderMap,
     body: &Bytes,
-) -> ControlFlow<Served, (&'static CatalogModel, Work)> {
+) -> ControlFlow<Served, (&'static CatalogModel, Work, Tiering)> {
     let decoded = model_id::percent_decode(raw_id).unwrap_or_else(|| raw_id.to_string());
     let json: Option<Value> = serde_json::from_slice(body).ok();
     state.stats.log(LoggedRequest {
@@ -590,15 +610,21 @@ fn read_request(
             Err(e) => fail(model.id, e),
         };
     }
-    match validate(op, model, resolved.via_profile, &json) {
-        Ok(work) => ControlFlow::Continue((model, work)),
+    match validate(op, model, resolved.via_profile, &json, headers) {
+        Ok((work, tiering)) => ControlFlow::Continue((model, work, tiering)),
         Err(e) => fail(model.id, e),
     }
 }
 
-async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) -> Served {
+async fn runtime(
+    state: &Arc<State>,
+    op: Operation,
+    raw_id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Served {
     let in_flight = InFlight::enter(state);
-    let (model, work) = match read_request(state, op, raw_id, body) {
+    let (model, work, tiering) = match read_request(state, op, raw_id, headers, body) {
         ControlFlow::Continue(read) => read,
         ControlFlow::Break(served) => return served,
     };
@@ -617,7 +643,7 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
 
     let sequence = state.sequence.fetch_add(1, Ordering::SeqCst);
     let started = Instant::now();
-    let first_byte = load.first_byte_delay(sequence);
+    let first_byte = load.first_byte_delay(sequence) + tiering.extra_delay(load.latency);
     let (reply, tool_call) = work.answer(model);
     let generation = load.per_output_token * reply.output_tokens;
 
@@ -662,7 +688,7 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
             first_byte_ms: millis(first_byte),
         };
         let frames: Vec<(Bytes, u32)> = if op == Operation::ConverseStream {
-            converse::stream_events(&reply, tool_call.as_ref(), timings.latency_ms)
+            converse::stream_events(&reply, tool_call.as_ref(), timings.latency_ms, tiering)
                 .into_iter()
                 .map(|(kind, payload)| (eventstream::event(kind, &payload), delta_tokens(&payload)))
                 .collect()
@@ -673,15 +699,28 @@ async fn runtime(state: &Arc<State>, op: Operation, raw_id: &str, body: &Bytes) 
                 .collect()
         };
         let pace = load.per_output_token;
-        return Ok(stream_response(op, frames, pace, generation, in_flight));
+        let mut response = stream_response(op, frames, pace, generation, in_flight);
+        if op == Operation::InvokeModelWithResponseStream {
+            tier_headers(&mut response, tiering);
+        }
+        return Ok(response);
     }
 
     tokio::time::sleep(first_byte + generation).await;
     let latency_ms = millis(started.elapsed());
-    let body = response_body(op, model, &work, &reply, tool_call.as_ref(), latency_ms);
+    let body = response_body(
+        op,
+        model,
+        &work,
+        &reply,
+        tool_call.as_ref(),
+        latency_ms,
+        Some(tiering),
+    );
     let mut response = json_response(200, &body);
     if op == Operation::InvokeModel {
         usage_headers(&mut response, &reply, latency_ms);
+        tier_headers(&mut response, tiering);
     }
     drop(in_flight);
     Ok(response)
@@ -707,7 +746,14 @@ fn usage_headers(response: &mut Response<Body>, reply: &Reply, latency_ms: u64) 
     }
 }
 
-/// Output tokens a converse-stream event carries (its text delta).
+/// The `invoke-model` headers that say the service tier used and the latency asked for.
+fn tier_headers(response: &mut Response<Body>, tiering: Tiering) {
+    let headers = response.headers_mut();
+    for (name, value) in tiering.headers() {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+}
+
 /// The error a fault injects, or `None` for the faults that are no error response (a dropped
 /// connection, a truncated body).
 fn fault_error(fault: Fault) -> Option<ApiError> {
@@ -773,6 +819,7 @@ fn stream_response(
     response
 }
 
+/// Output tokens a converse-stream event carries (its text delta).
 fn delta_tokens(payload: &Value) -> u32 {
     payload
         .pointer("/delta/text")
@@ -844,5 +891,454 @@ mod tests {
             route(&Method::GET, "/model-invocation-jobs").operation(),
             "ListModelInvocationJobs"
         );
+    }
+
+    const NOVA_PRO: &str = "amazon.nova-pro-v1:0";
+    const TITAN: &str = "amazon.titan-text-premier-v1:0";
+
+    fn state(load: LoadModel) -> Arc<State> {
+        Arc::new(State::new(EmulatorConfig {
+            load,
+            ..EmulatorConfig::default()
+        }))
+    }
+
+    /// A non-streaming runtime request answered in process: status, headers, JSON body.
+    async fn call(
+        state: &Arc<State>,
+        op: Operation,
+        model: &str,
+        headers: &[(&'static str, &'static str)],
+        body: &Value,
+    ) -> (u16, HeaderMap, Value) {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        let response = runtime(state, op, model, &map, &Bytes::from(body.to_string()))
+            .await
+            .expect("a response");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).expect("a JSON body");
+        (status, headers, json)
+    }
+
+    /// `metrics.latencyMs`, replaced by 0 so the rest of the body can be compared whole.
+    fn take_latency(body: &mut Value) -> u64 {
+        let latency = body["metrics"]["latencyMs"].as_u64().expect("latencyMs");
+        body["metrics"]["latencyMs"] = serde_json::json!(0);
+        latency
+    }
+
+    fn hi(extra: &Value) -> Value {
+        let mut body = serde_json::json!({
+            "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            body[key] = value.clone();
+        }
+        body
+    }
+
+    /// The Converse answer of Nova Pro to `Hi`, with `echo` (the tier and latency fields).
+    fn nova_hi(echo: &Value) -> Value {
+        let text = format!("Emulated {NOVA_PRO} (messages: 1, blocks: 1): Hi");
+        let output = answer::count_text_tokens(&text);
+        let mut body = serde_json::json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 1, "outputTokens": output, "totalTokens": 1 + output},
+            "metrics": {"latencyMs": 0},
+        });
+        for (key, value) in echo.as_object().into_iter().flatten() {
+            body[key] = value.clone();
+        }
+        body
+    }
+
+    fn validation_error(message: &str) -> (u16, Value) {
+        (400, serde_json::json!({ "message": message }))
+    }
+
+    #[tokio::test]
+    async fn converse_echoes_the_service_tier_and_latency() {
+        let state = state(LoadModel::default());
+        let converse = |extra: Value| {
+            let state = Arc::clone(&state);
+            async move {
+                let (status, headers, mut body) =
+                    call(&state, Operation::Converse, NOVA_PRO, &[], &hi(&extra)).await;
+                assert_eq!(
+                    headers.get("x-amzn-bedrock-service-tier"),
+                    None,
+                    "Converse says its tier in the body"
+                );
+                if status == 200 {
+                    take_latency(&mut body);
+                }
+                (status, body)
+            }
+        };
+        assert_eq!(
+            converse(serde_json::json!({"serviceTier": {"type": "flex"}})).await,
+            (
+                200,
+                nova_hi(&serde_json::json!({"serviceTier": {"type": "flex"}}))
+            )
+        );
+        assert_eq!(
+            converse(serde_json::json!({})).await,
+            (
+                200,
+                nova_hi(&serde_json::json!({"serviceTier": {"type": "default"}}))
+            )
+        );
+        assert_eq!(
+            converse(serde_json::json!({"performanceConfig": {"latency": "optimized"}})).await,
+            (
+                200,
+                nova_hi(&serde_json::json!({
+                    "serviceTier": {"type": "default"},
+                    "performanceConfig": {"latency": "optimized"},
+                }))
+            )
+        );
+        assert_eq!(
+            converse(serde_json::json!({
+                "serviceTier": {"type": "priority"},
+                "performanceConfig": {"latency": "standard"},
+            }))
+            .await,
+            (
+                200,
+                nova_hi(&serde_json::json!({
+                    "serviceTier": {"type": "priority"},
+                    "performanceConfig": {"latency": "standard"},
+                }))
+            )
+        );
+        assert_eq!(
+            converse(serde_json::json!({"serviceTier": {"type": "reserved"}})).await,
+            validation_error(
+                "This account has no reserved capacity for the model amazon.nova-pro-v1:0. Try again with service tier 'default', 'flex' or 'priority'."
+            )
+        );
+        assert_eq!(
+            converse(serde_json::json!({"serviceTier": {"type": "standard"}})).await,
+            validation_error(
+                "1 validation error detected: Value 'standard' at 'serviceTier.type' failed to satisfy constraint: Member must satisfy enum value set: [default, flex, priority, reserved]"
+            )
+        );
+        let (status, _, body) = call(
+            &state,
+            Operation::Converse,
+            TITAN,
+            &[],
+            &hi(&serde_json::json!({"performanceConfig": {"latency": "optimized"}})),
+        )
+        .await;
+        assert_eq!(
+            (status, body),
+            validation_error(
+                "The model amazon.titan-text-premier-v1:0 does not support latency-optimized inference: use performanceConfig latency 'standard'."
+            )
+        );
+        // The request log keeps the bodies as sent.
+        let recent = state.stats.snapshot().recent;
+        assert_eq!(
+            recent.last().map(|r| &r.body["performanceConfig"]),
+            Some(&serde_json::json!({"latency": "optimized"}))
+        );
+        assert_eq!(
+            state
+                .stats
+                .snapshot()
+                .count(None, Some("Converse"), Some(400)),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn invoke_model_echoes_the_tier_headers() {
+        let state = state(LoadModel::default());
+        let haiku = "anthropic.claude-3-5-haiku-20241022-v1:0";
+        let body = serde_json::json!({
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "Hi"}],
+        });
+        let (status, headers, answer) = call(
+            &state,
+            Operation::InvokeModel,
+            haiku,
+            &[
+                ("X-Amzn-Bedrock-Service-Tier", "priority"),
+                ("X-Amzn-Bedrock-PerformanceConfig-Latency", "optimized"),
+            ],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(
+            (
+                header("X-Amzn-Bedrock-Service-Tier"),
+                header("X-Amzn-Bedrock-PerformanceConfig-Latency")
+            ),
+            (Some("priority"), Some("optimized"))
+        );
+        // The body is the family's, untouched.
+        let model = super::super::catalog::find(haiku).expect("in the catalog");
+        let expected = answer_request(Operation::InvokeModel, model, false, &body).expect("valid");
+        assert_eq!(answer, expected.body);
+
+        // No headers: the default tier, and no latency header.
+        let (_, headers, _) = call(&state, Operation::InvokeModel, haiku, &[], &body).await;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(
+            (
+                header("X-Amzn-Bedrock-Service-Tier"),
+                header("X-Amzn-Bedrock-PerformanceConfig-Latency")
+            ),
+            (Some("default"), None)
+        );
+
+        let titan = serde_json::json!({"inputText": "Hi"});
+        for (headers, message) in [
+            (
+                ("X-Amzn-Bedrock-Service-Tier", "gold"),
+                "1 validation error detected: Value 'gold' at 'serviceTier' failed to satisfy constraint: Member must satisfy enum value set: [default, flex, priority, reserved]",
+            ),
+            (
+                ("X-Amzn-Bedrock-Service-Tier", "reserved"),
+                "This account has no reserved capacity for the model amazon.titan-text-premier-v1:0. Try again with service tier 'default', 'flex' or 'priority'.",
+            ),
+            (
+                ("X-Amzn-Bedrock-PerformanceConfig-Latency", "optimized"),
+                "The model amazon.titan-text-premier-v1:0 does not support latency-optimized inference: use performanceConfig latency 'standard'.",
+            ),
+        ] {
+            for op in [
+                Operation::InvokeModel,
+                Operation::InvokeModelWithResponseStream,
+            ] {
+                let (status, response_headers, body) =
+                    call(&state, op, TITAN, &[headers], &titan).await;
+                assert_eq!((status, body), validation_error(message), "{op:?}");
+                assert_eq!(
+                    response_headers
+                        .get("x-amzn-ErrorType")
+                        .and_then(|v| v.to_str().ok()),
+                    Some(
+                        "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+                    )
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn flex_waits_the_latency_twice() {
+        let state = state(LoadModel {
+            latency: Duration::from_millis(30),
+            ..LoadModel::default()
+        });
+        let (_, _, mut body) = call(
+            &state,
+            Operation::Converse,
+            NOVA_PRO,
+            &[],
+            &hi(&serde_json::json!({"serviceTier": {"type": "flex"}})),
+        )
+        .await;
+        assert!(take_latency(&mut body) >= 60, "{body}");
+        let (_, headers, _) = call(
+            &state,
+            Operation::InvokeModel,
+            TITAN,
+            &[("X-Amzn-Bedrock-Service-Tier", "flex")],
+            &serde_json::json!({"inputText": "Hi"}),
+        )
+        .await;
+        let latency: u64 = headers
+            .get("x-amzn-bedrock-invocation-latency")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("the latency header");
+        assert!(latency >= 60, "{latency}");
+        let (_, _, mut body) = call(
+            &state,
+            Operation::Converse,
+            NOVA_PRO,
+            &[],
+            &hi(&serde_json::json!({})),
+        )
+        .await;
+        assert!(take_latency(&mut body) >= 30, "{body}");
+    }
+
+    /// The real SDK client for an emulator.
+    fn sdk_client(url: &str) -> aws_sdk_bedrockruntime::Client {
+        use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+        aws_sdk_bedrockruntime::Client::from_conf(
+            aws_sdk_bedrockruntime::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(url)
+                .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "tests"))
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+                .build(),
+        )
+    }
+
+    /// The real SDK client sends Converse's tier and latency and reads them back, from the
+    /// response and from the stream's metadata event.
+    #[tokio::test]
+    async fn the_sdk_reads_the_converse_tier_and_latency_back()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+        use aws_sdk_bedrockruntime::types::{
+            ContentBlock, ConversationRole, ConverseStreamOutput, Message,
+            PerformanceConfigLatency, PerformanceConfiguration, ServiceTier, ServiceTierType,
+        };
+
+        let emulator = crate::emulator::Emulator::start(EmulatorConfig::default()).await?;
+        let client = sdk_client(emulator.url());
+        let message = Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text("Hi".into()))
+            .build()?;
+        let flex = ServiceTier::builder()
+            .r#type(ServiceTierType::Flex)
+            .build()?;
+        let optimized = PerformanceConfiguration::builder()
+            .latency(PerformanceConfigLatency::Optimized)
+            .build();
+
+        let output = client
+            .converse()
+            .model_id(NOVA_PRO)
+            .messages(message.clone())
+            .service_tier(flex.clone())
+            .performance_config(optimized.clone())
+            .send()
+            .await?;
+        assert_eq!(output.service_tier(), Some(&flex));
+        assert_eq!(output.performance_config(), Some(&optimized));
+
+        let output = client
+            .converse()
+            .model_id(NOVA_PRO)
+            .messages(message.clone())
+            .send()
+            .await?;
+        assert_eq!(
+            output.service_tier().map(ServiceTier::r#type),
+            Some(&ServiceTierType::Default)
+        );
+        assert_eq!(output.performance_config(), None);
+
+        let mut stream = client
+            .converse_stream()
+            .model_id(NOVA_PRO)
+            .messages(message.clone())
+            .service_tier(flex.clone())
+            .performance_config(optimized.clone())
+            .send()
+            .await?;
+        let mut metadata = None;
+        while let Some(event) = stream.stream.recv().await? {
+            if let ConverseStreamOutput::Metadata(m) = event {
+                metadata = Some(m);
+            }
+        }
+        let metadata = metadata.ok_or("no metadata event")?;
+        assert_eq!(metadata.service_tier(), Some(&flex));
+        assert_eq!(metadata.performance_config(), Some(&optimized));
+
+        let error = client
+            .converse()
+            .model_id(NOVA_PRO)
+            .messages(message)
+            .service_tier(
+                ServiceTier::builder()
+                    .r#type(ServiceTierType::Reserved)
+                    .build()?,
+            )
+            .send()
+            .await
+            .expect_err("reserved is refused")
+            .into_service_error();
+        assert!(error.is_validation_exception(), "{error:?}");
+        assert_eq!(
+            error.message(),
+            Some(
+                "This account has no reserved capacity for the model amazon.nova-pro-v1:0. Try again with service tier 'default', 'flex' or 'priority'."
+            )
+        );
+        emulator.shutdown().await;
+        Ok(())
+    }
+
+    /// The real SDK client sends `InvokeModel`'s tier and latency headers and reads them back.
+    #[tokio::test]
+    async fn the_sdk_reads_the_invoke_model_tier_and_latency_back()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use aws_sdk_bedrockruntime::types::{PerformanceConfigLatency, ServiceTierType};
+
+        let emulator = crate::emulator::Emulator::start(EmulatorConfig::default()).await?;
+        let client = sdk_client(emulator.url());
+        let body = || {
+            aws_smithy_types::Blob::new(
+                serde_json::json!({"messages": [{"role": "user", "content": [{"text": "Hi"}]}]})
+                    .to_string(),
+            )
+        };
+        let invoked = client
+            .invoke_model()
+            .model_id(NOVA_PRO)
+            .content_type("application/json")
+            .body(body())
+            .service_tier(ServiceTierType::Priority)
+            .performance_config_latency(PerformanceConfigLatency::Optimized)
+            .send()
+            .await?;
+        assert_eq!(invoked.service_tier(), Some(&ServiceTierType::Priority));
+        assert_eq!(
+            invoked.performance_config_latency(),
+            Some(&PerformanceConfigLatency::Optimized)
+        );
+
+        let streamed = client
+            .invoke_model_with_response_stream()
+            .model_id(NOVA_PRO)
+            .content_type("application/json")
+            .body(body())
+            .service_tier(ServiceTierType::Flex)
+            .send()
+            .await?;
+        assert_eq!(streamed.service_tier(), Some(&ServiceTierType::Flex));
+        assert_eq!(streamed.performance_config_latency(), None);
+
+        let error = client
+            .invoke_model()
+            .model_id(TITAN)
+            .content_type("application/json")
+            .body(aws_smithy_types::Blob::new(r#"{"inputText": "Hi"}"#))
+            .performance_config_latency(PerformanceConfigLatency::Optimized)
+            .send()
+            .await
+            .expect_err("Titan has no latency-optimized version")
+            .into_service_error();
+        assert!(error.is_validation_exception(), "{error:?}");
+        emulator.shutdown().await;
+        Ok(())
     }
 }

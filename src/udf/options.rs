@@ -183,9 +183,8 @@ impl CompletionOptions {
                 }
                 "service_tier" => {
                     let text = value.as_text(&key).map_err(e)?;
-                    options.service_tier = Some(
-                        crate::bedrock::request::ServiceTier::parse(&text, &key).map_err(e)?,
-                    );
+                    options.service_tier =
+                        Some(crate::bedrock::request::ServiceTier::parse(&text, &key).map_err(e)?);
                 }
                 "latency" => {
                     let text = value.as_text(&key).map_err(e)?;

@@ -254,6 +254,8 @@ mod tests {
                 top_p: Some(0.9),
                 stop: vec!["END".into()],
                 extra: Some(json!({"top_k": 5})),
+                service_tier: None,
+                latency: None,
             },
             tool: Some(ToolSpec {
                 name: "answer".into(),

@@ -112,21 +112,7 @@ impl Engine {
         if let Some(extra) = &p.extra {
             call = call.additional_model_request_fields(to_document(extra));
         }
-        if let Some(tier) = p.service_tier {
-            call = call.service_tier(
-                ServiceTier::builder()
-                    .r#type(tier_type(tier))
-                    .build()
-                    .map_err(|e| invalid(&e))?,
-            );
-        }
-        if let Some(latency) = p.latency {
-            call = call.performance_config(
-                PerformanceConfiguration::builder()
-                    .latency(latency_type(latency))
-                    .build(),
-            );
-        }
+        call = with_tier_and_latency(call, p).map_err(|e| invalid(&e))?;
         if let Some(tool) = &request.tool {
             let spec = ToolSpecification::builder()
                 .name(&tool.name)
@@ -219,6 +205,28 @@ impl Engine {
         };
         Ok((vectors, tokens))
     }
+}
+
+/// A Converse call with the request's service tier and latency, when it names them.
+fn with_tier_and_latency(
+    call: aws_sdk_bedrockruntime::operation::converse::builders::ConverseFluentBuilder,
+    params: &crate::bedrock::request::InferenceParams,
+) -> std::result::Result<
+    aws_sdk_bedrockruntime::operation::converse::builders::ConverseFluentBuilder,
+    aws_sdk_bedrockruntime::error::BuildError,
+> {
+    let call = match params.service_tier {
+        Some(tier) => call.service_tier(ServiceTier::builder().r#type(tier_type(tier)).build()?),
+        None => call,
+    };
+    Ok(match params.latency {
+        Some(latency) => call.performance_config(
+            PerformanceConfiguration::builder()
+                .latency(latency_type(latency))
+                .build(),
+        ),
+        None => call,
+    })
 }
 
 /// The SDK's value of a service tier.

@@ -106,6 +106,8 @@ mod tests {
                 top_p: Some(0.95),
                 stop: vec!["\n\nHuman:".into()],
                 extra: Some(json!({"top_k": 40})),
+                service_tier: None,
+                latency: None,
             },
         };
         assert_eq!(

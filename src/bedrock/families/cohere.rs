@@ -166,6 +166,8 @@ mod tests {
             top_p: Some(0.75),
             stop: vec!["END".into()],
             extra: Some(json!({"k": 10})),
+            service_tier: None,
+            latency: None,
         });
         assert_eq!(
             encode_text_request(CHAT, &request).unwrap(),

@@ -78,6 +78,8 @@ mod tests {
             top_p: Some(0.8),
             stop: vec!["##".into()],
             extra: Some(json!({"n": 1})),
+            service_tier: None,
+            latency: None,
         });
         assert_eq!(
             encode_text_request(JAMBA, &request).unwrap(),

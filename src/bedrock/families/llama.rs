@@ -90,6 +90,8 @@ mod tests {
                 top_p: Some(0.9),
                 stop: vec![],
                 extra: None,
+                service_tier: None,
+                latency: None,
             },
         );
         assert_eq!(

@@ -105,6 +105,8 @@ mod tests {
                 top_p: Some(0.9),
                 stop: vec!["\n\n".into()],
                 extra: Some(json!({"top_k": 50})),
+                service_tier: None,
+                latency: None,
             },
         );
         assert_eq!(

@@ -99,6 +99,8 @@ mod tests {
                 top_p: Some(0.9),
                 stop: vec!["END".into()],
                 extra: Some(json!({"inferenceConfig": {"topK": 20}})),
+                service_tier: None,
+                latency: None,
             },
         };
         assert_eq!(

@@ -142,6 +142,8 @@ mod tests {
                 top_p: Some(0.9),
                 stop: vec!["|".into()],
                 extra: None,
+                service_tier: None,
+                latency: None,
             },
         );
         assert_eq!(
