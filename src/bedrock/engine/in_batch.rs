@@ -126,7 +126,10 @@ impl Engine {
         options: &CallOptions,
     ) -> Vec<std::result::Result<TextResponse, Arc<CallFailure>>> {
         let fail_all = |failure: CallFailure| {
-            counters.failure();
+            // Every record of the job failed: each is an input that failed for good.
+            for _ in &input.slots {
+                counters.failure();
+            }
             let failure = Arc::new(self.explained(failure));
             vec![Err(failure); input.slots.len()]
         };
