@@ -39,6 +39,13 @@ const PRICES: &[(&str, f64, f64)] = &[
     ("cohere.embed-multilingual-v3", 0.0001, 0.0),
 ];
 
+/// USD of tokens at a price per 1K input and per 1K output tokens.
+#[must_use]
+#[allow(clippy::cast_precision_loss)]
+pub fn tokens_usd((input, output): (f64, f64), input_tokens: u64, output_tokens: u64) -> f64 {
+    (input_tokens as f64 * input + output_tokens as f64 * output) / 1000.0
+}
+
 /// The built-in price (USD per 1K input tokens, per 1K output tokens) of a model, if known.
 #[must_use]
 pub fn list_price(model_id: &str) -> Option<(f64, f64)> {
@@ -252,9 +259,7 @@ impl Usage {
                     input_tokens: input,
                     output_tokens: output,
                     latency_ms: load(&c.latency_ms),
-                    estimated_cost_usd: self
-                        .price(model)
-                        .map(|(i, o)| (input as f64 * i + output as f64 * o) / 1000.0),
+                    estimated_cost_usd: self.price(model).map(|p| tokens_usd(p, input, output)),
                     batch_jobs: load(&c.batch_jobs),
                     batch_jobs_running: load(&c.batch_jobs_running),
                     batch_records: load(&c.batch_records),
@@ -264,7 +269,7 @@ impl Usage {
                     batch_output_tokens: batch_output,
                     batch_cost_usd: self
                         .batch_price(model)
-                        .map(|(i, o)| (batch_input as f64 * i + batch_output as f64 * o) / 1000.0),
+                        .map(|p| tokens_usd(p, batch_input, batch_output)),
                     batch_status: c
                         .batch_status
                         .lock()

@@ -78,7 +78,8 @@ pub struct AiFunctionExec {
     /// The session's `bedrock.execution` when planned: with it, whether a function runs in
     /// batch or auto execution, which gathers the whole input first.
     session_execution: Execution,
-    /// Batch and auto execution: the answers of every partition, made once.
+    /// Batch and auto execution: the answers of every partition, made once per plan (as a
+    /// hash join's build side is; a new plan, such as each run of a query, starts empty).
     gathered: Arc<std::sync::Mutex<Option<Gathered>>>,
 }
 
@@ -385,16 +386,12 @@ async fn answer_every_partition(
         futures::future::try_join_all(streams.into_iter().map(TryStreamExt::try_collect)).await?;
     let whole = concat_batches(&input.schema(), parts.iter().flatten())?;
     let answered = worker.evaluate(whole).await?;
-    let step = batch_size.max(1);
     let mut offset = 0;
     Ok(parts
         .iter()
         .map(|part| {
             let rows: usize = part.iter().map(RecordBatch::num_rows).sum();
-            let own: Vec<RecordBatch> = (0..rows)
-                .step_by(step)
-                .map(|start| answered.slice(offset + start, step.min(rows - start)))
-                .collect();
+            let own = super::model_exec::in_batches(&answered, offset, rows, batch_size);
             offset += rows;
             own
         })

@@ -605,12 +605,11 @@ where
             .await?;
         let whole = datafusion::arrow::compute::concat_batches(&input_schema, &batches)?;
         let answered = answer(whole).await?;
-        let step = batch_size.max(1);
         let rows = answered.num_rows();
         Ok::<_, DataFusionError>(
-            (0..rows)
-                .step_by(step)
-                .map(|start| Ok(answered.slice(start, step.min(rows - start))))
+            in_batches(&answered, 0, rows, batch_size)
+                .into_iter()
+                .map(Ok)
                 .collect::<Vec<_>>(),
         )
     };
@@ -621,6 +620,20 @@ where
         })
         .flatten();
     Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+/// Rows `offset..offset + rows` of `batch`, in batches of at most `batch_size` rows.
+pub(super) fn in_batches(
+    batch: &RecordBatch,
+    offset: usize,
+    rows: usize,
+    batch_size: usize,
+) -> Vec<RecordBatch> {
+    let step = batch_size.max(1);
+    (0..rows)
+        .step_by(step)
+        .map(|start| batch.slice(offset + start, step.min(rows - start)))
+        .collect()
 }
 
 /// What a conversation reads in order: the partitions under a `CoalescePartitionsExec` (which

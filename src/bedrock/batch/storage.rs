@@ -7,7 +7,6 @@ use std::sync::Arc;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AwsCredential};
-use object_store::path::Path;
 
 use crate::bedrock::retry::CallFailure;
 use crate::error::{Error, Result};
@@ -176,11 +175,6 @@ pub(crate) fn store(
                 format!("the S3 store of {location} cannot be built: {e}"),
             )
         })
-}
-
-/// An object path of the store.
-pub(crate) fn path(key: &str) -> Path {
-    Path::from(key)
 }
 
 #[cfg(test)]

@@ -96,10 +96,11 @@ impl Engine {
         rows
     }
 
-    /// Batch and auto execution: cached answers served, and the distinct uncached requests
-    /// answered by batch jobs when there are enough of them (see
+    /// Batch and auto execution: cached answers served (looked up once here, whichever way
+    /// the rest goes), and the distinct uncached requests answered by batch jobs when there
+    /// are enough of them (see
     /// [`Execution::uses_jobs`](crate::bedrock::batch::Execution::uses_jobs)); otherwise
-    /// nothing is answered here and the requests go on demand. Requests with a forced tool
+    /// they are left to go on demand. Requests with a forced tool
     /// (structured output), which batch jobs do not take, always go on demand.
     async fn answer_by_jobs(
         self: &Arc<Self>,
@@ -121,12 +122,6 @@ impl Engine {
                 None => work.push((slot, *key, request)),
             }
         }
-        if !options
-            .execution
-            .uses_jobs(work.len(), options.min_batch_rows())
-        {
-            return;
-        }
         for (slot, answer) in cached {
             counters.cache_hit();
             let mut served = TextResponse::clone(&answer);
@@ -135,6 +130,12 @@ impl Engine {
                 ..CallInfo::default()
             };
             answers[slot] = Some(Ok(Arc::new(served)));
+        }
+        if !options
+            .execution
+            .uses_jobs(work.len(), options.min_batch_rows())
+        {
+            return;
         }
         for (slot, result) in self.answer_in_batch(target, &work, counters, options).await {
             answers[slot] = Some(result);

@@ -320,7 +320,7 @@ impl Engine {
         let input_key = format!("{folder}records.jsonl");
         store
             .put(
-                &storage::path(&input_key),
+                &object_store::path::Path::from(input_key.as_str()),
                 PutPayload::from(input.jsonl.clone()),
             )
             .await
@@ -430,7 +430,7 @@ fn job_input(target: &ModelTarget, lines: &[(usize, CacheKey, u64, u64, String)]
 /// An object's text.
 async fn read_text(store: &Arc<dyn ObjectStore>, key: &str) -> std::result::Result<String, String> {
     let bytes = store
-        .get(&storage::path(key))
+        .get(&object_store::path::Path::from(key))
         .await
         .map_err(|e| storage_error(&e))?
         .bytes()

@@ -267,9 +267,8 @@ impl CallOptions {
 }
 
 /// Estimated USD of tokens at a price per 1K input and output tokens (0 when unknown).
-#[allow(clippy::cast_precision_loss)]
 fn cost_usd(price: Option<(f64, f64)>, input_tokens: u64, output_tokens: u64) -> f64 {
-    price.map_or(0.0, |(input, output)| {
-        (input_tokens as f64 * input + output_tokens as f64 * output) / 1000.0
+    price.map_or(0.0, |p| {
+        super::usage::tokens_usd(p, input_tokens, output_tokens)
     })
 }
