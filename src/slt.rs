@@ -128,6 +128,22 @@ pub fn emulator_batch_records_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
     })
 }
 
+/// `emulator_cache_read_tokens() -> BIGINT`: input tokens the emulator's prompt cache served
+/// since the current `.slt` file started.
+pub fn emulator_cache_read_tokens_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
+    snapshot_udf("emulator_cache_read_tokens", stats, |s| {
+        s.cache_read_input_tokens
+    })
+}
+
+/// `emulator_cache_write_tokens() -> BIGINT`: input tokens written to the emulator's prompt
+/// cache since the current `.slt` file started.
+pub fn emulator_cache_write_tokens_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
+    snapshot_udf("emulator_cache_write_tokens", stats, |s| {
+        s.cache_write_input_tokens
+    })
+}
+
 fn snapshot_udf(
     name: &str,
     stats: Arc<EmulatorStats>,
@@ -217,12 +233,13 @@ impl SltDriver {
         runner
     }
 
-    /// Runs one file; the emulator's counters start from zero for it.
+    /// Runs one file; the emulator's counters and prompt cache start empty for it.
     ///
     /// # Errors
     /// The first record whose output or error differs from the file, with both shown.
     pub async fn run_file(&self, path: impl AsRef<Path>) -> Result<(), SltError> {
         self.emulator.stats().reset();
+        self.emulator.clear_prompt_cache();
         self.runner().run_file_async(path).await
     }
 
@@ -233,6 +250,7 @@ impl SltDriver {
     /// When the file cannot be read or written, or a record cannot run at all.
     pub async fn complete_file(&self, path: impl AsRef<Path>) -> Result<(), String> {
         self.emulator.stats().reset();
+        self.emulator.clear_prompt_cache();
         self.runner()
             .update_test_file(
                 path,
@@ -326,7 +344,11 @@ async fn connect(
     ctx.session()
         .register_udf(emulator_batch_jobs_udf(Arc::clone(&stats)));
     ctx.session()
-        .register_udf(emulator_batch_records_udf(stats));
+        .register_udf(emulator_batch_records_udf(Arc::clone(&stats)));
+    ctx.session()
+        .register_udf(emulator_cache_read_tokens_udf(Arc::clone(&stats)));
+    ctx.session()
+        .register_udf(emulator_cache_write_tokens_udf(stats));
     Ok(BedrockSltDb::new(ctx))
 }
 

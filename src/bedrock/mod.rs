@@ -37,6 +37,7 @@ pub mod families;
 mod identity;
 pub mod limiter;
 pub mod params;
+pub mod prompt_cache;
 pub mod redact;
 pub mod request;
 pub mod retry;

@@ -64,6 +64,13 @@ pub struct InferenceParams {
     /// `latency`: standard or latency-optimized inference (`None`: standard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// `prompt_cache`: Bedrock prompt caching of the static part (`None`: `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<super::prompt_cache::PromptCache>,
+    /// `rows_per_request`: rows packed into one request (`None`: 1, no packing). Not sent: the
+    /// caller packs rows (see [`packing`](crate::inference::packing)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_request: Option<u32>,
 }
 
 /// Bedrock's processing tiers: `service_tier = 'default' | 'flex' | 'priority'`.
@@ -162,6 +169,10 @@ pub struct TextRequest {
     /// A tool the model is forced to call: the answer is its input (structured output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolSpec>,
+    /// Where Bedrock is asked to cache the prompt's static part (see
+    /// [`prompt_cache`](super::prompt_cache)); changes neither the prompt nor the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::prompt_cache::CachePoints>,
 }
 
 impl TextRequest {
@@ -172,7 +183,22 @@ impl TextRequest {
             messages: vec![ChatMessage::user(text)],
             params,
             tool: None,
+            cache: None,
         }
+    }
+
+    /// The order that puts requests sharing a prefix next to each other: by system prompt,
+    /// then by the texts of the messages in turn.
+    #[must_use]
+    pub fn prefix_order(&self, other: &Self) -> std::cmp::Ordering {
+        fn texts(r: &TextRequest) -> impl Iterator<Item = &str> {
+            r.messages
+                .iter()
+                .flat_map(|m| m.texts.iter().map(String::as_str))
+        }
+        self.system
+            .cmp(&other.system)
+            .then_with(|| texts(self).cmp(texts(other)))
     }
 
     /// A rough input-token estimate (one token per four characters), used to reserve a
@@ -239,4 +265,12 @@ pub struct CallInfo {
     pub latency_ms: u64,
     /// The service tier Bedrock says it used (`default`, `flex`, `priority`), when it says.
     pub service_tier: Option<std::sync::Arc<str>>,
+    /// Input tokens Bedrock read from its prompt cache (billed at the read price).
+    pub cache_read_tokens: u64,
+    /// Input tokens Bedrock wrote to its prompt cache (billed at the write price).
+    pub cache_write_tokens: u64,
+    /// The rows answered by the request (more than 1 when rows were packed; 0 or 1 otherwise).
+    pub packed_rows: u32,
+    /// The first row of a packed request (the one that counts the request).
+    pub packed_first: bool,
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::families::base_model_id;
+use super::prompt_cache::{CacheTtl, cached_tokens_usd};
 
 /// On-demand list prices in USD per 1,000 tokens (input, output), us-east-1. Estimates only:
 /// override them with [`Usage::set_price`] for your region, tier or discounts.
@@ -46,6 +47,14 @@ pub fn tokens_usd((input, output): (f64, f64), input_tokens: u64, output_tokens:
     (input_tokens as f64 * input + output_tokens as f64 * output) / 1000.0
 }
 
+/// `tokens` divided among `rows` rows, the remainder to the first, so the shares add up
+/// (a request's tokens shared by the rows it answered).
+pub fn token_shares(tokens: u64, rows: usize) -> impl Iterator<Item = u64> {
+    let n = u64::try_from(rows).unwrap_or(u64::MAX).max(1);
+    let (share, remainder) = (tokens / n, tokens % n);
+    (0..rows).map(move |i| if i == 0 { share + remainder } else { share })
+}
+
 /// The built-in price (USD per 1K input tokens, per 1K output tokens) of a model, if known.
 #[must_use]
 pub fn list_price(model_id: &str) -> Option<(f64, f64)> {
@@ -67,6 +76,9 @@ pub struct ModelCounters {
     deduplicated: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
+    cache_read_tokens: AtomicU64,
+    cache_write_tokens: AtomicU64,
+    cache_write_1h_tokens: AtomicU64,
     latency_ms: AtomicU64,
     batch_jobs: AtomicU64,
     batch_jobs_running: AtomicU64,
@@ -134,6 +146,17 @@ impl ModelCounters {
     pub fn deduplicated(&self, n: u64) {
         self.deduplicated.fetch_add(n, Ordering::Relaxed);
     }
+    /// Prompt-cache tokens of a successful attempt: read, and written (with a 1-hour time
+    /// to live when `one_hour`).
+    pub fn prompt_cache(&self, read: u64, written: u64, one_hour: bool) {
+        self.cache_read_tokens.fetch_add(read, Ordering::Relaxed);
+        self.cache_write_tokens
+            .fetch_add(written, Ordering::Relaxed);
+        if one_hour {
+            self.cache_write_1h_tokens
+                .fetch_add(written, Ordering::Relaxed);
+        }
+    }
     /// Tokens and latency of a successful attempt.
     pub fn success(&self, input_tokens: u64, output_tokens: u64, latency_ms: u64) {
         self.input_tokens.fetch_add(input_tokens, Ordering::Relaxed);
@@ -164,6 +187,10 @@ pub struct UsageSnapshot {
     pub input_tokens: u64,
     /// Output tokens billed.
     pub output_tokens: u64,
+    /// Input tokens read from Bedrock's prompt cache (not in `input_tokens`).
+    pub cache_read_tokens: u64,
+    /// Input tokens written to Bedrock's prompt cache (not in `input_tokens`).
+    pub cache_write_tokens: u64,
     /// Total latency of successful attempts, in milliseconds.
     pub latency_ms: u64,
     /// Estimated cost in USD of the on-demand calls (`None` when the model's price is
@@ -246,6 +273,11 @@ impl Usage {
             .map(|(model, c)| {
                 let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
                 let (input, output) = (load(&c.input_tokens), load(&c.output_tokens));
+                let (read, written, written_1h) = (
+                    load(&c.cache_read_tokens),
+                    load(&c.cache_write_tokens),
+                    load(&c.cache_write_1h_tokens),
+                );
                 let (batch_input, batch_output) =
                     (load(&c.batch_input_tokens), load(&c.batch_output_tokens));
                 UsageSnapshot {
@@ -258,8 +290,14 @@ impl Usage {
                     deduplicated: load(&c.deduplicated),
                     input_tokens: input,
                     output_tokens: output,
+                    cache_read_tokens: read,
+                    cache_write_tokens: written,
                     latency_ms: load(&c.latency_ms),
-                    estimated_cost_usd: self.price(model).map(|p| tokens_usd(p, input, output)),
+                    estimated_cost_usd: self.price(model).map(|p| {
+                        tokens_usd(p, input, output)
+                            + cached_tokens_usd(model, p.0, None, read, written - written_1h)
+                            + cached_tokens_usd(model, p.0, Some(CacheTtl::OneHour), 0, written_1h)
+                    }),
                     batch_jobs: load(&c.batch_jobs),
                     batch_jobs_running: load(&c.batch_jobs_running),
                     batch_records: load(&c.batch_records),
@@ -284,6 +322,38 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_shares_add_up_with_the_remainder_first() {
+        assert_eq!(token_shares(11, 3).collect::<Vec<_>>(), vec![5, 3, 3]);
+        assert_eq!(token_shares(6, 3).collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(token_shares(2, 3).collect::<Vec<_>>(), vec![2, 0, 0]);
+        assert_eq!(token_shares(7, 1).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(token_shares(7, 0).count(), 0);
+    }
+
+    #[test]
+    fn prompt_cache_tokens_are_counted_apart_and_priced_by_ttl() {
+        let usage = Usage::default();
+        let m = usage.model("anthropic.claude-3-7-sonnet-20250219-v1:0");
+        m.success(1000, 0, 1);
+        m.prompt_cache(10_000, 2_000, false);
+        m.prompt_cache(0, 1_000, true);
+        let snap = &usage.snapshot()[0];
+        assert_eq!(
+            (
+                snap.input_tokens,
+                snap.cache_read_tokens,
+                snap.cache_write_tokens
+            ),
+            (1000, 10_000, 3_000)
+        );
+        // $3/M input: 1,000 uncached, 10,000 read at 0.1×, 2,000 written at 1.25× and 1,000
+        // at 2× (1 hour).
+        let expected = (1000.0 + 1000.0 + 2500.0 + 2000.0) * 0.003 / 1000.0;
+        let cost = snap.estimated_cost_usd.unwrap();
+        assert!((cost - expected).abs() < 1e-12, "{cost} vs {expected}");
+    }
 
     #[test]
     fn cost_follows_tokens_and_prices() {

@@ -6,8 +6,10 @@ use super::output_schema::OutputSchema;
 use crate::bedrock::batch::Execution;
 use crate::bedrock::engine::Api;
 use crate::bedrock::params::{ParamValue, unknown_parameter};
+use crate::bedrock::prompt_cache::PromptCache;
 use crate::bedrock::request::{InferenceParams, Latency, ServiceTier};
 use crate::error::{Error, Result};
+use crate::inference::packing::{self, MAX_ROWS_PER_REQUEST};
 
 /// The model id used when `model_id` is not given (MindsDB's default).
 pub const DEFAULT_MODEL_ID: &str = "amazon.titan-text-premier-v1:0";
@@ -33,6 +35,8 @@ pub const MODEL_PARAMETERS: &[&str] = &[
     "execution",
     "service_tier",
     "latency",
+    "prompt_cache",
+    "rows_per_request",
 ];
 
 /// Prior turns (a row's prompt and its answer) a `conversational-full` request carries when
@@ -391,10 +395,27 @@ impl ModelSpec {
                     inference.service_tier = Some(ServiceTier::parse(&value.as_text(&key)?, &key)?);
                 }
                 "latency" => inference.latency = Some(Latency::parse(&value.as_text(&key)?, &key)?),
+                "prompt_cache" => {
+                    inference.prompt_cache = Some(PromptCache::parse(&value.as_text(&key)?, &key)?);
+                }
+                "rows_per_request" => {
+                    inference.rows_per_request = Some(
+                        u32::try_from(value.as_integer_in(&key, 1, MAX_ROWS_PER_REQUEST)?)
+                            .unwrap_or(1),
+                    );
+                }
                 _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
             }
         }
         check_execution(execution, mode, output_schema.is_some())?;
+        packing::check(
+            "Parameter 'rows_per_request'",
+            inference.rows_per_request.unwrap_or(1),
+            (mode != Mode::Default).then(|| mode.name()),
+            api,
+            execution.filter(|e| e.gathers()).map(Execution::name),
+        )
+        .map_err(Error::InvalidInput)?;
         if max_history_rows.is_some() && mode != Mode::ConversationalFull {
             return Err(Error::InvalidInput(format!(
                 "Parameter 'max_history_rows' bounds the prior turns of mode = 'conversational-full', but this model's mode is '{}': remove max_history_rows, or add mode = 'conversational-full'",
@@ -528,6 +549,11 @@ impl ModelSpec {
             ("execution", self.execution.map(|e| e.name().to_string())),
             ("service_tier", p.service_tier.map(|t| t.name().to_string())),
             ("latency", p.latency.map(|l| l.name().to_string())),
+            ("prompt_cache", p.prompt_cache.map(|c| c.name().to_string())),
+            (
+                "rows_per_request",
+                p.rows_per_request.map(|k| k.to_string()),
+            ),
             (
                 "max_history_rows",
                 (self.mode == Mode::ConversationalFull).then(|| self.max_history_rows.to_string()),

@@ -73,6 +73,21 @@ pub struct CatalogModel {
     /// `performanceConfig` latency `optimized` (Converse) or the
     /// `X-Amzn-Bedrock-PerformanceConfig-Latency: optimized` header (`InvokeModel`).
     pub latency_optimized: bool,
+    /// How the model caches prompts at Converse `cachePoint` blocks; `None` when it does not
+    /// (a request with a `cachePoint` is refused).
+    pub prompt_cache: Option<PromptCaching>,
+}
+
+/// A model's prompt caching: which `cachePoint` blocks of a Converse request count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptCaching {
+    /// The fewest input tokens before a checkpoint (counted from the start of the request) for
+    /// it to be cached; a checkpoint with fewer caches nothing, silently.
+    pub min_tokens: u32,
+    /// The most `cachePoint` blocks one request may carry (tools, system and messages together).
+    pub max_points: usize,
+    /// Whether the one-hour TTL (`"ttl": "1h"`) is offered; the five-minute TTL always is.
+    pub one_hour: bool,
 }
 
 impl CatalogModel {
@@ -122,12 +137,29 @@ const fn text_model(
         default_max_tokens,
         embedding_dimensions: 0,
         latency_optimized: false,
+        prompt_cache: None,
     }
 }
 
 /// The model, marked as having a latency-optimized version.
 const fn latency_optimized(mut model: CatalogModel) -> CatalogModel {
     model.latency_optimized = true;
+    model
+}
+
+/// The model, caching prompts at checkpoints of at least `min_tokens`, at most `max_points` of
+/// them a request, with the one-hour TTL when `one_hour`.
+const fn prompt_caching(
+    mut model: CatalogModel,
+    min_tokens: u32,
+    max_points: usize,
+    one_hour: bool,
+) -> CatalogModel {
+    model.prompt_cache = Some(PromptCaching {
+        min_tokens,
+        max_points,
+        one_hour,
+    });
     model
 }
 
@@ -153,6 +185,7 @@ const fn embedding_model(
         default_max_tokens: 0,
         embedding_dimensions: dimensions,
         latency_optimized: false,
+        prompt_cache: None,
     }
 }
 
@@ -194,39 +227,54 @@ static CATALOG: &[CatalogModel] = &[
         4096,
         512,
     ),
-    text_model(
-        "amazon.nova-micro-v1:0",
-        "Nova Micro",
-        "Amazon",
-        Nova,
-        TEXT,
-        ON_DEMAND,
-        true,
-        10000,
-        5000,
+    prompt_caching(
+        text_model(
+            "amazon.nova-micro-v1:0",
+            "Nova Micro",
+            "Amazon",
+            Nova,
+            TEXT,
+            ON_DEMAND,
+            true,
+            10000,
+            5000,
+        ),
+        1000,
+        4,
+        false,
     ),
-    text_model(
-        "amazon.nova-lite-v1:0",
-        "Nova Lite",
-        "Amazon",
-        Nova,
-        TEXT_IMAGE,
-        ON_DEMAND,
-        true,
-        10000,
-        5000,
+    prompt_caching(
+        text_model(
+            "amazon.nova-lite-v1:0",
+            "Nova Lite",
+            "Amazon",
+            Nova,
+            TEXT_IMAGE,
+            ON_DEMAND,
+            true,
+            10000,
+            5000,
+        ),
+        1000,
+        4,
+        false,
     ),
-    latency_optimized(text_model(
-        "amazon.nova-pro-v1:0",
-        "Nova Pro",
-        "Amazon",
-        Nova,
-        TEXT_IMAGE,
-        ON_DEMAND,
-        true,
-        10000,
-        5000,
-    )),
+    prompt_caching(
+        latency_optimized(text_model(
+            "amazon.nova-pro-v1:0",
+            "Nova Pro",
+            "Amazon",
+            Nova,
+            TEXT_IMAGE,
+            ON_DEMAND,
+            true,
+            10000,
+            5000,
+        )),
+        1000,
+        4,
+        false,
+    ),
     text_model(
         "anthropic.claude-3-haiku-20240307-v1:0",
         "Claude 3 Haiku",
@@ -238,17 +286,22 @@ static CATALOG: &[CatalogModel] = &[
         4096,
         4096,
     ),
-    latency_optimized(text_model(
-        "anthropic.claude-3-5-haiku-20241022-v1:0",
-        "Claude 3.5 Haiku",
-        "Anthropic",
-        Claude,
-        TEXT,
-        ON_DEMAND,
-        true,
-        8192,
-        4096,
-    )),
+    prompt_caching(
+        latency_optimized(text_model(
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "Claude 3.5 Haiku",
+            "Anthropic",
+            Claude,
+            TEXT,
+            ON_DEMAND,
+            true,
+            8192,
+            4096,
+        )),
+        2048,
+        4,
+        false,
+    ),
     text_model(
         "anthropic.claude-3-5-sonnet-20240620-v1:0",
         "Claude 3.5 Sonnet",
@@ -260,27 +313,53 @@ static CATALOG: &[CatalogModel] = &[
         8192,
         4096,
     ),
-    text_model(
-        "anthropic.claude-3-7-sonnet-20250219-v1:0",
-        "Claude 3.7 Sonnet",
-        "Anthropic",
-        Claude,
-        TEXT_IMAGE,
-        PROFILE_ONLY,
-        true,
-        65536,
-        4096,
+    prompt_caching(
+        text_model(
+            "anthropic.claude-3-7-sonnet-20250219-v1:0",
+            "Claude 3.7 Sonnet",
+            "Anthropic",
+            Claude,
+            TEXT_IMAGE,
+            PROFILE_ONLY,
+            true,
+            65536,
+            4096,
+        ),
+        1024,
+        4,
+        false,
     ),
-    text_model(
-        "anthropic.claude-sonnet-4-20250514-v1:0",
-        "Claude Sonnet 4",
-        "Anthropic",
-        Claude,
-        TEXT_IMAGE,
-        PROFILE_ONLY,
-        true,
-        65536,
+    prompt_caching(
+        text_model(
+            "anthropic.claude-sonnet-4-20250514-v1:0",
+            "Claude Sonnet 4",
+            "Anthropic",
+            Claude,
+            TEXT_IMAGE,
+            PROFILE_ONLY,
+            true,
+            65536,
+            4096,
+        ),
+        1024,
+        4,
+        false,
+    ),
+    prompt_caching(
+        text_model(
+            "anthropic.claude-haiku-4-5-20251001-v1:0",
+            "Claude Haiku 4.5",
+            "Anthropic",
+            Claude,
+            TEXT_IMAGE,
+            PROFILE_ONLY,
+            true,
+            8192,
+            4096,
+        ),
         4096,
+        4,
+        true,
     ),
     text_model(
         "meta.llama3-8b-instruct-v1:0",
@@ -468,6 +547,7 @@ static CATALOG: &[CatalogModel] = &[
         default_max_tokens: 0,
         embedding_dimensions: 0,
         latency_optimized: false,
+        prompt_cache: None,
     },
 ];
 
@@ -526,5 +606,45 @@ mod tests {
                 "meta.llama3-1-70b-instruct-v1:0",
             ]
         );
+    }
+
+    #[test]
+    fn prompt_caching_models_are_the_services() {
+        let caching: Vec<_> = CATALOG
+            .iter()
+            .filter_map(|m| m.prompt_cache.map(|c| (m.id, c)))
+            .collect();
+        let cache = |min_tokens, one_hour| PromptCaching {
+            min_tokens,
+            max_points: 4,
+            one_hour,
+        };
+        assert_eq!(
+            caching,
+            [
+                ("amazon.nova-micro-v1:0", cache(1000, false)),
+                ("amazon.nova-lite-v1:0", cache(1000, false)),
+                ("amazon.nova-pro-v1:0", cache(1000, false)),
+                (
+                    "anthropic.claude-3-5-haiku-20241022-v1:0",
+                    cache(2048, false)
+                ),
+                (
+                    "anthropic.claude-3-7-sonnet-20250219-v1:0",
+                    cache(1024, false)
+                ),
+                (
+                    "anthropic.claude-sonnet-4-20250514-v1:0",
+                    cache(1024, false)
+                ),
+                (
+                    "anthropic.claude-haiku-4-5-20251001-v1:0",
+                    cache(4096, true)
+                ),
+            ]
+        );
+        let haiku =
+            find("anthropic.claude-haiku-4-5-20251001-v1:0").map(|m| (m.on_demand(), m.family));
+        assert_eq!(haiku, Some((false, Claude)));
     }
 }

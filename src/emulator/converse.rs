@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use super::answer::{Conversation, Reply, Role, StopReason, Turn, fnv1a, stream_pieces};
 use super::catalog::CatalogModel;
+use super::prompt_cache::{CachePlan, CachePoints, CacheUse, cache_point};
 use super::wire::ApiError;
 
 /// A forced tool call (`toolChoice` `any` or `tool`): the model answers with `toolUse`.
@@ -22,6 +23,8 @@ pub(crate) struct ConverseRequest {
     pub tool: Option<ToolRequest>,
     /// The service tier and latency asked for (`serviceTier`, `performanceConfig`).
     pub tiering: Tiering,
+    /// The prompt caching asked for (`cachePoint` blocks); `None` when the request has none.
+    pub cache: Option<CachePlan>,
 }
 
 /// A Bedrock service tier (`serviceTier.type` in Converse, the `X-Amzn-Bedrock-Service-Tier`
@@ -96,7 +99,7 @@ pub(crate) struct Tiering {
 }
 
 /// The enum constraint error, quoting a JSON string without its quotes.
-fn enum_error(value: &Value, path: &str, set: &str) -> ApiError {
+pub(crate) fn enum_error(value: &Value, path: &str, set: &str) -> ApiError {
     let shown = value
         .as_str()
         .map_or_else(|| value.to_string(), str::to_string);
@@ -206,7 +209,8 @@ impl Tiering {
     }
 }
 
-fn null_member(path: &str) -> ApiError {
+/// The constraint error of a missing member.
+pub(crate) fn null_member(path: &str) -> ApiError {
     ApiError::constraint("null", path, "Member must not be null")
 }
 
@@ -240,16 +244,21 @@ pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseReques
         .and_then(Value::as_array)
         .ok_or_else(|| null_member("messages"))?;
     let tiering = Tiering::from_body(body)?;
+    let mut turns = parse_messages(messages)?;
+    join_at_cache_points(&mut turns, messages);
     let conversation = Conversation {
         system: parse_system(body.get("system"))?,
-        turns: parse_messages(messages)?,
+        turns,
     };
+    let tool = parse_tool_choice(body.get("toolConfig"))?;
+    let cache_points = CachePoints::read(body, model.id)?;
     let mut request = ConverseRequest {
         conversation,
         max_tokens: None,
         stop_sequences: Vec::new(),
-        tool: parse_tool_choice(body.get("toolConfig"))?,
+        tool,
         tiering,
+        cache: None,
     };
     if let Some(config) = body.get("inferenceConfig") {
         if let Some(v) = config.get("maxTokens").and_then(Value::as_f64) {
@@ -288,7 +297,52 @@ pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseReques
         }
     }
     tiering.check(model)?;
+    request.cache = cache_points.check(model)?;
     Ok(request)
+}
+
+/// Reads each turn again around its `cachePoint` blocks: they mark the prompt for caching and
+/// are no content, so they count as no block (a message of `cachePoint` blocks only counts as
+/// empty), and the texts on both sides of one are one text, as the model reads them — so a
+/// prompt split for caching gets the answer it gets whole.
+fn join_at_cache_points(turns: &mut [Turn], messages: &[Value]) {
+    for (turn, message) in turns.iter_mut().zip(messages) {
+        let Some(content) = message.get("content").and_then(Value::as_array) else {
+            continue;
+        };
+        if !content.iter().any(|b| cache_point(b).is_some()) {
+            continue;
+        }
+        let mut texts: Vec<String> = Vec::new();
+        let mut blocks = 0;
+        // Whether the last content block was a text, and whether a cachePoint followed it.
+        let (mut after_text, mut after_point) = (false, false);
+        for block in content {
+            if cache_point(block).is_some() {
+                after_point = after_text;
+                continue;
+            }
+            match block_text(block) {
+                Some(text) if after_point && block.get("text").is_some() => {
+                    if let Some(last) = texts.last_mut() {
+                        last.push_str(&text);
+                    }
+                }
+                Some(text) => {
+                    blocks += 1;
+                    after_text = block.get("text").is_some();
+                    texts.push(text);
+                }
+                None => {
+                    blocks += 1;
+                    after_text = false;
+                }
+            }
+            after_point = false;
+        }
+        turn.texts = texts;
+        turn.blocks = blocks;
+    }
 }
 
 pub(crate) fn parse_system(system: Option<&Value>) -> Result<Vec<String>, ApiError> {
@@ -366,7 +420,7 @@ pub(crate) fn parse_messages(messages: &[Value]) -> Result<Vec<Turn>, ApiError> 
 }
 
 /// The text a content block carries: `text`, guarded text, or a tool result's text.
-fn block_text(block: &Value) -> Option<String> {
+pub(crate) fn block_text(block: &Value) -> Option<String> {
     if let Some(text) = block.get("text").and_then(Value::as_str) {
         return Some(text.to_string());
     }
@@ -526,6 +580,15 @@ pub(crate) fn tool_use(tool: &ToolRequest, conversation: &Conversation) -> ToolC
     }
 }
 
+/// The `stopReason` of a tool call: `tool_use`, or `max_tokens` when generation was cut
+/// short inside it (a packed answer that did not fit).
+fn tool_stop(stop: &StopReason) -> &'static str {
+    match stop {
+        StopReason::MaxTokens => "max_tokens",
+        _ => "tool_use",
+    }
+}
+
 /// Converse's `stopReason` string.
 pub(crate) fn stop_reason(stop: &StopReason) -> &'static str {
     match stop {
@@ -535,33 +598,51 @@ pub(crate) fn stop_reason(stop: &StopReason) -> &'static str {
     }
 }
 
-fn usage(reply: &Reply) -> Value {
-    json!({
-        "inputTokens": reply.input_tokens,
+/// The `usage` object: with `cache` (a request that carried a `cachePoint`), `inputTokens` is
+/// the uncached part of the input and the cache fields are added.
+fn usage(reply: &Reply, cache: Option<&CacheUse>) -> Value {
+    let Some(cache) = cache else {
+        return json!({
+            "inputTokens": reply.input_tokens,
+            "outputTokens": reply.output_tokens,
+            "totalTokens": reply.input_tokens + reply.output_tokens,
+        });
+    };
+    let input = cache.uncached(reply.input_tokens);
+    let total = input
+        .saturating_add(reply.output_tokens)
+        .saturating_add(cache.read)
+        .saturating_add(cache.write);
+    let mut usage = json!({
+        "inputTokens": input,
         "outputTokens": reply.output_tokens,
-        "totalTokens": reply.input_tokens + reply.output_tokens,
-    })
+        "totalTokens": total,
+    });
+    cache.add_to_usage(&mut usage);
+    usage
 }
 
 /// The body of a Converse response; with `tiering`, it says the service tier used (and the
-/// latency, when the request named one).
+/// latency, when the request named one); with `cache`, its usage says what the prompt cache
+/// served.
 pub(crate) fn response(
     reply: &Reply,
     tool: Option<&ToolCall>,
     latency_ms: u64,
     tiering: Option<Tiering>,
+    cache: Option<&CacheUse>,
 ) -> Value {
     let (content, stop) = match tool {
         Some(call) => (
             json!([{ "toolUse": { "toolUseId": call.id, "name": call.name, "input": call.input } }]),
-            "tool_use",
+            tool_stop(&reply.stop),
         ),
         None => (json!([{ "text": reply.text }]), stop_reason(&reply.stop)),
     };
     let mut body = json!({
         "output": { "message": { "role": "assistant", "content": content } },
         "stopReason": stop,
-        "usage": usage(reply),
+        "usage": usage(reply, cache),
         "metrics": { "latencyMs": latency_ms },
     });
     if let Some(tiering) = tiering {
@@ -571,12 +652,14 @@ pub(crate) fn response(
 }
 
 /// The `converse-stream` events, as (event type, payload) pairs; the metadata event says the
-/// service tier used (and the latency, when the request named one).
+/// service tier used (and the latency, when the request named one) and, with `cache`, what the
+/// prompt cache served.
 pub(crate) fn stream_events(
     reply: &Reply,
     tool: Option<&ToolCall>,
     latency_ms: u64,
     tiering: Tiering,
+    cache: Option<&CacheUse>,
 ) -> Vec<(&'static str, Value)> {
     let mut events = vec![("messageStart", json!({ "role": "assistant" }))];
     let stop = if let Some(call) = tool {
@@ -588,7 +671,7 @@ pub(crate) fn stream_events(
             "contentBlockDelta",
             json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": call.input.to_string() } } }),
         ));
-        "tool_use"
+        tool_stop(&reply.stop)
     } else {
         for piece in stream_pieces(&reply.text) {
             events.push((
@@ -600,7 +683,8 @@ pub(crate) fn stream_events(
     };
     events.push(("contentBlockStop", json!({ "contentBlockIndex": 0 })));
     events.push(("messageStop", json!({ "stopReason": stop })));
-    let mut metadata = json!({ "usage": usage(reply), "metrics": { "latencyMs": latency_ms } });
+    let mut metadata =
+        json!({ "usage": usage(reply, cache), "metrics": { "latencyMs": latency_ms } });
     tiering.echo(&mut metadata);
     events.push(("metadata", metadata));
     events
@@ -896,7 +980,7 @@ mod tests {
             latency: None,
         };
         assert_eq!(
-            response(&reply, None, 7, Some(flex)),
+            response(&reply, None, 7, Some(flex), None),
             json!({
                 "output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
                 "stopReason": "end_turn",
@@ -910,7 +994,7 @@ mod tests {
             latency: Some(Latency::Optimized),
         };
         assert_eq!(
-            response(&reply, None, 7, Some(optimized)),
+            response(&reply, None, 7, Some(optimized), None),
             json!({
                 "output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
                 "stopReason": "end_turn",
@@ -921,8 +1005,11 @@ mod tests {
             })
         );
         // Batch inference answers carry neither.
-        assert_eq!(response(&reply, None, 0, None).get("serviceTier"), None);
-        let events = stream_events(&reply, None, 7, optimized);
+        assert_eq!(
+            response(&reply, None, 0, None, None).get("serviceTier"),
+            None
+        );
+        let events = stream_events(&reply, None, 7, optimized, None);
         assert_eq!(
             events.last(),
             Some(&(
@@ -934,6 +1021,165 @@ mod tests {
                     "performanceConfig": {"latency": "optimized"},
                 })
             ))
+        );
+    }
+
+    #[test]
+    fn cache_points_are_no_blocks_and_leave_the_answer_unchanged() {
+        let nova = model("amazon.nova-pro-v1:0");
+        let with_points = json!({
+            "system": [{"text": "s"}, {"cachePoint": {"type": "default"}}],
+            "messages": [
+                {"role": "user", "content": [{"text": "a"}, {"cachePoint": {"type": "default"}}, {"text": "b"}]},
+                {"role": "assistant", "content": [{"text": "c"}]},
+                {"role": "user", "content": [{"text": "d"}, {"cachePoint": {"type": "default", "ttl": "5m"}}]}
+            ]
+        });
+        let without = json!({
+            "system": [{"text": "s"}],
+            "messages": [
+                {"role": "user", "content": [{"text": "ab"}]},
+                {"role": "assistant", "content": [{"text": "c"}]},
+                {"role": "user", "content": [{"text": "d"}]}
+            ]
+        });
+        let cached = parse(&with_points, nova).unwrap();
+        let plain = parse(&without, nova).unwrap();
+        assert_eq!(cached.conversation, plain.conversation);
+        assert_eq!(cached.conversation.blocks(), 3);
+        assert_eq!(
+            crate::emulator::answer::compose(nova.id, &cached.conversation),
+            "Emulated amazon.nova-pro-v1:0 (messages: 3, blocks: 3, system: 1): d"
+        );
+        assert_eq!(
+            cached.cache.map(|plan| plan.checkpoints.len()),
+            Some(0),
+            "every checkpoint is below the minimum"
+        );
+        assert_eq!(plain.cache, None);
+        // A message of cache points only counts as an empty message does.
+        let only_points = json!({"messages": [{"role": "user", "content": [{"cachePoint": {"type": "default"}}]}]});
+        let empty = json!({"messages": [{"role": "user", "content": []}]});
+        assert_eq!(
+            parse(&only_points, nova).map(|r| r.conversation),
+            parse(&empty, nova).map(|r| r.conversation)
+        );
+    }
+
+    #[test]
+    fn a_tools_array_with_a_cache_point_still_forces_the_tool() {
+        let nova = model("amazon.nova-pro-v1:0");
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}});
+        let body = json!({
+            "messages": [{"role": "user", "content": [{"text": "Ada"}]}],
+            "toolConfig": {
+                "tools": [
+                    {"toolSpec": {"name": "first", "inputSchema": {"json": schema}}},
+                    {"cachePoint": {"type": "default"}},
+                    {"toolSpec": {"name": "out", "inputSchema": {"json": schema}}}
+                ],
+                "toolChoice": {"tool": {"name": "out"}}
+            }
+        });
+        let r = parse(&body, nova).unwrap();
+        assert_eq!(
+            r.tool,
+            Some(ToolRequest {
+                name: "out".into(),
+                schema: schema.clone()
+            })
+        );
+        let mut any = body.clone();
+        any["toolConfig"]["toolChoice"] = json!({"any": {}});
+        assert_eq!(
+            parse(&any, nova).unwrap().tool.map(|t| t.name),
+            Some("first".into())
+        );
+        // A cache point in the tools is refused where the model does not cache prompts.
+        assert_eq!(
+            parse(&body, titan()).unwrap_err().message,
+            "You invoked an unsupported model or your request did not allow prompt caching. See the documentation for more information."
+        );
+    }
+
+    #[test]
+    fn cache_point_errors_come_from_the_body_and_the_model() {
+        let user = |block: Value| json!({"messages": [{"role": "user", "content": [{"text": "Hi"}, block]}]});
+        let nova = model("amazon.nova-pro-v1:0");
+        assert_eq!(
+            parse(
+                &user(json!({"cachePoint": {"type": "default", "ttl": "1d"}})),
+                nova
+            )
+            .unwrap_err()
+            .message,
+            "1 validation error detected: Value '1d' at 'messages.0.member.content.1.member.cachePoint.ttl' failed to satisfy constraint: Member must satisfy enum value set: [5m, 1h]"
+        );
+        assert_eq!(
+            parse(
+                &user(json!({"cachePoint": {"type": "default", "ttl": "1h"}})),
+                nova
+            )
+            .unwrap_err()
+            .message,
+            "The model amazon.nova-pro-v1:0 does not support the 1h TTL for prompt caching. Try again with ttl 5m or without a ttl."
+        );
+    }
+
+    #[test]
+    fn responses_and_stream_metadata_carry_the_cache_usage() {
+        use crate::emulator::prompt_cache::Ttl;
+        let reply = Reply {
+            text: "Hello".into(),
+            input_tokens: 3000,
+            output_tokens: 2,
+            stop: StopReason::EndTurn,
+        };
+        let cache = CacheUse {
+            read: 1000,
+            write: 1500,
+            details: vec![(Ttl::FiveMinutes, 1500)],
+        };
+        let usage = json!({
+            "inputTokens": 500,
+            "outputTokens": 2,
+            "totalTokens": 3002,
+            "cacheReadInputTokens": 1000,
+            "cacheWriteInputTokens": 1500,
+            "cacheDetails": [{"ttl": "5m", "inputTokens": 1500}],
+        });
+        assert_eq!(
+            response(&reply, None, 7, None, Some(&cache)),
+            json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
+                "stopReason": "end_turn",
+                "usage": usage,
+                "metrics": {"latencyMs": 7},
+            })
+        );
+        let events = stream_events(&reply, None, 7, Tiering::default(), Some(&cache));
+        assert_eq!(
+            events.last(),
+            Some(&(
+                "metadata",
+                json!({
+                    "usage": usage,
+                    "metrics": {"latencyMs": 7},
+                    "serviceTier": {"type": "default"},
+                })
+            ))
+        );
+        // Nothing cached: the fields are there, with zeros, and no details.
+        let nothing = CacheUse::default();
+        assert_eq!(
+            response(&reply, None, 7, None, Some(&nothing))["usage"],
+            json!({
+                "inputTokens": 3000,
+                "outputTokens": 2,
+                "totalTokens": 3002,
+                "cacheReadInputTokens": 0,
+                "cacheWriteInputTokens": 0,
+            })
         );
     }
 }

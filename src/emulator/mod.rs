@@ -9,6 +9,8 @@
 //! What it serves:
 //! - Runtime: `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`,
 //!   `/invoke-with-response-stream` (the native body of each model family) and `/count-tokens`.
+//!   Converse prompt caching (`cachePoint` blocks) as the service does it, per model
+//!   ([`CatalogModel::prompt_cache`]), in a cache of [`EmulatorConfig::prompt_cache_entries`].
 //! - Control plane: `GET /foundation-models` and `GET /foundation-models/{modelId}`.
 //! - Batch inference (model invocation jobs): `POST /model-invocation-job` (create),
 //!   `GET /model-invocation-job/{jobIdentifier}`, `GET /model-invocation-jobs` (list) and
@@ -18,7 +20,8 @@
 //!   the S3 root ([`EmulatorConfig::s3_root`], served by an [`S3Server`] at
 //!   [`Emulator::s3_url`]), answering each record as the runtime route would.
 //! - Test routes: `GET /_emulator/stats` (the [`StatsSnapshot`] as JSON) and
-//!   `POST /_emulator/reset`.
+//!   `POST /_emulator/reset` (zeroes the counters, forgets the jobs, directives and the prompt
+//!   cache).
 //! - `GET /_emulator/identity`, unauthenticated:
 //!   `{"service": "datafusion-bedrock-emulator", "version": "…", "accepts_unsigned_requests": true}`.
 //!   `accepts_unsigned_requests` is true when no credentials and no API keys are configured (the
@@ -54,6 +57,8 @@ mod json;
 mod listener;
 mod load;
 mod model_id;
+mod packed;
+mod prompt_cache;
 mod s3;
 mod server;
 mod stats;
@@ -65,7 +70,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use answer::{count_text_tokens, embedding_for};
-pub use catalog::{CatalogModel, Family, catalog};
+pub use catalog::{CatalogModel, Family, PromptCaching, catalog};
 pub use load::{Fault, FaultRates, LoadModel};
 pub use s3::S3Server;
 pub use stats::{BatchJobRecord, EmulatorStats, LoggedRequest, RequestCount, StatsSnapshot};
@@ -141,6 +146,10 @@ pub struct EmulatorConfig {
     /// How many records a second a batch inference job answers while `InProgress`, so a poller
     /// sees `processedRecordCount` grow. Default `None`: as fast as possible.
     pub batch_records_per_second: Option<u32>,
+    /// How many prompt prefixes the Converse prompt cache holds (each `cachePoint` written is
+    /// one); the least recently used is evicted to make room, as the service evicts too.
+    /// Default 1024. See [`Emulator::set_prompt_cache_entries`].
+    pub prompt_cache_entries: usize,
 }
 
 impl Default for EmulatorConfig {
@@ -155,6 +164,7 @@ impl Default for EmulatorConfig {
             s3_buckets: vec!["bedrock-batch".to_string()],
             batch_step: Duration::from_millis(20),
             batch_records_per_second: None,
+            prompt_cache_entries: 1024,
         }
     }
 }
@@ -240,6 +250,18 @@ impl Emulator {
     /// as one record a second.
     pub fn set_batch_records_per_second(&self, records_per_second: Option<u32>) {
         self.state.jobs.set_records_per_second(records_per_second);
+    }
+
+    /// Changes [`EmulatorConfig::prompt_cache_entries`]: the prompt cache holds at most
+    /// `entries` prefixes from now on (the least recently used are dropped at once). `0`
+    /// caches nothing: every checkpoint is written, none is ever read.
+    pub fn set_prompt_cache_entries(&self, entries: usize) {
+        self.state.prompt_cache.set_capacity(entries);
+    }
+
+    /// Empties the prompt cache (as `POST /_emulator/reset` does).
+    pub fn clear_prompt_cache(&self) {
+        self.state.prompt_cache.clear();
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to 5 seconds) and waits

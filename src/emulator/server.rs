@@ -21,6 +21,7 @@ use super::answer::{self, Reply, StopReason};
 use super::catalog::{CatalogModel, Family};
 use super::converse::Tiering;
 use super::load::{Fault, LoadModel, QuotaExceeded, Quotas};
+use super::prompt_cache::{CachePlan, CacheUse, PromptCache};
 use super::stats::{EmulatorStats, LoggedRequest};
 use super::wire::{ApiError, ErrorCode};
 use super::{
@@ -40,6 +41,8 @@ pub(crate) struct State {
     pub(crate) stats: Arc<EmulatorStats>,
     /// The batch inference jobs.
     pub(crate) jobs: batch::Jobs,
+    /// The Converse prompt cache.
+    pub(crate) prompt_cache: PromptCache,
     sequence: AtomicU64,
 }
 
@@ -56,6 +59,7 @@ impl State {
             quotas: Quotas::default(),
             directives: directive::Directives::default(),
             jobs: batch::Jobs::new(settings, Arc::clone(&stats)),
+            prompt_cache: PromptCache::new(config.prompt_cache_entries),
             stats,
             sequence: AtomicU64::new(0),
             config,
@@ -295,6 +299,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Served {
             state.quotas.clear();
             state.directives.clear();
             state.jobs.clear();
+            state.prompt_cache.clear();
             json_response(200, &serde_json::json!({}))
         }
         _ => {
@@ -397,6 +402,8 @@ enum Work {
         max_tokens: u32,
         stop_sequences: Vec<String>,
         tool: Option<converse::ToolRequest>,
+        /// A Converse request's prompt caching (`None`: no `cachePoint`, or not Converse).
+        cache: Option<CachePlan>,
     },
     Embedding(embed::Embedded),
 }
@@ -414,6 +421,14 @@ impl Work {
         }
     }
 
+    /// The prompt caching the request asks for.
+    fn cache_plan(&self) -> Option<&CachePlan> {
+        match self {
+            Work::Text { cache, .. } => cache.as_ref(),
+            Work::Embedding(_) => None,
+        }
+    }
+
     /// The model's reply, and the tool call when the request forced one.
     fn answer(&self, model: &CatalogModel) -> (Reply, Option<converse::ToolCall>) {
         match self {
@@ -422,8 +437,15 @@ impl Work {
                 max_tokens,
                 stop_sequences,
                 tool,
+                ..
             } => match tool {
                 Some(t) => {
+                    // Several rows in one request: one answer each (see `packed`).
+                    if let Some((call, reply)) =
+                        super::packed::answer(model.id, t, conversation, *max_tokens)
+                    {
+                        return (reply, Some(call));
+                    }
                     let call = converse::tool_use(t, conversation);
                     let text = call.input.to_string();
                     let reply = Reply {
@@ -494,6 +516,7 @@ fn validate(
             max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
             stop_sequences: r.stop_sequences,
             tool: r.tool,
+            cache: r.cache,
         };
         return Ok((work, r.tiering));
     }
@@ -515,9 +538,18 @@ fn validate(
             max_tokens: r.max_tokens.unwrap_or(model.default_max_tokens),
             stop_sequences: r.stop_sequences,
             tool: None,
+            cache: None,
         }
     };
     Ok((work, tiering.check(model)?))
+}
+
+/// What answering a request produced: the reply, the tool call when the request forced one,
+/// and what the prompt cache served when the request carried a `cachePoint`.
+struct Outcome<'a> {
+    reply: &'a Reply,
+    tool_call: Option<&'a converse::ToolCall>,
+    cache: Option<&'a CacheUse>,
 }
 
 /// The body of a successful non-streaming response (`Converse` or `InvokeModel`); a Converse
@@ -526,13 +558,15 @@ fn response_body(
     op: Operation,
     model: &CatalogModel,
     work: &Work,
-    reply: &Reply,
-    tool_call: Option<&converse::ToolCall>,
+    outcome: &Outcome<'_>,
     latency_ms: u64,
     tiering: Option<Tiering>,
 ) -> Value {
+    let reply = outcome.reply;
     match (work, op) {
-        (_, Operation::Converse) => converse::response(reply, tool_call, latency_ms, tiering),
+        (_, Operation::Converse) => {
+            converse::response(reply, outcome.tool_call, latency_ms, tiering, outcome.cache)
+        }
         (Work::Embedding(e), _) => e.body.clone(),
         _ => families::response(model, reply),
     }
@@ -550,8 +584,9 @@ pub(crate) struct Answered {
 /// runtime route does, without the load model (latency, quotas, faults), directives or stats:
 /// the validation error, or the response body with its tokens (`metrics.latencyMs` is 0).
 /// A Converse body's `serviceTier` and `performanceConfig` are validated as on the runtime
-/// route, but the answer does not echo them (batch inference is not served in a tier).
-/// Batch inference answers its records with it.
+/// route, but the answer does not echo them (batch inference is not served in a tier); its
+/// `cachePoint` blocks are validated too, but no prompt cache is used (the usage is as
+/// without them). Batch inference answers its records with it.
 pub(crate) fn answer_request(
     op: Operation,
     model: &'static CatalogModel,
@@ -560,8 +595,13 @@ pub(crate) fn answer_request(
 ) -> Result<Answered, ApiError> {
     let (work, _) = validate(op, model, via_profile, body, &HeaderMap::new())?;
     let (reply, tool_call) = work.answer(model);
+    let outcome = Outcome {
+        reply: &reply,
+        tool_call: tool_call.as_ref(),
+        cache: None,
+    };
     Ok(Answered {
-        body: response_body(op, model, &work, &reply, tool_call.as_ref(), 0, None),
+        body: response_body(op, model, &work, &outcome, 0, None),
         input_tokens: reply.input_tokens,
         output_tokens: reply.output_tokens,
     })
@@ -678,8 +718,13 @@ async fn runtime(
 
     let used = reply.input_tokens.saturating_add(reply.output_tokens);
     state.quotas.refund(model.id, reserved.saturating_sub(used));
-    state.stats.tokens(reply.input_tokens, reply.output_tokens);
+    let cache = serve_cache(state, &work, &reply, Instant::now());
     state.stats.record(model.id, op.name(), 200);
+    let outcome = Outcome {
+        reply: &reply,
+        tool_call: tool_call.as_ref(),
+        cache: cache.as_ref(),
+    };
 
     if op.streams() {
         tokio::time::sleep(first_byte).await;
@@ -687,17 +732,7 @@ async fn runtime(
             latency_ms: millis(first_byte + generation),
             first_byte_ms: millis(first_byte),
         };
-        let frames: Vec<(Bytes, u32)> = if op == Operation::ConverseStream {
-            converse::stream_events(&reply, tool_call.as_ref(), timings.latency_ms, tiering)
-                .into_iter()
-                .map(|(kind, payload)| (eventstream::event(kind, &payload), delta_tokens(&payload)))
-                .collect()
-        } else {
-            families::stream_chunks(model, &reply, timings)
-                .iter()
-                .map(|chunk| (eventstream::chunk(chunk), 0))
-                .collect()
-        };
+        let frames = stream_frames(op, model, &outcome, timings, tiering);
         let pace = load.per_output_token;
         let mut response = stream_response(op, frames, pace, generation, in_flight);
         if op == Operation::InvokeModelWithResponseStream {
@@ -708,15 +743,7 @@ async fn runtime(
 
     tokio::time::sleep(first_byte + generation).await;
     let latency_ms = millis(started.elapsed());
-    let body = response_body(
-        op,
-        model,
-        &work,
-        &reply,
-        tool_call.as_ref(),
-        latency_ms,
-        Some(tiering),
-    );
+    let body = response_body(op, model, &work, &outcome, latency_ms, Some(tiering));
     let mut response = json_response(200, &body);
     if op == Operation::InvokeModel {
         usage_headers(&mut response, &reply, latency_ms);
@@ -724,6 +751,52 @@ async fn runtime(
     }
     drop(in_flight);
     Ok(response)
+}
+
+/// The frames of a streamed response, each with the output tokens it carries (the pace of a
+/// `converse-stream`): `converse-stream` events, or the family's chunks.
+fn stream_frames(
+    op: Operation,
+    model: &CatalogModel,
+    outcome: &Outcome<'_>,
+    timings: families::Timings,
+    tiering: Tiering,
+) -> Vec<(Bytes, u32)> {
+    if op == Operation::ConverseStream {
+        let latency_ms = timings.latency_ms;
+        converse::stream_events(
+            outcome.reply,
+            outcome.tool_call,
+            latency_ms,
+            tiering,
+            outcome.cache,
+        )
+        .into_iter()
+        .map(|(kind, payload)| (eventstream::event(kind, &payload), delta_tokens(&payload)))
+        .collect()
+    } else {
+        families::stream_chunks(model, outcome.reply, timings)
+            .iter()
+            .map(|chunk| (eventstream::chunk(chunk), 0))
+            .collect()
+    }
+}
+
+/// Serves a request's prompt caching from the emulator's cache at `now` (the moment it is
+/// answered, so a later request reads what it wrote) and counts the reply's tokens: the
+/// uncached input, the output, and the input read from and written to the cache. `None` when
+/// the request carried no `cachePoint`.
+fn serve_cache(state: &State, work: &Work, reply: &Reply, now: Instant) -> Option<CacheUse> {
+    let Some(plan) = work.cache_plan() else {
+        state.stats.tokens(reply.input_tokens, reply.output_tokens);
+        return None;
+    };
+    let used = state.prompt_cache.apply(plan, now);
+    state
+        .stats
+        .tokens(used.uncached(reply.input_tokens), reply.output_tokens);
+    state.stats.cache_tokens(used.read, used.write);
+    Some(used)
 }
 
 /// The `invoke-model` headers that report the tokens and the latency.
@@ -1338,6 +1411,267 @@ mod tests {
             .expect_err("Titan has no latency-optimized version")
             .into_service_error();
         assert!(error.is_validation_exception(), "{error:?}");
+        emulator.shutdown().await;
+        Ok(())
+    }
+
+    /// A text of exactly `tokens` tokens.
+    fn tokens_of(tokens: usize, letter: char) -> String {
+        std::iter::repeat_n(letter, tokens * 4).collect()
+    }
+
+    fn cache_point() -> Value {
+        serde_json::json!({"cachePoint": {"type": "default"}})
+    }
+
+    /// The usage of a Converse call, after checking its status.
+    async fn usage_of(state: &Arc<State>, model: &str, body: &Value) -> Value {
+        let (status, _, body) = call(state, Operation::Converse, model, &[], body).await;
+        assert_eq!(status, 200, "{body}");
+        body["usage"].clone()
+    }
+
+    #[tokio::test]
+    async fn converse_writes_the_prompt_cache_and_then_reads_it() {
+        let state = state(LoadModel::default());
+        let system = tokens_of(1200, 's');
+        let body = serde_json::json!({
+            "system": [{"text": system}, cache_point()],
+            "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+        });
+        let text = format!("Emulated {NOVA_PRO} (messages: 1, blocks: 1, system: 1): Hi");
+        let output = answer::count_text_tokens(&text);
+        let (_, _, first) = call(&state, Operation::Converse, NOVA_PRO, &[], &body).await;
+        assert_eq!(
+            first["output"]["message"]["content"][0]["text"],
+            serde_json::json!(text)
+        );
+        assert_eq!(
+            first["usage"],
+            serde_json::json!({
+                "inputTokens": 1,
+                "outputTokens": output,
+                "totalTokens": 1 + output + 1200,
+                "cacheReadInputTokens": 0,
+                "cacheWriteInputTokens": 1200,
+                "cacheDetails": [{"ttl": "5m", "inputTokens": 1200}],
+            })
+        );
+        assert_eq!(
+            usage_of(&state, NOVA_PRO, &body).await,
+            serde_json::json!({
+                "inputTokens": 1,
+                "outputTokens": output,
+                "totalTokens": 1 + output + 1200,
+                "cacheReadInputTokens": 1200,
+                "cacheWriteInputTokens": 0,
+            })
+        );
+        let snapshot = state.stats.snapshot();
+        assert_eq!(
+            (
+                snapshot.input_tokens,
+                snapshot.cache_read_input_tokens,
+                snapshot.cache_write_input_tokens
+            ),
+            (2, 1200, 1200)
+        );
+        // Another model has its own prefixes.
+        let lite = "amazon.nova-lite-v1:0";
+        assert_eq!(
+            usage_of(&state, lite, &body).await["cacheWriteInputTokens"],
+            1200
+        );
+        // An emptied cache is written again.
+        state.prompt_cache.clear();
+        assert_eq!(
+            usage_of(&state, NOVA_PRO, &body).await["cacheReadInputTokens"],
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_below_the_minimum_caches_nothing() {
+        let state = state(LoadModel::default());
+        let body = serde_json::json!({
+            "system": [{"text": tokens_of(999, 's')}, cache_point()],
+            "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+        });
+        let text = format!("Emulated {NOVA_PRO} (messages: 1, blocks: 1, system: 1): Hi");
+        let output = answer::count_text_tokens(&text);
+        let expected = serde_json::json!({
+            "inputTokens": 1000,
+            "outputTokens": output,
+            "totalTokens": 1000 + output,
+            "cacheReadInputTokens": 0,
+            "cacheWriteInputTokens": 0,
+        });
+        assert_eq!(usage_of(&state, NOVA_PRO, &body).await, expected);
+        assert_eq!(usage_of(&state, NOVA_PRO, &body).await, expected);
+        assert_eq!(state.prompt_cache.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_cached_system_is_read_and_the_new_message_head_written() {
+        let state = state(LoadModel::default());
+        let system = serde_json::json!([{"text": tokens_of(1200, 's')}, cache_point()]);
+        let first = serde_json::json!({
+            "system": system,
+            "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+        });
+        usage_of(&state, NOVA_PRO, &first).await;
+        let second = serde_json::json!({
+            "system": system,
+            "messages": [
+                {"role": "user", "content": [{"text": tokens_of(300, 'u')}, cache_point()]},
+                {"role": "assistant", "content": [{"text": "ok"}]},
+                {"role": "user", "content": [{"text": "next"}]},
+            ],
+        });
+        let text = format!("Emulated {NOVA_PRO} (messages: 3, blocks: 3, system: 1): next");
+        let output = answer::count_text_tokens(&text);
+        assert_eq!(
+            usage_of(&state, NOVA_PRO, &second).await,
+            serde_json::json!({
+                "inputTokens": 2,
+                "outputTokens": output,
+                "totalTokens": 2 + output + 1500,
+                "cacheReadInputTokens": 1200,
+                "cacheWriteInputTokens": 300,
+                "cacheDetails": [{"ttl": "5m", "inputTokens": 300}],
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn one_hour_checkpoints_are_cached_where_the_model_offers_them() {
+        let state = state(LoadModel::default());
+        let haiku = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+        let body = |ttl: &str| {
+            serde_json::json!({
+                "system": [
+                    {"text": tokens_of(4096, 's')},
+                    {"cachePoint": {"type": "default", "ttl": ttl}},
+                ],
+                "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+            })
+        };
+        let usage = usage_of(&state, haiku, &body("1h")).await;
+        assert_eq!(
+            (&usage["cacheWriteInputTokens"], &usage["cacheDetails"]),
+            (
+                &serde_json::json!(4096),
+                &serde_json::json!([{"ttl": "1h", "inputTokens": 4096}])
+            )
+        );
+        // The prefix is the same whatever its TTL: a 5m checkpoint reads it.
+        assert_eq!(
+            usage_of(&state, haiku, &body("5m")).await["cacheReadInputTokens"],
+            4096
+        );
+        let (status, _, error) =
+            call(&state, Operation::Converse, NOVA_PRO, &[], &body("1h")).await;
+        assert_eq!(
+            (status, error),
+            validation_error(
+                "The model amazon.nova-pro-v1:0 does not support the 1h TTL for prompt caching. Try again with ttl 5m or without a ttl."
+            )
+        );
+        let (status, _, error) = call(&state, Operation::Converse, TITAN, &[], &body("5m")).await;
+        assert_eq!(
+            (status, error),
+            validation_error(
+                "You invoked an unsupported model or your request did not allow prompt caching. See the documentation for more information."
+            )
+        );
+    }
+
+    /// The real SDK client sends cache points and reads the cache usage back, from Converse
+    /// and from the stream's metadata event.
+    #[tokio::test]
+    async fn the_sdk_reads_the_prompt_cache_usage_back() -> Result<(), Box<dyn std::error::Error>> {
+        use aws_sdk_bedrockruntime::types::{
+            CacheDetail, CachePointBlock, CachePointType, CacheTtl, ContentBlock, ConversationRole,
+            ConverseStreamOutput, Message, SystemContentBlock, TokenUsage,
+        };
+
+        let emulator = crate::emulator::Emulator::start(EmulatorConfig::default()).await?;
+        let client = sdk_client(emulator.url());
+        let point = CachePointBlock::builder()
+            .r#type(CachePointType::Default)
+            .build()?;
+        let message = Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text("Hi".into()))
+            .build()?;
+        let converse = || {
+            client
+                .converse()
+                .model_id(NOVA_PRO)
+                .system(SystemContentBlock::Text(tokens_of(1200, 's')))
+                .system(SystemContentBlock::CachePoint(point.clone()))
+                .messages(message.clone())
+        };
+        let usage = |output: &Option<TokenUsage>| {
+            output.as_ref().map(|u| {
+                (
+                    u.input_tokens(),
+                    u.cache_read_input_tokens(),
+                    u.cache_write_input_tokens(),
+                    u.cache_details().to_vec(),
+                )
+            })
+        };
+        let written = converse().send().await?;
+        let detail = CacheDetail::builder()
+            .ttl(CacheTtl::FiveMinutes)
+            .input_tokens(1200)
+            .build()?;
+        assert_eq!(
+            usage(&written.usage),
+            Some((1, Some(0), Some(1200), vec![detail]))
+        );
+        let read = converse().send().await?;
+        assert_eq!(
+            usage(&read.usage),
+            Some((1, Some(1200), Some(0), Vec::new()))
+        );
+
+        let mut stream = client
+            .converse_stream()
+            .model_id(NOVA_PRO)
+            .system(SystemContentBlock::Text(tokens_of(1200, 's')))
+            .system(SystemContentBlock::CachePoint(point.clone()))
+            .messages(message.clone())
+            .send()
+            .await?;
+        let mut metadata = None;
+        while let Some(event) = stream.stream.recv().await? {
+            if let ConverseStreamOutput::Metadata(m) = event {
+                metadata = Some(m);
+            }
+        }
+        let metadata = metadata.ok_or("no metadata event")?;
+        assert_eq!(
+            usage(&metadata.usage),
+            Some((1, Some(1200), Some(0), Vec::new()))
+        );
+
+        // Without room, nothing is ever read.
+        emulator.set_prompt_cache_entries(0);
+        let again = converse().send().await?;
+        assert_eq!(
+            usage(&again.usage).map(|u| (u.1, u.2)),
+            Some((Some(0), Some(1200)))
+        );
+        let snapshot = emulator.stats().snapshot();
+        assert_eq!(
+            (
+                snapshot.cache_read_input_tokens,
+                snapshot.cache_write_input_tokens
+            ),
+            (2400, 2400)
+        );
         emulator.shutdown().await;
         Ok(())
     }

@@ -70,10 +70,18 @@ pub struct BatchJobRecord {
 pub struct StatsSnapshot {
     /// Requests by (model, operation, status), sorted.
     pub requests: Vec<RequestCount>,
-    /// Input tokens of successful runtime responses.
+    /// Input tokens of successful runtime responses: the uncached input the service bills
+    /// (`inputTokens` of a Converse usage), without the tokens read from or written to the
+    /// prompt cache.
     pub input_tokens: u64,
     /// Output tokens of successful runtime responses.
     pub output_tokens: u64,
+    /// Input tokens of successful Converse responses read from the prompt cache
+    /// (`cacheReadInputTokens`).
+    pub cache_read_input_tokens: u64,
+    /// Input tokens of successful Converse responses written to the prompt cache
+    /// (`cacheWriteInputTokens`).
+    pub cache_write_input_tokens: u64,
     /// Injected faults by name (`throttle`, `internal`, `unavailable`, `timeout`, `malformed`,
     /// `drop_connection`).
     pub faults: BTreeMap<String, u64>,
@@ -131,6 +139,8 @@ struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
     input_tokens: u64,
     output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
     faults: BTreeMap<String, u64>,
     quota_requests: u64,
     quota_tokens: u64,
@@ -177,6 +187,8 @@ impl EmulatorStats {
                 .collect(),
             input_tokens: inner.input_tokens,
             output_tokens: inner.output_tokens,
+            cache_read_input_tokens: inner.cache_read_tokens,
+            cache_write_input_tokens: inner.cache_write_tokens,
             faults: inner.faults.clone(),
             quota_throttles_requests: inner.quota_requests,
             quota_throttles_tokens: inner.quota_tokens,
@@ -206,6 +218,13 @@ impl EmulatorStats {
         let mut inner = self.lock();
         inner.input_tokens += u64::from(input);
         inner.output_tokens += u64::from(output);
+    }
+
+    /// Tokens a response read from and wrote to the prompt cache.
+    pub(crate) fn cache_tokens(&self, read: u32, write: u32) {
+        let mut inner = self.lock();
+        inner.cache_read_tokens += u64::from(read);
+        inner.cache_write_tokens += u64::from(write);
     }
 
     pub(crate) fn fault(&self, name: &str) {
@@ -284,7 +303,27 @@ mod tests {
         s.enter();
         s.exit();
         s.exit();
+        s.tokens(5, 7);
+        s.cache_tokens(1000, 20);
+        s.cache_tokens(0, 30);
         let snap = s.snapshot();
+        assert_eq!(
+            (
+                snap.input_tokens,
+                snap.output_tokens,
+                snap.cache_read_input_tokens,
+                snap.cache_write_input_tokens
+            ),
+            (5, 7, 1000, 50)
+        );
+        let json = serde_json::to_value(&snap).expect("serializable");
+        assert_eq!(
+            (
+                &json["cache_read_input_tokens"],
+                &json["cache_write_input_tokens"]
+            ),
+            (&serde_json::json!(1000), &serde_json::json!(50))
+        );
         assert_eq!(snap.count(Some("m"), None, Some(200)), 2);
         assert_eq!(snap.total(), 3);
         assert_eq!(snap.fault_count("throttle"), 1);

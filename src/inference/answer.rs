@@ -53,6 +53,16 @@ pub struct RowMeta {
     pub batch_job: Option<String>,
     /// The service tier Bedrock says it used for the request (`default`, `flex`, `priority`).
     pub service_tier: Option<String>,
+    /// This row's share of the input tokens Bedrock read from its prompt cache.
+    pub cache_read_tokens: u64,
+    /// This row's share of the input tokens Bedrock wrote to its prompt cache.
+    pub cache_write_tokens: u64,
+    /// How many rows the request that answered this one carried (1 unless rows were packed
+    /// with `rows_per_request`; 0 when no request was sent for the row).
+    pub packed_rows: u32,
+    /// Whether this row counts its request in EXPLAIN ANALYZE: the first row of a packed
+    /// request (every row of an unpacked one).
+    pub counts_request: bool,
 }
 
 /// Totals over answered rows, for EXPLAIN ANALYZE.
@@ -72,6 +82,10 @@ pub struct CallStats {
     pub input_tokens: u64,
     /// Output tokens billed.
     pub output_tokens: u64,
+    /// Input tokens read from Bedrock's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to Bedrock's prompt cache.
+    pub cache_write_tokens: u64,
     /// Estimated USD.
     pub cost_usd: f64,
     /// Rows whose call failed (NULL with `on_error = 'null'`).
@@ -95,13 +109,17 @@ impl CallStats {
             self.cache_hits += 1;
         } else if meta.batch_job.is_some() {
             self.batch_records += 1;
-        } else if meta.error.is_none() {
+        } else if meta.error.is_none() && meta.counts_request {
             self.requests += 1 + u64::from(meta.retries);
         }
-        self.retries += u64::from(meta.retries);
-        self.throttles += u64::from(meta.throttles);
+        if meta.counts_request {
+            self.retries += u64::from(meta.retries);
+            self.throttles += u64::from(meta.throttles);
+        }
         self.input_tokens += meta.input_tokens;
         self.output_tokens += meta.output_tokens;
+        self.cache_read_tokens += meta.cache_read_tokens;
+        self.cache_write_tokens += meta.cache_write_tokens;
         self.cost_usd += meta.cost_usd.unwrap_or(0.0);
     }
 }
@@ -121,6 +139,9 @@ pub fn meta_fields() -> Fields {
         Field::new("error", DataType::Utf8, true),
         Field::new("batch_job", DataType::Utf8, true),
         Field::new("service_tier", DataType::Utf8, true),
+        Field::new("cache_read_tokens", DataType::UInt64, true),
+        Field::new("cache_write_tokens", DataType::UInt64, true),
+        Field::new("packed_rows", DataType::UInt32, true),
     ])
 }
 
@@ -167,6 +188,14 @@ pub fn meta_array(answers: &[RowAnswer]) -> Result<ArrayRef> {
         text(&|m| m.error.clone()),
         text(&|m| m.batch_job.clone()),
         text(&|m| m.service_tier.clone()),
+        count(&|m| m.cache_read_tokens),
+        count(&|m| m.cache_write_tokens),
+        Arc::new(UInt32Array::from(
+            metas
+                .iter()
+                .map(|m| m.map(|m| m.packed_rows))
+                .collect::<Vec<_>>(),
+        )),
     ];
     let nulls = NullBuffer::from(metas.iter().map(Option::is_some).collect::<Vec<_>>());
     Ok(Arc::new(StructArray::try_new(
@@ -216,6 +245,7 @@ mod tests {
                 input_tokens: 10,
                 output_tokens: 5,
                 cost_usd: Some(0.5),
+                counts_request: true,
                 ..RowMeta::default()
             };
             f(&mut m);
@@ -233,17 +263,33 @@ mod tests {
         stats.add(&meta(|m| m.cache_hit = true));
         stats.add(&meta(|m| m.error = Some("X: y".into())));
         stats.add(&RowAnswer::default());
+        // Two rows of one packed request, retried once: one request, one retry.
+        stats.add(&meta(|m| {
+            m.packed_rows = 2;
+            m.retries = 1;
+            m.cache_read_tokens = 7;
+            m.cache_write_tokens = 3;
+        }));
+        stats.add(&meta(|m| {
+            m.packed_rows = 2;
+            m.retries = 1;
+            m.cache_read_tokens = 7;
+            m.cache_write_tokens = 3;
+            m.counts_request = false;
+        }));
         assert_eq!(
             stats,
             CallStats {
-                requests: 4,
+                requests: 6,
                 dedup_hits: 1,
                 cache_hits: 1,
-                retries: 2,
+                retries: 3,
                 throttles: 1,
-                input_tokens: 50,
-                output_tokens: 25,
-                cost_usd: 2.5,
+                input_tokens: 70,
+                output_tokens: 35,
+                cache_read_tokens: 14,
+                cache_write_tokens: 6,
+                cost_usd: 3.5,
                 failed_rows: 1,
                 batch_records: 0,
             }

@@ -135,6 +135,12 @@ impl fmt::Display for BoundModel {
         if let Some(latency) = p.latency {
             write!(f, ", latency={}", latency.name())?;
         }
+        if let Some(cache) = p.prompt_cache {
+            write!(f, ", prompt_cache={}", cache.name())?;
+        }
+        if let Some(k) = p.rows_per_request.filter(|k| *k > 1) {
+            write!(f, ", rows_per_request={k}")?;
+        }
         if let Some(system) = &self.system_prompt {
             write!(f, ", system_prompt=<{} chars>", system.chars().count())?;
         }

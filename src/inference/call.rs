@@ -129,7 +129,7 @@ fn tier_priced(tier: Option<&str>) -> bool {
 }
 
 /// A result of the client layer for one row: no call, an answer, or a failure.
-type Outcome = Option<std::result::Result<TextResponse, CallFailure>>;
+pub(super) type Outcome = Option<std::result::Result<TextResponse, CallFailure>>;
 
 /// A bound model answering rows.
 #[derive(Debug, Clone)]
@@ -174,6 +174,19 @@ impl ModelCall {
                 description: "Give the answer in this structure.".to_string(),
                 schema: schema.json_schema(),
             }),
+            cache: None,
+        }
+    }
+
+    /// Gives requests their prompt-cache checkpoints under the model's `prompt_cache` (Converse
+    /// only: `InvokeModel` bodies carry none).
+    pub(super) fn place_cache_points(&self, requests: &mut [Option<TextRequest>]) {
+        if self.model.target.api == crate::bedrock::engine::Api::Converse {
+            crate::bedrock::prompt_cache::place(
+                requests,
+                self.model.model_id(),
+                self.model.params.prompt_cache.unwrap_or_default(),
+            );
         }
     }
 
@@ -335,13 +348,25 @@ impl ModelCall {
         stop_reason: Option<String>,
     ) -> RowMeta {
         let free = call.cache_hit || call.deduplicated;
-        let (input_tokens, output_tokens) = if free {
-            (0, 0)
+        let (input_tokens, output_tokens, read, written) = if free {
+            (0, 0, 0, 0)
         } else {
-            (input_tokens, output_tokens)
+            (
+                input_tokens,
+                output_tokens,
+                call.cache_read_tokens,
+                call.cache_write_tokens,
+            )
         };
+        let engine = &self.model.engine;
+        let model_id = self.model.model_id();
+        let ttl = self
+            .model
+            .params
+            .prompt_cache
+            .and_then(crate::bedrock::prompt_cache::PromptCache::ttl);
         RowMeta {
-            model_id: self.model.model_id().to_string(),
+            model_id: model_id.to_string(),
             input_tokens,
             output_tokens,
             latency_ms: call.latency_ms,
@@ -351,13 +376,12 @@ impl ModelCall {
             retries: call.retries,
             throttles: call.throttles,
             cost_usd: if call.batch_job.is_some() {
-                self.model
-                    .engine
-                    .batch_cost_usd(self.model.model_id(), input_tokens, output_tokens)
+                engine.batch_cost_usd(model_id, input_tokens, output_tokens)
             } else if tier_priced(call.service_tier.as_deref()) {
-                self.model
-                    .engine
-                    .cost_usd(self.model.model_id(), input_tokens, output_tokens)
+                engine
+                    .cost_usd(model_id, input_tokens, output_tokens)
+                    .zip(engine.cached_cost_usd(model_id, ttl, read, written))
+                    .map(|(tokens, cached)| tokens + cached)
             } else {
                 // No published price of that tier in the table: unknown, not a guess.
                 None
@@ -365,6 +389,10 @@ impl ModelCall {
             error: None,
             batch_job: call.batch_job.as_deref().map(str::to_string),
             service_tier: call.service_tier.as_deref().map(str::to_string),
+            cache_read_tokens: read,
+            cache_write_tokens: written,
+            packed_rows: if free { 0 } else { call.packed_rows.max(1) },
+            counts_request: call.packed_rows <= 1 || call.packed_first,
         }
     }
 
@@ -402,18 +430,24 @@ impl ModelCall {
         options: &CallOptions,
     ) -> Result<Vec<RowAnswer>> {
         let options = &options.executed(self.model.execution.unwrap_or(options.execution));
-        let requests: Vec<Option<TextRequest>> = prompts
+        let mut requests: Vec<Option<TextRequest>> = prompts
             .iter()
             .map(|p| {
                 p.as_ref()
                     .map(|p| self.request(vec![ChatMessage::user(p.clone())], ask.instruction))
             })
             .collect();
-        let outcomes = self
-            .model
-            .engine
-            .generate_with(&self.model.target, &requests, options)
-            .await;
+        self.place_cache_points(&mut requests);
+        let packing = self.model.params.rows_per_request.unwrap_or(1);
+        let outcomes = if packing > 1 {
+            let k = usize::try_from(packing).unwrap_or(usize::MAX);
+            self.generate_packed(&requests, k, options).await
+        } else {
+            self.model
+                .engine
+                .generate_with(&self.model.target, &requests, options)
+                .await
+        };
         let mut outcomes = self.correct(&requests, outcomes, ask, options).await;
         Self::settle_refusals(&mut outcomes, options).await;
         let inputs: Vec<Option<&str>> = prompts.iter().map(Option::as_deref).collect();

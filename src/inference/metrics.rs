@@ -71,6 +71,8 @@ pub struct CallMetrics {
     throttles: Count,
     input_tokens: Count,
     output_tokens: Count,
+    cache_read_tokens: Count,
+    cache_write_tokens: Count,
     failed_rows: Count,
     cost: Cost,
     /// Batch execution's counters: records answered by jobs, and the jobs.
@@ -127,6 +129,8 @@ impl CallMetrics {
             throttles: count("throttles"),
             input_tokens: count("input_tokens"),
             output_tokens: count("output_tokens"),
+            cache_read_tokens: count("cache_read_tokens"),
+            cache_write_tokens: count("cache_write_tokens"),
             failed_rows: count("failed_rows"),
             cost,
             batch: None,
@@ -163,6 +167,8 @@ impl CallMetrics {
         self.throttles.add(n(stats.throttles));
         self.input_tokens.add(n(stats.input_tokens));
         self.output_tokens.add(n(stats.output_tokens));
+        self.cache_read_tokens.add(n(stats.cache_read_tokens));
+        self.cache_write_tokens.add(n(stats.cache_write_tokens));
         self.failed_rows.add(n(stats.failed_rows));
         if let Some((records, jobs)) = &self.batch {
             records.add(n(stats.batch_records));

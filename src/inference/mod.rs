@@ -4,6 +4,7 @@
 //!
 //! - [`bound`]: the model bound at planning, carried in the plan;
 //! - [`call`]: render → dedup → cache → limiter → request → retries → answer or row error;
+//! - [`packing`]: several rows in one request (`rows_per_request`), split until aligned;
 //! - [`answer`]: each row's answer and provenance, and the columns they become;
 //! - [`metrics`]: what EXPLAIN ANALYZE counts;
 //! - [`text`]: inputs as text.
@@ -13,6 +14,7 @@ pub mod bound;
 pub mod call;
 pub mod created;
 pub mod metrics;
+pub mod packing;
 pub mod spec;
 pub mod text;
 

@@ -242,11 +242,25 @@ impl ModelExec {
             (None, None) => return None,
         };
         let spec = self.call.spec();
+        let packed = spec
+            .params
+            .rows_per_request
+            .map_or(1, |k| k.max(1) as usize);
         let (requests, rows_per_request) = match spec.mode {
+            Mode::Default if packed > 1 => (rows.div_ceil(packed), packed),
             Mode::Default | Mode::ConversationalFull => (rows, 1),
             Mode::Conversational => (usize::from(rows > 0), rows),
         };
         let mut fixed: usize = spec.system_prompt.as_ref().map_or(0, |s| s.chars().count());
+        // A packed request says its instructions once, and numbers its rows.
+        let (shared, per_row_markup) = if packed > 1 {
+            (
+                crate::inference::packing::PACKING_INSTRUCTIONS.len(),
+                "<input index=\"100\">\n\n</input>\n".len(),
+            )
+        } else {
+            (0, 0)
+        };
         fixed += match &spec.prompt {
             PromptSource::Template(t) => t
                 .parts
@@ -271,8 +285,9 @@ impl ModelExec {
             .max_tokens
             .map_or(DEFAULT_TOKEN_RESERVATION, u64::from);
         let n = u64::try_from(requests).unwrap_or(u64::MAX);
-        let low_input = tokens(fixed * rows_per_request).max(1);
-        let high_input = tokens((fixed + bytes_per_row) * rows_per_request).max(1);
+        let low_input = tokens(shared + (fixed + per_row_markup) * rows_per_request).max(1);
+        let high_input =
+            tokens(shared + (fixed + per_row_markup + bytes_per_row) * rows_per_request).max(1);
         // Prior turns over all requests: request i carries min(i, max_history_rows).
         let turns = if spec.mode == Mode::ConversationalFull {
             history_turns(n, spec.max_history_rows as u64)
@@ -286,7 +301,11 @@ impl ModelExec {
                 turns.saturating_mul(tokens(fixed + bytes_per_row).saturating_add(max_output)),
             ),
         );
-        let output = (n, n.saturating_mul(max_output));
+        let output = (
+            n,
+            n.saturating_mul(max_output)
+                .saturating_mul(if packed > 1 { packed as u64 } else { 1 }),
+        );
         let bound = if exact { "<=" } else { "~<=" };
         let engine = self.call.engine();
         let batch = self.execution.uses_jobs(requests, self.batch_min_rows);

@@ -137,6 +137,12 @@ pub(super) fn describe(call: &CreatedModel, inputs: &str, f: &mut fmt::Formatter
     if spec.mode == Mode::ConversationalFull {
         write!(f, ", max_history_rows={}", spec.max_history_rows)?;
     }
+    if let Some(k) = spec.params.rows_per_request.filter(|k| *k > 1) {
+        write!(f, ", rows_per_request={k}")?;
+    }
+    if let Some(cache) = spec.params.prompt_cache {
+        write!(f, ", prompt_cache={}", cache.name())?;
+    }
     write!(f, ", inputs=[{inputs}]")
 }
 

@@ -25,6 +25,10 @@ pub struct BedrockOptions {
     /// The distinct uncached requests from which `auto` runs batch jobs. Default 1,000; never
     /// below Bedrock's 100 records per job.
     pub batch_min_rows: u64,
+    /// Whether a batch's requests are sent grouped by shared prefix (sorted by their text),
+    /// so that Bedrock's prompt cache is warm for the requests after the first of a group.
+    /// Default true; answers come back in input order either way.
+    pub reorder_requests: bool,
 }
 
 impl Default for BedrockOptions {
@@ -34,6 +38,7 @@ impl Default for BedrockOptions {
             max_requests: None,
             execution: Execution::OnDemand,
             batch_min_rows: DEFAULT_BATCH_MIN_ROWS,
+            reorder_requests: true,
         }
     }
 }
@@ -42,7 +47,14 @@ const MAX_COST_USD: &str = "max_cost_usd";
 const MAX_REQUESTS: &str = "max_requests";
 const EXECUTION: &str = "execution";
 const BATCH_MIN_ROWS: &str = "batch_min_rows";
-const OPTIONS: &[&str] = &[MAX_COST_USD, MAX_REQUESTS, EXECUTION, BATCH_MIN_ROWS];
+const REORDER_REQUESTS: &str = "reorder_requests";
+const OPTIONS: &[&str] = &[
+    MAX_COST_USD,
+    MAX_REQUESTS,
+    EXECUTION,
+    BATCH_MIN_ROWS,
+    REORDER_REQUESTS,
+];
 
 impl BedrockOptions {
     /// The options of a session's configuration (the defaults when the extension is absent).
@@ -68,6 +80,7 @@ impl BedrockOptions {
             budget: budget.is_limited().then(|| std::sync::Arc::clone(budget)),
             execution: self.execution,
             batch_min_rows: self.batch_min_rows,
+            keep_order: !self.reorder_requests,
         }
     }
 }
@@ -83,7 +96,7 @@ pub fn unknown_option(key: &str) -> String {
         .map(|s| format!("; did you mean 'bedrock.{s}'?"))
         .unwrap_or_default();
     format!(
-        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD}, bedrock.{MAX_REQUESTS}, bedrock.{EXECUTION} and bedrock.{BATCH_MIN_ROWS}{hint}"
+        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD}, bedrock.{MAX_REQUESTS}, bedrock.{EXECUTION}, bedrock.{BATCH_MIN_ROWS} and bedrock.{REORDER_REQUESTS}{hint}"
     )
 }
 
@@ -139,6 +152,18 @@ impl ExtensionOptions for BedrockOptions {
                     })?;
                 self.batch_min_rows = rows;
             }
+            REORDER_REQUESTS => {
+                self.reorder_requests = match value.trim_matches('\'').to_ascii_lowercase().as_str()
+                {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(DataFusionError::Configuration(format!(
+                            "bedrock.reorder_requests must be true or false, not '{value}': e.g. SET bedrock.reorder_requests = false to send requests in input order"
+                        )));
+                    }
+                };
+            }
             other => return Err(DataFusionError::Configuration(unknown_option(other))),
         }
         Ok(())
@@ -166,6 +191,11 @@ impl ExtensionOptions for BedrockOptions {
                 key: format!("{}.{BATCH_MIN_ROWS}", Self::PREFIX),
                 value: Some(self.batch_min_rows.to_string()),
                 description: "The distinct uncached requests from which execution = 'auto' runs batch jobs (at least 100).",
+            },
+            ConfigEntry {
+                key: format!("{}.{REORDER_REQUESTS}", Self::PREFIX),
+                value: Some(self.reorder_requests.to_string()),
+                description: "Send a batch's requests grouped by shared prefix, so Bedrock's prompt cache is warm (answers keep input order).",
             },
         ]
     }
@@ -201,6 +231,10 @@ mod tests {
                     "bedrock.batch_min_rows".to_string(),
                     Some("1000".to_string())
                 ),
+                (
+                    "bedrock.reorder_requests".to_string(),
+                    Some("true".to_string())
+                ),
             ]
         );
         let error =
@@ -215,7 +249,7 @@ mod tests {
         );
         assert_eq!(
             error("bedrock.max_request", "1"),
-            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd, bedrock.max_requests, bedrock.execution and bedrock.batch_min_rows; did you mean 'bedrock.max_requests'?"
+            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd, bedrock.max_requests, bedrock.execution, bedrock.batch_min_rows and bedrock.reorder_requests; did you mean 'bedrock.max_requests'?"
         );
         assert_eq!(
             error("bedrock.batch_min_rows", "50"),
@@ -225,6 +259,12 @@ mod tests {
             error("bedrock.execution", "soon"),
             "Invalid or Unsupported Configuration: bedrock.execution = 'soon' is not a way to run a model: use 'on_demand' (one request per row, the default), 'batch' (Bedrock batch inference jobs) or 'auto' (batch from bedrock.batch_min_rows distinct requests)"
         );
+        assert_eq!(
+            error("bedrock.reorder_requests", "maybe"),
+            "Invalid or Unsupported Configuration: bedrock.reorder_requests must be true or false, not 'maybe': e.g. SET bedrock.reorder_requests = false to send requests in input order"
+        );
+        config.set("bedrock.reorder_requests", "FALSE").unwrap();
+        assert!(!BedrockOptions::of_config(&config).reorder_requests);
         config.set("bedrock.execution", "batch").unwrap();
         assert_eq!(
             BedrockOptions::of_config(&config).execution,

@@ -131,6 +131,10 @@ pub struct CompletionOptions {
     pub service_tier: Option<crate::bedrock::request::ServiceTier>,
     /// `latency`: `'standard'` or `'optimized'` (unset: the model's).
     pub latency: Option<crate::bedrock::request::Latency>,
+    /// `prompt_cache`: `'auto'`, `'5m'`, `'1h'` or `'off'` (unset: the model's, else `auto`).
+    pub prompt_cache: Option<crate::bedrock::prompt_cache::PromptCache>,
+    /// `rows_per_request`: rows packed into one request, 1 to 100 (unset: the model's, else 1).
+    pub rows_per_request: Option<u32>,
 }
 
 /// The keys [`CompletionOptions`] reads.
@@ -147,6 +151,8 @@ pub const COMPLETION_OPTIONS: &[&str] = &[
     "execution",
     "service_tier",
     "latency",
+    "prompt_cache",
+    "rows_per_request",
 ];
 
 impl CompletionOptions {
@@ -191,6 +197,18 @@ impl CompletionOptions {
                     options.latency =
                         Some(crate::bedrock::request::Latency::parse(&text, &key).map_err(e)?);
                 }
+                "prompt_cache" => {
+                    let text = value.as_text(&key).map_err(e)?;
+                    options.prompt_cache = Some(
+                        crate::bedrock::prompt_cache::PromptCache::parse(&text, &key).map_err(e)?,
+                    );
+                }
+                "rows_per_request" => {
+                    let max = crate::inference::packing::MAX_ROWS_PER_REQUEST;
+                    options.rows_per_request = Some(
+                        u32::try_from(value.as_integer_in(&key, 1, max).map_err(e)?).unwrap_or(1),
+                    );
+                }
                 "execution" => {
                     let text = value.as_text(&key).map_err(e)?;
                     options.execution =
@@ -228,6 +246,8 @@ mod tests {
                 execution: None,
                 service_tier: None,
                 latency: None,
+                prompt_cache: None,
+                rows_per_request: None,
                 handling: RowHandling::default(),
             }
         );

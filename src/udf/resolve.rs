@@ -141,6 +141,12 @@ pub fn resolve_model(
     if let Some(v) = options.latency {
         p.latency = Some(v);
     }
+    if let Some(v) = options.prompt_cache {
+        p.prompt_cache = Some(v);
+    }
+    if let Some(v) = options.rows_per_request {
+        p.rows_per_request = Some(v);
+    }
     if let Some(v) = &options.system_prompt {
         bound.system_prompt = Some(v.clone());
     }
@@ -163,6 +169,17 @@ pub fn resolve_model(
             .check_ready(bound.engine.name(), execution, function)
             .map_err(|e| plan_error(e.to_string()))?;
     }
+    crate::inference::packing::check(
+        &format!("{function}: rows_per_request"),
+        bound.params.rows_per_request.unwrap_or(1),
+        None,
+        bound.target.api,
+        bound
+            .execution
+            .filter(|e| e.gathers())
+            .map(crate::bedrock::batch::Execution::name),
+    )
+    .map_err(plan_error)?;
     if bound.output_schema.is_some() && bound.target.api != Api::Converse {
         return Err(plan_error(format!(
             "{function}: output_schema needs the Converse API, and {} uses api = 'invoke'",

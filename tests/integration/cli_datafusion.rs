@@ -446,6 +446,7 @@ async fn show_all_lists_datafusions_settings_and_the_extensions() {
             "bedrock.execution,on_demand",
             "bedrock.max_cost_usd,",
             "bedrock.max_requests,",
+            "bedrock.reorder_requests,true",
         ],
         "only the extension's settings are added, under their whole names"
     );

@@ -148,6 +148,8 @@ impl KeyFields for TextRequest {
             messages,
             params,
             tool,
+            // Checkpoints change where Bedrock caches, not what the model reads.
+            cache: _,
         } = self;
         w.option(system.as_ref(), |w, s| w.str(s));
         w.count(messages.len());
@@ -171,6 +173,10 @@ impl KeyFields for TextRequest {
             // cached from one tier serves the others.
             service_tier: _,
             latency: _,
+            // Caching changes the price, not the answer.
+            prompt_cache: _,
+            // Packing is the caller's: each row's request is keyed on its own.
+            rows_per_request: _,
         } = params;
         w.option(max_tokens.as_ref(), |w, m| w.u64(u64::from(*m)));
         w.option(temperature.as_ref(), |w, t| w.u64(u64::from(t.to_bits())));
@@ -256,12 +262,15 @@ mod tests {
                 extra: Some(json!({"top_k": 5})),
                 service_tier: None,
                 latency: None,
+                prompt_cache: None,
+                rows_per_request: None,
             },
             tool: Some(ToolSpec {
                 name: "answer".into(),
                 description: "the answer".into(),
                 schema: json!({"type": "object"}),
             }),
+            cache: None,
         }
     }
 
@@ -398,6 +407,17 @@ mod tests {
         }
         assert_ne!(CacheScope::unique(), CacheScope::unique());
         assert_eq!(format!("{:?}", scope()), "CacheScope(..)");
+        // What changes the price or the wait, not the answer, leaves the key alone.
+        let same = changed(|r| {
+            r.params.service_tier = Some(crate::bedrock::request::ServiceTier::Flex);
+            r.params.latency = Some(crate::bedrock::request::Latency::Optimized);
+            r.params.prompt_cache = Some(crate::bedrock::prompt_cache::PromptCache::OneHour);
+            r.cache = Some(crate::bedrock::prompt_cache::CachePoints {
+                ttl: None,
+                spots: vec![crate::bedrock::prompt_cache::CacheSpot::System],
+            });
+        });
+        assert_eq!(same, base);
     }
 
     #[test]

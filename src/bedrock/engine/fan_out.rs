@@ -12,9 +12,10 @@ use crate::bedrock::budget::Reservation;
 use crate::bedrock::cache::{CacheKey, EmbedInput, KeyMap, Source, cache_key};
 use crate::bedrock::families::{self, EmbedOptions, ModelFamily};
 use crate::bedrock::limiter::Limiter;
+use crate::bedrock::prompt_cache::{CacheTtl, cached_tokens_usd};
 use crate::bedrock::request::{CallInfo, EmbedResponse, TextRequest, TextResponse};
 use crate::bedrock::retry::{Attempts, BudgetGuard, CallFailure};
-use crate::bedrock::usage::ModelCounters;
+use crate::bedrock::usage::{ModelCounters, token_shares};
 use crate::error::{Error, Result};
 
 impl Engine {
@@ -56,9 +57,20 @@ impl Engine {
             self.answer_by_jobs(target, requests, &groups, &mut answers, &counters, options)
                 .await;
         }
-        let slots: Vec<usize> = (0..groups.distinct.len())
+        let mut slots: Vec<usize> = (0..groups.distinct.len())
             .filter(|slot| answers[*slot].is_none() && requests[groups.distinct[*slot].1].is_some())
             .collect();
+        // Requests sharing a prefix go one after the other (sorted by their text), so the
+        // first writes Bedrock's prompt cache and the rest read it; answers keep input order.
+        if !options.keep_order {
+            slots.sort_by(|a, b| {
+                let text = |slot: &usize| requests[groups.distinct[*slot].1].as_ref();
+                match (text(a), text(b)) {
+                    (Some(a), Some(b)) => a.prefix_order(b),
+                    _ => std::cmp::Ordering::Equal,
+                }
+            });
+        }
         let (limiter, counters, groups_ref) = (&limiter, &counters, &groups);
         let mut stream = futures::stream::iter(slots)
             .map(|slot| {
@@ -94,6 +106,51 @@ impl Engine {
             }
         }
         rows
+    }
+
+    /// The response cache's answer to `request`, if it holds one, marked as a cache hit.
+    pub async fn cached_answer(
+        &self,
+        target: &ModelTarget,
+        request: &TextRequest,
+    ) -> Option<TextResponse> {
+        let scope = self.cache_scope().await;
+        let key = cache_key(&scope, target.api.name(), &target.model_id, request);
+        let answer = self.text_cache.get(&key)?;
+        self.usage.model(&target.model_id).cache_hit();
+        let mut served = TextResponse::clone(&answer);
+        served.call = CallInfo {
+            cache_hit: true,
+            ..CallInfo::default()
+        };
+        Some(served)
+    }
+
+    /// Counts `n` inputs answered by an earlier identical input of their batch (rows a caller
+    /// grouped itself, as packing does).
+    pub fn count_repeats(&self, model_id: &str, n: u64) {
+        self.usage.model(model_id).deduplicated(n);
+    }
+
+    /// Keeps answers obtained another way (one item of a packed request each) in the response
+    /// cache, each under its own request's key, in one write.
+    pub async fn remember_answers(
+        &self,
+        target: &ModelTarget,
+        answers: impl IntoIterator<Item = (&TextRequest, TextResponse)>,
+    ) {
+        let scope = self.cache_scope().await;
+        let values = answers
+            .into_iter()
+            .map(|(request, mut answer)| {
+                answer.call = CallInfo::default();
+                (
+                    cache_key(&scope, target.api.name(), &target.model_id, request),
+                    Arc::new(answer),
+                )
+            })
+            .collect();
+        self.text_cache.insert_all(values);
     }
 
     /// Batch and auto execution: cached answers served (looked up once here, whichever way
@@ -212,6 +269,15 @@ impl Engine {
             )
             .await
             .map_err(|f| self.explained(f))?;
+        let (read, written) = (
+            response.call.cache_read_tokens,
+            response.call.cache_write_tokens,
+        );
+        counters.prompt_cache(
+            read,
+            written,
+            request.cache.as_ref().and_then(|c| c.ttl) == Some(CacheTtl::OneHour),
+        );
         response.call = CallInfo {
             cache_hit: false,
             deduplicated: false,
@@ -220,6 +286,10 @@ impl Engine {
             latency_ms: attempts.latency_ms,
             batch_job: None,
             service_tier: response.call.service_tier.take(),
+            cache_read_tokens: read,
+            cache_write_tokens: written,
+            packed_rows: 0,
+            packed_first: false,
         };
         Ok(response)
     }
@@ -234,9 +304,22 @@ impl Engine {
         price: Option<(f64, f64)>,
     ) -> std::result::Result<TextResponse, CallFailure> {
         let (engine, target, request) = (Arc::clone(self), target.clone(), request.clone());
+        let (model_id, ttl) = (
+            target.model_id.clone(),
+            request.cache.as_ref().and_then(|c| c.ttl),
+        );
         let attempt = async move { engine.call_text_once(&target, &request).await };
-        settled(reservation, price, attempt, |r: &TextResponse| {
-            (r.input_tokens, r.output_tokens)
+        settled(reservation, attempt, move |r: &TextResponse| {
+            cost_usd(price, r.input_tokens, r.output_tokens)
+                + price.map_or(0.0, |(input, _)| {
+                    cached_tokens_usd(
+                        &model_id,
+                        input,
+                        ttl,
+                        r.call.cache_read_tokens,
+                        r.call.cache_write_tokens,
+                    )
+                })
         })
         .await
     }
@@ -344,8 +427,7 @@ impl Engine {
                         retries: attempts.retries,
                         throttles: attempts.throttles,
                         latency_ms: attempts.latency_ms,
-                        batch_job: None,
-                        service_tier: None,
+                        ..CallInfo::default()
                     };
                     let shares = token_shares(tokens, slots.len());
                     for ((slot, vector), input_tokens) in slots.iter().zip(batch).zip(shares) {
@@ -457,7 +539,10 @@ impl Engine {
                                 (Arc::clone(self), model_id.to_string(), Arc::clone(body));
                             let attempt =
                                 async move { engine.embed_once(&model_id, family, &body).await };
-                            settled(reservation, price, attempt, |(_, tokens)| (*tokens, 0)).await?
+                            settled(reservation, attempt, move |(_, tokens)| {
+                                cost_usd(price, *tokens, 0)
+                            })
+                            .await?
                         }
                     };
                     Ok(((vectors, tokens), tokens, 0))
@@ -473,33 +558,23 @@ impl Engine {
 /// how its attempts went.
 type Embedded = (Vec<Vec<f32>>, u64, Attempts);
 
-/// `tokens` divided among `rows` rows, the remainder to the first, so the shares add up.
-fn token_shares(tokens: u64, rows: usize) -> impl Iterator<Item = u64> {
-    let n = u64::try_from(rows).unwrap_or(u64::MAX).max(1);
-    let (share, remainder) = (tokens / n, tokens % n);
-    (0..rows).map(move |i| if i == 0 { share + remainder } else { share })
-}
-
 /// Runs one attempt admitted by a query's budget as a task of its own, which settles the
-/// reservation with the attempt's cost (`tokens` gives its input and output tokens) when it
+/// reservation with the attempt's cost (`usd` prices its answer) when it
 /// ends: dropping the query (after an error elsewhere, say) neither cuts a request the budget
 /// counted as sent nor loses its answer's cost, so the budget's counts are what Bedrock saw.
-async fn settled<T, Fut>(
+async fn settled<T, Fut, Usd>(
     reservation: Reservation,
-    price: Option<(f64, f64)>,
     attempt: Fut,
-    tokens: fn(&T) -> (u64, u64),
+    usd: Usd,
 ) -> std::result::Result<T, CallFailure>
 where
     T: Send + 'static,
     Fut: std::future::Future<Output = std::result::Result<T, CallFailure>> + Send + 'static,
+    Usd: Fn(&T) -> f64 + Send + 'static,
 {
     let task = tokio::spawn(async move {
         let outcome = attempt.await;
-        let actual = outcome.as_ref().ok().map(|value| {
-            let (input, output) = tokens(value);
-            cost_usd(price, input, output)
-        });
+        let actual = outcome.as_ref().ok().map(&usd);
         reservation.settle(actual);
         outcome
     });
@@ -602,15 +677,6 @@ mod tests {
             vec![Some(0), None, Some(1), Some(0), Some(0), None, Some(2)]
         );
         assert_eq!(g.duplicates, 2);
-    }
-
-    #[test]
-    fn token_shares_add_up_with_the_remainder_first() {
-        assert_eq!(token_shares(11, 3).collect::<Vec<_>>(), vec![5, 3, 3]);
-        assert_eq!(token_shares(6, 3).collect::<Vec<_>>(), vec![2, 2, 2]);
-        assert_eq!(token_shares(2, 3).collect::<Vec<_>>(), vec![2, 0, 0]);
-        assert_eq!(token_shares(7, 1).collect::<Vec<_>>(), vec![7]);
-        assert_eq!(token_shares(7, 0).count(), 0);
     }
 
     #[cfg(feature = "emulator")]

@@ -211,6 +211,21 @@ impl Engine {
             .map(|price| cost_usd(Some(price), input_tokens, output_tokens))
     }
 
+    /// Estimated USD of prompt-cache tokens at the model's price (reads and writes at their
+    /// multiples of the input price, see [`prompt_cache`](super::prompt_cache); `None` when
+    /// the price is unknown).
+    pub fn cached_cost_usd(
+        &self,
+        model_id: &str,
+        ttl: Option<super::prompt_cache::CacheTtl>,
+        read_tokens: u64,
+        write_tokens: u64,
+    ) -> Option<f64> {
+        self.price(model_id).map(|(input, _)| {
+            super::prompt_cache::cached_tokens_usd(model_id, input, ttl, read_tokens, write_tokens)
+        })
+    }
+
     /// Overrides a model's price (USD per 1K input tokens, per 1K output tokens).
     pub fn set_price(&self, model_id: &str, input_per_1k: f64, output_per_1k: f64) {
         self.usage.set_price(model_id, input_per_1k, output_per_1k);
@@ -243,6 +258,9 @@ pub struct CallOptions {
     /// `bedrock.batch_min_rows`: the distinct uncached requests from which `auto` runs batch
     /// jobs (never below the service's 100; 0 here means the default, 1,000).
     pub batch_min_rows: u64,
+    /// `SET bedrock.reorder_requests = false`: send a batch's requests in input order
+    /// instead of grouped by shared prefix.
+    pub keep_order: bool,
 }
 
 impl CallOptions {

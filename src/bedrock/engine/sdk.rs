@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, InferenceConfiguration, Message, PerformanceConfigLatency,
-    PerformanceConfiguration, ServiceTier, ServiceTierType, SpecificToolChoice, SystemContentBlock,
-    Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
+    CachePointBlock, CachePointType, CacheTtl as SdkCacheTtl, ContentBlock, ConversationRole,
+    InferenceConfiguration, Message, PerformanceConfigLatency, PerformanceConfiguration,
+    ServiceTier, ServiceTierType, SpecificToolChoice, SystemContentBlock, Tool, ToolChoice,
+    ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -19,6 +20,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 use super::{Api, Engine, ModelTarget};
 use crate::bedrock::families::{self, ModelFamily};
+use crate::bedrock::prompt_cache::{CachePoints, CacheSpot, CacheTtl};
 use crate::bedrock::request::{
     CallInfo, ChatRole, Latency, ServiceTier as ServiceTierChoice, TextRequest, TextResponse,
 };
@@ -80,19 +82,48 @@ impl Engine {
         let invalid =
             |e: &dyn std::fmt::Display| CallFailure::fatal("InvalidRequest", e.to_string());
         let mut call = self.runtime.converse().model_id(model_id);
-        for message in &request.messages {
+        let point = cache_point(request.cache.as_ref()).map_err(|e| invalid(&e))?;
+        let spot = |spot: CacheSpot| {
+            request
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.spots.contains(&spot))
+        };
+        let head = request.cache.as_ref().and_then(|c| {
+            c.spots.iter().find_map(|s| match s {
+                CacheSpot::PromptHead(at) => Some(*at),
+                _ => None,
+            })
+        });
+        let last = request.messages.len().saturating_sub(1);
+        for (i, message) in request.messages.iter().enumerate() {
             let role = match message.role {
                 ChatRole::User => ConversationRole::User,
                 ChatRole::Assistant => ConversationRole::Assistant,
             };
             let mut builder = Message::builder().role(role);
-            for text in &message.texts {
-                builder = builder.content(ContentBlock::Text(text.clone()));
+            for (j, text) in message.texts.iter().enumerate() {
+                // The checkpoint after the prompt's shared head: the text in two blocks
+                // around it (the model reads them as one text).
+                match (&point, head) {
+                    (Some(point), Some(at))
+                        if i == last && j == 0 && text.is_char_boundary(at) && at < text.len() =>
+                    {
+                        builder = builder
+                            .content(ContentBlock::Text(text[..at].to_string()))
+                            .content(ContentBlock::CachePoint(point.clone()))
+                            .content(ContentBlock::Text(text[at..].to_string()));
+                    }
+                    _ => builder = builder.content(ContentBlock::Text(text.clone())),
+                }
             }
             call = call.messages(builder.build().map_err(|e| invalid(&e))?);
         }
         if let Some(system) = &request.system {
             call = call.system(SystemContentBlock::Text(system.clone()));
+            if let Some(point) = point.as_ref().filter(|_| spot(CacheSpot::System)) {
+                call = call.system(SystemContentBlock::CachePoint(point.clone()));
+            }
         }
         let p = &request.params;
         if p.max_tokens.is_some()
@@ -124,8 +155,11 @@ impl Engine {
                 .name(&tool.name)
                 .build()
                 .map_err(|e| invalid(&e))?;
-            let config = ToolConfiguration::builder()
-                .tools(Tool::ToolSpec(spec))
+            let mut config = ToolConfiguration::builder().tools(Tool::ToolSpec(spec));
+            if let Some(point) = point.as_ref().filter(|_| spot(CacheSpot::Tools)) {
+                config = config.tools(Tool::CachePoint(point.clone()));
+            }
+            let config = config
                 .tool_choice(ToolChoice::Tool(choice))
                 .build()
                 .map_err(|e| invalid(&e))?;
@@ -152,10 +186,14 @@ impl Engine {
                     .join("")
             })
             .unwrap_or_default();
+        let count = |n: i32| u64::try_from(n).unwrap_or(0);
         let (input_tokens, output_tokens) = out.usage().map_or((0, 0), |u| {
+            (count(u.input_tokens()), count(u.output_tokens()))
+        });
+        let (cache_read_tokens, cache_write_tokens) = out.usage().map_or((0, 0), |u| {
             (
-                u64::try_from(u.input_tokens()).unwrap_or(0),
-                u64::try_from(u.output_tokens()).unwrap_or(0),
+                u.cache_read_input_tokens().map_or(0, count),
+                u.cache_write_input_tokens().map_or(0, count),
             )
         });
         Ok(TextResponse {
@@ -166,6 +204,8 @@ impl Engine {
             tool_input,
             call: CallInfo {
                 service_tier: out.service_tier().map(|t| Arc::from(t.r#type().as_str())),
+                cache_read_tokens,
+                cache_write_tokens,
                 ..CallInfo::default()
             },
         })
@@ -227,6 +267,24 @@ fn with_tier_and_latency(
         ),
         None => call,
     })
+}
+
+/// The `cachePoint` block of a request's checkpoints, when it has any.
+fn cache_point(
+    cache: Option<&CachePoints>,
+) -> std::result::Result<Option<CachePointBlock>, aws_sdk_bedrockruntime::error::BuildError> {
+    let Some(cache) = cache.filter(|c| !c.spots.is_empty()) else {
+        return Ok(None);
+    };
+    let ttl = cache.ttl.map(|ttl| match ttl {
+        CacheTtl::FiveMinutes => SdkCacheTtl::FiveMinutes,
+        CacheTtl::OneHour => SdkCacheTtl::OneHour,
+    });
+    CachePointBlock::builder()
+        .r#type(CachePointType::Default)
+        .set_ttl(ttl)
+        .build()
+        .map(Some)
 }
 
 /// The SDK's value of a service tier.

@@ -93,6 +93,7 @@ mod tests {
     fn requests_encode() {
         let request = TextRequest {
             tool: None,
+            cache: None,
             system: Some("You are terse.".into()),
             messages: vec![
                 ChatMessage::user("Hi"),
@@ -108,6 +109,8 @@ mod tests {
                 extra: Some(json!({"top_k": 40})),
                 service_tier: None,
                 latency: None,
+                prompt_cache: None,
+                rows_per_request: None,
             },
         };
         assert_eq!(
@@ -145,6 +148,7 @@ mod tests {
         );
         let request = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![
                 ChatMessage::user("JSON please"),
                 ChatMessage::assistant("{"),
@@ -168,6 +172,7 @@ mod tests {
     fn invalid_requests_are_refused() {
         let request = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![ChatMessage::assistant("Hi")],
             ..Default::default()
         };

@@ -168,6 +168,8 @@ mod tests {
             extra: Some(json!({"k": 10})),
             service_tier: None,
             latency: None,
+            prompt_cache: None,
+            rows_per_request: None,
         });
         assert_eq!(
             encode_text_request(CHAT, &request).unwrap(),

@@ -367,6 +367,7 @@ pub(crate) mod tests {
     pub(crate) fn chat_fixture(params: InferenceParams) -> TextRequest {
         TextRequest {
             tool: None,
+            cache: None,
             system: Some("Be terse.".into()),
             messages: vec![
                 ChatMessage::user("Hi"),
@@ -435,6 +436,7 @@ pub(crate) mod tests {
     fn turns_merge_consecutive_roles() {
         let request = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![
                 ChatMessage::user("a"),
                 ChatMessage::user("b"),
@@ -476,6 +478,7 @@ pub(crate) mod tests {
         );
         let blank = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![ChatMessage {
                 role: ChatRole::User,
                 texts: vec![],
@@ -491,6 +494,7 @@ pub(crate) mod tests {
         );
         let prefill = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![ChatMessage::user("q"), ChatMessage::assistant("a")],
             ..Default::default()
         };

@@ -80,6 +80,8 @@ mod tests {
             extra: Some(json!({"n": 1})),
             service_tier: None,
             latency: None,
+            prompt_cache: None,
+            rows_per_request: None,
         });
         assert_eq!(
             encode_text_request(JAMBA, &request).unwrap(),

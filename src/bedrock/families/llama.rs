@@ -92,6 +92,8 @@ mod tests {
                 extra: None,
                 service_tier: None,
                 latency: None,
+                prompt_cache: None,
+                rows_per_request: None,
             },
         );
         assert_eq!(

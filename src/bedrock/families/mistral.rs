@@ -107,6 +107,8 @@ mod tests {
                 extra: Some(json!({"top_k": 50})),
                 service_tier: None,
                 latency: None,
+                prompt_cache: None,
+                rows_per_request: None,
             },
         );
         assert_eq!(
@@ -126,6 +128,7 @@ mod tests {
     fn system_and_history() {
         let request = TextRequest {
             tool: None,
+            cache: None,
             system: Some("Be terse.".into()),
             ..TextRequest::prompt("Sky colour?", InferenceParams::default())
         };
@@ -135,6 +138,7 @@ mod tests {
         );
         let request = TextRequest {
             tool: None,
+            cache: None,
             system: Some("Be terse.".into()),
             messages: vec![
                 ChatMessage::user("u1"),

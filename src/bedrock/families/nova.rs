@@ -84,6 +84,7 @@ mod tests {
     fn requests_encode() {
         let request = TextRequest {
             tool: None,
+            cache: None,
             system: Some("You are terse.".into()),
             messages: vec![
                 ChatMessage::user("Hi"),
@@ -101,6 +102,8 @@ mod tests {
                 extra: Some(json!({"inferenceConfig": {"topK": 20}})),
                 service_tier: None,
                 latency: None,
+                prompt_cache: None,
+                rows_per_request: None,
             },
         };
         assert_eq!(
@@ -136,6 +139,7 @@ mod tests {
         );
         let request = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![
                 ChatMessage::user("a"),
                 ChatMessage::user("b"),
@@ -155,6 +159,7 @@ mod tests {
         );
         let request = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![ChatMessage::assistant("Hi"), ChatMessage::user("Hi")],
             ..Default::default()
         };

@@ -144,6 +144,8 @@ mod tests {
                 extra: None,
                 service_tier: None,
                 latency: None,
+                prompt_cache: None,
+                rows_per_request: None,
             },
         );
         assert_eq!(
@@ -184,6 +186,7 @@ mod tests {
     fn conversations_become_chat_transcripts() {
         let request = TextRequest {
             tool: None,
+            cache: None,
             system: Some("Answer in one word.".into()),
             messages: vec![
                 ChatMessage::user("Sky colour?"),
@@ -207,6 +210,7 @@ mod tests {
         );
         let with_system = TextRequest {
             tool: None,
+            cache: None,
             system: Some("Be terse.".into()),
             ..TextRequest::prompt("Hi", InferenceParams::default())
         };
@@ -216,6 +220,7 @@ mod tests {
         );
         let history = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![
                 ChatMessage::user("Hi"),
                 ChatMessage::assistant("Hello!"),
@@ -233,6 +238,7 @@ mod tests {
     fn a_trailing_assistant_message_is_refused() {
         let request = TextRequest {
             tool: None,
+            cache: None,
             messages: vec![ChatMessage::user("Hi"), ChatMessage::assistant("Hel")],
             ..Default::default()
         };

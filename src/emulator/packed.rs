@@ -1,0 +1,689 @@
+//! Packed requests: several rows answered by one Converse request.
+//!
+//! A client may send `k` rows in one Converse request and force a tool whose input holds one
+//! answer per row. The emulator recognises such a request by the forced tool's JSON schema and
+//! answers every row as if it had been asked alone.
+//!
+//! **Recognising a packed request.** The forced tool's input schema has both
+//! `properties.answers.items.properties.index` and `properties.answers.items.properties.answer`:
+//!
+//! ```json
+//! {"type": "object",
+//!  "properties": {"answers": {
+//!      "type": "array",
+//!      "items": {"type": "object",
+//!                "properties": {"index": {"type": "integer"}, "answer": ITEM},
+//!                "required": ["index", "answer"]}}},
+//!  "required": ["answers"]}
+//! ```
+//!
+//! where `ITEM` is `{"type": "string"}` or any other JSON schema (for example the object schema
+//! of a structured answer).
+//!
+//! **The rows.** They are read from the last user text of the conversation (its text blocks
+//! joined by newlines), written as blocks joined by `\n` and numbered from 1:
+//!
+//! ```text
+//! <input index="1">
+//! first row, possibly on several lines
+//! </input>
+//! <input index="2">
+//! second row
+//! </input>
+//! ```
+//!
+//! A block starts at `<input index="N">` (`N` decimal digits) followed by a newline. Its row text
+//! runs until the first `\n</input>` that is followed by the end of the text (or by whitespace
+//! only) or by `\n<input index="`, so a row may itself contain `</input>`. Text before the first
+//! block and between blocks is ignored. When a block has no such end (other text follows its
+//! `\n</input>`), its row runs until the last `\n</input>` of the text; a block with no
+//! `\n</input>` after it at all is not a row, and neither is anything after it. When no block is
+//! found the request is not packed, and the ordinary forced-tool answer applies.
+//!
+//! **The answer.** The tool input is `{"answers": [{"index": N, "answer": A}, ...]}`, one item
+//! per row in input order, `N` the index written in the row's block. With a string `ITEM`
+//! (`"type": "string"`), `A` is exactly the text answer the row would get alone with the same
+//! system prompt (so the labels and yes/no rules apply row by row), e.g.
+//! `Emulated <model id> (messages: 1, blocks: 1[, system: <n>]): <row text>`; with any other
+//! `ITEM`, `A` is the schema-shaped value derived from the row text, as for an ordinary forced
+//! tool.
+//!
+//! **Directives**, written inside a row's text, for testing a client's handling of a broken
+//! answer:
+//!
+//! - `[[emulate:pack-drop]]`: that row's item is left out of the array (one item too few, and its
+//!   index is missing); generation goes on with the next row.
+//! - `[[emulate:pack-truncate]]`: generation stops before that row's item: the array holds only
+//!   the items of the rows before it, and the stop reason is `max_tokens`.
+//!
+//! **`maxTokens`** applies independently: items are added in order while the serialized tool
+//! input (compact JSON, `{"answers":[...]}`) counts at most `maxTokens` tokens (one per started
+//! group of four characters); the first item that would exceed it is not added, generation stops
+//! there and the stop reason is `max_tokens`. Items are never cut in the middle.
+//!
+//! The reply's text is the serialized tool input, its output tokens are counted on that text, and
+//! its input tokens on the whole conversation. The tool call's id is
+//! `tooluse_<16 hex digits>`, the FNV-1a hash of the tool name and the last user text.
+
+use serde_json::{Value, json};
+
+use super::answer::{self, Conversation, Reply, StopReason, Turn};
+use super::converse;
+
+/// Test directive: the row's item is left out of the answer.
+const PACK_DROP: &str = "[[emulate:pack-drop]]";
+/// Test directive: generation stops before the row's item, as if `maxTokens` were reached.
+const PACK_TRUNCATE: &str = "[[emulate:pack-truncate]]";
+
+const HEADER_OPEN: &str = "<input index=\"";
+const HEADER_CLOSE: &str = "\">\n";
+const BLOCK_END: &str = "\n</input>";
+/// What follows a block's end when another block comes next.
+const NEXT_BLOCK: &str = "\n<input index=\"";
+
+/// The schema of one answer (`properties.answers.items.properties.answer`) when the schema is
+/// that of a packed request's tool.
+fn item_schema(schema: &Value) -> Option<&Value> {
+    let item = schema.pointer("/properties/answers/items/properties")?;
+    item.get("index")?;
+    item.get("answer")
+}
+
+/// Whether a forced tool's input schema is that of a packed request: it has
+/// `properties.answers.items.properties.index` and `properties.answers.items.properties.answer`.
+#[allow(
+    dead_code,
+    reason = "used by the server's forced-tool answer once packed requests are wired in"
+)]
+pub(crate) fn is_packed(schema: &Value) -> bool {
+    item_schema(schema).is_some()
+}
+
+/// One `<input index="N">` block: its index and its row text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row<'a> {
+    index: u64,
+    text: &'a str,
+}
+
+/// The block header starting exactly at `at`: its index and where the row text starts.
+fn header_at(text: &str, at: usize) -> Option<(u64, usize)> {
+    let rest = text.get(at..)?.strip_prefix(HEADER_OPEN)?;
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 {
+        return None;
+    }
+    let index = rest[..digits].parse().ok()?;
+    rest[digits..].strip_prefix(HEADER_CLOSE)?;
+    Some((index, at + HEADER_OPEN.len() + digits + HEADER_CLOSE.len()))
+}
+
+/// The next block header at or after `from`.
+fn next_header(text: &str, from: usize) -> Option<(u64, usize)> {
+    let mut at = from;
+    loop {
+        let found = at + text.get(at..)?.find(HEADER_OPEN)?;
+        if let Some(header) = header_at(text, found) {
+            return Some(header);
+        }
+        at = found + HEADER_OPEN.len();
+    }
+}
+
+/// Where the row text starting at `start` ends (the position of its `\n</input>`).
+fn row_end(text: &str, start: usize) -> Option<usize> {
+    let rest = &text[start..];
+    let closes = || rest.match_indices(BLOCK_END).map(|(at, _)| at);
+    let end = closes()
+        .find(|&at| {
+            let after = &rest[at + BLOCK_END.len()..];
+            after.trim_end().is_empty() || after.starts_with(NEXT_BLOCK)
+        })
+        .or_else(|| closes().last())?;
+    Some(start + end)
+}
+
+/// The rows of a packed request's user text, in order (empty when there is no block).
+fn rows(text: &str) -> Vec<Row<'_>> {
+    let mut rows = Vec::new();
+    let mut from = 0;
+    while let Some((index, start)) = next_header(text, from) {
+        let Some(end) = row_end(text, start) else {
+            break;
+        };
+        rows.push(Row {
+            index,
+            text: &text[start..end],
+        });
+        from = end + BLOCK_END.len();
+    }
+    rows
+}
+
+/// The answer to one row: the text answer the row alone would get for a string item schema,
+/// else the schema-shaped value of the row text.
+fn row_answer(model_id: &str, item: &Value, system: &[String], row: &str) -> Value {
+    if item.get("type").and_then(Value::as_str) == Some("string") {
+        let alone = Conversation {
+            system: system.to_vec(),
+            turns: vec![Turn::user(row)],
+        };
+        json!(answer::compose(model_id, &alone))
+    } else {
+        converse::value_for_schema(item, row)
+    }
+}
+
+/// The forced tool's call and the reply for a packed request, or `None` when the request is not
+/// packed (the tool's schema is not a packed one, or the last user text has no input block).
+#[allow(
+    dead_code,
+    reason = "used by the server's forced-tool answer once packed requests are wired in"
+)]
+pub(crate) fn answer(
+    model_id: &str,
+    tool: &converse::ToolRequest,
+    conversation: &Conversation,
+    max_tokens: u32,
+) -> Option<(converse::ToolCall, Reply)> {
+    let item = item_schema(&tool.schema)?;
+    let user_text = conversation.last_user_text();
+    let rows = rows(&user_text);
+    if rows.is_empty() {
+        return None;
+    }
+    // The characters of `{"answers":[` and `]}`; items add their own and a comma between two.
+    let mut chars = "{\"answers\":[]}".chars().count();
+    let mut items = Vec::with_capacity(rows.len());
+    let mut stop = StopReason::EndTurn;
+    for row in rows {
+        if row.text.contains(PACK_TRUNCATE) {
+            stop = StopReason::MaxTokens;
+            break;
+        }
+        if row.text.contains(PACK_DROP) {
+            continue;
+        }
+        let value = json!({
+            "index": row.index,
+            "answer": row_answer(model_id, item, &conversation.system, row.text),
+        });
+        let added = value.to_string().chars().count() + usize::from(!items.is_empty());
+        let tokens = u32::try_from((chars + added).div_ceil(4)).unwrap_or(u32::MAX);
+        if tokens > max_tokens {
+            stop = StopReason::MaxTokens;
+            break;
+        }
+        chars += added;
+        items.push(value);
+    }
+    let input = json!({ "answers": items });
+    let text = serde_json::to_string(&input).unwrap_or_default();
+    let call = converse::ToolCall {
+        id: format!(
+            "tooluse_{:016x}",
+            answer::fnv1a(&[tool.name.as_bytes(), user_text.as_bytes()])
+        ),
+        name: tool.name.clone(),
+        input,
+    };
+    let reply = Reply {
+        input_tokens: conversation.input_tokens(),
+        output_tokens: answer::count_text_tokens(&text),
+        text,
+        stop,
+    };
+    Some((call, reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed_schema(item: Value) -> Value {
+        let mut schema = json!({
+            "type": "object",
+            "properties": {"answers": {"type": "array", "items": {
+                "type": "object",
+                "properties": {"index": {"type": "integer"}, "answer": null},
+                "required": ["index", "answer"]
+            }}},
+            "required": ["answers"]
+        });
+        schema["properties"]["answers"]["items"]["properties"]["answer"] = item;
+        schema
+    }
+
+    fn tool(item: Value) -> converse::ToolRequest {
+        converse::ToolRequest {
+            name: "answer_rows".into(),
+            schema: packed_schema(item),
+        }
+    }
+
+    fn blocks(rows: &[&str]) -> String {
+        rows.iter()
+            .enumerate()
+            .map(|(i, row)| format!("<input index=\"{}\">\n{row}\n</input>", i + 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn asked(system: &[&str], text: &str) -> Conversation {
+        Conversation {
+            system: system.iter().map(|s| (*s).to_string()).collect(),
+            turns: vec![Turn::user(text)],
+        }
+    }
+
+    fn alone(system: &[&str], row: &str) -> String {
+        answer::compose("m", &asked(system, row))
+    }
+
+    /// The reply expected for a tool input: its compact JSON and token counts.
+    fn reply_for(conversation: &Conversation, input: &Value, stop: StopReason) -> Reply {
+        let text = serde_json::to_string(input).unwrap();
+        Reply {
+            input_tokens: conversation.input_tokens(),
+            output_tokens: answer::count_text_tokens(&text),
+            text,
+            stop,
+        }
+    }
+
+    fn call_for(text: &str, input: Value) -> converse::ToolCall {
+        converse::ToolCall {
+            id: format!(
+                "tooluse_{:016x}",
+                answer::fnv1a(&[b"answer_rows".as_slice(), text.as_bytes()])
+            ),
+            name: "answer_rows".into(),
+            input,
+        }
+    }
+
+    #[test]
+    fn recognises_packed_schemas_only() {
+        assert!(is_packed(&packed_schema(json!({"type": "string"}))));
+        assert!(is_packed(&packed_schema(
+            json!({"type": "object", "properties": {"a": {"type": "integer"}}})
+        )));
+        assert!(!is_packed(&json!({
+            "type": "object",
+            "properties": {"answers": {"type": "array", "items": {"type": "string"}}}
+        })));
+        assert!(!is_packed(&json!({
+            "type": "object",
+            "properties": {"answers": {"type": "array", "items": {
+                "type": "object", "properties": {"answer": {"type": "string"}}
+            }}}
+        })));
+        assert!(!is_packed(
+            &json!({"type": "object", "properties": {"name": {"type": "string"}}})
+        ));
+        assert!(!is_packed(&Value::Null));
+    }
+
+    #[test]
+    fn three_rows_are_answered_in_order_as_if_alone() {
+        let text = blocks(&["What is 1?", "What is 2?", "What is 3?"]);
+        let conversation = asked(&["Be brief."], &format!("Answer each input.\n{text}"));
+        let (call, reply) =
+            answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
+        let input = json!({"answers": [
+            {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1, system: 1): What is 1?"},
+            {"index": 2, "answer": "Emulated m (messages: 1, blocks: 1, system: 1): What is 2?"},
+            {"index": 3, "answer": "Emulated m (messages: 1, blocks: 1, system: 1): What is 3?"},
+        ]});
+        assert_eq!(
+            input["answers"][1]["answer"],
+            json!(alone(&["Be brief."], "What is 2?"))
+        );
+        assert_eq!(
+            call,
+            call_for(&format!("Answer each input.\n{text}"), input.clone())
+        );
+        assert_eq!(reply, reply_for(&conversation, &input, StopReason::EndTurn));
+        assert_eq!(reply.text, call.input.to_string());
+        assert!(
+            call.id.starts_with("tooluse_") && call.id.len() == 24,
+            "{}",
+            call.id
+        );
+    }
+
+    #[test]
+    fn structured_items_are_shaped_by_their_schema() {
+        let item = json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "words": {"type": "integer"},
+                "even": {"type": "boolean"}
+            }
+        });
+        let text = blocks(&["Ada Lovelace", "Alan Mathison Turing"]);
+        let conversation = asked(&[], &text);
+        let (call, reply) = answer("m", &tool(item.clone()), &conversation, 1000).unwrap();
+        let input = json!({"answers": [
+            {"index": 1, "answer": {"name": "Ada Lovelace", "words": 2, "even": true}},
+            {"index": 2, "answer": {"name": "Alan Mathison Turing", "words": 3, "even": false}},
+        ]});
+        assert_eq!(
+            input["answers"][1]["answer"],
+            converse::value_for_schema(&item, "Alan Mathison Turing")
+        );
+        assert_eq!(call, call_for(&text, input.clone()));
+        assert_eq!(reply, reply_for(&conversation, &input, StopReason::EndTurn));
+    }
+
+    #[test]
+    fn labels_rule_applies_row_by_row() {
+        let system = "Classify each input.\nLabels: [\"spam\",\"ham\"]";
+        let text = blocks(&["Buy now, SPAM offer", "lunch with ham", "see you tomorrow"]);
+        let conversation = asked(&[system], &text);
+        let (call, reply) =
+            answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
+        let input = json!({"answers": [
+            {"index": 1, "answer": "spam"},
+            {"index": 2, "answer": "ham"},
+            {"index": 3, "answer": "I cannot tell."},
+        ]});
+        assert_eq!(call, call_for(&text, input.clone()));
+        assert_eq!(reply, reply_for(&conversation, &input, StopReason::EndTurn));
+    }
+
+    #[test]
+    fn yes_or_no_rule_applies_row_by_row() {
+        let system = "Answer yes or no.";
+        let text = blocks(&["yes please", "no thanks", "maybe later"]);
+        let (call, _) = answer(
+            "m",
+            &tool(json!({"type": "string"})),
+            &asked(&[system], &text),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            call.input,
+            json!({"answers": [
+                {"index": 1, "answer": "Yes."},
+                {"index": 2, "answer": "No."},
+                {"index": 3, "answer": "Maybe."},
+            ]})
+        );
+    }
+
+    #[test]
+    fn pack_drop_leaves_out_exactly_that_item() {
+        let text = blocks(&["first", "second [[emulate:pack-drop]]", "third"]);
+        let conversation = asked(&[], &text);
+        let (call, reply) =
+            answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
+        let input = json!({"answers": [
+            {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): first"},
+            {"index": 3, "answer": "Emulated m (messages: 1, blocks: 1): third"},
+        ]});
+        assert_eq!(call, call_for(&text, input.clone()));
+        assert_eq!(reply, reply_for(&conversation, &input, StopReason::EndTurn));
+    }
+
+    #[test]
+    fn pack_truncate_stops_before_that_item() {
+        let text = blocks(&[
+            "first",
+            "second",
+            "[[emulate:pack-truncate]] third",
+            "fourth",
+        ]);
+        let conversation = asked(&[], &text);
+        let (call, reply) =
+            answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
+        let input = json!({"answers": [
+            {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): first"},
+            {"index": 2, "answer": "Emulated m (messages: 1, blocks: 1): second"},
+        ]});
+        assert_eq!(call, call_for(&text, input.clone()));
+        assert_eq!(
+            reply,
+            reply_for(&conversation, &input, StopReason::MaxTokens)
+        );
+        // On the first row, nothing is generated.
+        let text = blocks(&["[[emulate:pack-truncate]]", "second"]);
+        let (call, reply) = answer(
+            "m",
+            &tool(json!({"type": "string"})),
+            &asked(&[], &text),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(call.input, json!({"answers": []}));
+        assert_eq!(
+            (reply.text.as_str(), reply.output_tokens, reply.stop),
+            ("{\"answers\":[]}", 4, StopReason::MaxTokens)
+        );
+    }
+
+    #[test]
+    fn max_tokens_cuts_at_a_whole_item() {
+        let text = blocks(&["aaaa", "bbbb", "cccc"]);
+        let conversation = asked(&[], &text);
+        let string = tool(json!({"type": "string"}));
+        let one = json!({"answers": [
+            {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): aaaa"},
+        ]});
+        let two = json!({"answers": [
+            {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): aaaa"},
+            {"index": 2, "answer": "Emulated m (messages: 1, blocks: 1): bbbb"},
+        ]});
+        let two_tokens = answer::count_text_tokens(&two.to_string());
+        let one_tokens = answer::count_text_tokens(&one.to_string());
+        assert!(one_tokens < two_tokens);
+        // Exactly enough for two items: the third would exceed the limit.
+        let (call, reply) = answer("m", &string, &conversation, two_tokens).unwrap();
+        assert_eq!(call, call_for(&text, two.clone()));
+        assert_eq!(reply, reply_for(&conversation, &two, StopReason::MaxTokens));
+        // One token short of two items: one item.
+        let (call, reply) = answer("m", &string, &conversation, two_tokens - 1).unwrap();
+        assert_eq!(call.input, one);
+        assert_eq!(reply, reply_for(&conversation, &one, StopReason::MaxTokens));
+        // Enough for everything: the whole answer, ended normally.
+        let (call, reply) = answer("m", &string, &conversation, 10_000).unwrap();
+        assert_eq!(call.input["answers"].as_array().map(Vec::len), Some(3));
+        assert_eq!(reply.stop, StopReason::EndTurn);
+        assert!(reply.output_tokens <= 10_000);
+        // Too small for the first item: an empty array.
+        let (call, reply) = answer("m", &string, &conversation, 5).unwrap();
+        assert_eq!(call.input, json!({"answers": []}));
+        assert_eq!(
+            reply,
+            reply_for(
+                &conversation,
+                &json!({"answers": []}),
+                StopReason::MaxTokens
+            )
+        );
+    }
+
+    #[test]
+    fn max_tokens_and_drop_combine() {
+        // A dropped row adds nothing, so the next row still fits.
+        let text = blocks(&["aaaa", "bbbb [[emulate:pack-drop]]", "cccc"]);
+        let conversation = asked(&[], &text);
+        let expected = json!({"answers": [
+            {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): aaaa"},
+            {"index": 3, "answer": "Emulated m (messages: 1, blocks: 1): cccc"},
+        ]});
+        let limit = answer::count_text_tokens(&expected.to_string());
+        let (call, reply) =
+            answer("m", &tool(json!({"type": "string"})), &conversation, limit).unwrap();
+        assert_eq!(call.input, expected);
+        assert_eq!(
+            reply,
+            reply_for(&conversation, &expected, StopReason::EndTurn)
+        );
+    }
+
+    #[test]
+    fn rows_may_span_lines_and_contain_the_closing_tag() {
+        let first = "line one\nline two\n\nline four";
+        let second = "a row quoting\n</input>\nin its middle";
+        let third = "ends with </input>";
+        let text = format!("Intro text\n{}", blocks(&[first, second, third]));
+        assert_eq!(
+            rows(&text),
+            vec![
+                Row {
+                    index: 1,
+                    text: first
+                },
+                Row {
+                    index: 2,
+                    text: second
+                },
+                Row {
+                    index: 3,
+                    text: third
+                },
+            ]
+        );
+        let conversation = asked(&[], &text);
+        let (call, _) = answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
+        assert_eq!(
+            call.input,
+            json!({"answers": [
+                {"index": 1, "answer": alone(&[], first)},
+                {"index": 2, "answer": alone(&[], second)},
+                {"index": 3, "answer": alone(&[], third)},
+            ]})
+        );
+    }
+
+    #[test]
+    fn parsing_is_lenient_about_what_surrounds_the_blocks() {
+        // Trailing whitespace after the last block still ends it.
+        assert_eq!(
+            rows("<input index=\"1\">\nx\n</input>\n\n"),
+            vec![Row {
+                index: 1,
+                text: "x"
+            }]
+        );
+        // Text after the last block: its row runs to the last closing tag.
+        assert_eq!(
+            rows("<input index=\"1\">\nx\n</input>\n<input index=\"2\">\ny\n</input>\nThanks."),
+            vec![
+                Row {
+                    index: 1,
+                    text: "x"
+                },
+                Row {
+                    index: 2,
+                    text: "y"
+                }
+            ]
+        );
+        // An empty row, indices as written, a malformed header skipped.
+        assert_eq!(
+            rows("<input index=\"x\">\nno\n</input>\n<input index=\"7\">\n\n</input>"),
+            vec![Row { index: 7, text: "" }]
+        );
+        // A block that is never closed is no row.
+        assert_eq!(rows("<input index=\"1\">\nunclosed"), vec![]);
+        assert_eq!(
+            rows("<input index=\"1\">\nx\n</input>\n<input index=\"2\">\nunclosed"),
+            vec![Row {
+                index: 1,
+                text: "x"
+            }]
+        );
+        // Truncated headers and tags never panic.
+        for text in [
+            "",
+            "<input index=\"",
+            "<input index=\"1",
+            "<input index=\"1\">",
+            "<input index=\"1\">\n",
+            "<input index=\"1\">\n\n</input",
+            "<input index=\"99999999999999999999999\">\nx\n</input>",
+        ] {
+            assert_eq!(rows(text), vec![], "{text:?}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_rows_are_answered_whole() {
+        let rows_text = ["Größe: 42 €", "日本語の\n文章です", "emoji 🦀</input>🦀"];
+        let text = blocks(&rows_text);
+        let conversation = asked(&[], &text);
+        let (call, reply) =
+            answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
+        let input = json!({"answers": [
+            {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): Größe: 42 €"},
+            {"index": 2, "answer": "Emulated m (messages: 1, blocks: 1): 日本語の\n文章です"},
+            {"index": 3, "answer": "Emulated m (messages: 1, blocks: 1): emoji 🦀</input>🦀"},
+        ]});
+        assert_eq!(call, call_for(&text, input.clone()));
+        assert_eq!(reply, reply_for(&conversation, &input, StopReason::EndTurn));
+        // Token limits count characters, not bytes.
+        let limit = answer::count_text_tokens(&input.to_string());
+        let (call, reply) = answer(
+            "m",
+            &tool(json!({"type": "string"})),
+            &conversation,
+            limit - 1,
+        )
+        .unwrap();
+        assert_eq!(call.input["answers"].as_array().map(Vec::len), Some(2));
+        assert_eq!(reply.stop, StopReason::MaxTokens);
+    }
+
+    #[test]
+    fn not_packed_requests_get_none() {
+        let text = blocks(&["one", "two"]);
+        let ordinary = converse::ToolRequest {
+            name: "out".into(),
+            schema: json!({"type": "object", "properties": {"name": {"type": "string"}}}),
+        };
+        assert_eq!(answer("m", &ordinary, &asked(&[], &text), 1000), None);
+        let string = tool(json!({"type": "string"}));
+        for text in [
+            "Just a question, no blocks.",
+            "<input index=\"1\">no newline after the header\n</input>",
+            "<input>\nno index\n</input>",
+            "",
+        ] {
+            assert_eq!(
+                answer("m", &string, &asked(&[], text), 1000),
+                None,
+                "{text:?}"
+            );
+        }
+        assert_eq!(answer("m", &string, &Conversation::default(), 1000), None);
+    }
+
+    #[test]
+    fn rows_come_from_the_last_user_turn() {
+        let conversation = Conversation {
+            system: Vec::new(),
+            turns: vec![
+                Turn::user(blocks(&["old"])),
+                Turn::assistant("..."),
+                Turn {
+                    role: answer::Role::User,
+                    texts: vec!["Intro".into(), blocks(&["new"])],
+                    blocks: 2,
+                },
+            ],
+        };
+        let (call, _) = answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
+        assert_eq!(
+            call.input,
+            json!({"answers": [{"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): new"}]})
+        );
+        assert_eq!(
+            call.id,
+            call_for("Intro\n<input index=\"1\">\nnew\n</input>", Value::Null).id
+        );
+    }
+}
