@@ -20,8 +20,10 @@ pub const NAME: &str = "bedrock_usage";
 /// Columns: `engine`, `model`, `requests` (attempts sent, retries included), `retries`,
 /// `throttles`, `failures` (inputs that failed for good), `cache_hits` (inputs answered from
 /// the cache or by an identical request in flight), `deduplicated` (inputs that repeated
-/// another of their batch), `input_tokens`, `output_tokens`, `latency_ms` (total of successful
-/// attempts) and `estimated_usd` (from on-demand list prices; NULL when the price is unknown),
+/// another of their batch), `input_tokens` (uncached), `output_tokens`, `cache_read_tokens` and
+/// `cache_write_tokens` (Bedrock's prompt cache), `latency_ms` (total of successful attempts)
+/// and `estimated_usd` (from on-demand list prices, cache reads and writes at the model's
+/// cache prices; NULL when the price is unknown),
 /// then batch inference apart: `batch_jobs`, `batch_records`, `batch_errors`,
 /// `batch_input_tokens`, `batch_output_tokens` and `batch_estimated_usd` (at the batch price,
 /// half the on-demand price).
@@ -56,6 +58,8 @@ impl BedrockUsage {
             count("deduplicated"),
             count("input_tokens"),
             count("output_tokens"),
+            count("cache_read_tokens"),
+            count("cache_write_tokens"),
             count("latency_ms"),
             Field::new("estimated_usd", DataType::Float64, true),
             count("batch_jobs"),
@@ -100,6 +104,8 @@ impl BedrockUsage {
             count(|u| u.deduplicated),
             count(|u| u.input_tokens),
             count(|u| u.output_tokens),
+            count(|u| u.cache_read_tokens),
+            count(|u| u.cache_write_tokens),
             count(|u| u.latency_ms),
             Arc::new(Float64Array::from(
                 rows.iter()
