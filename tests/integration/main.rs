@@ -29,6 +29,8 @@ mod emulator_s3;
 #[cfg(feature = "emulator")]
 mod identity;
 #[cfg(feature = "emulator")]
+mod packing;
+#[cfg(feature = "emulator")]
 mod session_extension;
 #[cfg(feature = "emulator")]
 mod sql_accounting;
