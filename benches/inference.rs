@@ -15,12 +15,17 @@
 //! Scenarios: `latency`, `overhead`, `duplicates`, `quota`, `memory`, `sequential`, `cluster`
 //! (the latency-bound JOIN on a Ballista cluster of one, then two, executors in this process),
 //! `batch` (the same distinct prompts on demand and through a Bedrock batch inference job, at
-//! the on-demand and the batch price).
+//! the on-demand and the batch price), `packing` (`ai_classify` with `rows_per_request = 16`
+//! against one row per request: requests, tokens, cost), `prompt_cache` (a 2,000-token fixed
+//! instruction with `prompt_cache = 'auto'` against `'off'`: billed input cost) and `ordering`
+//! (rows sharing one of several long prefixes, interleaved, against an emulator prompt cache
+//! smaller than the prefixes: the cache-read share with `bedrock.reorder_requests` on and off).
 //! Results are
 //! printed as a table and written to `<out>/results.json` and `<out>/throughput.svg` (default
 //! `target/inference-bench`). The short mode checks what does not depend on timing (every row
-//! answered, duplicates sent once, no failed row under a quota) and fails when it does not hold;
-//! no mode ever fails on a time.
+//! answered, duplicates sent once, no failed row under a quota, packed and unpacked request
+//! counts, the prompt cache read and its tokens billed as `bedrock_usage()` says) and fails
+//! when it does not hold; no mode ever fails on a time, nor on the token ratios' targets.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -50,7 +55,7 @@ const MODEL_ID: &str = "amazon.titan-text-premier-v1:0";
 const ACCESS_KEY: &str = "AKIDBENCHMARK";
 const SECRET_KEY: &str = "benchmark-secret";
 const QUERY: &str = "SELECT d.question, m.answer FROM questions AS d JOIN bench_model AS m";
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 11] = [
     "latency",
     "overhead",
     "duplicates",
@@ -59,7 +64,19 @@ const SCENARIOS: [&str; 8] = [
     "sequential",
     "cluster",
     "batch",
+    "packing",
+    "prompt_cache",
+    "ordering",
 ];
+/// The model of the packing, prompt-cache and ordering scenarios (Nova caches prompts from
+/// 1,000 tokens).
+const NOVA: &str = "amazon.nova-micro-v1:0";
+/// Nova Micro's list prices, USD per 1,000 input and output tokens; prompt-cache reads cost
+/// 0.25× the input price, writes 1.0×.
+const NOVA_INPUT_PER_1K: f64 = 0.000_035;
+const NOVA_OUTPUT_PER_1K: f64 = 0.000_14;
+const NOVA_CACHE_READ_FACTOR: f64 = 0.25;
+const NOVA_CACHE_WRITE_FACTOR: f64 = 1.0;
 
 /// Sizes and latencies of one mode.
 #[derive(Debug, Clone)]
@@ -95,6 +112,23 @@ struct Sizes {
     batch_concurrency: usize,
     batch_step: Duration,
     batch_records_per_second: u32,
+    /// The packing scenario: texts classified, rows per packed request, engine concurrency.
+    packing_rows: usize,
+    packing_rows_per_request: usize,
+    packing_concurrency: usize,
+    /// The prompt-cache scenario: rows, characters of the fixed instruction (the model's system
+    /// prompt), engine concurrency.
+    prompt_cache_rows: usize,
+    prompt_cache_instruction_chars: usize,
+    prompt_cache_concurrency: usize,
+    /// The ordering scenario: rows, distinct long prefixes (rows take them in turn), repeats of
+    /// the rule sentence making up each prefix, the emulator's prompt-cache entries (fewer than
+    /// the prefixes: a cache that evicts) and the engine concurrencies.
+    ordering_rows: usize,
+    ordering_prefixes: usize,
+    ordering_rule_repeats: usize,
+    ordering_cache_entries: usize,
+    ordering_concurrencies: Vec<usize>,
 }
 
 impl Sizes {
@@ -125,6 +159,17 @@ impl Sizes {
             batch_concurrency: 32,
             batch_step: Duration::from_secs(2),
             batch_records_per_second: 500,
+            packing_rows: 10_000,
+            packing_rows_per_request: 16,
+            packing_concurrency: 32,
+            prompt_cache_rows: 2_000,
+            prompt_cache_instruction_chars: 8_000,
+            prompt_cache_concurrency: 16,
+            ordering_rows: 2_000,
+            ordering_prefixes: 8,
+            ordering_rule_repeats: 96,
+            ordering_cache_entries: 4,
+            ordering_concurrencies: vec![1, 8],
         }
     }
 
@@ -155,6 +200,17 @@ impl Sizes {
             batch_concurrency: 16,
             batch_step: Duration::from_millis(20),
             batch_records_per_second: 5_000,
+            packing_rows: 320,
+            packing_rows_per_request: 16,
+            packing_concurrency: 16,
+            prompt_cache_rows: 60,
+            prompt_cache_instruction_chars: 8_000,
+            prompt_cache_concurrency: 16,
+            ordering_rows: 64,
+            ordering_prefixes: 8,
+            ordering_rule_repeats: 96,
+            ordering_cache_entries: 4,
+            ordering_concurrencies: vec![1, 8],
         }
     }
 
@@ -427,17 +483,26 @@ struct QueryRun {
     throttled: u64,
 }
 
-fn converse_counts(emulator: &Emulator) -> (u64, u64) {
+fn converse_counts(emulator: &Emulator, model_id: &str) -> (u64, u64) {
     let s = emulator.stats().snapshot();
     (
-        s.count(Some(MODEL_ID), Some("Converse"), None),
-        s.count(Some(MODEL_ID), Some("Converse"), Some(429)),
+        s.count(Some(model_id), Some("Converse"), None),
+        s.count(Some(model_id), Some("Converse"), Some(429)),
     )
 }
 
 /// Runs [`QUERY`], streaming its batches (nothing is kept), and checks every answer.
 async fn run_query(ctx: &BedrockContext, emulator: &Emulator) -> Result<QueryRun> {
-    let (requests_before, throttled_before) = converse_counts(emulator);
+    run_query_on(ctx, emulator, MODEL_ID).await
+}
+
+/// [`run_query`] with `bench_model` calling `model_id` (whose requests are counted).
+async fn run_query_on(
+    ctx: &BedrockContext,
+    emulator: &Emulator,
+    model_id: &str,
+) -> Result<QueryRun> {
+    let (requests_before, throttled_before) = converse_counts(emulator, model_id);
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut stream = ctx.sql(QUERY).await?.execute_stream().await?;
@@ -458,7 +523,7 @@ async fn run_query(ctx: &BedrockContext, emulator: &Emulator) -> Result<QueryRun
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = cpu_seconds() - cpu_before;
-    let (requests, throttled) = converse_counts(emulator);
+    let (requests, throttled) = converse_counts(emulator, model_id);
     Ok(QueryRun {
         rows,
         failed,
@@ -1407,6 +1472,9 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[String]) -> Result<()> {
             "sequential" => bench.sequential().await?,
             "cluster" => bench.cluster().await?,
             "batch" => bench.batch().await?,
+            "packing" => bench.packing().await?,
+            "prompt_cache" => bench.prompt_cache().await?,
+            "ordering" => bench.ordering().await?,
             other => return Err(format!("unknown scenario '{other}'").into()),
         }
     }

@@ -91,11 +91,8 @@ fn item_schema(schema: &Value) -> Option<&Value> {
 
 /// Whether a forced tool's input schema is that of a packed request: it has
 /// `properties.answers.items.properties.index` and `properties.answers.items.properties.answer`.
-#[allow(
-    dead_code,
-    reason = "used by the server's forced-tool answer once packed requests are wired in"
-)]
-pub(crate) fn is_packed(schema: &Value) -> bool {
+#[cfg(test)]
+fn is_packed(schema: &Value) -> bool {
     item_schema(schema).is_some()
 }
 
@@ -176,10 +173,6 @@ fn row_answer(model_id: &str, item: &Value, system: &[String], row: &str) -> Val
 
 /// The forced tool's call and the reply for a packed request, or `None` when the request is not
 /// packed (the tool's schema is not a packed one, or the last user text has no input block).
-#[allow(
-    dead_code,
-    reason = "used by the server's forced-tool answer once packed requests are wired in"
-)]
 pub(crate) fn answer(
     model_id: &str,
     tool: &converse::ToolRequest,

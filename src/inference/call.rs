@@ -178,6 +178,16 @@ impl ModelCall {
         }
     }
 
+    /// The requests a model relation sends for `prompts` (without checkpoints), e.g. to count
+    /// their tokens.
+    #[must_use]
+    pub fn requests_for(&self, prompts: &[String]) -> Vec<TextRequest> {
+        prompts
+            .iter()
+            .map(|p| self.request(vec![ChatMessage::user(p.clone())], None))
+            .collect()
+    }
+
     /// Gives requests their prompt-cache checkpoints under the model's `prompt_cache` (Converse
     /// only: `InvokeModel` bodies carry none).
     pub(super) fn place_cache_points(&self, requests: &mut [Option<TextRequest>]) {

@@ -55,7 +55,21 @@ pub struct ModelExec {
     execution: Execution,
     /// `bedrock.batch_min_rows` when planned (for EXPLAIN's estimate under `auto`).
     batch_min_rows: u64,
+    /// `SET bedrock.count_tokens = true`: what `CountTokens` said of a sample of prompts.
+    counted: Option<Counted>,
 }
+
+/// What Bedrock's `CountTokens` said of a sample of a model relation's rendered prompts.
+#[derive(Debug, Clone, PartialEq)]
+enum Counted {
+    /// The prompts counted and their input tokens in all.
+    Sample { prompts: usize, tokens: u64 },
+    /// Why nothing could be counted.
+    Unavailable(String),
+}
+
+/// The most prompts `bedrock.count_tokens` counts for EXPLAIN.
+pub const COUNT_TOKENS_SAMPLE: usize = 20;
 
 impl ModelExec {
     /// The operator answering `input`'s rows; `args` evaluate to the model's inputs; `budget`
@@ -80,6 +94,7 @@ impl ModelExec {
             portable_metrics: false,
             execution,
             batch_min_rows: DEFAULT_BATCH_MIN_ROWS,
+            counted: None,
         }
     }
 
@@ -215,6 +230,7 @@ impl ModelExec {
         exec.portable_metrics = self.portable_metrics;
         exec.execution = self.execution;
         exec.batch_min_rows = self.batch_min_rows;
+        exec.counted.clone_from(&self.counted);
         exec.properties = Arc::new(Self::properties_of(
             &exec.call,
             &exec.input,
@@ -224,11 +240,95 @@ impl ModelExec {
         exec
     }
 
+    /// The same operator with Bedrock's `CountTokens` asked about the prompts of the first rows
+    /// of its input (up to [`COUNT_TOKENS_SAMPLE`]), for EXPLAIN (`bedrock.count_tokens`).
+    /// Only the default mode's prompts are counted: a conversation's requests grow row by row.
+    pub(super) async fn with_counted_sample(mut self, task: Arc<TaskContext>) -> Self {
+        if self.is_conversation() {
+            return self;
+        }
+        self.counted = Some(match self.count_sample(task).await {
+            Ok(counted) => counted,
+            Err(e) => Counted::Unavailable(e.to_string()),
+        });
+        self
+    }
+
+    async fn count_sample(&self, task: Arc<TaskContext>) -> Result<Counted> {
+        let mut prompts = Vec::new();
+        if self.input.output_partitioning().partition_count() > 0 {
+            let mut stream = self.input.execute(0, task)?;
+            while prompts.len() < COUNT_TOKENS_SAMPLE {
+                let Some(batch) = stream.next().await.transpose()? else {
+                    break;
+                };
+                let rows = batch.num_rows();
+                let columns: Vec<ArrayRef> = self
+                    .args
+                    .iter()
+                    .map(|arg| arg.evaluate(&batch)?.into_array(rows))
+                    .collect::<Result<_>>()?;
+                prompts.extend(self.call.render(&columns, rows)?.into_iter().flatten());
+            }
+        }
+        prompts.truncate(COUNT_TOKENS_SAMPLE);
+        if prompts.is_empty() {
+            return Ok(Counted::Unavailable("no rows to sample".into()));
+        }
+        let requests = self.call.call().requests_for(&prompts);
+        let target = &self.call.call().model().target;
+        match self
+            .call
+            .engine()
+            .count_input_tokens(target, &requests)
+            .await
+        {
+            Ok(counts) => Ok(Counted::Sample {
+                prompts: counts.len(),
+                tokens: counts.iter().sum(),
+            }),
+            Err(failure) => Ok(Counted::Unavailable(failure.to_string())),
+        }
+    }
+
+    /// `counted_input_tokens~N (CountTokens on a sample of K prompts: T tokens)`: the sample's
+    /// mean times the rows (when their number is known), or why nothing was counted.
+    fn counted(&self, rows: Option<usize>) -> Option<String> {
+        Some(match self.counted.as_ref()? {
+            Counted::Unavailable(why) => format!("counted_input_tokens=unavailable ({why})"),
+            Counted::Sample { prompts, tokens } => {
+                let sample =
+                    format!("CountTokens on a sample of {prompts} prompts: {tokens} tokens");
+                match rows {
+                    Some(rows) => {
+                        let mean = *tokens as f64 / *prompts as f64;
+                        format!(
+                            "counted_input_tokens~{} ({sample})",
+                            (mean * rows as f64).round() as u64
+                        )
+                    }
+                    None => format!("counted_input_tokens=? ({sample})"),
+                }
+            }
+        })
+    }
+
     /// `estimated_requests<=N, estimated_input_tokens=lo..hi, estimated_cost_usd=lo..hi` when
     /// the input's row count (or a LIMIT) is known: every row sent (dedup and the cache only
     /// lower it), from the prompt's fixed text plus the input's bytes per row and one output
     /// token, up to `max_tokens` (512 when unset) output tokens. A `conversational-full`
     /// request also carries up to `max_history_rows` prior turns, each a prompt and an answer.
+    /// The rows the input will give, when its statistics (or a LIMIT) say.
+    fn row_count(&self) -> Option<usize> {
+        let stats = StatisticsContext::new()
+            .compute(self.input.as_ref(), &StatisticsArgs::new())
+            .ok()?;
+        match (stats.num_rows.get_value(), self.fetch) {
+            (Some(rows), fetch) => Some(fetch.map_or(*rows, |f| f.min(*rows))),
+            (None, fetch) => fetch,
+        }
+    }
+
     fn estimate(&self) -> Option<String> {
         let stats = StatisticsContext::new()
             .compute(self.input.as_ref(), &StatisticsArgs::new())
@@ -389,6 +489,9 @@ impl DisplayAs for ModelExec {
         }
         if let Some(estimate) = self.estimate() {
             write!(f, ", {estimate}")?;
+        }
+        if let Some(counted) = self.counted(self.row_count()) {
+            write!(f, ", {counted}")?;
         }
         if let Some(division) = budget_division(&self.budget) {
             write!(f, ", {division}")?;

@@ -29,6 +29,10 @@ pub struct BedrockOptions {
     /// so that Bedrock's prompt cache is warm for the requests after the first of a group.
     /// Default true; answers come back in input order either way.
     pub reorder_requests: bool,
+    /// Whether EXPLAIN asks Bedrock's `CountTokens` (free) for the input tokens of a sample of
+    /// rendered prompts of each model relation, and shows the estimate with its sample size.
+    /// Default false.
+    pub count_tokens: bool,
 }
 
 impl Default for BedrockOptions {
@@ -39,6 +43,7 @@ impl Default for BedrockOptions {
             execution: Execution::OnDemand,
             batch_min_rows: DEFAULT_BATCH_MIN_ROWS,
             reorder_requests: true,
+            count_tokens: false,
         }
     }
 }
@@ -48,12 +53,14 @@ const MAX_REQUESTS: &str = "max_requests";
 const EXECUTION: &str = "execution";
 const BATCH_MIN_ROWS: &str = "batch_min_rows";
 const REORDER_REQUESTS: &str = "reorder_requests";
+const COUNT_TOKENS: &str = "count_tokens";
 const OPTIONS: &[&str] = &[
     MAX_COST_USD,
     MAX_REQUESTS,
     EXECUTION,
     BATCH_MIN_ROWS,
     REORDER_REQUESTS,
+    COUNT_TOKENS,
 ];
 
 impl BedrockOptions {
@@ -61,6 +68,24 @@ impl BedrockOptions {
     #[must_use]
     pub fn of_config(config: &datafusion::config::ConfigOptions) -> Self {
         config.extensions.get::<Self>().cloned().unwrap_or_default()
+    }
+
+    /// `RESET bedrock.<key>`: the option back to its default.
+    ///
+    /// # Errors
+    /// An unknown key, with the closest one.
+    pub fn reset(&mut self, key: &str) -> Result<()> {
+        let defaults = Self::default();
+        match key {
+            MAX_COST_USD => self.max_cost_usd = defaults.max_cost_usd,
+            MAX_REQUESTS => self.max_requests = defaults.max_requests,
+            EXECUTION => self.execution = defaults.execution,
+            BATCH_MIN_ROWS => self.batch_min_rows = defaults.batch_min_rows,
+            REORDER_REQUESTS => self.reorder_requests = defaults.reorder_requests,
+            COUNT_TOKENS => self.count_tokens = defaults.count_tokens,
+            other => return Err(DataFusionError::Plan(unknown_option(other))),
+        }
+        Ok(())
     }
 
     /// A query's budget under these limits.
@@ -96,7 +121,7 @@ pub fn unknown_option(key: &str) -> String {
         .map(|s| format!("; did you mean 'bedrock.{s}'?"))
         .unwrap_or_default();
     format!(
-        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD}, bedrock.{MAX_REQUESTS}, bedrock.{EXECUTION}, bedrock.{BATCH_MIN_ROWS} and bedrock.{REORDER_REQUESTS}{hint}"
+        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD}, bedrock.{MAX_REQUESTS}, bedrock.{EXECUTION}, bedrock.{BATCH_MIN_ROWS}, bedrock.{REORDER_REQUESTS} and bedrock.{COUNT_TOKENS}{hint}"
     )
 }
 
@@ -104,6 +129,17 @@ fn bad_value(key: &str, value: &str, expected: &str) -> DataFusionError {
     DataFusionError::Configuration(format!(
         "bedrock.{key} must be {expected}, not '{value}': e.g. SET bedrock.{key} = 10, or RESET bedrock.{key} for no limit"
     ))
+}
+
+/// A `true`/`false` setting (quotes and case ignored).
+fn flag(key: &str, value: &str, example: &str) -> Result<bool> {
+    match value.trim_matches('\'').to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(DataFusionError::Configuration(format!(
+            "bedrock.{key} must be true or false, not '{value}': e.g. SET bedrock.{key} = {example}"
+        ))),
+    }
 }
 
 impl ExtensionOptions for BedrockOptions {
@@ -153,16 +189,10 @@ impl ExtensionOptions for BedrockOptions {
                 self.batch_min_rows = rows;
             }
             REORDER_REQUESTS => {
-                self.reorder_requests = match value.trim_matches('\'').to_ascii_lowercase().as_str()
-                {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(DataFusionError::Configuration(format!(
-                            "bedrock.reorder_requests must be true or false, not '{value}': e.g. SET bedrock.reorder_requests = false to send requests in input order"
-                        )));
-                    }
-                };
+                self.reorder_requests = flag(key, value, "false to send requests in input order")?;
+            }
+            COUNT_TOKENS => {
+                self.count_tokens = flag(key, value, "true to count sampled prompts in EXPLAIN")?;
             }
             other => return Err(DataFusionError::Configuration(unknown_option(other))),
         }
@@ -196,6 +226,11 @@ impl ExtensionOptions for BedrockOptions {
                 key: format!("{}.{REORDER_REQUESTS}", Self::PREFIX),
                 value: Some(self.reorder_requests.to_string()),
                 description: "Send a batch's requests grouped by shared prefix, so Bedrock's prompt cache is warm (answers keep input order).",
+            },
+            ConfigEntry {
+                key: format!("{}.{COUNT_TOKENS}", Self::PREFIX),
+                value: Some(self.count_tokens.to_string()),
+                description: "EXPLAIN asks Bedrock's CountTokens (free) for the input tokens of a sample of each model relation's rendered prompts.",
             },
         ]
     }
@@ -235,6 +270,10 @@ mod tests {
                     "bedrock.reorder_requests".to_string(),
                     Some("true".to_string())
                 ),
+                (
+                    "bedrock.count_tokens".to_string(),
+                    Some("false".to_string())
+                ),
             ]
         );
         let error =
@@ -249,7 +288,7 @@ mod tests {
         );
         assert_eq!(
             error("bedrock.max_request", "1"),
-            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd, bedrock.max_requests, bedrock.execution, bedrock.batch_min_rows and bedrock.reorder_requests; did you mean 'bedrock.max_requests'?"
+            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd, bedrock.max_requests, bedrock.execution, bedrock.batch_min_rows, bedrock.reorder_requests and bedrock.count_tokens; did you mean 'bedrock.max_requests'?"
         );
         assert_eq!(
             error("bedrock.batch_min_rows", "50"),
@@ -265,6 +304,10 @@ mod tests {
         );
         config.set("bedrock.reorder_requests", "FALSE").unwrap();
         assert!(!BedrockOptions::of_config(&config).reorder_requests);
+        let mut reset = BedrockOptions::of_config(&config);
+        reset.reset("reorder_requests").unwrap();
+        assert!(reset.reorder_requests);
+        assert!(reset.reset("reorder").is_err());
         config.set("bedrock.execution", "batch").unwrap();
         assert_eq!(
             BedrockOptions::of_config(&config).execution,

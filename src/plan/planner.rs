@@ -24,6 +24,9 @@ use super::model_node::ModelNode;
 #[derive(Debug)]
 pub struct ModelPlanner {
     budget: Arc<Budget>,
+    /// Planning an EXPLAIN under `bedrock.count_tokens`: model relations count a sample of
+    /// their prompts with `CountTokens`.
+    count_tokens: bool,
 }
 
 #[async_trait]
@@ -51,16 +54,20 @@ impl ExtensionPlanner for ModelPlanner {
             .iter()
             .map(|arg| planner.create_physical_expr(arg, logical.schema(), session, planning_ctx))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Arc::new(
-            ModelExec::new(
-                node.call().clone(),
-                Arc::clone(physical),
-                args,
-                Arc::new(node.schema.as_arrow().clone()),
-                Arc::clone(&self.budget),
-            )
-            .under(&BedrockOptions::of_config(session.config_options())),
-        )))
+        let exec = ModelExec::new(
+            node.call().clone(),
+            Arc::clone(physical),
+            args,
+            Arc::new(node.schema.as_arrow().clone()),
+            Arc::clone(&self.budget),
+        )
+        .under(&BedrockOptions::of_config(session.config_options()));
+        let exec = if self.count_tokens {
+            exec.with_counted_sample(session.task_ctx()).await
+        } else {
+            exec
+        };
+        Ok(Some(Arc::new(exec)))
     }
 }
 
@@ -101,6 +108,16 @@ impl ModelPlanner {
     pub fn for_session(session: &dyn Session) -> Self {
         Self {
             budget: Arc::new(BedrockOptions::of_config(session.config_options()).budget()),
+            count_tokens: false,
+        }
+    }
+
+    /// The extension planner of an EXPLAIN: under `bedrock.count_tokens`, model relations
+    /// count a sample of their prompts with Bedrock's `CountTokens`.
+    fn for_explain(session: &dyn Session) -> Self {
+        Self {
+            count_tokens: BedrockOptions::of_config(session.config_options()).count_tokens,
+            ..Self::for_session(session)
         }
     }
 }
@@ -131,9 +148,12 @@ impl QueryPlanner for BedrockQueryPlanner {
         {
             return inner.create_physical_plan(logical_plan, session).await;
         }
-        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
-            ModelPlanner::for_session(session),
-        )]);
+        let ours = if matches!(logical_plan, LogicalPlan::Explain(_)) {
+            ModelPlanner::for_explain(session)
+        } else {
+            ModelPlanner::for_session(session)
+        };
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(ours)]);
         planner.create_physical_plan(logical_plan, session).await
     }
 }

@@ -165,7 +165,6 @@ fn reset_of_ours(statement: &DfStatement) -> Option<String> {
 
 /// `RESET bedrock.<key>`: DataFusion resets only its own namespace.
 fn reset_option(ctx: &SessionContext, key: &str) -> Result<DataFrame> {
-    let defaults = BedrockOptions::default();
     {
         let state = ctx.state_ref();
         let mut state = state.write();
@@ -179,17 +178,7 @@ fn reset_option(ctx: &SessionContext, key: &str) -> Result<DataFrame> {
                     "The bedrock options are not registered in this session".into(),
                 )
             })?;
-        match key {
-            "max_cost_usd" => options.max_cost_usd = defaults.max_cost_usd,
-            "max_requests" => options.max_requests = defaults.max_requests,
-            "execution" => options.execution = defaults.execution,
-            "batch_min_rows" => options.batch_min_rows = defaults.batch_min_rows,
-            other => {
-                return Err(DataFusionError::Plan(crate::plan::options::unknown_option(
-                    other,
-                )));
-            }
-        }
+        options.reset(key)?;
     }
     // What DataFusion's own SET and RESET return: no columns, no rows.
     let empty = datafusion::logical_expr::LogicalPlanBuilder::empty(false).build()?;

@@ -443,6 +443,7 @@ async fn show_all_lists_datafusions_settings_and_the_extensions() {
         extra,
         [
             "bedrock.batch_min_rows,1000",
+            "bedrock.count_tokens,false",
             "bedrock.execution,on_demand",
             "bedrock.max_cost_usd,",
             "bedrock.max_requests,",

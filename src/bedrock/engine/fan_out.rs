@@ -126,6 +126,28 @@ impl Engine {
         Some(served)
     }
 
+    /// Bedrock's count of each request's input tokens (`CountTokens`, which is free: no budget
+    /// or limiter slot is taken), sent together.
+    ///
+    /// # Errors
+    /// The first request Bedrock could not count, explained.
+    pub async fn count_input_tokens(
+        &self,
+        target: &ModelTarget,
+        requests: &[TextRequest],
+    ) -> std::result::Result<Vec<u64>, CallFailure> {
+        let counts = futures::future::join_all(
+            requests
+                .iter()
+                .map(|r| Box::pin(self.count_tokens_once(&target.model_id, r))),
+        )
+        .await;
+        counts
+            .into_iter()
+            .map(|c| c.map_err(|f| self.explained(f)))
+            .collect()
+    }
+
     /// Counts `n` inputs answered by an earlier identical input of their batch (rows a caller
     /// grouped itself, as packing does).
     pub fn count_repeats(&self, model_id: &str, n: u64) {

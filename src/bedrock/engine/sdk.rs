@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     CachePointBlock, CachePointType, CacheTtl as SdkCacheTtl, ContentBlock, ConversationRole,
-    InferenceConfiguration, Message, PerformanceConfigLatency, PerformanceConfiguration,
-    ServiceTier, ServiceTierType, SpecificToolChoice, SystemContentBlock, Tool, ToolChoice,
-    ToolConfiguration, ToolInputSchema, ToolSpecification,
+    ConverseTokensRequest, CountTokensInput, InferenceConfiguration, Message,
+    PerformanceConfigLatency, PerformanceConfiguration, ServiceTier, ServiceTierType,
+    SpecificToolChoice, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
+    ToolSpecification,
 };
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -83,47 +84,11 @@ impl Engine {
             |e: &dyn std::fmt::Display| CallFailure::fatal("InvalidRequest", e.to_string());
         let mut call = self.runtime.converse().model_id(model_id);
         let point = cache_point(request.cache.as_ref()).map_err(|e| invalid(&e))?;
-        let spot = |spot: CacheSpot| {
-            request
-                .cache
-                .as_ref()
-                .is_some_and(|c| c.spots.contains(&spot))
-        };
-        let head = request.cache.as_ref().and_then(|c| {
-            c.spots.iter().find_map(|s| match s {
-                CacheSpot::PromptHead(at) => Some(*at),
-                _ => None,
-            })
-        });
-        let last = request.messages.len().saturating_sub(1);
-        for (i, message) in request.messages.iter().enumerate() {
-            let role = match message.role {
-                ChatRole::User => ConversationRole::User,
-                ChatRole::Assistant => ConversationRole::Assistant,
-            };
-            let mut builder = Message::builder().role(role);
-            for (j, text) in message.texts.iter().enumerate() {
-                // The checkpoint after the prompt's shared head: the text in two blocks
-                // around it (the model reads them as one text).
-                match (&point, head) {
-                    (Some(point), Some(at))
-                        if i == last && j == 0 && text.is_char_boundary(at) && at < text.len() =>
-                    {
-                        builder = builder
-                            .content(ContentBlock::Text(text[..at].to_string()))
-                            .content(ContentBlock::CachePoint(point.clone()))
-                            .content(ContentBlock::Text(text[at..].to_string()));
-                    }
-                    _ => builder = builder.content(ContentBlock::Text(text.clone())),
-                }
-            }
-            call = call.messages(builder.build().map_err(|e| invalid(&e))?);
+        for message in messages(request, point.as_ref()).map_err(|e| invalid(&e))? {
+            call = call.messages(message);
         }
-        if let Some(system) = &request.system {
-            call = call.system(SystemContentBlock::Text(system.clone()));
-            if let Some(point) = point.as_ref().filter(|_| spot(CacheSpot::System)) {
-                call = call.system(SystemContentBlock::CachePoint(point.clone()));
-            }
+        for block in system(request, point.as_ref()) {
+            call = call.system(block);
         }
         let p = &request.params;
         if p.max_tokens.is_some()
@@ -156,7 +121,10 @@ impl Engine {
                 .build()
                 .map_err(|e| invalid(&e))?;
             let mut config = ToolConfiguration::builder().tools(Tool::ToolSpec(spec));
-            if let Some(point) = point.as_ref().filter(|_| spot(CacheSpot::Tools)) {
+            if let Some(point) = point
+                .as_ref()
+                .filter(|_| has_spot(request, CacheSpot::Tools))
+            {
                 config = config.tools(Tool::CachePoint(point.clone()));
             }
             let config = config
@@ -209,6 +177,31 @@ impl Engine {
                 ..CallInfo::default()
             },
         })
+    }
+
+    /// Bedrock's count of a request's input tokens (`CountTokens`, free): its messages and
+    /// system prompt as Converse would send them, without checkpoints.
+    pub(super) async fn count_tokens_once(
+        &self,
+        model_id: &str,
+        request: &TextRequest,
+    ) -> std::result::Result<u64, CallFailure> {
+        let invalid =
+            |e: &dyn std::fmt::Display| CallFailure::fatal("InvalidRequest", e.to_string());
+        let body = ConverseTokensRequest::builder()
+            .set_messages(Some(messages(request, None).map_err(|e| invalid(&e))?))
+            .set_system(Some(system(request, None)))
+            .build();
+        let call = self
+            .runtime
+            .count_tokens()
+            .model_id(model_id)
+            .input(CountTokensInput::Converse(body))
+            .send();
+        let out = Box::pin(call)
+            .await
+            .map_err(|e| CallFailure::from_sdk(&e))?;
+        Ok(u64::try_from(out.input_tokens()).unwrap_or(0))
     }
 
     /// One `InvokeModel` call of an embedding model with a chunk's native body: the vectors, in
@@ -267,6 +260,65 @@ fn with_tier_and_latency(
         ),
         None => call,
     })
+}
+
+/// Whether a request has a checkpoint at `spot`.
+fn has_spot(request: &TextRequest, spot: CacheSpot) -> bool {
+    request
+        .cache
+        .as_ref()
+        .is_some_and(|c| c.spots.contains(&spot))
+}
+
+/// A request's messages as Converse messages; with `point`, the checkpoint after the
+/// prompt's shared head splits the last message's first text in two blocks around it (the
+/// model reads them as one text).
+fn messages(
+    request: &TextRequest,
+    point: Option<&CachePointBlock>,
+) -> std::result::Result<Vec<Message>, aws_sdk_bedrockruntime::error::BuildError> {
+    let head = request.cache.as_ref().and_then(|c| {
+        c.spots.iter().find_map(|s| match s {
+            CacheSpot::PromptHead(at) => Some(*at),
+            _ => None,
+        })
+    });
+    let last = request.messages.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(request.messages.len());
+    for (i, message) in request.messages.iter().enumerate() {
+        let role = match message.role {
+            ChatRole::User => ConversationRole::User,
+            ChatRole::Assistant => ConversationRole::Assistant,
+        };
+        let mut builder = Message::builder().role(role);
+        for (j, text) in message.texts.iter().enumerate() {
+            match (point, head) {
+                (Some(point), Some(at))
+                    if i == last && j == 0 && text.is_char_boundary(at) && at < text.len() =>
+                {
+                    builder = builder
+                        .content(ContentBlock::Text(text[..at].to_string()))
+                        .content(ContentBlock::CachePoint(point.clone()))
+                        .content(ContentBlock::Text(text[at..].to_string()));
+                }
+                _ => builder = builder.content(ContentBlock::Text(text.clone())),
+            }
+        }
+        out.push(builder.build()?);
+    }
+    Ok(out)
+}
+
+/// A request's system blocks: its system prompt, then the checkpoint after it when it has one.
+fn system(request: &TextRequest, point: Option<&CachePointBlock>) -> Vec<SystemContentBlock> {
+    let mut blocks = Vec::new();
+    if let Some(system) = &request.system {
+        blocks.push(SystemContentBlock::Text(system.clone()));
+        if let Some(point) = point.filter(|_| has_spot(request, CacheSpot::System)) {
+            blocks.push(SystemContentBlock::CachePoint(point.clone()));
+        }
+    }
+    blocks
 }
 
 /// The `cachePoint` block of a request's checkpoints, when it has any.
