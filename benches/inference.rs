@@ -167,7 +167,7 @@ impl Sizes {
             prompt_cache_concurrency: 16,
             ordering_rows: 2_000,
             ordering_prefixes: 8,
-            ordering_rule_repeats: 96,
+            ordering_rule_repeats: 98,
             ordering_cache_entries: 4,
             ordering_concurrencies: vec![1, 8],
         }
@@ -208,7 +208,7 @@ impl Sizes {
             prompt_cache_concurrency: 16,
             ordering_rows: 64,
             ordering_prefixes: 8,
-            ordering_rule_repeats: 96,
+            ordering_rule_repeats: 98,
             ordering_cache_entries: 4,
             ordering_concurrencies: vec![1, 8],
         }
@@ -1402,6 +1402,714 @@ impl Bench {
                    "on_demand_usd": demand_usd.json(), "batch_records": records.json(),
                    "batch_seconds": batch_s.json(), "batch_usd": batch_usd.json(),
                    "cost_ratio": ratio.json()}),
+        );
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing, prompt caching and request ordering (scenarios 9–11)
+
+/// What the emulator counted for one model: Converse requests, uncached input, output, and
+/// the input tokens read from and written to its prompt cache.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tokens {
+    requests: u64,
+    input: u64,
+    output: u64,
+    read: u64,
+    write: u64,
+}
+
+impl Tokens {
+    /// The emulator's counters now (tokens are of every model: scenarios run one at a time).
+    fn of(emulator: &Emulator, model_id: &str) -> Self {
+        let s = emulator.stats().snapshot();
+        Self {
+            requests: s.count(Some(model_id), Some("Converse"), None),
+            input: s.input_tokens,
+            output: s.output_tokens,
+            read: s.cache_read_input_tokens,
+            write: s.cache_write_input_tokens,
+        }
+    }
+
+    /// What was counted since `before`.
+    fn since(self, before: Self) -> Self {
+        Self {
+            requests: self.requests - before.requests,
+            input: self.input - before.input,
+            output: self.output - before.output,
+            read: self.read - before.read,
+            write: self.write - before.write,
+        }
+    }
+
+    /// Every input token: uncached, read from and written to the prompt cache.
+    fn all_input(&self) -> u64 {
+        self.input + self.read + self.write
+    }
+
+    /// The share of input tokens read from the prompt cache.
+    #[allow(clippy::cast_precision_loss)]
+    fn read_share(&self) -> f64 {
+        self.read as f64 / self.all_input().max(1) as f64
+    }
+
+    /// The billed input cost at Nova Micro's prices: uncached input, plus cache reads and
+    /// writes at their factors of the input price.
+    #[allow(clippy::cast_precision_loss)]
+    fn billed_input_usd(&self) -> f64 {
+        (self.input as f64
+            + self.read as f64 * NOVA_CACHE_READ_FACTOR
+            + self.write as f64 * NOVA_CACHE_WRITE_FACTOR)
+            * NOVA_INPUT_PER_1K
+            / 1000.0
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn output_usd(&self) -> f64 {
+        self.output as f64 * NOVA_OUTPUT_PER_1K / 1000.0
+    }
+}
+
+/// One model's row of `bedrock_usage()` (zeros when it has none).
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    tokens: Tokens,
+    usd: f64,
+}
+
+async fn usage_of(ctx: &BedrockContext, model_id: &str) -> Result<Usage> {
+    let batches = ctx
+        .sql(&format!(
+            "SELECT CAST(coalesce(sum(requests), 0) AS BIGINT), CAST(coalesce(sum(input_tokens), 0) AS BIGINT), CAST(coalesce(sum(output_tokens), 0) AS BIGINT), CAST(coalesce(sum(cache_read_tokens), 0) AS BIGINT), CAST(coalesce(sum(cache_write_tokens), 0) AS BIGINT), CAST(coalesce(sum(estimated_usd), 0) AS DOUBLE) FROM bedrock_usage() WHERE model = '{model_id}'"
+        ))
+        .await?
+        .collect()
+        .await?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or("bedrock_usage() gave no row")?;
+    let int = |i: usize| -> u64 {
+        let c = batch
+            .column(i)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        u64::try_from(c.value(0)).unwrap_or(0)
+    };
+    let usd = batch
+        .column(5)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+        .value(0);
+    Ok(Usage {
+        tokens: Tokens {
+            requests: int(0),
+            input: int(1),
+            output: int(2),
+            read: int(3),
+            write: int(4),
+        },
+        usd,
+    })
+}
+
+/// The labels `ai_classify` chooses from.
+const LABELS: &str = "['billing', 'shipping', 'other']";
+
+/// A short ticket text of row `value` (a SQL expression) naming exactly one label, and that
+/// label: SQL expressions.
+fn ticket_sql(value: &str) -> (String, String) {
+    (
+        format!(
+            "CASE {value} % 3 WHEN 0 THEN 'I was charged twice, a billing error' WHEN 1 THEN 'my parcel is late, a shipping delay' ELSE 'an other request about my account' END"
+        ),
+        format!("CASE {value} % 3 WHEN 0 THEN 'billing' WHEN 1 THEN 'shipping' ELSE 'other' END"),
+    )
+}
+
+/// A fresh session whose only engine (so the AI functions' default) reaches `emulator` at
+/// concurrency `c`, with the table `tickets(text, expected)` made by `table` (a `SELECT`), and
+/// `bedrock.reorder_requests` as given.
+async fn tickets_context(
+    emulator: &Emulator,
+    c: usize,
+    table: &str,
+    reorder: bool,
+) -> Result<BedrockContext> {
+    let ctx = BedrockContext::new().with_default_endpoint(emulator.url());
+    let mut statements = vec![
+        format!(
+            "CREATE ML_ENGINE bench_engine FROM bedrock USING aws_access_key_id = '{ACCESS_KEY}', aws_secret_access_key = '{SECRET_KEY}', region_name = 'us-east-1', max_concurrency = {c}"
+        ),
+        format!("CREATE TABLE tickets AS {table}"),
+    ];
+    if !reorder {
+        statements.push("SET bedrock.reorder_requests = false".to_string());
+    }
+    for sql in statements {
+        ctx.sql(&sql).await?.collect().await?;
+    }
+    Ok(ctx)
+}
+
+/// What one `ai_classify` query over `tickets` did.
+#[derive(Debug, Clone, Copy)]
+struct Classified {
+    rows: usize,
+    /// Rows whose answer is the label their text names (none NULL).
+    right: usize,
+    seconds: f64,
+    tokens: Tokens,
+}
+
+/// Classifies every ticket with `options` (a JSON object), counting the rows answered with
+/// their own label and what the emulator counted.
+async fn classify(ctx: &BedrockContext, emulator: &Emulator, options: &str) -> Result<Classified> {
+    let sql = format!(
+        "SELECT CAST(count(*) AS BIGINT), CAST(coalesce(sum(CASE WHEN label = expected THEN 1 ELSE 0 END), 0) AS BIGINT) FROM (SELECT expected, ai_classify('{NOVA}', text, {LABELS}, '{options}') AS label FROM tickets) AS t"
+    );
+    let before = Tokens::of(emulator, NOVA);
+    let started = Instant::now();
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let tokens = Tokens::of(emulator, NOVA).since(before);
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or("the classification query returned no row")?;
+    let int = |i: usize| -> usize {
+        let c = batch
+            .column(i)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        usize::try_from(c.value(0)).unwrap_or(0)
+    };
+    Ok(Classified {
+        rows: int(0),
+        right: int(1),
+        seconds,
+        tokens,
+    })
+}
+
+/// A fixed instruction of at least `chars` characters (no quotes), as a policy of numbered
+/// clauses.
+fn policy_instruction(chars: usize) -> String {
+    let mut text = String::from("You answer customer questions under the policy below.");
+    let mut clause = 1;
+    while text.chars().count() < chars {
+        let _ = write!(
+            text,
+            " Clause {clause}: a refund is due within {clause} days when the customer asks for it in writing."
+        );
+        clause += 1;
+    }
+    text
+}
+
+/// The long prefix `j` of the ordering scenario: a header and `repeats` rule sentences, all
+/// naming `j` (so two prefixes share only `Instruction set `).
+fn ordering_prefix(j: usize, repeats: usize) -> String {
+    format!(
+        "Instruction set {j}: {}",
+        format!("Rule {j} says to read the whole message with care. ").repeat(repeats)
+    )
+}
+
+/// Estimated tokens of a text as the emulator counts them: one per started four characters.
+fn estimated_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4)
+}
+
+/// A ratio of counts.
+#[allow(clippy::cast_precision_loss)]
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b as f64
+}
+
+impl Bench {
+    /// One run of scenario 9: `ai_classify` over the same short texts with `k` rows per request
+    /// and with one, each in a fresh session (its own response cache).
+    async fn packing_run(&self, run: usize) -> Result<[f64; 13]> {
+        let (n, k, c) = (
+            self.sizes.packing_rows,
+            self.sizes.packing_rows_per_request,
+            self.sizes.packing_concurrency,
+        );
+        let (text, expected) = ticket_sql("value");
+        let table = format!(
+            "SELECT value AS n, 'Ticket {run}-' || CAST(value AS VARCHAR) || ': ' || {text} AS text, {expected} AS expected FROM generate_series(1, {n})"
+        );
+        let mut measured = Vec::new();
+        for rows_per_request in [k, 1] {
+            let ctx = tickets_context(&self.emulator, c, &table, true).await?;
+            let result = classify(
+                &ctx,
+                &self.emulator,
+                &format!("{{\"rows_per_request\": {rows_per_request}}}"),
+            )
+            .await?;
+            check(result.rows == n && result.right == n, || {
+                format!(
+                    "packing: k = {rows_per_request}, {} of {n} rows, {} answered with their label",
+                    result.rows, result.right
+                )
+            })?;
+            measured.push((result, spent_usd(&ctx).await?));
+        }
+        let ((packed, packed_usd), (single, single_usd)) = (measured[0], measured[1]);
+        let most = n.div_ceil(k) as u64;
+        check(packed.tokens.requests <= most, || {
+            format!(
+                "packing: {n} rows at {k} per request sent {} requests (at most {most} expected)",
+                packed.tokens.requests
+            )
+        })?;
+        check(single.tokens.requests == n as u64, || {
+            format!(
+                "packing: {n} rows one per request sent {} requests",
+                single.tokens.requests
+            )
+        })?;
+        #[allow(clippy::cast_precision_loss)]
+        Ok([
+            packed.tokens.requests as f64,
+            packed.tokens.all_input() as f64,
+            packed.tokens.output as f64,
+            packed_usd,
+            packed.seconds,
+            single.tokens.requests as f64,
+            single.tokens.all_input() as f64,
+            single.tokens.output as f64,
+            single_usd,
+            single.seconds,
+            ratio(packed.tokens.requests, single.tokens.requests),
+            ratio(packed.tokens.all_input(), single.tokens.all_input()),
+            packed_usd / single_usd,
+        ])
+    }
+
+    /// Scenario 9: `ai_classify` over short distinct texts, `rows_per_request = k` against one
+    /// row per request: requests, input and output tokens, estimated cost and wall time, and
+    /// the ratios packed / unpacked.
+    async fn packing(&mut self) -> Result<()> {
+        self.emulator.set_load(self.sizes.load());
+        let (n, k, c) = (
+            self.sizes.packing_rows,
+            self.sizes.packing_rows_per_request,
+            self.sizes.packing_concurrency,
+        );
+        let mut runs = Vec::new();
+        for run in 0..self.sizes.runs {
+            runs.push(self.packing_run(run).await?);
+        }
+        let [
+            p_requests,
+            p_input,
+            p_output,
+            p_usd,
+            p_s,
+            s_requests,
+            s_input,
+            s_output,
+            s_usd,
+            s_s,
+            request_ratio,
+            input_ratio,
+            cost_ratio,
+        ] = collect_runs(&runs);
+        let setting = format!(
+            "{n} short texts, ai_classify, 3 labels, C={c}, L={}ms",
+            self.sizes.mean_latency().as_millis()
+        );
+        let measure = "requests · input tok · output tok · est. USD · wall s";
+        for (label, requests, input, output, usd, seconds) in [
+            (
+                format!("rows_per_request = {k}"),
+                &p_requests,
+                &p_input,
+                &p_output,
+                &p_usd,
+                &p_s,
+            ),
+            (
+                "rows_per_request = 1".to_string(),
+                &s_requests,
+                &s_input,
+                &s_output,
+                &s_usd,
+                &s_s,
+            ),
+        ] {
+            self.rows.push(row(
+                "9 packing",
+                &format!("{setting}, {label}"),
+                measure,
+                format!(
+                    "{} · {} · {} · {} · {}",
+                    requests.show(0),
+                    input.show(0),
+                    output.show(0),
+                    usd.show(6),
+                    seconds.show(2)
+                ),
+                "",
+            ));
+        }
+        for (measure, figure, target) in [
+            ("requests, packed / unpacked", &request_ratio, "<= 0.07"),
+            ("input tokens, packed / unpacked", &input_ratio, "<= 0.35"),
+            ("est. USD, packed / unpacked", &cost_ratio, ""),
+        ] {
+            self.rows
+                .push(row("9 packing", &setting, measure, figure.show(3), target));
+        }
+        let side =
+            |requests: &Figure, input: &Figure, output: &Figure, usd: &Figure, seconds: &Figure| {
+                json!({"requests": requests.json(), "input_tokens": input.json(),
+                   "output_tokens": output.json(), "estimated_usd": usd.json(),
+                   "seconds": seconds.json()})
+            };
+        self.json.insert(
+            "packing".into(),
+            json!({"rows": n, "rows_per_request": k, "concurrency": c,
+                   "mean_latency_ms": self.sizes.mean_latency().as_millis(),
+                   "model_id": NOVA,
+                   "packed": side(&p_requests, &p_input, &p_output, &p_usd, &p_s),
+                   "unpacked": side(&s_requests, &s_input, &s_output, &s_usd, &s_s),
+                   "requests_ratio": request_ratio.json(),
+                   "input_tokens_ratio": input_ratio.json(),
+                   "cost_ratio": cost_ratio.json(),
+                   "targets": {"requests_ratio": 0.07, "input_tokens_ratio": 0.35}}),
+        );
+        Ok(())
+    }
+
+    /// One run of scenario 10: the same questions under a long system prompt, with
+    /// `prompt_cache` `auto` and `off`, each in a fresh session with the emulator's prompt
+    /// cache emptied first.
+    async fn prompt_cache_run(&self, instruction: &str, run: usize) -> Result<[f64; 12]> {
+        let (n, c) = (
+            self.sizes.prompt_cache_rows,
+            self.sizes.prompt_cache_concurrency,
+        );
+        let data = self.dir.join(format!("prompt_cache_{run}"));
+        write_question_files(&data, &format!("P{run}"), n).await?;
+        let mut measured = Vec::new();
+        for mode in ["auto", "off"] {
+            self.emulator.clear_prompt_cache();
+            let ctx = questions_context(BedrockContext::new(), &self.emulator, &data).await?;
+            for sql in [
+                format!(
+                    "CREATE ML_ENGINE bench_engine FROM bedrock USING aws_access_key_id = '{ACCESS_KEY}', aws_secret_access_key = '{SECRET_KEY}', region_name = 'us-east-1', max_concurrency = {c}"
+                ),
+                format!(
+                    "CREATE MODEL bench_model PREDICT answer USING engine = 'bench_engine', model_id = '{NOVA}', prompt_template = '{{{{question}}}}', system_prompt = '{instruction}', prompt_cache = '{mode}'"
+                ),
+            ] {
+                ctx.sql(&sql).await?.collect().await?;
+            }
+            let before = Tokens::of(&self.emulator, NOVA);
+            let query = run_query_on(&ctx, &self.emulator, NOVA).await?;
+            let tokens = Tokens::of(&self.emulator, NOVA).since(before);
+            check_complete(&query, n, "prompt_cache")?;
+            check(tokens.requests == n as u64, || {
+                format!(
+                    "prompt_cache: {mode}, {n} distinct questions sent {} requests",
+                    tokens.requests
+                )
+            })?;
+            // What the session says it spent is what the emulator counted.
+            let usage = usage_of(&ctx, NOVA).await?;
+            let billed = tokens.billed_input_usd();
+            let usage_input_usd = usage.usd - tokens.output_usd();
+            check(
+                (
+                    usage.tokens.input,
+                    usage.tokens.output,
+                    usage.tokens.read,
+                    usage.tokens.write,
+                ) == (tokens.input, tokens.output, tokens.read, tokens.write)
+                    && (usage_input_usd - billed).abs() <= 1e-9 + billed * 1e-6,
+                || {
+                    format!(
+                        "prompt_cache: {mode}: bedrock_usage() says {usage:?}, the emulator counted {tokens:?} (billed input ${billed:.9})"
+                    )
+                },
+            )?;
+            measured.push((tokens, billed, query.seconds));
+        }
+        let ((auto, auto_usd, auto_s), (off, off_usd, off_s)) = (measured[0], measured[1]);
+        check(auto.read > 0 && off.read == 0 && off.write == 0, || {
+            format!("prompt_cache: auto counted {auto:?}, off counted {off:?}")
+        })?;
+        #[allow(clippy::cast_precision_loss)]
+        Ok([
+            auto.requests as f64,
+            auto.input as f64,
+            auto.read as f64,
+            auto.write as f64,
+            auto_usd,
+            auto_s,
+            off.requests as f64,
+            off.input as f64,
+            off_usd,
+            off_s,
+            auto_usd / off_usd,
+            auto.read_share(),
+        ])
+    }
+
+    /// Scenario 10: a fixed instruction of about 2,000 tokens (the model's system prompt) over
+    /// distinct questions, `prompt_cache = 'auto'` against `'off'`: the billed input cost
+    /// (uncached input + cache reads + cache writes at Nova's prices) and its ratio, checked
+    /// against `bedrock_usage()`.
+    async fn prompt_cache(&mut self) -> Result<()> {
+        self.emulator.set_load(self.sizes.load());
+        let (n, c) = (
+            self.sizes.prompt_cache_rows,
+            self.sizes.prompt_cache_concurrency,
+        );
+        let instruction = policy_instruction(self.sizes.prompt_cache_instruction_chars);
+        let mut runs = Vec::new();
+        for run in 0..self.sizes.runs {
+            runs.push(self.prompt_cache_run(&instruction, run).await?);
+        }
+        self.emulator.clear_prompt_cache();
+        let [
+            a_requests,
+            a_input,
+            a_read,
+            a_write,
+            a_usd,
+            a_s,
+            o_requests,
+            o_input,
+            o_usd,
+            o_s,
+            cost_ratio,
+            read_share,
+        ] = collect_runs(&runs);
+        let (chars, tokens) = (instruction.chars().count(), estimated_tokens(&instruction));
+        let setting = format!(
+            "{n} questions, system prompt of {chars} chars (~{tokens} tokens), C={c}, L={}ms",
+            self.sizes.mean_latency().as_millis()
+        );
+        self.rows.push(row(
+            "10 prompt cache",
+            &format!("{setting}, prompt_cache = 'auto'"),
+            "requests · uncached in · cache read · cache write · billed input USD · wall s",
+            format!(
+                "{} · {} · {} · {} · {} · {}",
+                a_requests.show(0),
+                a_input.show(0),
+                a_read.show(0),
+                a_write.show(0),
+                a_usd.show(6),
+                a_s.show(2)
+            ),
+            "",
+        ));
+        self.rows.push(row(
+            "10 prompt cache",
+            &format!("{setting}, prompt_cache = 'off'"),
+            "requests · input tokens · billed input USD · wall s",
+            format!(
+                "{} · {} · {} · {}",
+                o_requests.show(0),
+                o_input.show(0),
+                o_usd.show(6),
+                o_s.show(2)
+            ),
+            "",
+        ));
+        self.rows.push(row(
+            "10 prompt cache",
+            &setting,
+            "billed input cost, auto / off",
+            cost_ratio.show(3),
+            "<= 0.25",
+        ));
+        self.rows.push(row(
+            "10 prompt cache",
+            &setting,
+            "cache read share (auto)",
+            read_share.show(3),
+            "",
+        ));
+        self.json.insert(
+            "prompt_cache".into(),
+            json!({"rows": n, "concurrency": c, "model_id": NOVA,
+                   "mean_latency_ms": self.sizes.mean_latency().as_millis(),
+                   "instruction_chars": chars, "instruction_estimated_tokens": tokens,
+                   "prices_usd_per_1k": {"input": NOVA_INPUT_PER_1K, "output": NOVA_OUTPUT_PER_1K,
+                                         "cache_read_factor": NOVA_CACHE_READ_FACTOR,
+                                         "cache_write_factor": NOVA_CACHE_WRITE_FACTOR},
+                   "auto": {"requests": a_requests.json(), "uncached_input_tokens": a_input.json(),
+                            "cache_read_tokens": a_read.json(), "cache_write_tokens": a_write.json(),
+                            "billed_input_usd": a_usd.json(), "seconds": a_s.json()},
+                   "off": {"requests": o_requests.json(), "input_tokens": o_input.json(),
+                           "billed_input_usd": o_usd.json(), "seconds": o_s.json()},
+                   "billed_input_cost_ratio": cost_ratio.json(),
+                   "cache_read_share": read_share.json(),
+                   "targets": {"billed_input_cost_ratio": 0.25}}),
+        );
+        Ok(())
+    }
+
+    /// One measurement of scenario 11: the interleaved rows at concurrency `c`, requests
+    /// reordered by prefix or not, in a fresh session with `emulator`'s prompt cache emptied.
+    async fn ordering_measure(
+        &self,
+        emulator: &Emulator,
+        table: &str,
+        c: usize,
+        reorder: bool,
+    ) -> Result<Tokens> {
+        let n = self.sizes.ordering_rows;
+        emulator.clear_prompt_cache();
+        let ctx = tickets_context(emulator, c, table, reorder).await?;
+        let run = classify(&ctx, emulator, "{\"prompt_cache\": \"auto\"}").await?;
+        check(run.rows == n && run.right == n, || {
+            format!(
+                "ordering: C = {c}, reorder {reorder}: {} of {n} rows, {} answered with their label",
+                run.rows, run.right
+            )
+        })?;
+        check(run.tokens.requests == n as u64, || {
+            format!(
+                "ordering: C = {c}, reorder {reorder}: {n} distinct rows sent {} requests",
+                run.tokens.requests
+            )
+        })?;
+        Ok(run.tokens)
+    }
+
+    /// Scenario 11 at concurrency `c`: every run reordered, then in input order; its rows and
+    /// its JSON.
+    async fn ordering_at(
+        &mut self,
+        emulator: &Emulator,
+        table: &str,
+        c: usize,
+        setting: &str,
+    ) -> Result<Value> {
+        let mut runs = Vec::new();
+        for _ in 0..self.sizes.runs {
+            let on = self.ordering_measure(emulator, table, c, true).await?;
+            let off = self.ordering_measure(emulator, table, c, false).await?;
+            if c == 1 {
+                // One request at a time: deterministic, so checked in every mode.
+                check(on.read_share() > off.read_share(), || {
+                    format!("ordering: C = 1, reordered {on:?}, in input order {off:?}")
+                })?;
+            }
+            #[allow(clippy::cast_precision_loss)]
+            runs.push([
+                on.read_share(),
+                off.read_share(),
+                on.read_share() - off.read_share(),
+                on.read as f64,
+                on.write as f64,
+                on.input as f64,
+                off.read as f64,
+                off.write as f64,
+                off.input as f64,
+            ]);
+        }
+        let [
+            share_on,
+            share_off,
+            difference,
+            on_read,
+            on_write,
+            on_input,
+            off_read,
+            off_write,
+            off_input,
+        ] = collect_runs(&runs);
+        let setting = format!("{setting}, C={c}");
+        for (order, read, write, input) in [
+            ("reorder_requests = true", &on_read, &on_write, &on_input),
+            (
+                "reorder_requests = false",
+                &off_read,
+                &off_write,
+                &off_input,
+            ),
+        ] {
+            self.rows.push(row(
+                "11 ordering",
+                &format!("{setting}, {order}"),
+                "cache read · cache write · uncached input tokens",
+                format!("{} · {} · {}", read.show(0), write.show(0), input.show(0)),
+                "",
+            ));
+        }
+        self.rows.push(row(
+            "11 ordering",
+            &setting,
+            "cache read share: reordered · input order · difference",
+            format!(
+                "{} · {} · {}",
+                share_on.show(3),
+                share_off.show(3),
+                difference.show(3)
+            ),
+            "",
+        ));
+        Ok(json!({
+            "concurrency": c,
+            "reordered": {"cache_read_share": share_on.json(), "cache_read_tokens": on_read.json(),
+                          "cache_write_tokens": on_write.json(), "uncached_input_tokens": on_input.json()},
+            "input_order": {"cache_read_share": share_off.json(), "cache_read_tokens": off_read.json(),
+                            "cache_write_tokens": off_write.json(), "uncached_input_tokens": off_input.json()},
+            "difference": difference.json(),
+        }))
+    }
+
+    /// Scenario 11: rows whose prompts begin with one of several long prefixes, taken in turn
+    /// (consecutive rows differ), against an emulator whose prompt cache holds fewer entries
+    /// than there are prefixes; `bedrock.reorder_requests` on (the default) against off: the
+    /// share of input tokens read from the cache.
+    async fn ordering(&mut self) -> Result<()> {
+        let (n, prefixes, repeats, entries) = (
+            self.sizes.ordering_rows,
+            self.sizes.ordering_prefixes,
+            self.sizes.ordering_rule_repeats,
+            self.sizes.ordering_cache_entries,
+        );
+        let emulator = Emulator::start(EmulatorConfig {
+            request_log_capacity: 0,
+            prompt_cache_entries: entries,
+            ..EmulatorConfig::default()
+        })
+        .await?;
+        let heads: Vec<String> = (0..prefixes).map(|j| ordering_prefix(j, repeats)).collect();
+        let prefix_tokens = estimated_tokens(&heads[0]);
+        let mut cases = String::new();
+        for (j, head) in heads.iter().enumerate() {
+            let _ = write!(cases, " WHEN {j} THEN '{head}'");
+        }
+        let (text, expected) = ticket_sql("value");
+        let table = format!(
+            "SELECT value AS n, CASE value % {prefixes}{cases} END || 'Ticket ' || CAST(value AS VARCHAR) || ': ' || {text} AS text, {expected} AS expected FROM generate_series(0, {last})",
+            last = n.saturating_sub(1)
+        );
+        let mut out = Vec::new();
+        let setting = format!(
+            "{n} rows, {prefixes} prefixes of ~{prefix_tokens} tokens taken in turn, emulator cache of {entries} entries, L=0"
+        );
+        for c in self.sizes.ordering_concurrencies.clone() {
+            out.push(self.ordering_at(&emulator, &table, c, &setting).await?);
+        }
+        emulator.shutdown().await;
+        self.json.insert(
+            "ordering".into(),
+            json!({"rows": n, "prefixes": prefixes, "prefix_chars": heads[0].chars().count(),
+                   "prefix_estimated_tokens": prefix_tokens, "model_id": NOVA,
+                   "emulator_prompt_cache_entries": entries, "latency_ms": 0,
+                   "results": out}),
         );
         Ok(())
     }

@@ -333,11 +333,11 @@ mod tests {
     use super::*;
     use crate::bedrock::request::{InferenceParams, ToolSpec};
 
-    fn request(system: Option<&str>, prompt: &str) -> Option<TextRequest> {
-        Some(TextRequest {
+    fn request(system: Option<&str>, prompt: &str) -> TextRequest {
+        TextRequest {
             system: system.map(str::to_string),
             ..TextRequest::prompt(prompt, InferenceParams::default())
-        })
+        }
     }
 
     fn spots(requests: &[Option<TextRequest>]) -> Vec<Option<Vec<CacheSpot>>> {
@@ -367,7 +367,7 @@ mod tests {
             PromptCache::parse("10m", "prompt_cache")
                 .unwrap_err()
                 .to_string(),
-            "Invalid input: Parameter 'prompt_cache' = '10m' is not a prompt cache setting: use 'auto' (cache the static part of prompts on models that cache), '5m' or '1h' (that time to live) or 'off'"
+            "Parameter 'prompt_cache' = '10m' is not a prompt cache setting: use 'auto' (cache the static part of prompts on models that cache), '5m' or '1h' (that time to live) or 'off'"
         );
     }
 
@@ -375,7 +375,11 @@ mod tests {
     fn a_long_system_prompt_gets_a_checkpoint_and_a_short_one_none() {
         let long = "x".repeat(4 * 1024);
         let nova = "amazon.nova-lite-v1:0";
-        let mut requests = vec![request(Some(&long), "a"), None, request(Some(&long), "b")];
+        let mut requests = vec![
+            Some(request(Some(&long), "a")),
+            None,
+            Some(request(Some(&long), "b")),
+        ];
         place(&mut requests, nova, PromptCache::Auto);
         assert_eq!(
             spots(&requests),
@@ -390,12 +394,12 @@ mod tests {
             None
         );
         let mut short = vec![
-            request(Some("Be brief."), "a"),
-            request(Some("Be brief."), "b"),
+            Some(request(Some("Be brief."), "a")),
+            Some(request(Some("Be brief."), "b")),
         ];
         place(&mut short, nova, PromptCache::Auto);
         assert_eq!(spots(&short), vec![None, None]);
-        let mut off = vec![request(Some(&long), "a")];
+        let mut off = vec![Some(request(Some(&long), "a"))];
         place(&mut off, nova, PromptCache::Off);
         assert_eq!(spots(&off), vec![None]);
     }
@@ -404,10 +408,10 @@ mod tests {
     fn auto_leaves_unknown_models_alone_and_a_ttl_tries_them() {
         let long = "x".repeat(4 * 1024);
         let llama = "meta.llama3-1-8b-instruct-v1:0";
-        let mut auto = vec![request(Some(&long), "a")];
+        let mut auto = vec![Some(request(Some(&long), "a"))];
         place(&mut auto, llama, PromptCache::Auto);
         assert_eq!(spots(&auto), vec![None]);
-        let mut hour = vec![request(Some(&long), "a")];
+        let mut hour = vec![Some(request(Some(&long), "a"))];
         place(&mut hour, llama, PromptCache::OneHour);
         assert_eq!(
             hour[0].as_ref().unwrap().cache,
@@ -427,7 +431,7 @@ mod tests {
             format!("{head}When is it due?"),
             format!("{head}Who signs?"),
         ];
-        let mut requests: Vec<_> = texts.iter().map(|t| request(None, t)).collect();
+        let mut requests: Vec<_> = texts.iter().map(|t| Some(request(None, t))).collect();
         place(
             &mut requests,
             "anthropic.claude-3-7-sonnet-20250219-v1:0",
@@ -448,7 +452,7 @@ mod tests {
             format!("{base}The dog"),
             format!("{base}The cat"),
         ];
-        let requests: Vec<_> = texts.iter().map(|t| request(None, t)).collect();
+        let requests: Vec<_> = texts.iter().map(|t| Some(request(None, t))).collect();
         let heads = shared_heads(&requests, 100);
         let expected = base.len() + "The ".len();
         assert_eq!(heads, vec![expected, expected, expected]);

@@ -327,6 +327,44 @@ fn check_execution(execution: Option<Execution>, mode: Mode, structured: bool) -
     Ok(())
 }
 
+/// Reads a parameter of how requests are sent (`service_tier`, `latency`, `prompt_cache`,
+/// `rows_per_request`) into `inference`; `false` when `key` is none of them.
+fn read_sending(inference: &mut InferenceParams, key: &str, value: &ParamValue) -> Result<bool> {
+    match key {
+        "service_tier" => {
+            inference.service_tier = Some(ServiceTier::parse(&value.as_text(key)?, key)?);
+        }
+        "latency" => inference.latency = Some(Latency::parse(&value.as_text(key)?, key)?),
+        "prompt_cache" => {
+            inference.prompt_cache = Some(PromptCache::parse(&value.as_text(key)?, key)?);
+        }
+        "rows_per_request" => {
+            inference.rows_per_request = Some(
+                u32::try_from(value.as_integer_in(key, 1, MAX_ROWS_PER_REQUEST)?).unwrap_or(1),
+            );
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// `rows_per_request` above 1 needs the default mode, Converse and on-demand requests.
+fn check_packing(
+    inference: &InferenceParams,
+    mode: Mode,
+    api: Api,
+    execution: Option<Execution>,
+) -> Result<()> {
+    packing::check(
+        "Parameter 'rows_per_request'",
+        inference.rows_per_request.unwrap_or(1),
+        (mode != Mode::Default).then(|| mode.name()),
+        api,
+        execution.filter(|e| e.gathers()).map(Execution::name),
+    )
+    .map_err(Error::InvalidInput)
+}
+
 impl ModelSpec {
     /// Reads and validates `USING` parameters (no engine or model-id lookups: those need the
     /// catalog and the control plane).
@@ -391,31 +429,12 @@ impl ModelSpec {
                     );
                 }
                 "execution" => execution = Some(Execution::parse(&value.as_text(&key)?, &key)?),
-                "service_tier" => {
-                    inference.service_tier = Some(ServiceTier::parse(&value.as_text(&key)?, &key)?);
-                }
-                "latency" => inference.latency = Some(Latency::parse(&value.as_text(&key)?, &key)?),
-                "prompt_cache" => {
-                    inference.prompt_cache = Some(PromptCache::parse(&value.as_text(&key)?, &key)?);
-                }
-                "rows_per_request" => {
-                    inference.rows_per_request = Some(
-                        u32::try_from(value.as_integer_in(&key, 1, MAX_ROWS_PER_REQUEST)?)
-                            .unwrap_or(1),
-                    );
-                }
+                _ if read_sending(&mut inference, &key, value)? => {}
                 _ => return Err(unknown_parameter("model", raw_key, MODEL_PARAMETERS)),
             }
         }
         check_execution(execution, mode, output_schema.is_some())?;
-        packing::check(
-            "Parameter 'rows_per_request'",
-            inference.rows_per_request.unwrap_or(1),
-            (mode != Mode::Default).then(|| mode.name()),
-            api,
-            execution.filter(|e| e.gathers()).map(Execution::name),
-        )
-        .map_err(Error::InvalidInput)?;
+        check_packing(&inference, mode, api, execution)?;
         if max_history_rows.is_some() && mode != Mode::ConversationalFull {
             return Err(Error::InvalidInput(format!(
                 "Parameter 'max_history_rows' bounds the prior turns of mode = 'conversational-full', but this model's mode is '{}': remove max_history_rows, or add mode = 'conversational-full'",

@@ -65,6 +65,20 @@ pub fn check(
     Ok(())
 }
 
+/// The characters a packed request of `k` rows adds to its rows' prompts: its instructions
+/// once, and each row's numbered tags (`(0, 0)` when `k` is 1, no packing).
+#[must_use]
+pub fn overhead_chars(k: usize) -> (usize, usize) {
+    if k > 1 {
+        (
+            PACKING_INSTRUCTIONS.len(),
+            "<input index=\"100\">\n\n</input>\n".len(),
+        )
+    } else {
+        (0, 0)
+    }
+}
+
 /// The schema of one item's answer: text, or the struct of `output_schema`.
 fn item_schema(schema: Option<&OutputSchema>) -> Value {
     schema.map_or_else(|| json!({ "type": "string" }), OutputSchema::json_schema)
@@ -223,7 +237,6 @@ impl ModelCall {
     ) -> Vec<Outcome> {
         let model = self.model();
         let (engine, target) = (&model.engine, &model.target);
-        let schema = model.output_schema.as_ref();
         let mut outcomes: Vec<Outcome> = vec![None; requests.len()];
         let texts: Vec<Option<String>> = requests.iter().map(|r| r.as_ref().map(asked)).collect();
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -249,77 +262,9 @@ impl ModelCall {
         while !pending.is_empty() {
             let (groups, ones): (Vec<_>, Vec<_>) = pending.into_iter().partition(|g| g.len() > 1);
             singles.extend(ones.into_iter().flatten());
-            let mut packed: Vec<Option<TextRequest>> = groups
-                .iter()
-                .map(|group| {
-                    let prompts: Vec<&str> = group
-                        .iter()
-                        .map(|row| texts[*row].as_deref().unwrap_or_default())
-                        .collect();
-                    requests[group[0]]
-                        .as_ref()
-                        .map(|first| packed_request(first, &prompts, schema))
-                })
-                .collect();
-            self.place_cache_points(&mut packed);
-            let results = engine.generate_with(target, &packed, options).await;
-            let mut next = Vec::new();
-            let mut learned = Vec::new();
-            for (group, result) in groups.into_iter().zip(results) {
-                let response = match result {
-                    Some(Ok(response)) => response,
-                    // A refusal the rows alone might not get (an input too long, say): split.
-                    Some(Err(failure))
-                        if failure.kind == FailureKind::Fatal
-                            && failure.code != BUDGET_EXCEEDED =>
-                    {
-                        halve(group, &mut next);
-                        continue;
-                    }
-                    Some(Err(failure)) => {
-                        for row in group {
-                            outcomes[row] = Some(Err(failure.clone()));
-                        }
-                        continue;
-                    }
-                    None => continue,
-                };
-                let Ok(items) = unpack(
-                    response.tool_input.as_ref(),
-                    &response.stop_reason,
-                    group.len(),
-                    schema,
-                ) else {
-                    halve(group, &mut next);
-                    continue;
-                };
-                let shares = row_call(&response, group.len());
-                for ((row, item), (input_tokens, output_tokens, call)) in
-                    group.into_iter().zip(items).zip(shares)
-                {
-                    let answer = TextResponse {
-                        text: item
-                            .as_str()
-                            .map_or_else(|| item.to_string(), str::to_string),
-                        input_tokens,
-                        output_tokens,
-                        stop_reason: response.stop_reason.clone(),
-                        tool_input: schema.is_some().then_some(item),
-                        call,
-                    };
-                    learned.push((row, answer.clone()));
-                    outcomes[row] = Some(Ok(answer));
-                }
-            }
-            engine
-                .remember_answers(
-                    target,
-                    learned
-                        .into_iter()
-                        .filter_map(|(row, answer)| Some((requests[row].as_ref()?, answer))),
-                )
+            pending = self
+                .ask_packed(groups, requests, &texts, &mut outcomes, options)
                 .await;
-            pending = next;
         }
         if !singles.is_empty() {
             let mut alone: Vec<Option<TextRequest>> = vec![None; requests.len()];
@@ -346,6 +291,92 @@ impl ModelCall {
             };
         }
         outcomes
+    }
+
+    /// Sends one packed request per group and gives each row of an acceptable answer its
+    /// item (kept in the response cache under the row's own request); returns the halves of
+    /// the groups to ask again.
+    async fn ask_packed(
+        &self,
+        groups: Vec<Vec<usize>>,
+        requests: &[Option<TextRequest>],
+        texts: &[Option<String>],
+        outcomes: &mut [Outcome],
+        options: &CallOptions,
+    ) -> Vec<Vec<usize>> {
+        let model = self.model();
+        let (engine, target) = (&model.engine, &model.target);
+        let schema = model.output_schema.as_ref();
+        let mut packed: Vec<Option<TextRequest>> = groups
+            .iter()
+            .map(|group| {
+                let prompts: Vec<&str> = group
+                    .iter()
+                    .map(|row| texts[*row].as_deref().unwrap_or_default())
+                    .collect();
+                requests[group[0]]
+                    .as_ref()
+                    .map(|first| packed_request(first, &prompts, schema))
+            })
+            .collect();
+        self.place_cache_points(&mut packed);
+        let results = engine.generate_with(target, &packed, options).await;
+        let mut next = Vec::new();
+        let mut learned = Vec::new();
+        for (group, result) in groups.into_iter().zip(results) {
+            let response = match result {
+                Some(Ok(response)) => response,
+                // A refusal the rows alone might not get (an input too long, say): split.
+                Some(Err(failure))
+                    if failure.kind == FailureKind::Fatal && failure.code != BUDGET_EXCEEDED =>
+                {
+                    halve(group, &mut next);
+                    continue;
+                }
+                Some(Err(failure)) => {
+                    for row in group {
+                        outcomes[row] = Some(Err(failure.clone()));
+                    }
+                    continue;
+                }
+                None => continue,
+            };
+            let Ok(items) = unpack(
+                response.tool_input.as_ref(),
+                &response.stop_reason,
+                group.len(),
+                schema,
+            ) else {
+                halve(group, &mut next);
+                continue;
+            };
+            let shares = row_call(&response, group.len());
+            for ((row, item), (input_tokens, output_tokens, call)) in
+                group.into_iter().zip(items).zip(shares)
+            {
+                let answer = TextResponse {
+                    text: item
+                        .as_str()
+                        .map_or_else(|| item.to_string(), str::to_string),
+                    input_tokens,
+                    output_tokens,
+                    stop_reason: response.stop_reason.clone(),
+                    tool_input: schema.is_some().then_some(item),
+                    call,
+                };
+                learned.push((row, answer.clone()));
+                outcomes[row] = Some(Ok(answer));
+            }
+        }
+        engine
+            .remember_answers(
+                target,
+                learned
+                    .into_iter()
+                    .filter_map(|(row, answer)| Some((requests[row].as_ref()?, answer))),
+            )
+            .await;
+        next
     }
 }
 

@@ -301,11 +301,10 @@ impl ModelExec {
                     format!("CountTokens on a sample of {prompts} prompts: {tokens} tokens");
                 match rows {
                     Some(rows) => {
-                        let mean = *tokens as f64 / *prompts as f64;
-                        format!(
-                            "counted_input_tokens~{} ({sample})",
-                            (mean * rows as f64).round() as u64
-                        )
+                        // The sample's mean per prompt, times the rows, rounded.
+                        let (tokens, prompts) = (u128::from(*tokens), (*prompts).max(1) as u128);
+                        let total = (tokens * rows as u128 + prompts / 2) / prompts;
+                        format!("counted_input_tokens~{total} ({sample})")
                     }
                     None => format!("counted_input_tokens=? ({sample})"),
                 }
@@ -352,15 +351,7 @@ impl ModelExec {
             Mode::Conversational => (usize::from(rows > 0), rows),
         };
         let mut fixed: usize = spec.system_prompt.as_ref().map_or(0, |s| s.chars().count());
-        // A packed request says its instructions once, and numbers its rows.
-        let (shared, per_row_markup) = if packed > 1 {
-            (
-                crate::inference::packing::PACKING_INSTRUCTIONS.len(),
-                "<input index=\"100\">\n\n</input>\n".len(),
-            )
-        } else {
-            (0, 0)
-        };
+        let (shared, per_row_markup) = crate::inference::packing::overhead_chars(packed);
         fixed += match &spec.prompt {
             PromptSource::Template(t) => t
                 .parts

@@ -68,6 +68,21 @@ pub fn choose_engine(
     }
 }
 
+/// `rows_per_request` above 1 needs Converse and on-demand requests.
+fn check_packing(function: &str, bound: &BoundModel) -> Result<()> {
+    crate::inference::packing::check(
+        &format!("{function}: rows_per_request"),
+        bound.params.rows_per_request.unwrap_or(1),
+        None,
+        bound.target.api,
+        bound
+            .execution
+            .filter(|e| e.gathers())
+            .map(crate::bedrock::batch::Execution::name),
+    )
+    .map_err(plan_error)
+}
+
 /// Resolves `model` — a model created with CREATE MODEL (its engine, model id, API,
 /// inference parameters and system prompt apply) or a raw Bedrock model id, inference
 /// profile or ARN (called with the Converse API through the default engine) — and applies
@@ -169,17 +184,7 @@ pub fn resolve_model(
             .check_ready(bound.engine.name(), execution, function)
             .map_err(|e| plan_error(e.to_string()))?;
     }
-    crate::inference::packing::check(
-        &format!("{function}: rows_per_request"),
-        bound.params.rows_per_request.unwrap_or(1),
-        None,
-        bound.target.api,
-        bound
-            .execution
-            .filter(|e| e.gathers())
-            .map(crate::bedrock::batch::Execution::name),
-    )
-    .map_err(plan_error)?;
+    check_packing(function, &bound)?;
     if bound.output_schema.is_some() && bound.target.api != Api::Converse {
         return Err(plan_error(format!(
             "{function}: output_schema needs the Converse API, and {} uses api = 'invoke'",
