@@ -909,6 +909,22 @@ mod tests {
     use super::*;
     use crate::emulator::StaticCredential;
 
+    /// The `metadata` event of a Converse stream read to its end.
+    async fn stream_metadata(
+        mut stream: aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput,
+    ) -> Result<
+        aws_sdk_bedrockruntime::types::ConverseStreamMetadataEvent,
+        Box<dyn std::error::Error>,
+    > {
+        let mut metadata = None;
+        while let Some(event) = stream.stream.recv().await? {
+            if let aws_sdk_bedrockruntime::types::ConverseStreamOutput::Metadata(m) = event {
+                metadata = Some(m);
+            }
+        }
+        Ok(metadata.ok_or("no metadata event")?)
+    }
+
     #[test]
     fn the_identity_route_says_whether_unsigned_requests_are_accepted() {
         let open = identity(&EmulatorConfig::default());
@@ -1278,8 +1294,8 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
         use aws_sdk_bedrockruntime::types::{
-            ContentBlock, ConversationRole, ConverseStreamOutput, Message,
-            PerformanceConfigLatency, PerformanceConfiguration, ServiceTier, ServiceTierType,
+            ContentBlock, ConversationRole, Message, PerformanceConfigLatency,
+            PerformanceConfiguration, ServiceTier, ServiceTierType,
         };
 
         let emulator = crate::emulator::Emulator::start(EmulatorConfig::default()).await?;
@@ -1318,7 +1334,7 @@ mod tests {
         );
         assert_eq!(output.performance_config(), None);
 
-        let mut stream = client
+        let stream = client
             .converse_stream()
             .model_id(NOVA_PRO)
             .messages(message.clone())
@@ -1326,13 +1342,7 @@ mod tests {
             .performance_config(optimized.clone())
             .send()
             .await?;
-        let mut metadata = None;
-        while let Some(event) = stream.stream.recv().await? {
-            if let ConverseStreamOutput::Metadata(m) = event {
-                metadata = Some(m);
-            }
-        }
-        let metadata = metadata.ok_or("no metadata event")?;
+        let metadata = stream_metadata(stream).await?;
         assert_eq!(metadata.service_tier(), Some(&flex));
         assert_eq!(metadata.performance_config(), Some(&optimized));
 
@@ -1592,7 +1602,7 @@ mod tests {
     async fn the_sdk_reads_the_prompt_cache_usage_back() -> Result<(), Box<dyn std::error::Error>> {
         use aws_sdk_bedrockruntime::types::{
             CacheDetail, CachePointBlock, CachePointType, CacheTtl, ContentBlock, ConversationRole,
-            ConverseStreamOutput, Message, SystemContentBlock, TokenUsage,
+            Message, SystemContentBlock, TokenUsage,
         };
 
         let emulator = crate::emulator::Emulator::start(EmulatorConfig::default()).await?;
@@ -1637,7 +1647,7 @@ mod tests {
             Some((1, Some(1200), Some(0), Vec::new()))
         );
 
-        let mut stream = client
+        let stream = client
             .converse_stream()
             .model_id(NOVA_PRO)
             .system(SystemContentBlock::Text(tokens_of(1200, 's')))
@@ -1645,13 +1655,7 @@ mod tests {
             .messages(message.clone())
             .send()
             .await?;
-        let mut metadata = None;
-        while let Some(event) = stream.stream.recv().await? {
-            if let ConverseStreamOutput::Metadata(m) = event {
-                metadata = Some(m);
-            }
-        }
-        let metadata = metadata.ok_or("no metadata event")?;
+        let metadata = stream_metadata(stream).await?;
         assert_eq!(
             usage(&metadata.usage),
             Some((1, Some(1200), Some(0), Vec::new()))

@@ -7,9 +7,9 @@ use datafusion::arrow::datatypes::{Int64Type, UInt32Type};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig};
-use datafusion_bedrock::{BedrockExtension, SessionStateBuilderBedrock, execute_sql};
+use datafusion_bedrock::{BedrockExtension, SessionStateBuilderBedrock};
 
-use crate::support::converse_calls;
+use crate::support::{collect, converse_calls};
 
 const NOVA: &str = "amazon.nova-micro-v1:0";
 
@@ -25,18 +25,6 @@ fn session(emulator: &Emulator) -> SessionContext {
         .expect("the extension is installed")
         .set_default_endpoint(Some(emulator.url().to_string()));
     ctx
-}
-
-async fn collect(
-    ctx: &SessionContext,
-    sql: &str,
-) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
-    execute_sql(ctx, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 const ENGINE: &str = "CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AQAXEQK89OX07YS34OP', aws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'";

@@ -26,6 +26,8 @@ use datafusion_bedrock::{
     register_files_dir,
 };
 
+use crate::support::collect;
+
 /// An application's own analyzer rule: it counts the plans it sees.
 #[derive(Debug, Default)]
 struct AuditRule {
@@ -98,15 +100,6 @@ fn bedrock_session() -> SessionContext {
         .with_bedrock()
         .build()
         .into()
-}
-
-async fn collect(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
-    execute_sql(ctx, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// The SQL of MindsDB's "Amazon Bedrock" document, verbatim, with the answers the emulator

@@ -115,6 +115,20 @@ pub async fn pretty(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Str
         .to_string()
 }
 
+/// Runs one statement through the extension's SQL front on any session and collects its
+/// batches (panics naming the SQL).
+pub async fn collect(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    datafusion_bedrock::execute_sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// Converse calls the emulator has served for a model.
 pub fn converse_calls(emulator: &Emulator, model: &str) -> u64 {
     emulator
