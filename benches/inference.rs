@@ -2,8 +2,9 @@
 //! `aws-sdk-bedrockruntime` loop, cost against duplicates, a tokens-per-minute quota, peak
 //! memory and MindsDB's one-request-per-row baseline.
 //!
-//! Every scenario runs the real SQL path (`SELECT … FROM parquet_table AS d JOIN model AS m`)
-//! against the built-in emulator, started in this process on 127.0.0.1.
+//! Every scenario runs the real SQL path (`SELECT … FROM parquet_table AS d JOIN model AS m`,
+//! or `ai_classify` over a table for `packing` and `ordering`) against the built-in emulator,
+//! started in this process on 127.0.0.1.
 //!
 //! ```text
 //! cargo bench --bench inference                      # every scenario, 3 runs each (release)
@@ -1788,7 +1789,7 @@ impl Bench {
     /// One run of scenario 10: the same questions under a long system prompt, with
     /// `prompt_cache` `auto` and `off`, each in a fresh session with the emulator's prompt
     /// cache emptied first.
-    async fn prompt_cache_run(&self, instruction: &str, run: usize) -> Result<[f64; 12]> {
+    async fn prompt_cache_run(&self, instruction: &str, run: usize) -> Result<[f64; 14]> {
         let (n, c) = (
             self.sizes.prompt_cache_rows,
             self.sizes.prompt_cache_concurrency,
@@ -1837,9 +1838,10 @@ impl Bench {
                     )
                 },
             )?;
-            measured.push((tokens, billed, query.seconds));
+            measured.push((tokens, billed, usage_input_usd, query.seconds));
         }
-        let ((auto, auto_usd, auto_s), (off, off_usd, off_s)) = (measured[0], measured[1]);
+        let ((auto, auto_usd, auto_usage_usd, auto_s), (off, off_usd, off_usage_usd, off_s)) =
+            (measured[0], measured[1]);
         check(auto.read > 0 && off.read == 0 && off.write == 0, || {
             format!("prompt_cache: auto counted {auto:?}, off counted {off:?}")
         })?;
@@ -1857,6 +1859,8 @@ impl Bench {
             off_s,
             auto_usd / off_usd,
             auto.read_share(),
+            auto_usage_usd,
+            off_usage_usd,
         ])
     }
 
@@ -1889,6 +1893,8 @@ impl Bench {
             o_s,
             cost_ratio,
             read_share,
+            a_usage_usd,
+            o_usage_usd,
         ] = collect_runs(&runs);
         let (chars, tokens) = (instruction.chars().count(), estimated_tokens(&instruction));
         let setting = format!(
@@ -1947,9 +1953,11 @@ impl Bench {
                                          "cache_write_factor": NOVA_CACHE_WRITE_FACTOR},
                    "auto": {"requests": a_requests.json(), "uncached_input_tokens": a_input.json(),
                             "cache_read_tokens": a_read.json(), "cache_write_tokens": a_write.json(),
-                            "billed_input_usd": a_usd.json(), "seconds": a_s.json()},
+                            "billed_input_usd": a_usd.json(),
+                            "bedrock_usage_input_usd": a_usage_usd.json(), "seconds": a_s.json()},
                    "off": {"requests": o_requests.json(), "input_tokens": o_input.json(),
-                           "billed_input_usd": o_usd.json(), "seconds": o_s.json()},
+                           "billed_input_usd": o_usd.json(),
+                           "bedrock_usage_input_usd": o_usage_usd.json(), "seconds": o_s.json()},
                    "billed_input_cost_ratio": cost_ratio.json(),
                    "cache_read_share": read_share.json(),
                    "targets": {"billed_input_cost_ratio": 0.25}}),
