@@ -20,28 +20,18 @@
 //! where `ITEM` is `{"type": "string"}` or any other JSON schema (for example the object schema
 //! of a structured answer).
 //!
-//! **The rows.** They are read from the last user text of the conversation (its text blocks
-//! joined by newlines), written as blocks joined by `\n` and numbered from 1:
+//! **The rows.** The last user text of the conversation (its text blocks joined by newlines) is
+//! a JSON array of strings, one per row, numbered from 1 in order:
 //!
 //! ```text
-//! <input index="1">
-//! first row, possibly on several lines
-//! </input>
-//! <input index="2">
-//! second row
-//! </input>
+//! ["first row, possibly on\nseveral lines", "second row"]
 //! ```
 //!
-//! A block starts at `<input index="N">` (`N` decimal digits) followed by a newline. Its row text
-//! runs until the first `\n</input>` that is followed by the end of the text (or by whitespace
-//! only) or by `\n<input index="`, so a row may itself contain `</input>`. Text before the first
-//! block and between blocks is ignored. When a block has no such end (other text follows its
-//! `\n</input>`), its row runs until the last `\n</input>` of the text; a block with no
-//! `\n</input>` after it at all is not a row, and neither is anything after it. When no block is
-//! found the request is not packed, and the ordinary forced-tool answer applies.
+//! Whitespace around the array is ignored. When the text is not such an array (or is an empty
+//! one), the request is not packed, and the ordinary forced-tool answer applies.
 //!
 //! **The answer.** The tool input is `{"answers": [{"index": N, "answer": A}, ...]}`, one item
-//! per row in input order, `N` the index written in the row's block. With a string `ITEM`
+//! per row in input order, `N` the row's position (1 for the first). With a string `ITEM`
 //! (`"type": "string"`), `A` is exactly the text answer the row would get alone with the same
 //! system prompt (so the labels and yes/no rules apply row by row), e.g.
 //! `Emulated <model id> (messages: 1, blocks: 1[, system: <n>]): <row text>`; with any other
@@ -75,12 +65,6 @@ const PACK_DROP: &str = "[[emulate:pack-drop]]";
 /// Test directive: generation stops before the row's item, as if `maxTokens` were reached.
 const PACK_TRUNCATE: &str = "[[emulate:pack-truncate]]";
 
-const HEADER_OPEN: &str = "<input index=\"";
-const HEADER_CLOSE: &str = "\">\n";
-const BLOCK_END: &str = "\n</input>";
-/// What follows a block's end when another block comes next.
-const NEXT_BLOCK: &str = "\n<input index=\"";
-
 /// The schema of one answer (`properties.answers.items.properties.answer`) when the schema is
 /// that of a packed request's tool.
 fn item_schema(schema: &Value) -> Option<&Value> {
@@ -96,65 +80,22 @@ fn is_packed(schema: &Value) -> bool {
     item_schema(schema).is_some()
 }
 
-/// One `<input index="N">` block: its index and its row text.
+/// One row: its position (from 1) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Row<'a> {
+struct Row {
     index: u64,
-    text: &'a str,
+    text: String,
 }
 
-/// The block header starting exactly at `at`: its index and where the row text starts.
-fn header_at(text: &str, at: usize) -> Option<(u64, usize)> {
-    let rest = text.get(at..)?.strip_prefix(HEADER_OPEN)?;
-    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-    if digits == 0 {
-        return None;
-    }
-    let index = rest[..digits].parse().ok()?;
-    rest[digits..].strip_prefix(HEADER_CLOSE)?;
-    Some((index, at + HEADER_OPEN.len() + digits + HEADER_CLOSE.len()))
-}
-
-/// The next block header at or after `from`.
-fn next_header(text: &str, from: usize) -> Option<(u64, usize)> {
-    let mut at = from;
-    loop {
-        let found = at + text.get(at..)?.find(HEADER_OPEN)?;
-        if let Some(header) = header_at(text, found) {
-            return Some(header);
-        }
-        at = found + HEADER_OPEN.len();
-    }
-}
-
-/// Where the row text starting at `start` ends (the position of its `\n</input>`).
-fn row_end(text: &str, start: usize) -> Option<usize> {
-    let rest = &text[start..];
-    let closes = || rest.match_indices(BLOCK_END).map(|(at, _)| at);
-    let end = closes()
-        .find(|&at| {
-            let after = &rest[at + BLOCK_END.len()..];
-            after.trim_end().is_empty() || after.starts_with(NEXT_BLOCK)
-        })
-        .or_else(|| closes().last())?;
-    Some(start + end)
-}
-
-/// The rows of a packed request's user text, in order (empty when there is no block).
-fn rows(text: &str) -> Vec<Row<'_>> {
-    let mut rows = Vec::new();
-    let mut from = 0;
-    while let Some((index, start)) = next_header(text, from) {
-        let Some(end) = row_end(text, start) else {
-            break;
-        };
-        rows.push(Row {
-            index,
-            text: &text[start..end],
-        });
-        from = end + BLOCK_END.len();
-    }
-    rows
+/// The rows of a packed request's user text: a JSON array of strings (empty when it is not
+/// one).
+fn rows(text: &str) -> Vec<Row> {
+    serde_json::from_str::<Vec<String>>(text.trim())
+        .unwrap_or_default()
+        .into_iter()
+        .zip(1..)
+        .map(|(text, index)| Row { index, text })
+        .collect()
 }
 
 /// The answer to one row: the text answer the row alone would get for a string item schema,
@@ -172,7 +113,8 @@ fn row_answer(model_id: &str, item: &Value, system: &[String], row: &str) -> Val
 }
 
 /// The forced tool's call and the reply for a packed request, or `None` when the request is not
-/// packed (the tool's schema is not a packed one, or the last user text has no input block).
+/// packed (the tool's schema is not a packed one, or the last user text is no JSON array of
+/// rows).
 pub(crate) fn answer(
     model_id: &str,
     tool: &converse::ToolRequest,
@@ -199,7 +141,7 @@ pub(crate) fn answer(
         }
         let value = json!({
             "index": row.index,
-            "answer": row_answer(model_id, item, &conversation.system, row.text),
+            "answer": row_answer(model_id, item, &conversation.system, &row.text),
         });
         let added = value.to_string().chars().count() + usize::from(!items.is_empty());
         let tokens = u32::try_from((chars + added).div_ceil(4)).unwrap_or(u32::MAX);
@@ -255,11 +197,7 @@ mod tests {
     }
 
     fn blocks(rows: &[&str]) -> String {
-        rows.iter()
-            .enumerate()
-            .map(|(i, row)| format!("<input index=\"{}\">\n{row}\n</input>", i + 1))
-            .collect::<Vec<_>>()
-            .join("\n")
+        serde_json::to_string(rows).unwrap()
     }
 
     fn asked(system: &[&str], text: &str) -> Conversation {
@@ -320,7 +258,7 @@ mod tests {
     #[test]
     fn three_rows_are_answered_in_order_as_if_alone() {
         let text = blocks(&["What is 1?", "What is 2?", "What is 3?"]);
-        let conversation = asked(&["Be brief."], &format!("Answer each input.\n{text}"));
+        let conversation = asked(&["Be brief."], &text);
         let (call, reply) =
             answer("m", &tool(json!({"type": "string"})), &conversation, 1000).unwrap();
         let input = json!({"answers": [
@@ -332,10 +270,7 @@ mod tests {
             input["answers"][1]["answer"],
             json!(alone(&["Be brief."], "What is 2?"))
         );
-        assert_eq!(
-            call,
-            call_for(&format!("Answer each input.\n{text}"), input.clone())
-        );
+        assert_eq!(call, call_for(&text, input.clone()));
         assert_eq!(reply, reply_for(&conversation, &input, StopReason::EndTurn));
         assert_eq!(reply.text, call.input.to_string());
         assert!(
@@ -518,25 +453,20 @@ mod tests {
     }
 
     #[test]
-    fn rows_may_span_lines_and_contain_the_closing_tag() {
-        let first = "line one\nline two\n\nline four";
-        let second = "a row quoting\n</input>\nin its middle";
-        let third = "ends with </input>";
-        let text = format!("Intro text\n{}", blocks(&[first, second, third]));
+    fn rows_are_a_json_array_of_strings() {
+        let first = "line one\nline two";
+        let second = "a \"quoted\" row, with [brackets] and a comma";
+        let text = format!("  {}\n", blocks(&[first, second]));
         assert_eq!(
             rows(&text),
             vec![
                 Row {
                     index: 1,
-                    text: first
+                    text: first.into()
                 },
                 Row {
                     index: 2,
-                    text: second
-                },
-                Row {
-                    index: 3,
-                    text: third
+                    text: second.into()
                 },
             ]
         );
@@ -547,58 +477,15 @@ mod tests {
             json!({"answers": [
                 {"index": 1, "answer": alone(&[], first)},
                 {"index": 2, "answer": alone(&[], second)},
-                {"index": 3, "answer": alone(&[], third)},
             ]})
         );
-    }
-
-    #[test]
-    fn parsing_is_lenient_about_what_surrounds_the_blocks() {
-        // Trailing whitespace after the last block still ends it.
-        assert_eq!(
-            rows("<input index=\"1\">\nx\n</input>\n\n"),
-            vec![Row {
-                index: 1,
-                text: "x"
-            }]
-        );
-        // Text after the last block: its row runs to the last closing tag.
-        assert_eq!(
-            rows("<input index=\"1\">\nx\n</input>\n<input index=\"2\">\ny\n</input>\nThanks."),
-            vec![
-                Row {
-                    index: 1,
-                    text: "x"
-                },
-                Row {
-                    index: 2,
-                    text: "y"
-                }
-            ]
-        );
-        // An empty row, indices as written, a malformed header skipped.
-        assert_eq!(
-            rows("<input index=\"x\">\nno\n</input>\n<input index=\"7\">\n\n</input>"),
-            vec![Row { index: 7, text: "" }]
-        );
-        // A block that is never closed is no row.
-        assert_eq!(rows("<input index=\"1\">\nunclosed"), vec![]);
-        assert_eq!(
-            rows("<input index=\"1\">\nx\n</input>\n<input index=\"2\">\nunclosed"),
-            vec![Row {
-                index: 1,
-                text: "x"
-            }]
-        );
-        // Truncated headers and tags never panic.
         for text in [
             "",
-            "<input index=\"",
-            "<input index=\"1",
-            "<input index=\"1\">",
-            "<input index=\"1\">\n",
-            "<input index=\"1\">\n\n</input",
-            "<input index=\"99999999999999999999999\">\nx\n</input>",
+            "[",
+            "[1, 2]",
+            "{\"a\": 1}",
+            "[\"x\"] and more",
+            "Just a question.",
         ] {
             assert_eq!(rows(text), vec![], "{text:?}");
         }
@@ -606,7 +493,7 @@ mod tests {
 
     #[test]
     fn non_ascii_rows_are_answered_whole() {
-        let rows_text = ["Größe: 42 €", "日本語の\n文章です", "emoji 🦀</input>🦀"];
+        let rows_text = ["Größe: 42 €", "日本語の\n文章です", "emoji 🦀\"🦀"];
         let text = blocks(&rows_text);
         let conversation = asked(&[], &text);
         let (call, reply) =
@@ -614,7 +501,7 @@ mod tests {
         let input = json!({"answers": [
             {"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): Größe: 42 €"},
             {"index": 2, "answer": "Emulated m (messages: 1, blocks: 1): 日本語の\n文章です"},
-            {"index": 3, "answer": "Emulated m (messages: 1, blocks: 1): emoji 🦀</input>🦀"},
+            {"index": 3, "answer": "Emulated m (messages: 1, blocks: 1): emoji 🦀\"🦀"},
         ]});
         assert_eq!(call, call_for(&text, input.clone()));
         assert_eq!(reply, reply_for(&conversation, &input, StopReason::EndTurn));
@@ -640,12 +527,7 @@ mod tests {
         };
         assert_eq!(answer("m", &ordinary, &asked(&[], &text), 1000), None);
         let string = tool(json!({"type": "string"}));
-        for text in [
-            "Just a question, no blocks.",
-            "<input index=\"1\">no newline after the header\n</input>",
-            "<input>\nno index\n</input>",
-            "",
-        ] {
+        for text in ["Just a question, no rows.", "[]", "[\"unclosed", ""] {
             assert_eq!(
                 answer("m", &string, &asked(&[], text), 1000),
                 None,
@@ -664,8 +546,8 @@ mod tests {
                 Turn::assistant("..."),
                 Turn {
                     role: answer::Role::User,
-                    texts: vec!["Intro".into(), blocks(&["new"])],
-                    blocks: 2,
+                    texts: vec![blocks(&["new"])],
+                    blocks: 1,
                 },
             ],
         };
@@ -674,9 +556,6 @@ mod tests {
             call.input,
             json!({"answers": [{"index": 1, "answer": "Emulated m (messages: 1, blocks: 1): new"}]})
         );
-        assert_eq!(
-            call.id,
-            call_for("Intro\n<input index=\"1\">\nnew\n</input>", Value::Null).id
-        );
+        assert_eq!(call.id, call_for("[\"new\"]", Value::Null).id);
     }
 }

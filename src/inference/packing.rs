@@ -1,8 +1,8 @@
 //! Row packing: `rows_per_request = k` sends k rows of a batch in one request.
 //!
 //! The request carries the shared instructions once (the caller's instruction, the model's
-//! system prompt and [`PACKING_INSTRUCTIONS`]), the rows as numbered blocks
-//! `<input index="N">…</input>` in one user message, and forces the [`PACKED_TOOL`] tool whose
+//! system prompt and [`PACKING_INSTRUCTIONS`]), the rows as one JSON array of strings in one
+//! user message (about one token of markup a row), and forces the [`PACKED_TOOL`] tool whose
 //! input is `{"answers": [{"index": N, "answer": …}, …]}` — the answer of each item a string,
 //! or the struct of `output_schema`. An answer is accepted only when it has one item per row,
 //! every index once, and every item of the right shape, and generation did not stop at
@@ -30,7 +30,7 @@ pub const MAX_ROWS_PER_REQUEST: u64 = 100;
 pub const PACKED_TOOL: &str = "answers";
 
 /// What a packed request's system prompt adds to the shared instructions.
-pub const PACKING_INSTRUCTIONS: &str = "You will receive several inputs, each between <input index=\"N\"> and </input>. Answer each input on its own, as if it were the only one, following the instructions above. Call the answers tool once, with one item per input in the order given: index is the input's number and answer is your answer to that input.";
+pub const PACKING_INSTRUCTIONS: &str = "The user message is a JSON array of separate inputs. Answer each on its own, as the instructions above say, and call the answers tool with one item per input: index (1 for the first) and answer.";
 
 /// Why `rows_per_request = rows` cannot be used here, if it cannot: `who` begins the message
 /// (`Parameter 'rows_per_request'` or `ai_filter: rows_per_request`).
@@ -66,14 +66,11 @@ pub fn check(
 }
 
 /// The characters a packed request of `k` rows adds to its rows' prompts: its instructions
-/// once, and each row's numbered tags (`(0, 0)` when `k` is 1, no packing).
+/// once, and each row's quotes and comma (`(0, 0)` when `k` is 1, no packing).
 #[must_use]
 pub fn overhead_chars(k: usize) -> (usize, usize) {
     if k > 1 {
-        (
-            PACKING_INSTRUCTIONS.len(),
-            "<input index=\"100\">\n\n</input>\n".len(),
-        )
+        (PACKING_INSTRUCTIONS.len(), "\"\",".len())
     } else {
         (0, 0)
     }
@@ -122,12 +119,7 @@ pub fn packed_request(
         Some(system) => format!("{system}\n\n{PACKING_INSTRUCTIONS}"),
         None => PACKING_INSTRUCTIONS.to_string(),
     };
-    let rows = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("<input index=\"{}\">\n{p}\n</input>", i + 1))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let rows = serde_json::to_string(prompts).unwrap_or_default();
     let mut params = single.params.clone();
     let n = u32::try_from(prompts.len()).unwrap_or(u32::MAX);
     params.max_tokens = params.max_tokens.map(|m| m.saturating_mul(n));
@@ -411,9 +403,7 @@ mod tests {
         );
         assert_eq!(
             r.messages,
-            vec![ChatMessage::user(
-                "<input index=\"1\">\nfirst\n</input>\n<input index=\"2\">\nsecond\nline\n</input>"
-            )]
+            vec![ChatMessage::user(r#"["first","second\nline"]"#)]
         );
         assert_eq!(r.params.max_tokens, Some(20));
         assert_eq!(r.tool, Some(packed_tool(None)));
