@@ -72,12 +72,16 @@ const SCENARIOS: [&str; 11] = [
 /// The model of the packing, prompt-cache and ordering scenarios (Nova caches prompts from
 /// 1,000 tokens).
 const NOVA: &str = "amazon.nova-micro-v1:0";
-/// Nova Micro's list prices, USD per 1,000 input and output tokens; prompt-cache reads cost
-/// 0.25× the input price, writes 1.0×.
-const NOVA_INPUT_PER_1K: f64 = 0.000_035;
-const NOVA_OUTPUT_PER_1K: f64 = 0.000_14;
-const NOVA_CACHE_READ_FACTOR: f64 = 0.25;
-const NOVA_CACHE_WRITE_FACTOR: f64 = 1.0;
+/// Scenario 10's model, the usual one for prompt caching on Bedrock: Claude 3.7 Sonnet through
+/// its US inference profile (the emulator counts its requests under the base id).
+const CLAUDE: &str = "us.anthropic.claude-3-7-sonnet-20250219-v1:0";
+const CLAUDE_BASE: &str = "anthropic.claude-3-7-sonnet-20250219-v1:0";
+/// Claude 3.7 Sonnet's list prices (USD per 1K tokens) and its cache prices as factors of the
+/// input price: reads at 0.1×, 5-minute writes at 1.25× (the library's table).
+const CLAUDE_INPUT_PER_1K: f64 = 0.003;
+const CLAUDE_OUTPUT_PER_1K: f64 = 0.015;
+const CLAUDE_CACHE_READ_FACTOR: f64 = 0.1;
+const CLAUDE_CACHE_WRITE_FACTOR: f64 = 1.25;
 
 /// Sizes and latencies of one mode.
 #[derive(Debug, Clone)]
@@ -1457,20 +1461,20 @@ impl Tokens {
         self.read as f64 / self.all_input().max(1) as f64
     }
 
-    /// The billed input cost at Nova Micro's prices: uncached input, plus cache reads and
-    /// writes at their factors of the input price.
+    /// The billed input cost at Claude 3.7 Sonnet's prices: uncached input, plus cache reads
+    /// and writes at their factors of the input price.
     #[allow(clippy::cast_precision_loss)]
     fn billed_input_usd(&self) -> f64 {
         (self.input as f64
-            + self.read as f64 * NOVA_CACHE_READ_FACTOR
-            + self.write as f64 * NOVA_CACHE_WRITE_FACTOR)
-            * NOVA_INPUT_PER_1K
+            + self.read as f64 * CLAUDE_CACHE_READ_FACTOR
+            + self.write as f64 * CLAUDE_CACHE_WRITE_FACTOR)
+            * CLAUDE_INPUT_PER_1K
             / 1000.0
     }
 
     #[allow(clippy::cast_precision_loss)]
     fn output_usd(&self) -> f64 {
-        self.output as f64 * NOVA_OUTPUT_PER_1K / 1000.0
+        self.output as f64 * CLAUDE_OUTPUT_PER_1K / 1000.0
     }
 }
 
@@ -1805,14 +1809,14 @@ impl Bench {
                     "CREATE ML_ENGINE bench_engine FROM bedrock USING aws_access_key_id = '{ACCESS_KEY}', aws_secret_access_key = '{SECRET_KEY}', region_name = 'us-east-1', max_concurrency = {c}"
                 ),
                 format!(
-                    "CREATE MODEL bench_model PREDICT answer USING engine = 'bench_engine', model_id = '{NOVA}', prompt_template = '{{{{question}}}}', system_prompt = '{instruction}', prompt_cache = '{mode}'"
+                    "CREATE MODEL bench_model PREDICT answer USING engine = 'bench_engine', model_id = '{CLAUDE}', prompt_template = '{{{{question}}}}', system_prompt = '{instruction}', prompt_cache = '{mode}'"
                 ),
             ] {
                 ctx.sql(&sql).await?.collect().await?;
             }
-            let before = Tokens::of(&self.emulator, NOVA);
-            let query = run_query_on(&ctx, &self.emulator, NOVA).await?;
-            let tokens = Tokens::of(&self.emulator, NOVA).since(before);
+            let before = Tokens::of(&self.emulator, CLAUDE_BASE);
+            let query = run_query_on(&ctx, &self.emulator, CLAUDE_BASE).await?;
+            let tokens = Tokens::of(&self.emulator, CLAUDE_BASE).since(before);
             check_complete(&query, n, "prompt_cache")?;
             check(tokens.requests == n as u64, || {
                 format!(
@@ -1821,7 +1825,7 @@ impl Bench {
                 )
             })?;
             // What the session says it spent is what the emulator counted.
-            let usage = usage_of(&ctx, NOVA).await?;
+            let usage = usage_of(&ctx, CLAUDE).await?;
             let billed = tokens.billed_input_usd();
             let usage_input_usd = usage.usd - tokens.output_usd();
             check(
@@ -1898,7 +1902,7 @@ impl Bench {
         ] = collect_runs(&runs);
         let (chars, tokens) = (instruction.chars().count(), estimated_tokens(&instruction));
         let setting = format!(
-            "{n} questions, system prompt of {chars} chars (~{tokens} tokens), C={c}, L={}ms",
+            "{n} questions to Claude 3.7 Sonnet, system prompt of {chars} chars (~{tokens} tokens), C={c}, L={}ms",
             self.sizes.mean_latency().as_millis()
         );
         self.rows.push(row(
@@ -1945,12 +1949,12 @@ impl Bench {
         ));
         self.json.insert(
             "prompt_cache".into(),
-            json!({"rows": n, "concurrency": c, "model_id": NOVA,
+            json!({"rows": n, "concurrency": c, "model_id": CLAUDE,
                    "mean_latency_ms": self.sizes.mean_latency().as_millis(),
                    "instruction_chars": chars, "instruction_estimated_tokens": tokens,
-                   "prices_usd_per_1k": {"input": NOVA_INPUT_PER_1K, "output": NOVA_OUTPUT_PER_1K,
-                                         "cache_read_factor": NOVA_CACHE_READ_FACTOR,
-                                         "cache_write_factor": NOVA_CACHE_WRITE_FACTOR},
+                   "prices_usd_per_1k": {"input": CLAUDE_INPUT_PER_1K, "output": CLAUDE_OUTPUT_PER_1K,
+                                         "cache_read_factor": CLAUDE_CACHE_READ_FACTOR,
+                                         "cache_write_factor": CLAUDE_CACHE_WRITE_FACTOR},
                    "auto": {"requests": a_requests.json(), "uncached_input_tokens": a_input.json(),
                             "cache_read_tokens": a_read.json(), "cache_write_tokens": a_write.json(),
                             "billed_input_usd": a_usd.json(),
