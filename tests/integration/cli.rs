@@ -366,6 +366,48 @@ async fn ai_functions_take_budgets_errors_and_provenance_in_the_shell() {
 }
 
 #[tokio::test]
+async fn packing_caching_and_token_counts_work_in_the_shell() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = run(
+        home.path(),
+        &[
+            "-q",
+            "--emulator",
+            "--format",
+            "csv",
+            "-c",
+            "CREATE ML_ENGINE e FROM bedrock USING max_concurrency = 1",
+            "SET datafusion.execution.target_partitions = 1",
+            "CREATE TABLE t AS SELECT value AS n, 'ticket ' || value || ' about billing' AS q FROM generate_series(1, 40)",
+            // 40 rows, 16 to a request: three requests, every row its own label.
+            "SELECT count(*) AS rows, count(DISTINCT a) AS labels, min(a) AS label FROM (SELECT ai_classify('amazon.nova-micro-v1:0', q, ['billing', 'shipping'], '{\"rows_per_request\": 16}') AS a FROM t)",
+            "SELECT model, requests FROM bedrock_usage()",
+            // A long shared head: the first request writes the prompt cache, the others read.
+            "SELECT sum(a['meta']['cache_write_tokens']) AS written, sum(a['meta']['cache_read_tokens']) AS read FROM (SELECT ai_complete('amazon.nova-micro-v1:0', repeat('Policy. ', 600) || q, '{\"provenance\": true}') AS a FROM t WHERE n <= 3)",
+            "SET bedrock.count_tokens = true",
+            "CREATE MODEL m PREDICT answer USING engine = 'e', model_id = 'amazon.nova-micro-v1:0', prompt_template = 'Answer: {{q}}'",
+            "SET datafusion.explain.physical_plan_only = true",
+            "SET datafusion.explain.format = 'indent'",
+            "EXPLAIN SELECT * FROM t AS d JOIN m",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.stdout,
+        "name,handler,status\ne,bedrock,created\n\
+         rows,labels,label\n40,1,billing\n\
+         model,requests\namazon.nova-micro-v1:0,3\n\
+         written,read\n1202,2404\n\
+         name,engine,model_id,mode,target,inputs,status\nm,e,amazon.nova-micro-v1:0,default,answer,q,ready\n\
+         plan_type,plan\n\
+         physical_plan,\"Model: model=m, model_id=amazon.nova-micro-v1:0, mode=default, max_concurrency=1, inputs=[q@1], estimated_requests<=40, estimated_input_tokens=80..16800, estimated_cost_usd=0.000008..0.003455, counted_input_tokens~320 (CountTokens on a sample of 20 prompts: 160 tokens)\n  DataSourceExec: partitions=1, partition_sizes=[1]\n\"\n",
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+#[tokio::test]
 async fn the_catalog_file_keeps_engines_and_models_between_runs() {
     let home = tempfile::tempdir().expect("temp dir");
     let catalog = home.path().join("state").join("catalog.json");
