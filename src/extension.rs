@@ -237,10 +237,10 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
         self.scalar_functions()
             .get_or_insert_with(Vec::new)
             .extend(udf::scalar_functions(extension.catalog()));
-        let usage = udf::bedrock_usage_function(extension.catalog());
-        self.table_functions()
-            .get_or_insert_with(HashMap::new)
-            .insert(usage.name().to_string(), usage);
+        let functions = self.table_functions().get_or_insert_with(HashMap::new);
+        for function in udf::table_functions(extension.catalog()) {
+            functions.insert(function.name().to_string(), function);
+        }
         self
     }
 }

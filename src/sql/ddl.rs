@@ -206,6 +206,12 @@ impl Ddl<'_> {
             self.ctx.deregister_table(name.as_str())?;
         }
         let model = CreatedModel::new(spec.clone(), engine);
+        self.ctx.register_udtf(
+            name.as_str(),
+            Arc::new(crate::udf::model_function::ModelFunction::new(
+                model.clone(),
+            )),
+        );
         self.ctx
             .register_table(name.as_str(), Arc::new(ModelTable::new(model)))?;
         self.ext.catalog().put_model(ModelEntry { spec, info });
@@ -217,6 +223,7 @@ impl Ddl<'_> {
         let status = match self.ext.catalog().remove_model(&name) {
             Some(entry) => {
                 self.ctx.deregister_table(name.as_str())?;
+                self.ctx.deregister_udtf(name.as_str());
                 self.ctx
                     .deregister_udf(PredictCall::udf_name(&entry.spec).as_str());
                 "dropped"

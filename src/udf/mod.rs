@@ -11,10 +11,12 @@ pub mod ai_classify;
 pub mod ai_complete;
 pub mod ai_embed;
 pub mod ai_filter;
+pub mod bedrock_models;
 pub mod bedrock_usage;
 pub mod call_spec;
 pub mod cosine_similarity;
 pub mod function;
+pub mod model_function;
 pub mod options;
 pub mod predict;
 pub mod resolve;
@@ -40,6 +42,17 @@ pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
         Arc::new(ai_filter::AiFilter::udf(catalog)),
         Arc::new(ai_classify::AiClassify::udf(catalog)),
         Arc::new(cosine_similarity::CosineSimilarity::udf()),
+    ]
+}
+
+/// The extension's table functions: `bedrock_usage()` and `bedrock_models([engine])`.
+pub fn table_functions(catalog: &Arc<Catalog>) -> Vec<Arc<TableFunction>> {
+    vec![
+        bedrock_usage_function(catalog),
+        Arc::new(TableFunction::new(
+            bedrock_models::NAME.to_string(),
+            Arc::new(bedrock_models::BedrockModels::new(Arc::clone(catalog))),
+        )),
     ]
 }
 

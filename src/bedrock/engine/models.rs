@@ -30,6 +30,35 @@ pub struct FoundationModelInfo {
     pub lifecycle: String,
 }
 
+/// A model's details or summary (the control plane's two shapes with the same getters) as a
+/// [`FoundationModelInfo`].
+macro_rules! info_of {
+    ($d:expr) => {{
+        let d = $d;
+        let names = |items: &[aws_sdk_bedrock::types::ModelModality]| -> Vec<String> {
+            items.iter().map(|m| m.as_str().to_string()).collect()
+        };
+        FoundationModelInfo {
+            model_id: d.model_id().to_string(),
+            model_arn: d.model_arn().to_string(),
+            name: d.model_name().unwrap_or_default().to_string(),
+            provider: d.provider_name().unwrap_or_default().to_string(),
+            input_modalities: names(d.input_modalities()),
+            output_modalities: names(d.output_modalities()),
+            streaming: d.response_streaming_supported().unwrap_or(false),
+            inference_types: d
+                .inference_types_supported()
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect(),
+            lifecycle: d
+                .model_lifecycle()
+                .map(|l| l.status().as_str().to_string())
+                .unwrap_or_default(),
+        }
+    }};
+}
+
 impl Engine {
     /// `GetFoundationModel` for the base model of an id, profile id or ARN.
     ///
@@ -58,30 +87,30 @@ impl Engine {
                 "Model '{model_id}': GetFoundationModel returned no details"
             ))
         })?;
-        let names = |items: &[_]| -> Vec<String> {
-            items
-                .iter()
-                .map(|m: &aws_sdk_bedrock::types::ModelModality| m.as_str().to_string())
-                .collect()
-        };
-        Ok(FoundationModelInfo {
-            model_id: d.model_id().to_string(),
-            model_arn: d.model_arn().to_string(),
-            name: d.model_name().unwrap_or_default().to_string(),
-            provider: d.provider_name().unwrap_or_default().to_string(),
-            input_modalities: names(d.input_modalities()),
-            output_modalities: names(d.output_modalities()),
-            streaming: d.response_streaming_supported().unwrap_or(false),
-            inference_types: d
-                .inference_types_supported()
-                .iter()
-                .map(|t| t.as_str().to_string())
-                .collect(),
-            lifecycle: d
-                .model_lifecycle()
-                .map(|l| l.status().as_str().to_string())
-                .unwrap_or_default(),
-        })
+        Ok(info_of!(d))
+    }
+
+    /// `ListFoundationModels`: every foundation model the engine's account and region offer.
+    ///
+    /// # Errors
+    /// What Bedrock answers, explained (access denied, an unreachable endpoint, …).
+    pub async fn list_foundation_models(&self) -> Result<Vec<FoundationModelInfo>> {
+        let out = self
+            .control
+            .list_foundation_models()
+            .send()
+            .await
+            .map_err(|e| {
+                let failure = CallFailure::from_sdk(&e);
+                Error::InvalidInput(scrub(
+                    &format!(
+                        "Engine '{}' could not list the foundation models of {} ({failure})",
+                        self.name, self.region
+                    ),
+                    &self.config,
+                ))
+            })?;
+        Ok(out.model_summaries().iter().map(|d| info_of!(d)).collect())
     }
 
     /// Checks that a model exists and generates text, before any query pays for it.
