@@ -259,10 +259,10 @@ fn shared_heads(requests: &[Option<TextRequest>], min_chars: usize) -> Vec<usize
     for (i, request) in requests.iter().enumerate() {
         if heads[i] == usize::MAX {
             let text = request.as_ref().and_then(prompt).unwrap_or_default();
+            // `order` is sorted by text and holds each text once.
             heads[i] = order
-                .iter()
-                .find(|(_, p)| *p == text)
-                .map_or(0, |(first, _)| heads[*first]);
+                .binary_search_by(|(_, p)| (*p).cmp(text))
+                .map_or(0, |at| heads[order[at].0]);
         }
     }
     heads

@@ -233,7 +233,7 @@ impl ModelCall {
         let texts: Vec<Option<String>> = requests.iter().map(|r| r.as_ref().map(asked)).collect();
         let mut first_of: HashMap<&str, usize> = HashMap::new();
         let mut repeats = Vec::new();
-        let mut work = Vec::new();
+        let mut distinct = Vec::new();
         for (row, request) in requests.iter().enumerate() {
             let (Some(request), Some(text)) = (request, texts[row].as_deref()) else {
                 continue;
@@ -243,7 +243,13 @@ impl ModelCall {
                 continue;
             }
             first_of.insert(text, row);
-            match engine.cached_answer(target, request).await {
+            distinct.push((row, request));
+        }
+        let asked: Vec<&TextRequest> = distinct.iter().map(|(_, r)| *r).collect();
+        let cached = engine.cached_answers(target, &asked).await;
+        let mut work = Vec::new();
+        for ((row, _), answer) in distinct.into_iter().zip(cached) {
+            match answer {
                 Some(answer) => outcomes[row] = Some(Ok(answer)),
                 None => work.push(row),
             }

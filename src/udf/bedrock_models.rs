@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -156,7 +156,6 @@ impl TableProvider for ModelList {
             .list_foundation_models()
             .await
             .map_err(|e| DataFusionError::Plan(format!("{NAME}: {e}")))?;
-        let table = MemTable::try_new(self.schema(), vec![vec![self.batch(models)?]])?;
-        table.scan(state, projection, filters, limit).await
+        super::scan_batch(state, self.batch(models)?, projection, filters, limit).await
     }
 }

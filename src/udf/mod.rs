@@ -64,6 +64,22 @@ pub fn bedrock_usage_function(catalog: &Arc<Catalog>) -> Arc<TableFunction> {
     ))
 }
 
+/// Scans one batch a table function computed when its table was scanned.
+///
+/// # Errors
+/// What DataFusion's in-memory table reports.
+pub(crate) async fn scan_batch(
+    state: &dyn datafusion::catalog::Session,
+    batch: datafusion::arrow::record_batch::RecordBatch,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    use datafusion::catalog::TableProvider;
+    let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    table.scan(state, projection, filters, limit).await
+}
+
 /// The name of the first async function call in an expression.
 fn async_call(expr: &Expr) -> Option<String> {
     let mut found = None;

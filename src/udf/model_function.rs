@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -74,8 +74,12 @@ impl TableFunctionImpl for ModelFunction {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(ModelAnswer {
+            schema: ModelTable::new(self.model.clone()).schema(),
+            inputs: values
+                .into_iter()
+                .map(|v| Arc::new(StringArray::from(vec![v])) as ArrayRef)
+                .collect(),
             model: self.model.clone(),
-            values,
         }))
     }
 }
@@ -84,17 +88,15 @@ impl TableFunctionImpl for ModelFunction {
 #[derive(Debug)]
 struct ModelAnswer {
     model: CreatedModel,
-    values: Vec<Option<String>>,
+    /// The row's inputs, one single-value column each.
+    inputs: Vec<ArrayRef>,
+    /// The model relation's columns: the inputs, then the answer.
+    schema: SchemaRef,
 }
 
 impl ModelAnswer {
     async fn answer(&self, options: &BedrockOptions) -> Result<RowAnswer> {
-        let columns: Vec<ArrayRef> = self
-            .values
-            .iter()
-            .map(|v| Arc::new(StringArray::from(vec![v.clone()])) as ArrayRef)
-            .collect();
-        let prompts = self.model.render(&columns, 1)?;
+        let prompts = self.model.render(&self.inputs, 1)?;
         let budget = Arc::new(options.budget());
         let call_options = options.call_options(&budget);
         let call = self.model.call();
@@ -112,7 +114,7 @@ impl ModelAnswer {
 #[async_trait]
 impl TableProvider for ModelAnswer {
     fn schema(&self) -> SchemaRef {
-        ModelTable::new(self.model.clone()).schema()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -129,15 +131,9 @@ impl TableProvider for ModelAnswer {
         let answer = self
             .answer(&BedrockOptions::of_config(state.config_options()))
             .await?;
-        let mut columns: Vec<ArrayRef> = self
-            .values
-            .iter()
-            .map(|v| Arc::new(StringArray::from(vec![v.clone()])) as ArrayRef)
-            .collect();
+        let mut columns = self.inputs.clone();
         columns.extend(self.model.output_arrays(&[answer])?);
-        let schema = self.schema();
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-        let table = MemTable::try_new(schema, vec![vec![batch]])?;
-        table.scan(state, projection, filters, limit).await
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        super::scan_batch(state, batch, projection, filters, limit).await
     }
 }

@@ -108,22 +108,24 @@ impl Engine {
         rows
     }
 
-    /// The response cache's answer to `request`, if it holds one, marked as a cache hit.
-    pub async fn cached_answer(
+    /// The response cache's answers to `requests`, each marked as a cache hit (`None` where
+    /// the cache holds none), the cache's scope resolved once.
+    pub async fn cached_answers(
         &self,
         target: &ModelTarget,
-        request: &TextRequest,
-    ) -> Option<TextResponse> {
+        requests: &[&TextRequest],
+    ) -> Vec<Option<TextResponse>> {
         let scope = self.cache_scope().await;
-        let key = cache_key(&scope, target.api.name(), &target.model_id, request);
-        let answer = self.text_cache.get(&key)?;
-        self.usage.model(&target.model_id).cache_hit();
-        let mut served = TextResponse::clone(&answer);
-        served.call = CallInfo {
-            cache_hit: true,
-            ..CallInfo::default()
-        };
-        Some(served)
+        let counters = self.usage.model(&target.model_id);
+        requests
+            .iter()
+            .map(|request| {
+                let key = cache_key(&scope, target.api.name(), &target.model_id, *request);
+                let answer = self.text_cache.get(&key)?;
+                counters.cache_hit();
+                Some(served_from_cache(&answer))
+            })
+            .collect()
     }
 
     /// Bedrock's count of each request's input tokens (`CountTokens`, which is free: no budget
@@ -203,12 +205,7 @@ impl Engine {
         }
         for (slot, answer) in cached {
             counters.cache_hit();
-            let mut served = TextResponse::clone(&answer);
-            served.call = CallInfo {
-                cache_hit: true,
-                ..CallInfo::default()
-            };
-            answers[slot] = Some(Ok(Arc::new(served)));
+            answers[slot] = Some(Ok(Arc::new(served_from_cache(&answer))));
         }
         if !options
             .execution
@@ -241,12 +238,7 @@ impl Engine {
             && let Ok(answer) = &result
         {
             counters.cache_hit();
-            let mut served = TextResponse::clone(answer);
-            served.call = CallInfo {
-                cache_hit: true,
-                ..CallInfo::default()
-            };
-            return (slot, Ok(Arc::new(served)));
+            return (slot, Ok(Arc::new(served_from_cache(answer))));
         }
         (slot, result)
     }
@@ -606,6 +598,17 @@ where
             format!("the request's task ended without an answer: {e}"),
         ))
     })
+}
+
+/// A cached answer as served: no request was sent for it.
+fn served_from_cache(answer: &TextResponse) -> TextResponse {
+    TextResponse {
+        call: CallInfo {
+            cache_hit: true,
+            ..CallInfo::default()
+        },
+        ..answer.clone()
+    }
 }
 
 /// The outcome of one distinct input, shared by every row that repeats it.

@@ -60,6 +60,11 @@ macro_rules! info_of {
 }
 
 impl Engine {
+    /// A control-plane failure as a user's error, the engine's secrets scrubbed from it.
+    fn control_error(&self, message: &str) -> Error {
+        Error::InvalidInput(scrub(message, &self.config))
+    }
+
     /// `GetFoundationModel` for the base model of an id, profile id or ARN.
     ///
     /// # Errors
@@ -73,13 +78,11 @@ impl Engine {
             .send()
             .await
             .map_err(|e| {
-                let failure = CallFailure::from_sdk(&e);
-                Error::InvalidInput(scrub(
-                    &format!(
-                        "Model '{model_id}' is not available through engine '{}' in {} ({failure}). Check model_id against https://docs.aws.amazon.com/bedrock/latest/userguide/model-ids.html and the models enabled for the account.",
-                        self.name, self.region
-                    ),
-                    &self.config,
+                self.control_error(&format!(
+                    "Model '{model_id}' is not available through engine '{}' in {} ({}). Check model_id against https://docs.aws.amazon.com/bedrock/latest/userguide/model-ids.html and the models enabled for the account.",
+                    self.name,
+                    self.region,
+                    CallFailure::from_sdk(&e)
                 ))
             })?;
         let d = out.model_details().ok_or_else(|| {
@@ -101,13 +104,11 @@ impl Engine {
             .send()
             .await
             .map_err(|e| {
-                let failure = CallFailure::from_sdk(&e);
-                Error::InvalidInput(scrub(
-                    &format!(
-                        "Engine '{}' could not list the foundation models of {} ({failure})",
-                        self.name, self.region
-                    ),
-                    &self.config,
+                self.control_error(&format!(
+                    "Engine '{}' could not list the foundation models of {} ({})",
+                    self.name,
+                    self.region,
+                    CallFailure::from_sdk(&e)
                 ))
             })?;
         Ok(out.model_summaries().iter().map(|d| info_of!(d)).collect())
