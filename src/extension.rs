@@ -38,6 +38,7 @@ use crate::plan::options::BedrockOptions;
 use crate::plan::planner::BedrockQueryPlanner;
 use crate::plan::rewrite::ModelRelationRule;
 use crate::udf;
+use crate::udf::aggregates::PlanAiAggregates;
 use crate::udf::function::BindAiFunctions;
 
 /// The extension's part of a session: its engines and models, the endpoint that engines
@@ -225,6 +226,7 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
             .position(|r| r.name() == "type_coercion")
             .unwrap_or(0);
         analyzer.rules.insert(at, Arc::new(BindAiFunctions));
+        analyzer.rules.insert(at, Arc::new(PlanAiAggregates));
         analyzer.rules.insert(at, Arc::new(ModelRelationRule));
 
         self.physical_optimizer_rules()
@@ -237,6 +239,9 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
         self.scalar_functions()
             .get_or_insert_with(Vec::new)
             .extend(udf::scalar_functions(extension.catalog()));
+        self.aggregate_functions()
+            .get_or_insert_with(Vec::new)
+            .extend(udf::aggregate_functions(extension.catalog()));
         let functions = self.table_functions().get_or_insert_with(HashMap::new);
         for function in udf::table_functions(extension.catalog()) {
             functions.insert(function.name().to_string(), function);

@@ -32,6 +32,7 @@ pub mod batch;
 pub mod budget;
 pub mod cache;
 pub mod config;
+pub mod context_window;
 pub mod engine;
 pub mod families;
 mod identity;

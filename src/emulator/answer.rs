@@ -15,6 +15,9 @@
 //!   is `Maybe.` if the last user text has the word `maybe`, else `Yes.` if it has the word `yes`
 //!   or `true`, else `No.` (words compared ignoring case).
 //!
+//! Between the two, the rules of [`judgement`](super::judgement) answer scores, rankings and
+//! partial answers.
+//!
 //! Tokens are counted as one per started group of four characters of every text the request
 //! carries. `maxTokens` truncates the answer to that many tokens; a stop sequence cuts the answer
 //! before its first occurrence.
@@ -152,6 +155,11 @@ fn judge(conversation: &Conversation) -> Option<String> {
         return Some(
             found.map_or_else(|| "I cannot tell.".to_string(), |(_, i)| labels[i].clone()),
         );
+    }
+    if let Some(answer) =
+        super::judgement::judge(&conversation.system, &conversation.last_user_text())
+    {
+        return Some(answer);
     }
     if conversation
         .system

@@ -54,6 +54,7 @@ mod embed;
 mod eventstream;
 mod families;
 mod json;
+mod judgement;
 mod listener;
 mod load;
 mod model_id;

@@ -60,6 +60,13 @@ pub struct RowMeta {
     /// How many rows the request that answered this one carried (1 unless rows were packed
     /// with `rows_per_request`; 0 when no request was sent for the row).
     pub packed_rows: u32,
+    /// Requests sent for this row besides the one counted for it: an aggregate's row
+    /// (`ai_agg`) is answered by several.
+    pub extra_requests: u64,
+    /// `ai_agg`: the chunks its rows were split into (0 for other calls).
+    pub chunks: u32,
+    /// `ai_agg`: the levels of requests that reduced them to one answer (0 for other calls).
+    pub reduce_levels: u32,
     /// Whether this row counts its request in EXPLAIN ANALYZE: the first row of a packed
     /// request (every row of an unpacked one).
     pub counts_request: bool,
@@ -88,6 +95,10 @@ pub struct CallStats {
     pub cache_write_tokens: u64,
     /// Estimated USD.
     pub cost_usd: f64,
+    /// `ai_agg`: chunks of the first level, over every group.
+    pub chunks: u64,
+    /// `ai_agg`: the most levels a group needed.
+    pub reduce_levels: u64,
     /// Rows whose call failed (NULL with `on_error = 'null'`).
     pub failed_rows: u64,
     /// Rows answered by a batch job's record.
@@ -110,7 +121,7 @@ impl CallStats {
         } else if meta.batch_job.is_some() {
             self.batch_records += 1;
         } else if meta.error.is_none() && meta.counts_request {
-            self.requests += 1 + u64::from(meta.retries);
+            self.requests += 1 + u64::from(meta.retries) + meta.extra_requests;
         }
         if meta.counts_request {
             self.retries += u64::from(meta.retries);
@@ -121,6 +132,8 @@ impl CallStats {
         self.cache_read_tokens += meta.cache_read_tokens;
         self.cache_write_tokens += meta.cache_write_tokens;
         self.cost_usd += meta.cost_usd.unwrap_or(0.0);
+        self.chunks += u64::from(meta.chunks);
+        self.reduce_levels = self.reduce_levels.max(u64::from(meta.reduce_levels));
     }
 }
 

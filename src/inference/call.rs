@@ -403,6 +403,7 @@ impl ModelCall {
             cache_write_tokens: written,
             packed_rows: if free { 0 } else { call.packed_rows.max(1) },
             counts_request: call.packed_rows <= 1 || call.packed_first,
+            ..RowMeta::default()
         }
     }
 

@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use datafusion::physical_plan::metrics::{
-    Count, CustomMetricValue, ExecutionPlanMetricsSet, MetricBuilder, MetricType, MetricValue,
+    Count, CustomMetricValue, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricType,
+    MetricValue,
 };
 
 use super::answer::{CallStats, RowAnswer};
@@ -77,6 +78,8 @@ pub struct CallMetrics {
     cost: Cost,
     /// Batch execution's counters: records answered by jobs, and the jobs.
     batch: Option<(Count, Count)>,
+    /// An aggregate's counters (`ai_agg`): first-level chunks, and the most reduce levels.
+    reduction: Option<(Count, Gauge)>,
 }
 
 /// Where the estimated USD goes.
@@ -134,6 +137,7 @@ impl CallMetrics {
             failed_rows: count("failed_rows"),
             cost,
             batch: None,
+            reduction: None,
         }
     }
 
@@ -147,6 +151,18 @@ impl CallMetrics {
                 .counter(name, partition)
         };
         self.batch = Some((count("batch_records"), count("batch_jobs")));
+        self
+    }
+
+    /// The same counters plus `chunks` and `reduce_levels`, for an operator running an
+    /// aggregate's reduction (`ai_agg`).
+    #[must_use]
+    pub fn with_reduction(mut self, set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let builder = || MetricBuilder::new(set).with_type(MetricType::Summary);
+        self.reduction = Some((
+            builder().counter("chunks", partition),
+            builder().gauge("reduce_levels", partition),
+        ));
         self
     }
 
@@ -177,6 +193,10 @@ impl CallMetrics {
                 .filter_map(|a| a.meta.as_ref()?.batch_job.as_deref())
                 .collect();
             jobs.add(distinct.len());
+        }
+        if let Some((chunks, levels)) = &self.reduction {
+            chunks.add(n(stats.chunks));
+            levels.set_max(n(stats.reduce_levels));
         }
         match &self.cost {
             Cost::Usd(usd) => usd.add(stats.cost_usd),

@@ -305,8 +305,17 @@ impl ExecutionPlan for AiFunctionExec {
                 } else {
                     CallMetrics::new(&self.metrics, partition)
                 };
-                if execution.gathers() {
+                let calls = if execution.gathers() {
                     calls.with_batch(&self.metrics, partition)
+                } else {
+                    calls
+                };
+                if self
+                    .exprs
+                    .iter()
+                    .any(|e| e.call.as_ref().is_some_and(|c| c.reduces()))
+                {
+                    calls.with_reduction(&self.metrics, partition)
                 } else {
                     calls
                 }

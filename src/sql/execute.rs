@@ -128,10 +128,16 @@ pub fn prepare_plan(
     plan: LogicalPlan,
     state: &datafusion::execution::SessionState,
 ) -> Result<LogicalPlan> {
-    if !has_model_relation(&plan) && !crate::udf::has_async_call(&plan) {
+    let aggregates = crate::udf::aggregates::has_ai_aggregate(&plan);
+    if !aggregates && !has_model_relation(&plan) && !crate::udf::has_async_call(&plan) {
         return Ok(plan);
     }
     let plan = ModelRelationRule.analyze(plan, state.config_options())?;
+    let plan = if aggregates {
+        crate::udf::aggregates::PlanAiAggregates.analyze(plan, state.config_options())?
+    } else {
+        plan
+    };
     let plan = BindAiFunctions::bind(plan)?;
     crate::udf::check_async_placement(&plan, state)?;
     Ok(plan)

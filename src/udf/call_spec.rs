@@ -19,7 +19,7 @@ use crate::inference::{BoundModel, CreatedModel, ModelCall};
 /// A bound AI function call, as it travels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CallSpec {
-    /// `ai_complete`, `ai_filter` or `ai_classify`.
+    /// `ai_complete`, `ai_filter`, `ai_classify`, `ai_score`, or an AI aggregate's reduction.
     Text {
         /// The function's name.
         function: String,
@@ -45,10 +45,14 @@ pub enum CallSpec {
 }
 
 /// The functions whose calls are [`CallSpec::Text`], by name.
-const TEXT_FUNCTIONS: [&str; 3] = [
+const TEXT_FUNCTIONS: [&str; 7] = [
     super::ai_complete::NAME,
     super::ai_filter::NAME,
     super::ai_classify::NAME,
+    super::ai_score::NAME,
+    super::ai_agg::NAME,
+    super::ai_agg::SUMMARIZE_NAME,
+    super::ai_rank::NAME,
 ];
 
 impl CallSpec {

@@ -230,6 +230,12 @@ pub trait AiCall: fmt::Debug + Send + Sync {
         None
     }
 
+    /// Whether each row is an aggregate's group reduced by several requests (`ai_agg`): its
+    /// operator then counts chunks and reduce levels.
+    fn reduces(&self) -> bool {
+        false
+    }
+
     /// The answers of `rows` rows, whose argument values are `args`, under a query's options.
     ///
     /// # Errors

@@ -7,10 +7,14 @@
 //!   [`ai_complete`], [`ai_embed`], [`ai_filter`], [`ai_classify`] (async UDFs),
 //!   [`cosine_similarity`] (a plain scalar UDF) and the [`bedrock_usage`] table function.
 
+pub mod aggregates;
+pub mod ai_agg;
 pub mod ai_classify;
 pub mod ai_complete;
 pub mod ai_embed;
 pub mod ai_filter;
+pub mod ai_rank;
+pub mod ai_score;
 pub mod bedrock_models;
 pub mod bedrock_usage;
 pub mod call_spec;
@@ -33,16 +37,33 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use crate::catalog::Catalog;
 
-/// `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify` and `cosine_similarity`; the AI
-/// functions find models and engines in `catalog`.
+/// `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify`, `ai_score` and `cosine_similarity`;
+/// the AI functions find models and engines in `catalog`.
 pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ai_complete::AiComplete::udf(catalog)),
         Arc::new(ai_embed::AiEmbed::udf(catalog)),
         Arc::new(ai_filter::AiFilter::udf(catalog)),
         Arc::new(ai_classify::AiClassify::udf(catalog)),
+        Arc::new(ai_score::AiScore::udf(catalog)),
         Arc::new(cosine_similarity::CosineSimilarity::udf()),
     ]
+}
+
+/// The AI aggregates `ai_agg`, `ai_summarize_agg` and `ai_rank`, planned by
+/// [`aggregates::PlanAiAggregates`].
+pub fn aggregate_functions(
+    catalog: &Arc<Catalog>,
+) -> Vec<Arc<datafusion::logical_expr::AggregateUDF>> {
+    use aggregates::{AggregateKind, AiAggregate};
+    [
+        AggregateKind::Agg,
+        AggregateKind::Summarize,
+        AggregateKind::Rank,
+    ]
+    .into_iter()
+    .map(|kind| Arc::new(AiAggregate::udaf(kind, catalog)))
+    .collect()
 }
 
 /// The extension's table functions: `bedrock_usage()` and `bedrock_models([engine])`.
@@ -132,11 +153,15 @@ fn misplaced_async_call(plan: &LogicalPlan) -> Option<((&'static str, &'static s
 /// An AI function's own planning error, without the name of the analyzer rule that found it
 /// (`type_coercion caused by …`); other errors unchanged.
 fn without_rule_context(e: DataFusionError) -> DataFusionError {
-    const OURS: [&str; 4] = [
+    const OURS: [&str; 8] = [
         ai_complete::NAME,
         ai_embed::NAME,
         ai_filter::NAME,
         ai_classify::NAME,
+        ai_score::NAME,
+        ai_agg::NAME,
+        ai_agg::SUMMARIZE_NAME,
+        ai_rank::NAME,
     ];
     match e {
         DataFusionError::Context(context, inner) => match *inner {
