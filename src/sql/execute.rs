@@ -108,9 +108,12 @@ pub fn runs_in_extension(
 
 /// One DataFusion statement, as `SessionContext::sql` runs it; plans with model relations or
 /// AI functions are also rewritten and checked now, so their errors come at planning.
-async fn run_datafusion(ctx: &SessionContext, statement: DfStatement) -> Result<DataFrame> {
+async fn run_datafusion(ctx: &SessionContext, mut statement: DfStatement) -> Result<DataFrame> {
     if let Some(key) = reset_of_ours(&statement) {
         return reset_option(ctx, &key);
+    }
+    if let Ok(extension) = BedrockExtension::of_session(ctx) {
+        super::named_args::name_model_arguments(&mut statement, extension.catalog())?;
     }
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await?;

@@ -3,4 +3,5 @@
 
 mod ddl;
 pub mod execute;
+pub mod named_args;
 pub mod parser;

@@ -1,6 +1,8 @@
 //! Every model as a table function: `SELECT * FROM bedrock_default_model('What is the capital of
 //! Sweden?')` answers one row of the model's inputs, given positionally in the order of the
-//! model's inputs, with the same columns as `SELECT * FROM model WHERE input = '…'`.
+//! model's inputs (or by name, `two(country => 'Sweden', city => 'Oslo')`, through the
+//! extension's SQL front: [`crate::sql::named_args`]), with the same columns as
+//! `SELECT * FROM model WHERE input = '…'`.
 
 use std::sync::Arc;
 

@@ -562,3 +562,54 @@ async fn adding_the_extension_to_an_existing_context_keeps_its_functions_and_set
         assert_eq!(after, before);
     }
 }
+
+#[tokio::test]
+async fn ai_aggregates_and_scores_run_through_datafusions_own_sql() {
+    let emulator = emulator().await;
+    let ctx = bedrock_session();
+    use_emulator(&ctx, &emulator);
+    let statement = "CREATE ML_ENGINE e FROM bedrock USING aws_access_key_id = 'AKIDEXAMPLE', aws_secret_access_key = 'emulator-secret'";
+    collect(&ctx, statement).await;
+    ctx.sql(
+        "CREATE TABLE reviews(product VARCHAR, review VARCHAR) AS VALUES \
+         ('phone', 'late delivery'), ('phone', 'screen cracked'), ('phone', 'late late delivery'), \
+         ('laptop', 'fan is loud')",
+    )
+    .await
+    .expect("plans")
+    .collect()
+    .await
+    .expect("runs");
+    // DataFusion's own `sql`: the analyzer rules plan the aggregates, nothing else is needed.
+    let answers = ctx
+        .sql(
+            "SELECT product, count(*) AS n, \
+                    ai_agg('amazon.nova-micro-v1:0', review, 'List the complaints.') AS summary, \
+                    ai_rank('amazon.nova-micro-v1:0', review, 'late delivery', 2) AS worst, \
+                    max(ai_score('amazon.nova-micro-v1:0', review, 'late delivery')) AS score \
+             FROM reviews GROUP BY product ORDER BY product",
+        )
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    assert_batches_eq!(
+        [
+            "+---------+---+-------------+-------------------------------------+-------+",
+            "| product | n | summary     | worst                               | score |",
+            "+---------+---+-------------+-------------------------------------+-------+",
+            "| laptop  | 1 | all: 1 rows | [fan is loud]                       | 0.0   |",
+            "| phone   | 3 | all: 3 rows | [late late delivery, late delivery] | 1.0   |",
+            "+---------+---+-------------+-------------------------------------+-------+",
+        ],
+        &answers
+    );
+    // One ai_agg request per group; one score per distinct text (ai_rank's pre-scores ask
+    // what ai_score asked, in the same words, and are served by the cache); one refinement,
+    // for the group with more than one text.
+    assert_eq!(
+        crate::support::converse_calls(&emulator, "amazon.nova-micro-v1:0"),
+        2 + 4 + 1
+    );
+}
