@@ -303,6 +303,8 @@ mod tests {
                 cache_read_tokens: 14,
                 cache_write_tokens: 6,
                 cost_usd: 3.5,
+                chunks: 0,
+                reduce_levels: 0,
                 failed_rows: 1,
                 batch_records: 0,
             }

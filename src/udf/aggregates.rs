@@ -166,7 +166,7 @@ impl AnalyzerRule for PlanAiAggregates {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| match node {
             LogicalPlan::Aggregate(aggregate) if calls_ai_aggregate(&aggregate.aggr_expr) => {
-                rewrite(aggregate).map(Transformed::yes)
+                rewrite(&aggregate).map(Transformed::yes)
             }
             LogicalPlan::Window(window) if calls_ai_aggregate(&window.window_expr) => {
                 let name = first_ai_aggregate(&window.window_expr).unwrap_or("ai_agg");
@@ -245,7 +245,7 @@ fn unaliased(expr: &Expr) -> &Expr {
 }
 
 /// The aggregation with its AI aggregates collecting texts, under a projection reducing them.
-fn rewrite(aggregate: Aggregate) -> Result<LogicalPlan> {
+fn rewrite(aggregate: &Aggregate) -> Result<LogicalPlan> {
     let groups = aggregate.group_expr.len();
     let mut collected = Vec::with_capacity(aggregate.aggr_expr.len());
     // For each aggregate expression: the reduction to put above, if it is an AI aggregate.
@@ -256,99 +256,87 @@ fn rewrite(aggregate: Aggregate) -> Result<LogicalPlan> {
             _ => None,
         };
         let Some((ai, function)) = ours else {
-            if calls_ai_aggregate(std::slice::from_ref(expr)) {
+            if let Some(name) = first_ai_aggregate(std::slice::from_ref(expr)) {
                 return Err(DataFusionError::Plan(format!(
-                    "{} must be a whole aggregate expression, not inside another aggregate",
-                    first_ai_aggregate(std::slice::from_ref(expr)).unwrap_or("ai_agg")
+                    "{name} must be a whole aggregate expression, not inside another aggregate"
                 )));
             }
             collected.push(expr.clone());
             reductions.push(None);
             continue;
         };
-        let kind = ai.kind;
-        let name = kind.name();
-        let params = &function.params;
-        let count = params.args.len();
-        if !kind.counts().contains(&count) {
-            BindArgs {
-                scalars: vec![None; count],
-                types: vec![DataType::Null; count],
-            }
-            .check_count(name, kind.counts(), kind.usage())?;
-        }
-        // Every argument but the text is a constant, carried to the reduction.
-        let mut constants = Vec::with_capacity(count);
-        for (position, arg) in params.args.iter().enumerate() {
-            if position == 1 {
-                continue;
-            }
-            match arg {
-                Expr::Literal(value, _) => constants.push(value.clone()),
-                _ => {
-                    return Err(DataFusionError::Plan(format!(
-                        "{name}: argument {} must be a constant ({}), not a column or an expression",
-                        position + 1,
-                        kind.usage()
-                    )));
-                }
-            }
-        }
-        let column = collected_name(kind, index);
-        let text = params.args[1].clone();
-        collected.push(
-            Expr::AggregateFunction(AggregateFunction::new_udf(
-                array_agg_udaf(),
-                vec![text],
-                params.distinct,
-                params.filter.clone(),
-                params.order_by.clone(),
-                None,
-            ))
-            .alias(&column),
-        );
-        let reducer = AiFunction::unbound(
-            Arc::new(Reducer {
-                kind,
-                ordered: !params.order_by.is_empty(),
-            }),
-            &ai.catalog,
-        );
-        let mut args: Vec<Expr> = Vec::with_capacity(count);
-        let mut constants = constants.into_iter();
-        for position in 0..count {
-            if position == 1 {
-                args.push(Expr::Column(Column::from_name(&column)));
-            } else if let Some(value) = constants.next() {
-                args.push(Expr::Literal(value, None));
-            }
-        }
         let (qualifier, field) = aggregate.schema.qualified_field(groups + index);
+        let (collecting, reduction) = collect_and_reduce(ai, function, index)?;
+        collected.push(collecting);
         reductions.push(Some(
-            Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(reducer), args))
-                .alias_qualified(qualifier.cloned(), field.name()),
+            reduction.alias_qualified(qualifier.cloned(), field.name()),
         ));
     }
     let input = Arc::clone(&aggregate.input);
     let collecting = Aggregate::try_new(input, aggregate.group_expr.clone(), collected)?;
-    let mut exprs: Vec<Expr> = Vec::with_capacity(collecting.schema.fields().len());
-    for i in 0..groups {
-        exprs.push(Expr::Column(Column::from(
-            collecting.schema.qualified_field(i),
-        )));
-    }
+    let column = |i: usize| Expr::Column(Column::from(collecting.schema.qualified_field(i)));
+    let mut exprs: Vec<Expr> = (0..groups).map(column).collect();
     for (index, reduction) in reductions.into_iter().enumerate() {
-        match reduction {
-            Some(expr) => exprs.push(expr),
-            None => exprs.push(Expr::Column(Column::from(
-                collecting.schema.qualified_field(groups + index),
-            ))),
-        }
+        exprs.push(reduction.unwrap_or_else(|| column(groups + index)));
     }
     Ok(LogicalPlan::Projection(Projection::try_new(
         exprs,
         Arc::new(LogicalPlan::Aggregate(collecting)),
     )?))
+}
+
+/// One AI aggregate call as `array_agg` of its texts (named for the aggregate's `index`) and
+/// the AI function reducing that list, its other arguments (constants) carried over.
+fn collect_and_reduce(
+    ai: &AiAggregate,
+    function: &AggregateFunction,
+    index: usize,
+) -> Result<(Expr, Expr)> {
+    let kind = ai.kind;
+    let name = kind.name();
+    let params = &function.params;
+    let count = params.args.len();
+    if !kind.counts().contains(&count) {
+        BindArgs {
+            scalars: vec![None; count],
+            types: vec![DataType::Null; count],
+        }
+        .check_count(name, kind.counts(), kind.usage())?;
+    }
+    let column = collected_name(kind, index);
+    let mut args: Vec<Expr> = Vec::with_capacity(count);
+    for (position, arg) in params.args.iter().enumerate() {
+        match arg {
+            // The texts: the list array_agg collects.
+            _ if position == 1 => args.push(Expr::Column(Column::from_name(&column))),
+            Expr::Literal(value, _) => args.push(Expr::Literal(value.clone(), None)),
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "{name}: argument {} must be a constant ({}), not a column or an expression",
+                    position + 1,
+                    kind.usage()
+                )));
+            }
+        }
+    }
+    let collecting = Expr::AggregateFunction(AggregateFunction::new_udf(
+        array_agg_udaf(),
+        vec![params.args[1].clone()],
+        params.distinct,
+        params.filter.clone(),
+        params.order_by.clone(),
+        None,
+    ))
+    .alias(&column);
+    let reducer = AiFunction::unbound(
+        Arc::new(Reducer {
+            kind,
+            ordered: !params.order_by.is_empty(),
+        }),
+        &ai.catalog,
+    );
+    let reduction = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(reducer), args));
+    Ok((collecting, reduction))
 }
 
 /// The AI function reducing a group's collected texts: `ai_agg(model, texts, instruction

@@ -132,6 +132,59 @@ struct Group {
     answer: Option<RowAnswer>,
 }
 
+impl Group {
+    /// The prompts of the group's next level: its lines packed into chunks, each under a
+    /// header that says what the lines are.
+    ///
+    /// # Errors
+    /// A line too long for a request, or partial answers that no longer fit fewer requests.
+    fn next_level(&mut self, budget: u64) -> Result<Vec<String>> {
+        let first = self.levels == 0;
+        let what = if first { "a row" } else { "a partial answer" };
+        let parts = chunks(std::mem::take(&mut self.lines), budget, what)?;
+        let count = parts.len();
+        if !first && count > 1 && count >= self.last_level_requests {
+            return Err(DataFusionError::Execution(format!(
+                "ai_agg: the partial answers no longer fit fewer requests ({count} requests at level {}): raise the option context_tokens or lower the model's max_tokens",
+                self.levels + 1
+            )));
+        }
+        if first {
+            self.chunks = u32::try_from(count).unwrap_or(u32::MAX);
+        }
+        self.levels += 1;
+        self.last_level_requests = count;
+        Ok(parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let header = match (first, count) {
+                    (true, 1) => format!("Rows ({}):", part.len()),
+                    (true, _) => format!("Rows (chunk {} of {count}, {} rows):", i + 1, part.len()),
+                    (false, _) => format!("Partial answers ({}):", part.len()),
+                };
+                format!("{header}\n{}", part.join("\n"))
+            })
+            .collect())
+    }
+
+    /// After a level: the group's answer when one remains, NULL when a request failed (with
+    /// `on_error = 'null'`); else it goes on.
+    fn settle(&mut self, failed: bool) {
+        if self.answer.is_some() || self.levels == 0 {
+            return;
+        }
+        if failed || self.last_level_requests == 1 {
+            let text = if failed { None } else { self.lines.pop() };
+            self.answer = Some(RowAnswer {
+                text,
+                meta: self.meta.finish(self.chunks, self.levels),
+                ..RowAnswer::default()
+            });
+        }
+    }
+}
+
 /// The provenance of a row answered by several requests: their sums.
 #[derive(Debug, Default)]
 pub(crate) struct MetaSum {
@@ -246,34 +299,11 @@ pub async fn reduce(
         // This level's prompts: (group, prompt).
         let mut prompts: Vec<(usize, String)> = Vec::new();
         for (g, group) in state.iter_mut().enumerate() {
-            if group.answer.is_some() {
-                continue;
+            if group.answer.is_none() {
+                for prompt in group.next_level(budget)? {
+                    prompts.push((g, prompt));
+                }
             }
-            let first = group.levels == 0;
-            let what = if first { "a row" } else { "a partial answer" };
-            let lines = std::mem::take(&mut group.lines);
-            let parts = chunks(lines, budget, what)?;
-            if !first && parts.len() > 1 && parts.len() >= group.last_level_requests {
-                return Err(DataFusionError::Execution(format!(
-                    "ai_agg: the partial answers no longer fit fewer requests ({} requests at level {}): raise the option context_tokens or lower the model's max_tokens",
-                    parts.len(),
-                    group.levels + 1
-                )));
-            }
-            if first {
-                group.chunks = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-            }
-            let count = parts.len();
-            for (i, part) in parts.into_iter().enumerate() {
-                let header = match (first, count) {
-                    (true, 1) => format!("Rows ({}):", part.len()),
-                    (true, _) => format!("Rows (chunk {} of {count}, {} rows):", i + 1, part.len()),
-                    (false, _) => format!("Partial answers ({}):", part.len()),
-                };
-                prompts.push((g, format!("{header}\n{}", part.join("\n"))));
-            }
-            group.levels += 1;
-            group.last_level_requests = count;
         }
         if prompts.is_empty() {
             break;
@@ -291,23 +321,8 @@ pub async fn reduce(
                 _ => failed[*g] = true,
             }
         }
-        for (g, group) in state.iter_mut().enumerate() {
-            if group.answer.is_some() || group.levels == 0 {
-                continue;
-            }
-            if failed[g] {
-                group.answer = Some(RowAnswer {
-                    meta: group.meta.finish(group.chunks, group.levels),
-                    ..RowAnswer::default()
-                });
-            } else if group.last_level_requests == 1 {
-                let text = group.lines.pop();
-                group.answer = Some(RowAnswer {
-                    text,
-                    meta: group.meta.finish(group.chunks, group.levels),
-                    ..RowAnswer::default()
-                });
-            }
+        for (group, failed) in state.iter_mut().zip(failed) {
+            group.settle(failed);
         }
     }
     Ok(state

@@ -10,6 +10,8 @@
 //!
 //! So a group of n texts costs n + 1 requests, not the n·(n−1)/2 of pairwise comparison.
 
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
 
 use datafusion::error::Result;
@@ -56,7 +58,7 @@ pub fn refine_prompt(criterion: &str, texts: &[&str]) -> String {
     let mut prompt = format!("Criterion: {criterion}");
     for (i, text) in texts.iter().enumerate() {
         let line: Vec<&str> = text.split(['\n', '\r']).collect();
-        prompt.push_str(&format!("\n[{}] {}", i + 1, line.join(" ")));
+        let _ = write!(prompt, "\n[{}] {}", i + 1, line.join(" "));
     }
     prompt
 }
@@ -106,71 +108,113 @@ pub async fn rank(
             texts
         })
         .collect();
-
-    // 1. Pre-scores: one request per distinct text of the batch.
     let mut distinct: Vec<&str> = groups.iter().flatten().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
+    let scored = pre_score(call, ranking, &distinct, options).await?;
+    let (by_score, sums) = candidates(&groups, &distinct, &scored);
+    let counts: Vec<usize> = by_score.iter().map(|t| ranking.refined(t.len())).collect();
+    let orders = refine(call, ranking, &by_score, &counts, options).await?;
+    let mut answers = Vec::with_capacity(groups.len());
+    for (((texts, mut sum), order), n) in by_score.into_iter().zip(sums).zip(orders).zip(counts) {
+        if let Some(meta) = &order.meta {
+            sum.add(meta);
+        }
+        let refined = match order.text.as_deref() {
+            None if n > 1 => None,
+            None => Some((0..n).collect::<Vec<_>>()),
+            Some(answer) => parse_order(answer, n),
+        };
+        // No text, or a refinement that failed with on_error = 'null' (its error is in the
+        // provenance): NULL.
+        let value = refined.filter(|_| !texts.is_empty()).map(|refined| {
+            serde_json::Value::Array(
+                refined
+                    .iter()
+                    .map(|&i| texts[i])
+                    .chain(texts[n..].iter().copied())
+                    .take(ranking.k)
+                    .map(|t| serde_json::Value::String(t.to_string()))
+                    .collect(),
+            )
+        });
+        answers.push(RowAnswer {
+            value,
+            meta: sum.finish(0, 0),
+            ..RowAnswer::default()
+        });
+    }
+    Ok(answers)
+}
+
+/// Step 1: one score per distinct text (`distinct` is sorted), as `ai_score` asks it.
+async fn pre_score(
+    call: &ModelCall,
+    ranking: &Ranking,
+    distinct: &[&str],
+    options: &CallOptions,
+) -> Result<Vec<RowAnswer>> {
     let prompts: Vec<Option<String>> = distinct
         .iter()
         .map(|t| Some(ai_score::prompt(t, &ranking.criterion)))
         .collect();
-    let score_check = |answer: &str| match parse_score(answer) {
+    let check = |answer: &str| match parse_score(answer) {
         Some(_) => Ok(()),
         None => Err(ai_score::NOT_A_SCORE.to_string()),
     };
     let ask = Ask {
         input: "text",
         instruction: Some(ai_score::INSTRUCTION),
-        check: Some(&score_check),
+        check: Some(&check),
         ..Ask::by(NAME)
     };
-    let scored = call.answer_each(&prompts, &ask, options).await?;
-    let score_of = |text: &str| -> (Option<f64>, Option<&RowAnswer>) {
-        distinct
-            .binary_search(&text)
-            .ok()
-            .and_then(|i| scored.get(i))
-            .map_or((None, None), |a| {
-                (a.text.as_deref().and_then(parse_score), Some(a))
-            })
-    };
+    call.answer_each(&prompts, &ask, options).await
+}
 
-    // 2. Each group's candidates, best pre-score first (unscored texts last, then by text).
+/// Step 2: each group's texts, best pre-score first (ties by text; unscored texts left out),
+/// and the provenance of their scores.
+fn candidates<'a>(
+    groups: &'a [Vec<String>],
+    distinct: &[&str],
+    scored: &[RowAnswer],
+) -> (Vec<Vec<&'a str>>, Vec<MetaSum>) {
     let mut sums: Vec<MetaSum> = Vec::with_capacity(groups.len());
     let mut by_score: Vec<Vec<&str>> = Vec::with_capacity(groups.len());
-    for texts in &groups {
+    for texts in groups {
         let mut sum = MetaSum::default();
-        let mut ordered: Vec<(&str, Option<f64>)> = Vec::with_capacity(texts.len());
+        let mut ordered: Vec<(&str, f64)> = Vec::with_capacity(texts.len());
         for text in texts {
-            let (score, answer) = score_of(text);
-            if let Some(meta) = answer.and_then(|a| a.meta.as_ref()) {
+            let Some(answer) = distinct
+                .binary_search(&text.as_str())
+                .ok()
+                .and_then(|i| scored.get(i))
+            else {
+                continue;
+            };
+            if let Some(meta) = &answer.meta {
                 sum.add(meta);
             }
-            if score.is_some() {
+            if let Some(score) = answer.text.as_deref().and_then(parse_score) {
                 ordered.push((text, score));
             }
         }
-        ordered.sort_by(|a, b| {
-            b.1.unwrap_or(-1.0)
-                .total_cmp(&a.1.unwrap_or(-1.0))
-                .then_with(|| a.0.cmp(b.0))
-        });
+        ordered.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         sums.push(sum);
         by_score.push(ordered.into_iter().map(|(t, _)| t).collect());
     }
+    (by_score, sums)
+}
 
-    // 3. One refinement request per group with two or more candidates.
-    let refine: Vec<Option<String>> = by_score
-        .iter()
-        .map(|texts| {
-            let n = ranking.refined(texts.len());
-            (n > 1).then(|| refine_prompt(&ranking.criterion, &texts[..n]))
-        })
-        .collect();
-    let counts: Vec<usize> = by_score.iter().map(|t| ranking.refined(t.len())).collect();
-    // One call per count of candidates, so that each answer is checked against its own.
-    let mut orders: Vec<RowAnswer> = vec![RowAnswer::default(); refine.len()];
+/// Step 3: one refinement request per group with two or more candidates (`counts[i]` of them);
+/// one call per count, so that each answer is checked against its own.
+async fn refine(
+    call: &ModelCall,
+    ranking: &Ranking,
+    by_score: &[Vec<&str>],
+    counts: &[usize],
+    options: &CallOptions,
+) -> Result<Vec<RowAnswer>> {
+    let mut orders: Vec<RowAnswer> = vec![RowAnswer::default(); by_score.len()];
     let mut sizes: Vec<usize> = counts.iter().copied().filter(|n| *n > 1).collect();
     sizes.sort_unstable();
     sizes.dedup();
@@ -185,58 +229,19 @@ pub async fn rank(
             check: Some(&check),
             ..Ask::by(NAME)
         };
-        let prompts: Vec<Option<String>> = refine
+        let prompts: Vec<Option<String>> = by_score
             .iter()
-            .zip(&counts)
-            .map(|(p, c)| if *c == n { p.clone() } else { None })
+            .zip(counts)
+            .map(|(texts, c)| (*c == n).then(|| refine_prompt(&ranking.criterion, &texts[..n])))
             .collect();
         let answered = call.answer_each(&prompts, &ask, options).await?;
-        for ((slot, answer), c) in orders.iter_mut().zip(answered).zip(&counts) {
+        for ((slot, answer), c) in orders.iter_mut().zip(answered).zip(counts) {
             if *c == n {
                 *slot = answer;
             }
         }
     }
-
-    let mut answers = Vec::with_capacity(groups.len());
-    for (((texts, mut sum), order), n) in by_score.into_iter().zip(sums).zip(orders).zip(counts) {
-        if let Some(meta) = &order.meta {
-            sum.add(meta);
-        }
-        if texts.is_empty() {
-            answers.push(RowAnswer {
-                meta: sum.finish(0, 0),
-                ..RowAnswer::default()
-            });
-            continue;
-        }
-        let refined = match order.text.as_deref() {
-            None if n > 1 => None,
-            None => Some((0..n).collect()),
-            Some(answer) => parse_order(answer, n),
-        };
-        let Some(refined) = refined else {
-            // The refinement failed, with on_error = 'null': its error is in the provenance.
-            answers.push(RowAnswer {
-                meta: sum.finish(0, 0),
-                ..RowAnswer::default()
-            });
-            continue;
-        };
-        let best: Vec<serde_json::Value> = refined
-            .iter()
-            .map(|&i| texts[i])
-            .chain(texts[n..].iter().copied())
-            .take(ranking.k)
-            .map(|t| serde_json::Value::String(t.to_string()))
-            .collect();
-        answers.push(RowAnswer {
-            value: Some(serde_json::Value::Array(best)),
-            meta: sum.finish(0, 0),
-            ..RowAnswer::default()
-        });
-    }
-    Ok(answers)
+    Ok(orders)
 }
 
 #[cfg(test)]
