@@ -236,7 +236,8 @@ async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_t
         "the application's analyzer rule saw {} plans",
         audit.plans.load(Ordering::SeqCst)
     );
-    // The rewrite and the binding of AI functions run before type coercion; the application's
+    // The rewrite, the planning of AI aggregates and the binding of AI functions run before
+    // type coercion; the application's
     // rule keeps its place after.
     let rules: Vec<String> = ctx
         .state()
@@ -250,6 +251,7 @@ async fn an_applications_own_session_gets_the_extension_with_one_call_and_runs_t
         [
             "resolve_grouping_function",
             "bedrock_model_relations",
+            "bedrock_plan_ai_aggregates",
             "bedrock_bind_ai_functions",
             "type_coercion",
             "app_audit"
