@@ -220,7 +220,10 @@ impl ExtensionOptions for BedrockOptions {
                 self.count_tokens = flag(key, value, "true to count sampled prompts in EXPLAIN")?;
             }
             SEMANTIC_JOIN_EMBEDDING_MODEL => {
-                value.trim_matches('\'').trim().clone_into(&mut self.semantic_join_embedding_model);
+                value
+                    .trim_matches('\'')
+                    .trim()
+                    .clone_into(&mut self.semantic_join_embedding_model);
             }
             SEMANTIC_JOIN_CANDIDATES => {
                 let k = value

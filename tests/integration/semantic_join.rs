@@ -61,7 +61,10 @@ fn tables() -> (String, String) {
         .map(|j| {
             let c = j % 5;
             if j < 10 {
-                format!("({j}, '{}, answer a{j} on topic{c} and field{c}')", SPLITS[c].1)
+                format!(
+                    "({j}, '{}, answer a{j} on topic{c} and field{c}')",
+                    SPLITS[c].1
+                )
             } else {
                 format!("({j}, 'Note n{j} on topic{c}')")
             }
@@ -123,7 +126,11 @@ async fn two_hundred_by_two_hundred_asks_ten_pairs_a_row_and_finds_every_match()
     // The rewrite: 200 + 200 distinct texts embedded (Titan takes one a request), and
     // 200 × 10 pairs asked about.
     let ctx = prepared(&emulator).await;
-    collect(&ctx, &format!("SET bedrock.semantic_join_embedding_model = '{TITAN}'")).await;
+    collect(
+        &ctx,
+        &format!("SET bedrock.semantic_join_embedding_model = '{TITAN}'"),
+    )
+    .await;
     let plan = datafusion::arrow::util::pretty::pretty_format_batches(
         &collect(&ctx, &format!("EXPLAIN {QUERY}")).await,
     )

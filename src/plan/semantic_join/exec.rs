@@ -350,7 +350,12 @@ impl ExecutionPlan for SemanticJoinExec {
             options: BedrockOptions::of_config(context.session_config().options()),
             counters: PairMetrics::new(&self.metrics),
             calls: CallMetrics::new(&self.metrics, 0),
-            batch_size: context.session_config().options().execution.batch_size.get(),
+            batch_size: context
+                .session_config()
+                .options()
+                .execution
+                .batch_size
+                .get(),
         };
         let stream = futures::stream::once(work.run(context))
             .map(|result| match result {

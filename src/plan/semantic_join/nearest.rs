@@ -78,7 +78,13 @@ mod tests {
     #[test]
     fn each_left_row_keeps_its_k_most_similar_right_rows_ties_in_row_order() {
         let left = units(&[&[1.0, 0.0], &[0.0, 1.0], &[0.0, 0.0]]);
-        let right = units(&[&[0.0, 2.0], &[1.0, 1.0], &[3.0, 0.0], &[0.0, 0.5], &[0.0, 0.0]]);
+        let right = units(&[
+            &[0.0, 2.0],
+            &[1.0, 1.0],
+            &[3.0, 0.0],
+            &[0.0, 0.5],
+            &[0.0, 0.0],
+        ]);
         assert_eq!(
             nearest(&left, &right, 2),
             vec![vec![2, 1], vec![0, 3], vec![]]

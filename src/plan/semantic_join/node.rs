@@ -97,9 +97,7 @@ impl SemanticJoin {
 
 impl PartialEq for SemanticJoin {
     fn eq(&self, other: &Self) -> bool {
-        self.identity() == other.identity()
-            && self.left == other.left
-            && self.right == other.right
+        self.identity() == other.identity() && self.left == other.left && self.right == other.right
     }
 }
 
@@ -164,7 +162,11 @@ impl UserDefinedLogicalNodeCore for SemanticJoin {
     fn prevent_predicate_push_down_columns(&self) -> HashSet<String> {
         // DataFusion would push a filter into every input of the node alike; the optimizer has
         // already pushed each side's own conditions below the join this node replaces.
-        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -201,7 +203,11 @@ impl UserDefinedLogicalNodeCore for SemanticJoin {
 
     fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
         let width = self.left.schema().fields().len();
-        let mut left: Vec<usize> = output_columns.iter().copied().filter(|i| *i < width).collect();
+        let mut left: Vec<usize> = output_columns
+            .iter()
+            .copied()
+            .filter(|i| *i < width)
+            .collect();
         let mut right: Vec<usize> = output_columns
             .iter()
             .filter_map(|i| i.checked_sub(width))

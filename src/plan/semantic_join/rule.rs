@@ -55,20 +55,18 @@ impl SemanticJoinRule {
     }
 
     /// The pairs to ask about under the session's options.
-    fn pairs(
-        &self,
-        predicate: &Expr,
-        join: &Join,
-        options: &BedrockOptions,
-    ) -> Result<Pairs> {
+    fn pairs(&self, predicate: &Expr, join: &Join, options: &BedrockOptions) -> Result<Pairs> {
         let model = options.semantic_join_embedding_model.trim();
         if model.is_empty() {
             return Ok(Pairs::Every(OFF.to_string()));
         }
-        let Some(keys) = split_conjunction(predicate).into_iter().find_map(|conjunct| {
-            let prompt = ai_filter_prompt(conjunct)?;
-            split(prompt, join.left.schema(), join.right.schema())
-        }) else {
+        let Some(keys) = split_conjunction(predicate)
+            .into_iter()
+            .find_map(|conjunct| {
+                let prompt = ai_filter_prompt(conjunct)?;
+                split(prompt, join.left.schema(), join.right.schema())
+            })
+        else {
             return Ok(Pairs::Every(NO_SPLIT.to_string()));
         };
         let args = BindArgs {
@@ -159,10 +157,9 @@ impl OptimizerRule for SemanticJoinRule {
             && let LogicalPlan::Join(join) = filter.input.as_ref()
             && is_cross(join)
         {
-            let predicate = conjunction(
-                std::iter::once(filter.predicate.clone()).chain(join.filter.clone()),
-            )
-            .unwrap_or_else(|| filter.predicate.clone());
+            let predicate =
+                conjunction(std::iter::once(filter.predicate.clone()).chain(join.filter.clone()))
+                    .unwrap_or_else(|| filter.predicate.clone());
             return self
                 .rewrite_join(join, predicate, &options)
                 .map(Transformed::yes);
