@@ -2243,6 +2243,44 @@ struct Joined {
     seconds: f64,
 }
 
+/// What scenario 12 checks in every mode: the same 2 × N matches from both plans, N × 10 filter
+/// and 2N embedding requests with the rewrite, N × N filter requests without.
+fn check_semantic_join(n: usize, rewritten: &Joined, every: &Joined) -> Result<()> {
+    check(rewritten.matches == every.matches, || {
+        format!(
+            "semantic_join: the rewrite found {} matches, the cross product {}",
+            rewritten.matches.len(),
+            every.matches.len()
+        )
+    })?;
+    check(rewritten.matches.len() == 2 * n, || {
+        format!(
+            "semantic_join: {} matches, {} expected",
+            rewritten.matches.len(),
+            2 * n
+        )
+    })?;
+    check(
+        rewritten.filter_requests == (n * 10) as u64
+            && rewritten.embedding_requests == (2 * n) as u64
+            && every.filter_requests == (n * n) as u64
+            && every.embedding_requests == 0,
+        || {
+            format!(
+                "semantic_join: rewrite {} filter + {} embedding requests (expected {} + {}), cross product {} + {} (expected {} + 0)",
+                rewritten.filter_requests,
+                rewritten.embedding_requests,
+                n * 10,
+                2 * n,
+                every.filter_requests,
+                every.embedding_requests,
+                n * n
+            )
+        },
+    )?;
+    Ok(())
+}
+
 impl Bench {
     /// One query of scenario 12 in a fresh session: with `embedding_model` (the rewrite) or
     /// without (the full cross product).
@@ -2317,38 +2355,7 @@ impl Bench {
         for _ in 0..self.sizes.runs {
             let rewritten = self.semantic_join_run(Some(TITAN_EMBED)).await?;
             let every = self.semantic_join_run(None).await?;
-            check(rewritten.matches == every.matches, || {
-                format!(
-                    "semantic_join: the rewrite found {} matches, the cross product {}",
-                    rewritten.matches.len(),
-                    every.matches.len()
-                )
-            })?;
-            check(rewritten.matches.len() == 2 * n, || {
-                format!(
-                    "semantic_join: {} matches, {} expected",
-                    rewritten.matches.len(),
-                    2 * n
-                )
-            })?;
-            check(
-                rewritten.filter_requests == (n * 10) as u64
-                    && rewritten.embedding_requests == (2 * n) as u64
-                    && every.filter_requests == (n * n) as u64
-                    && every.embedding_requests == 0,
-                || {
-                    format!(
-                        "semantic_join: rewrite {} filter + {} embedding requests (expected {} + {}), cross product {} + {} (expected {} + 0)",
-                        rewritten.filter_requests,
-                        rewritten.embedding_requests,
-                        n * 10,
-                        2 * n,
-                        every.filter_requests,
-                        every.embedding_requests,
-                        n * n
-                    )
-                },
-            )?;
+            check_semantic_join(n, &rewritten, &every)?;
             #[allow(clippy::cast_precision_loss)]
             runs.push([
                 rewritten.filter_requests as f64,

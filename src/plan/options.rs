@@ -364,16 +364,29 @@ mod tests {
             error("bedrock.reorder_requests", "maybe"),
             "Invalid or Unsupported Configuration: bedrock.reorder_requests must be true or false, not 'maybe': e.g. SET bedrock.reorder_requests = false to send requests in input order"
         );
-        assert_eq!(
-            error("bedrock.semantic_join_candidates", "0"),
-            "Invalid or Unsupported Configuration: bedrock.semantic_join_candidates must be a whole number from 1 to 100000 (the right rows kept for each left row), not '0': e.g. SET bedrock.semantic_join_candidates = 10"
-        );
         config.set("bedrock.reorder_requests", "FALSE").unwrap();
         assert!(!BedrockOptions::of_config(&config).reorder_requests);
         let mut reset = BedrockOptions::of_config(&config);
         reset.reset("reorder_requests").unwrap();
         assert!(reset.reorder_requests);
         assert!(reset.reset("reorder").is_err());
+        config.set("bedrock.execution", "batch").unwrap();
+        assert_eq!(
+            BedrockOptions::of_config(&config).execution,
+            Execution::Batch
+        );
+    }
+
+    #[test]
+    fn the_semantic_join_settings_are_set_checked_and_reset() {
+        let mut config = ConfigOptions::new();
+        config.extensions.insert(BedrockOptions::default());
+        let error =
+            |key: &str, value: &str| config.clone().set(key, value).unwrap_err().to_string();
+        assert_eq!(
+            error("bedrock.semantic_join_candidates", "0"),
+            "Invalid or Unsupported Configuration: bedrock.semantic_join_candidates must be a whole number from 1 to 100000 (the right rows kept for each left row), not '0': e.g. SET bedrock.semantic_join_candidates = 10"
+        );
         config
             .set(
                 "bedrock.semantic_join_embedding_model",
@@ -397,11 +410,6 @@ mod tests {
                 semantic.semantic_join_candidates
             ),
             ("", 10)
-        );
-        config.set("bedrock.execution", "batch").unwrap();
-        assert_eq!(
-            BedrockOptions::of_config(&config).execution,
-            Execution::Batch
         );
     }
 }

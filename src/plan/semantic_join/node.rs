@@ -34,7 +34,7 @@ pub struct Candidates {
 #[derive(Debug, Clone)]
 pub enum Pairs {
     /// Each left row with its `k` nearest right rows.
-    Nearest(Candidates),
+    Nearest(Box<Candidates>),
     /// Every pair, and why.
     Every(String),
 }
@@ -190,11 +190,11 @@ impl UserDefinedLogicalNodeCore for SemanticJoin {
                             exprs.len()
                         ))
                     })?;
-                Pairs::Nearest(Candidates {
+                Pairs::Nearest(Box::new(Candidates {
                     left_key,
                     right_key,
-                    ..c.clone()
-                })
+                    ..c.as_ref().clone()
+                }))
             }
             Pairs::Every(why) => Pairs::Every(why.clone()),
         };

@@ -82,13 +82,13 @@ impl SemanticJoinRule {
                 "The semantic join's embedding model (SET bedrock.semantic_join_embedding_model = '{model}') does not resolve: {why}; or RESET bedrock.semantic_join_embedding_model to ask about every pair"
             ))
         })?;
-        Ok(Pairs::Nearest(Candidates {
+        Ok(Pairs::Nearest(Box::new(Candidates {
             left_key: keys.left,
             right_key: keys.right,
             model: model.to_string(),
             embedding,
             k: usize::try_from(options.semantic_join_candidates).unwrap_or(usize::MAX),
-        }))
+        })))
     }
 
     /// `Filter(predicate)` over the semantic join of `join`'s sides.
