@@ -142,14 +142,14 @@ impl OptimizerRule for SemanticJoinRule {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let options = BedrockOptions::of_config(&config.options());
+        let options = || BedrockOptions::of_config(&config.options());
         if let LogicalPlan::Join(join) = &plan
             && is_cross(join)
             && let Some(predicate) = &join.filter
             && calls_async(predicate)
         {
             return self
-                .rewrite_join(join, predicate.clone(), &options)
+                .rewrite_join(join, predicate.clone(), &options())
                 .map(Transformed::yes);
         }
         if let LogicalPlan::Filter(filter) = &plan
@@ -161,7 +161,7 @@ impl OptimizerRule for SemanticJoinRule {
                 conjunction(std::iter::once(filter.predicate.clone()).chain(join.filter.clone()))
                     .unwrap_or_else(|| filter.predicate.clone());
             return self
-                .rewrite_join(join, predicate, &options)
+                .rewrite_join(join, predicate, &options())
                 .map(Transformed::yes);
         }
         Ok(Transformed::no(plan))
