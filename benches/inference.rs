@@ -20,7 +20,9 @@
 //! against one row per request: requests, tokens, cost), `prompt_cache` (a 2,000-token fixed
 //! instruction with `prompt_cache = 'auto'` against `'off'`: billed input cost) and `ordering`
 //! (rows sharing one of several long prefixes, interleaved, against an emulator prompt cache
-//! smaller than the prefixes: the cache-read share with `bedrock.reorder_requests` on and off).
+//! smaller than the prefixes: the cache-read share with `bedrock.reorder_requests` on and off)
+//! and `semantic_join` (`ai_filter` over questions × answers with the semantic-join rewrite
+//! against the full cross product: filter and embedding requests, cost, the same matches).
 //! Results are
 //! printed as a table and written to `<out>/results.json` and `<out>/throughput.svg` (default
 //! `target/inference-bench`). The short mode checks what does not depend on timing (every row
@@ -56,7 +58,7 @@ const MODEL_ID: &str = "amazon.titan-text-premier-v1:0";
 const ACCESS_KEY: &str = "AKIDBENCHMARK";
 const SECRET_KEY: &str = "benchmark-secret";
 const QUERY: &str = "SELECT d.question, m.answer FROM questions AS d JOIN bench_model AS m";
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "latency",
     "overhead",
     "duplicates",
@@ -68,6 +70,7 @@ const SCENARIOS: [&str; 11] = [
     "packing",
     "prompt_cache",
     "ordering",
+    "semantic_join",
 ];
 /// The model of the packing, prompt-cache and ordering scenarios (Nova caches prompts from
 /// 1,000 tokens).
@@ -134,6 +137,9 @@ struct Sizes {
     ordering_rule_repeats: usize,
     ordering_cache_entries: usize,
     ordering_concurrencies: Vec<usize>,
+    /// Scenario 12: questions and answers (as many of each) and the engine concurrency.
+    semantic_join_rows: usize,
+    semantic_join_concurrency: usize,
 }
 
 impl Sizes {
@@ -175,6 +181,8 @@ impl Sizes {
             ordering_rule_repeats: 98,
             ordering_cache_entries: 4,
             ordering_concurrencies: vec![1, 8],
+            semantic_join_rows: 200,
+            semantic_join_concurrency: 32,
         }
     }
 
@@ -216,6 +224,8 @@ impl Sizes {
             ordering_rule_repeats: 98,
             ordering_cache_entries: 4,
             ordering_concurrencies: vec![1, 8],
+            semantic_join_rows: 60,
+            semantic_join_concurrency: 32,
         }
     }
 
@@ -2180,6 +2190,250 @@ async fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Scenario 12's embedding model.
+const TITAN_EMBED: &str = "amazon.titan-embed-text-v2:0";
+
+/// The five ways to split `yes` and `true` between a question's end and an answer's start.
+const SPLITS: [(&str, &str); 5] = [
+    ("y", "es"),
+    ("ye", "s"),
+    ("t", "rue"),
+    ("tr", "ue"),
+    ("tru", "e"),
+];
+
+/// `VALUES (id, 'text'), …` of `n` questions and `n` answers for the emulator's rules: a
+/// question of class `c` (its id modulo 5) ends with the first letters of `yes` or `true`, and
+/// ten answers (two per class) begin with the rest, so only those pairs' prompts read `yes` or
+/// `true`; a question shares four words with the answers that fit it, two with the other
+/// answers of its class, so embeddings rank its matches among its ten nearest.
+fn semantic_join_tables(n: usize) -> (String, String) {
+    let questions: Vec<String> = (0..n)
+        .map(|i| {
+            let c = i % 5;
+            format!(
+                "({i}, 'Question q{i} on topic{c} and field{c}: {}')",
+                SPLITS[c].0
+            )
+        })
+        .collect();
+    let answers: Vec<String> = (0..n)
+        .map(|j| {
+            let c = j % 5;
+            if j < 10 {
+                format!(
+                    "({j}, '{}, answer a{j} on topic{c} and field{c}')",
+                    SPLITS[c].1
+                )
+            } else {
+                format!("({j}, 'Note n{j} on topic{c}')")
+            }
+        })
+        .collect();
+    (questions.join(", "), answers.join(", "))
+}
+
+/// What one semantic-join query did.
+#[derive(Debug, Clone)]
+struct Joined {
+    matches: Vec<(i64, i64)>,
+    filter_requests: u64,
+    embedding_requests: u64,
+    usd: f64,
+    seconds: f64,
+}
+
+/// What scenario 12 checks in every mode: the same 2 × N matches from both plans, N × 10 filter
+/// and 2N embedding requests with the rewrite, N × N filter requests without.
+fn check_semantic_join(n: usize, rewritten: &Joined, every: &Joined) -> Result<()> {
+    check(rewritten.matches == every.matches, || {
+        format!(
+            "semantic_join: the rewrite found {} matches, the cross product {}",
+            rewritten.matches.len(),
+            every.matches.len()
+        )
+    })?;
+    check(rewritten.matches.len() == 2 * n, || {
+        format!(
+            "semantic_join: {} matches, {} expected",
+            rewritten.matches.len(),
+            2 * n
+        )
+    })?;
+    check(
+        rewritten.filter_requests == (n * 10) as u64
+            && rewritten.embedding_requests == (2 * n) as u64
+            && every.filter_requests == (n * n) as u64
+            && every.embedding_requests == 0,
+        || {
+            format!(
+                "semantic_join: rewrite {} filter + {} embedding requests (expected {} + {}), cross product {} + {} (expected {} + 0)",
+                rewritten.filter_requests,
+                rewritten.embedding_requests,
+                n * 10,
+                2 * n,
+                every.filter_requests,
+                every.embedding_requests,
+                n * n
+            )
+        },
+    )?;
+    Ok(())
+}
+
+impl Bench {
+    /// One query of scenario 12 in a fresh session: with `embedding_model` (the rewrite) or
+    /// without (the full cross product).
+    async fn semantic_join_run(&self, embedding_model: Option<&str>) -> Result<Joined> {
+        let (n, c) = (
+            self.sizes.semantic_join_rows,
+            self.sizes.semantic_join_concurrency,
+        );
+        let ctx = BedrockContext::new().with_default_endpoint(self.emulator.url());
+        let (questions, answers) = semantic_join_tables(n);
+        let mut statements = vec![
+            format!(
+                "CREATE ML_ENGINE bench_engine FROM bedrock USING aws_access_key_id = '{ACCESS_KEY}', aws_secret_access_key = '{SECRET_KEY}', region_name = 'us-east-1', max_concurrency = {c}"
+            ),
+            format!("CREATE TABLE questions(id BIGINT, text VARCHAR) AS VALUES {questions}"),
+            format!("CREATE TABLE answers(id BIGINT, text VARCHAR) AS VALUES {answers}"),
+        ];
+        if let Some(model) = embedding_model {
+            statements.push(format!(
+                "SET bedrock.semantic_join_embedding_model = '{model}'"
+            ));
+        }
+        for sql in statements {
+            ctx.sql(&sql).await?.collect().await?;
+        }
+        let count = |model: &str, op: &str| {
+            self.emulator
+                .stats()
+                .snapshot()
+                .count(Some(model), Some(op), None)
+        };
+        let (filter_before, embed_before) =
+            (count(NOVA, "Converse"), count(TITAN_EMBED, "InvokeModel"));
+        let started = Instant::now();
+        let batches = ctx
+            .sql(&format!("SELECT q.id, a.id FROM questions q JOIN answers a ON ai_filter('{NOVA}', 'Does ' || q.text || a.text || ' answer it?') ORDER BY q.id, a.id"))
+            .await?
+            .collect()
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut matches = Vec::new();
+        for batch in &batches {
+            let q = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let a = batch
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            for row in 0..batch.num_rows() {
+                matches.push((q.value(row), a.value(row)));
+            }
+        }
+        Ok(Joined {
+            matches,
+            filter_requests: count(NOVA, "Converse") - filter_before,
+            embedding_requests: count(TITAN_EMBED, "InvokeModel") - embed_before,
+            usd: spent_usd(&ctx).await?,
+            seconds,
+        })
+    }
+
+    /// Scenario 12: `ai_filter` over N questions × N answers with the semantic-join rewrite
+    /// (10 candidates per question) and as the full cross product: filter and embedding
+    /// requests, estimated USD, wall time; both must find the same matches.
+    async fn semantic_join(&mut self) -> Result<()> {
+        self.emulator.set_load(self.sizes.load());
+        let (n, c) = (
+            self.sizes.semantic_join_rows,
+            self.sizes.semantic_join_concurrency,
+        );
+        let mut runs = Vec::new();
+        for _ in 0..self.sizes.runs {
+            let rewritten = self.semantic_join_run(Some(TITAN_EMBED)).await?;
+            let every = self.semantic_join_run(None).await?;
+            check_semantic_join(n, &rewritten, &every)?;
+            #[allow(clippy::cast_precision_loss)]
+            runs.push([
+                rewritten.filter_requests as f64,
+                rewritten.embedding_requests as f64,
+                rewritten.usd,
+                rewritten.seconds,
+                every.filter_requests as f64,
+                every.usd,
+                every.seconds,
+                rewritten.matches.len() as f64,
+                rewritten.usd / every.usd,
+            ]);
+        }
+        let [
+            r_filter,
+            r_embed,
+            r_usd,
+            r_s,
+            e_filter,
+            e_usd,
+            e_s,
+            matches,
+            cost_ratio,
+        ] = collect_runs(&runs);
+        let setting = format!(
+            "{n} questions × {n} answers, ai_filter, C={c}, L={}ms",
+            self.sizes.mean_latency().as_millis()
+        );
+        let measure = "filter req · embedding req · est. USD · wall s";
+        self.rows.push(row(
+            "12 semantic_join",
+            &format!("{setting}, rewrite (10 candidates, {TITAN_EMBED})"),
+            measure,
+            format!(
+                "{} · {} · {} · {}",
+                r_filter.show(0),
+                r_embed.show(0),
+                r_usd.show(6),
+                r_s.show(2)
+            ),
+            "",
+        ));
+        self.rows.push(row(
+            "12 semantic_join",
+            &format!("{setting}, cross product"),
+            measure,
+            format!(
+                "{} · 0 · {} · {}",
+                e_filter.show(0),
+                e_usd.show(6),
+                e_s.show(2)
+            ),
+            "",
+        ));
+        self.rows.push(row(
+            "12 semantic_join",
+            &setting,
+            "matches (both plans) · est. USD, rewrite / cross product",
+            format!("{} · {}", matches.show(0), cost_ratio.show(3)),
+            "",
+        ));
+        self.json.insert(
+            "semantic_join".into(),
+            json!({"rows": n, "candidates": 10, "concurrency": c,
+                   "mean_latency_ms": self.sizes.mean_latency().as_millis(),
+                   "filter_model_id": NOVA, "embedding_model_id": TITAN_EMBED,
+                   "rewrite": {"filter_requests": r_filter.json(),
+                               "embedding_requests": r_embed.json(),
+                               "estimated_usd": r_usd.json(), "seconds": r_s.json()},
+                   "cross_product": {"filter_requests": e_filter.json(),
+                                     "estimated_usd": e_usd.json(), "seconds": e_s.json()},
+                   "matches": matches.json(),
+                   "cost_ratio": cost_ratio.json()}),
+        );
+        Ok(())
+    }
+}
+
 async fn run_scenarios(bench: &mut Bench, scenarios: &[String]) -> Result<()> {
     for scenario in scenarios {
         eprintln!("running {scenario} …");
@@ -2195,6 +2449,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[String]) -> Result<()> {
             "packing" => bench.packing().await?,
             "prompt_cache" => bench.prompt_cache().await?,
             "ordering" => bench.ordering().await?,
+            "semantic_join" => bench.semantic_join().await?,
             other => return Err(format!("unknown scenario '{other}'").into()),
         }
     }

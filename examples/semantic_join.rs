@@ -1,5 +1,8 @@
 //! A semantic join in plain SQL: every support question is matched with the help article whose
-//! embedding is closest, with `ai_embed` and `cosine_similarity`.
+//! embedding is closest, with `ai_embed` and `cosine_similarity`; then the same join asked of a
+//! model with `ai_filter`, which the semantic-join rewrite
+//! (`SET bedrock.semantic_join_embedding_model`) asks only about each question's nearest article
+//! instead of every pair.
 //!
 //! ```sh
 //! cargo run --example semantic_join                              # the built-in emulator
@@ -7,7 +10,8 @@
 //! ```
 //!
 //! The emulator's embeddings are bags of words, so there texts sharing words are close; Amazon
-//! Bedrock's models match by meaning.
+//! Bedrock's models match by meaning. The emulator answers Yes to a prompt with the word "yes",
+//! so there the `ai_filter` keeps every candidate pair; a real model judges each one.
 
 use datafusion_bedrock::BedrockContext;
 use datafusion_bedrock::emulator::{Emulator, EmulatorConfig, StaticCredential};
@@ -69,6 +73,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     matches.show().await?;
+
+    // One candidate article per question: 3 ai_filter requests instead of 3 × 3.
+    for statement in [
+        "SET bedrock.semantic_join_embedding_model = 'amazon.titan-embed-text-v2:0'",
+        "SET bedrock.semantic_join_candidates = 1",
+    ] {
+        ctx.sql(statement).await?.collect().await?;
+    }
+    ctx.sql(
+        "SELECT question, title AS answering_article FROM questions q JOIN articles a \
+         ON ai_filter('amazon.nova-micro-v1:0', 'Does the article ' || a.title || \
+                      ' answer the question ' || q.question || '? Say yes or no.') \
+         ORDER BY question",
+    )
+    .await?
+    .show()
+    .await?;
 
     ctx.sql("SELECT engine, model, requests, input_tokens, estimated_usd FROM bedrock_usage()")
         .await?

@@ -6,6 +6,7 @@
 //!   └─ with_bedrock()
 //!        ├─ query planner     BedrockQueryPlanner (wraps the planner already installed)
 //!        ├─ analyzer rules    ModelRelationRule and BindAiFunctions, just before type coercion
+//!        ├─ optimizer rule    SemanticJoinRule (an AI function over two relations), last
 //!        ├─ physical rules    ModelInputOrder (row order for the conversational modes),
 //!        │                    RunAiFunctions (AI functions under the query's budget)
 //!        ├─ config extension  BedrockOptions (`SET bedrock.max_requests = …`)
@@ -37,6 +38,7 @@ use crate::plan::input_order::ModelInputOrder;
 use crate::plan::options::BedrockOptions;
 use crate::plan::planner::BedrockQueryPlanner;
 use crate::plan::rewrite::ModelRelationRule;
+use crate::plan::semantic_join::rule::SemanticJoinRule;
 use crate::udf;
 use crate::udf::aggregates::PlanAiAggregates;
 use crate::udf::function::BindAiFunctions;
@@ -228,6 +230,12 @@ impl SessionStateBuilderBedrock for SessionStateBuilder {
         analyzer.rules.insert(at, Arc::new(BindAiFunctions));
         analyzer.rules.insert(at, Arc::new(PlanAiAggregates));
         analyzer.rules.insert(at, Arc::new(ModelRelationRule));
+
+        self.optimizer_rules()
+            .get_or_insert_with(Vec::new)
+            .push(Arc::new(SemanticJoinRule::new(Arc::clone(
+                extension.catalog(),
+            ))));
 
         self.physical_optimizer_rules()
             .get_or_insert_with(Vec::new)

@@ -4,7 +4,7 @@
 //! [`SltDriver`] starts one emulator for a whole suite; every file gets a fresh
 //! [`BedrockContext`] (a [`BedrockSltDb`]) whose engines default to that emulator, with an
 //! optional directory served as the `files` schema, the functions `emulator_model_calls()`,
-//! `emulator_batch_jobs()` and `emulator_batch_records()`, and the emulator's S3 endpoint as
+//! `emulator_embedding_calls()`, `emulator_batch_jobs()` and `emulator_batch_records()`, and the emulator's S3 endpoint as
 //! the default of `batch_s3_endpoint_url` (its bucket `bedrock-batch` takes batch jobs' files).
 //! The same driver runs this project's own `sql-tests/` and `datafusion-bedrock slt FILES…`.
 //!
@@ -125,6 +125,18 @@ pub fn emulator_batch_jobs_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
 pub fn emulator_batch_records_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
     snapshot_udf("emulator_batch_records", stats, |s| {
         s.batch_jobs.iter().map(|j| j.records).sum()
+    })
+}
+
+/// `emulator_embedding_calls() -> BIGINT`: how many of those model invocations went to an
+/// embedding model (Titan Embeddings, Cohere Embed) since the current `.slt` file started.
+pub fn emulator_embedding_calls_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
+    snapshot_udf("emulator_embedding_calls", stats, |s| {
+        s.requests
+            .iter()
+            .filter(|r| r.model.contains("embed") && r.operation.starts_with("InvokeModel"))
+            .map(|r| r.count)
+            .sum()
     })
 }
 
@@ -347,6 +359,8 @@ async fn connect(
         .register_udf(emulator_batch_records_udf(Arc::clone(&stats)));
     ctx.session()
         .register_udf(emulator_cache_read_tokens_udf(Arc::clone(&stats)));
+    ctx.session()
+        .register_udf(emulator_embedding_calls_udf(Arc::clone(&stats)));
     ctx.session()
         .register_udf(emulator_cache_write_tokens_udf(stats));
     Ok(BedrockSltDb::new(ctx))

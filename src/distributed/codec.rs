@@ -39,6 +39,8 @@ use crate::inference::spec::{CreatedModelSpec, EngineSpec};
 use crate::plan::ai_function_exec::AiFunctionExec;
 use crate::plan::model_exec::ModelExec;
 use crate::plan::model_node::ModelNode;
+use crate::plan::semantic_join::exec::SemanticJoinExec;
+use crate::plan::semantic_join::node::SemanticJoin;
 use crate::udf::call_spec::CallSpec;
 use crate::udf::function::AiFunction;
 
@@ -345,6 +347,9 @@ impl LogicalExtensionCodec for BedrockLogicalCodec {
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        if node.node.as_any().is::<SemanticJoin>() {
+            return Err(semantic_join_on_a_cluster());
+        }
         let Some(model) = node.node.as_any().downcast_ref::<ModelNode>() else {
             return self.inner.try_encode(node, buf);
         };
@@ -580,6 +585,9 @@ impl PhysicalExtensionCodec for BedrockPhysicalCodec {
             };
             let parts = self.encode_exprs(exprs.iter().map(|e| &e.func), converter)?;
             return seal(buf, Kind::AiFunctionExec, &header, &parts);
+        }
+        if node.downcast_ref::<SemanticJoinExec>().is_some() {
+            return Err(semantic_join_on_a_cluster());
         }
         let mut inner = Vec::new();
         self.inner.try_encode(node, &mut inner, converter)?;
@@ -836,4 +844,11 @@ mod tests {
         );
         assert!(error.ends_with("): run the same datafusion-bedrock version on the client, the scheduler and every executor"), "{error}");
     }
+}
+
+/// The error of a semantic join sent to a cluster: its plan parts have no codec yet.
+fn semantic_join_on_a_cluster() -> DataFusionError {
+    DataFusionError::NotImplemented(
+        "an AI function over two relations (the semantic join) does not run on a cluster yet: run the query in one process (a session or shell without --cluster)".into(),
+    )
 }

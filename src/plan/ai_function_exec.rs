@@ -32,6 +32,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use super::model_exec::ModelExec;
 use super::only_child;
 use super::options::BedrockOptions;
+use super::semantic_join::exec::SemanticJoinExec;
 use crate::bedrock::batch::Execution;
 use crate::bedrock::budget::Budget;
 use crate::bedrock::engine::CallOptions;
@@ -172,7 +173,7 @@ impl AiFunctionExec {
 
 /// The physical rule that puts an [`AiFunctionExec`] in place of every `AsyncFuncExec` that runs
 /// an AI function. The AI functions of a query share the budget of its model relations (the
-/// budget of the plan's first `ModelExec`), or get one from the session's `bedrock.*` options.
+/// budget of the plan's first `ModelExec` or `SemanticJoinExec`), or get one from the session's `bedrock.*` options.
 /// It runs for every physical plan, EXPLAIN's included.
 #[derive(Debug, Default)]
 pub struct RunAiFunctions;
@@ -187,6 +188,10 @@ impl PhysicalOptimizerRule for RunAiFunctions {
         plan.apply(|node| {
             if let Some(model) = node.downcast_ref::<ModelExec>() {
                 budget = Some(Arc::clone(model.budget()));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            if let Some(join) = node.downcast_ref::<SemanticJoinExec>() {
+                budget = Some(Arc::clone(join.budget()));
                 return Ok(TreeNodeRecursion::Stop);
             }
             Ok(TreeNodeRecursion::Continue)

@@ -1,5 +1,6 @@
 //! Query planning: models as relations, rewritten into a plan node that answers the rows of
-//! its input ([`model_node::ModelNode`]), and the extension's session options.
+//! its input ([`model_node::ModelNode`]); an AI function over two relations, planned as a
+//! [`semantic_join`]; and the extension's session options.
 
 pub mod ai_function_exec;
 pub mod input_order;
@@ -9,6 +10,7 @@ pub mod model_table;
 pub mod options;
 pub mod planner;
 pub mod rewrite;
+pub mod semantic_join;
 
 use std::sync::Arc;
 

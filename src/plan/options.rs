@@ -33,7 +33,20 @@ pub struct BedrockOptions {
     /// rendered prompts of each model relation, and shows the estimate with its sample size.
     /// Default false.
     pub count_tokens: bool,
+    /// The embedding model of the semantic-join rewrite (a Bedrock embedding model id, as
+    /// `ai_embed` takes it). Empty (the default): the rewrite is off, and an `ai_filter` over
+    /// two relations asks the model about every pair.
+    pub semantic_join_embedding_model: String,
+    /// How many right rows the semantic-join rewrite keeps for each left row, by cosine
+    /// similarity of their embeddings. Default 10.
+    pub semantic_join_candidates: u64,
 }
+
+/// The default of `bedrock.semantic_join_candidates`.
+pub const DEFAULT_SEMANTIC_JOIN_CANDIDATES: u64 = 10;
+
+/// The most candidates per left row `bedrock.semantic_join_candidates` takes.
+pub const MAX_SEMANTIC_JOIN_CANDIDATES: u64 = 100_000;
 
 impl Default for BedrockOptions {
     fn default() -> Self {
@@ -44,6 +57,8 @@ impl Default for BedrockOptions {
             batch_min_rows: DEFAULT_BATCH_MIN_ROWS,
             reorder_requests: true,
             count_tokens: false,
+            semantic_join_embedding_model: String::new(),
+            semantic_join_candidates: DEFAULT_SEMANTIC_JOIN_CANDIDATES,
         }
     }
 }
@@ -54,6 +69,8 @@ const EXECUTION: &str = "execution";
 const BATCH_MIN_ROWS: &str = "batch_min_rows";
 const REORDER_REQUESTS: &str = "reorder_requests";
 const COUNT_TOKENS: &str = "count_tokens";
+const SEMANTIC_JOIN_EMBEDDING_MODEL: &str = "semantic_join_embedding_model";
+const SEMANTIC_JOIN_CANDIDATES: &str = "semantic_join_candidates";
 const OPTIONS: &[&str] = &[
     MAX_COST_USD,
     MAX_REQUESTS,
@@ -61,6 +78,8 @@ const OPTIONS: &[&str] = &[
     BATCH_MIN_ROWS,
     REORDER_REQUESTS,
     COUNT_TOKENS,
+    SEMANTIC_JOIN_EMBEDDING_MODEL,
+    SEMANTIC_JOIN_CANDIDATES,
 ];
 
 impl BedrockOptions {
@@ -83,6 +102,12 @@ impl BedrockOptions {
             BATCH_MIN_ROWS => self.batch_min_rows = defaults.batch_min_rows,
             REORDER_REQUESTS => self.reorder_requests = defaults.reorder_requests,
             COUNT_TOKENS => self.count_tokens = defaults.count_tokens,
+            SEMANTIC_JOIN_EMBEDDING_MODEL => {
+                self.semantic_join_embedding_model = defaults.semantic_join_embedding_model;
+            }
+            SEMANTIC_JOIN_CANDIDATES => {
+                self.semantic_join_candidates = defaults.semantic_join_candidates;
+            }
             other => return Err(DataFusionError::Plan(unknown_option(other))),
         }
         Ok(())
@@ -121,7 +146,7 @@ pub fn unknown_option(key: &str) -> String {
         .map(|s| format!("; did you mean 'bedrock.{s}'?"))
         .unwrap_or_default();
     format!(
-        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD}, bedrock.{MAX_REQUESTS}, bedrock.{EXECUTION}, bedrock.{BATCH_MIN_ROWS}, bedrock.{REORDER_REQUESTS} and bedrock.{COUNT_TOKENS}{hint}"
+        "Unknown option 'bedrock.{key}': the options are bedrock.{MAX_COST_USD}, bedrock.{MAX_REQUESTS}, bedrock.{EXECUTION}, bedrock.{BATCH_MIN_ROWS}, bedrock.{REORDER_REQUESTS}, bedrock.{COUNT_TOKENS}, bedrock.{SEMANTIC_JOIN_EMBEDDING_MODEL} and bedrock.{SEMANTIC_JOIN_CANDIDATES}{hint}"
     )
 }
 
@@ -194,6 +219,25 @@ impl ExtensionOptions for BedrockOptions {
             COUNT_TOKENS => {
                 self.count_tokens = flag(key, value, "true to count sampled prompts in EXPLAIN")?;
             }
+            SEMANTIC_JOIN_EMBEDDING_MODEL => {
+                value
+                    .trim_matches('\'')
+                    .trim()
+                    .clone_into(&mut self.semantic_join_embedding_model);
+            }
+            SEMANTIC_JOIN_CANDIDATES => {
+                let k = value
+                    .trim_matches('\'')
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|k| (1..=MAX_SEMANTIC_JOIN_CANDIDATES).contains(k))
+                    .ok_or_else(|| {
+                        DataFusionError::Configuration(format!(
+                            "bedrock.semantic_join_candidates must be a whole number from 1 to {MAX_SEMANTIC_JOIN_CANDIDATES} (the right rows kept for each left row), not '{value}': e.g. SET bedrock.semantic_join_candidates = 10"
+                        ))
+                    })?;
+                self.semantic_join_candidates = k;
+            }
             other => return Err(DataFusionError::Configuration(unknown_option(other))),
         }
         Ok(())
@@ -231,6 +275,16 @@ impl ExtensionOptions for BedrockOptions {
                 key: format!("{}.{COUNT_TOKENS}", Self::PREFIX),
                 value: Some(self.count_tokens.to_string()),
                 description: "EXPLAIN asks Bedrock's CountTokens (free) for the input tokens of a sample of each model relation's rendered prompts.",
+            },
+            ConfigEntry {
+                key: format!("{}.{SEMANTIC_JOIN_EMBEDDING_MODEL}", Self::PREFIX),
+                value: Some(self.semantic_join_embedding_model.clone()),
+                description: "The embedding model of the semantic-join rewrite: an ai_filter over two relations asks only about each left row's nearest right rows (empty: off, every pair is asked).",
+            },
+            ConfigEntry {
+                key: format!("{}.{SEMANTIC_JOIN_CANDIDATES}", Self::PREFIX),
+                value: Some(self.semantic_join_candidates.to_string()),
+                description: "How many right rows the semantic-join rewrite keeps for each left row, by cosine similarity of their embeddings.",
             },
         ]
     }
@@ -274,6 +328,14 @@ mod tests {
                     "bedrock.count_tokens".to_string(),
                     Some("false".to_string())
                 ),
+                (
+                    "bedrock.semantic_join_embedding_model".to_string(),
+                    Some(String::new())
+                ),
+                (
+                    "bedrock.semantic_join_candidates".to_string(),
+                    Some("10".to_string())
+                ),
             ]
         );
         let error =
@@ -288,7 +350,7 @@ mod tests {
         );
         assert_eq!(
             error("bedrock.max_request", "1"),
-            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd, bedrock.max_requests, bedrock.execution, bedrock.batch_min_rows, bedrock.reorder_requests and bedrock.count_tokens; did you mean 'bedrock.max_requests'?"
+            "Invalid or Unsupported Configuration: Unknown option 'bedrock.max_request': the options are bedrock.max_cost_usd, bedrock.max_requests, bedrock.execution, bedrock.batch_min_rows, bedrock.reorder_requests, bedrock.count_tokens, bedrock.semantic_join_embedding_model and bedrock.semantic_join_candidates; did you mean 'bedrock.max_requests'?"
         );
         assert_eq!(
             error("bedrock.batch_min_rows", "50"),
@@ -312,6 +374,42 @@ mod tests {
         assert_eq!(
             BedrockOptions::of_config(&config).execution,
             Execution::Batch
+        );
+    }
+
+    #[test]
+    fn the_semantic_join_settings_are_set_checked_and_reset() {
+        let mut config = ConfigOptions::new();
+        config.extensions.insert(BedrockOptions::default());
+        let error =
+            |key: &str, value: &str| config.clone().set(key, value).unwrap_err().to_string();
+        assert_eq!(
+            error("bedrock.semantic_join_candidates", "0"),
+            "Invalid or Unsupported Configuration: bedrock.semantic_join_candidates must be a whole number from 1 to 100000 (the right rows kept for each left row), not '0': e.g. SET bedrock.semantic_join_candidates = 10"
+        );
+        config
+            .set(
+                "bedrock.semantic_join_embedding_model",
+                " 'amazon.titan-embed-text-v2:0' ",
+            )
+            .unwrap();
+        config.set("bedrock.semantic_join_candidates", "3").unwrap();
+        let mut semantic = BedrockOptions::of_config(&config);
+        assert_eq!(
+            (
+                semantic.semantic_join_embedding_model.as_str(),
+                semantic.semantic_join_candidates
+            ),
+            ("amazon.titan-embed-text-v2:0", 3)
+        );
+        semantic.reset("semantic_join_embedding_model").unwrap();
+        semantic.reset("semantic_join_candidates").unwrap();
+        assert_eq!(
+            (
+                semantic.semantic_join_embedding_model.as_str(),
+                semantic.semantic_join_candidates
+            ),
+            ("", 10)
         );
     }
 }

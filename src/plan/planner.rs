@@ -19,8 +19,11 @@ use crate::bedrock::budget::Budget;
 
 use super::model_exec::ModelExec;
 use super::model_node::ModelNode;
+use super::semantic_join::exec::{PhysicalKeys, SemanticJoinExec};
+use super::semantic_join::node::{Pairs, SemanticJoin};
 
-/// Plans [`ModelNode`]s as [`ModelExec`]s, all under one query's budget.
+/// Plans [`ModelNode`]s as [`ModelExec`]s and [`SemanticJoin`]s as [`SemanticJoinExec`]s, all
+/// under one query's budget.
 #[derive(Debug)]
 pub struct ModelPlanner {
     budget: Arc<Budget>,
@@ -40,6 +43,11 @@ impl ExtensionPlanner for ModelPlanner {
         session: &dyn Session,
         planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if let Some(join) = node.as_any().downcast_ref::<SemanticJoin>() {
+            return self
+                .plan_semantic_join(planner, join, physical_inputs, session, planning_ctx)
+                .map(Some);
+        }
         let Some(node) = node.as_any().downcast_ref::<ModelNode>() else {
             return Ok(None);
         };
@@ -103,6 +111,49 @@ impl BedrockQueryPlanner {
 }
 
 impl ModelPlanner {
+    /// A [`SemanticJoinExec`] over the planned sides of `join`.
+    fn plan_semantic_join(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        join: &SemanticJoin,
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [left, right] = physical_inputs else {
+            return Err(DataFusionError::Internal(format!(
+                "SemanticJoin was planned with {} inputs instead of two",
+                physical_inputs.len()
+            )));
+        };
+        let (left_plan, right_plan) = join.sides();
+        let keys = match join.pairs() {
+            Pairs::Nearest(c) => Some(PhysicalKeys {
+                left: planner.create_physical_expr(
+                    &c.left_key,
+                    left_plan.schema(),
+                    session,
+                    planning_ctx,
+                )?,
+                right: planner.create_physical_expr(
+                    &c.right_key,
+                    right_plan.schema(),
+                    session,
+                    planning_ctx,
+                )?,
+            }),
+            Pairs::Every(_) => None,
+        };
+        Ok(Arc::new(SemanticJoinExec::try_new(
+            Arc::clone(left),
+            Arc::clone(right),
+            join.pairs().clone(),
+            keys,
+            Arc::new(join.schema().as_arrow().clone()),
+            Arc::clone(&self.budget),
+        )?))
+    }
+
     /// The extension planner of one query, with the budget of the session's `bedrock.*`
     /// options.
     pub fn for_session(session: &dyn Session) -> Self {
@@ -122,11 +173,12 @@ impl ModelPlanner {
     }
 }
 
-/// Whether a plan (its subqueries included) has a model node.
+/// Whether a plan (its subqueries included) has a model node or a semantic join.
 fn has_model_node(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
-        found = matches!(node, LogicalPlan::Extension(e) if e.node.as_any().is::<ModelNode>());
+        found = matches!(node, LogicalPlan::Extension(e)
+            if e.node.as_any().is::<ModelNode>() || e.node.as_any().is::<SemanticJoin>());
         Ok(if found {
             TreeNodeRecursion::Stop
         } else {

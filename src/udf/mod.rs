@@ -117,6 +117,12 @@ fn async_call(expr: &Expr) -> Option<String> {
     found
 }
 
+/// Whether an expression calls an async function (an AI function or a model's predict
+/// function).
+pub(crate) fn calls_async(expr: &Expr) -> bool {
+    async_call(expr).is_some()
+}
+
 /// The first plan node that calls an async function where DataFusion cannot evaluate it (it
 /// can in projections, filters, aggregate arguments and equi-join keys), with the function's
 /// name.

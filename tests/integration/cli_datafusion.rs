@@ -448,10 +448,12 @@ async fn show_all_lists_datafusions_settings_and_the_extensions() {
             "bedrock.max_cost_usd,",
             "bedrock.max_requests,",
             "bedrock.reorder_requests,true",
+            "bedrock.semantic_join_candidates,10",
+            "bedrock.semantic_join_embedding_model,",
         ],
         "only the extension's settings are added, under their whole names"
     );
-    assert_eq!(ours_lines.len(), stock.stdout.lines().count() + 6);
+    assert_eq!(ours_lines.len(), stock.stdout.lines().count() + 8);
 }
 
 #[tokio::test]

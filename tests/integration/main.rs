@@ -31,6 +31,8 @@ mod identity;
 #[cfg(feature = "emulator")]
 mod packing;
 #[cfg(feature = "emulator")]
+mod semantic_join;
+#[cfg(feature = "emulator")]
 mod session_extension;
 #[cfg(feature = "emulator")]
 mod sql_accounting;
