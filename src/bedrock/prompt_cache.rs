@@ -183,9 +183,10 @@ pub fn cached_tokens_usd(
     (read_tokens as f64 * c.read_factor + write_tokens as f64 * write) * input_per_1k / 1000.0
 }
 
-/// Estimated tokens of a text: one per started group of four characters.
+/// Estimated tokens of a text: one per started group of four characters, its images and
+/// documents by their own estimates (see [`media`](super::media)).
 fn tokens(text: &str) -> u64 {
-    (text.chars().count() as u64).div_ceil(4)
+    super::media::marker::estimated_tokens(text)
 }
 
 /// The text of a request's prompt that a head may be cut from: the first text of its only
@@ -250,7 +251,8 @@ fn shared_heads(requests: &[Option<TextRequest>], min_chars: usize) -> Vec<usize
         }
         if end - start > 1 {
             for &(row, text) in &order[start..end] {
-                heads[row] = snapped(text, head);
+                // Never inside an image's or document's marker: the head is sent as blocks.
+                heads[row] = super::media::marker::safe_cut(text, snapped(text, head));
             }
         }
         start = end;

@@ -201,18 +201,20 @@ impl TextRequest {
             .then_with(|| texts(self).cmp(texts(other)))
     }
 
-    /// A rough input-token estimate (one token per four characters), used to reserve a
+    /// A rough input-token estimate (one token per four characters of text, and each image's
+    /// or document's own estimate — see [`media`](super::media)), used to reserve a
     /// tokens-per-minute budget before the service reports the real count.
     #[must_use]
     pub fn estimated_input_tokens(&self) -> u64 {
-        let chars: usize = self.system.as_ref().map_or(0, |s| s.chars().count())
-            + self
-                .messages
-                .iter()
-                .flat_map(|m| m.texts.iter())
-                .map(|t| t.chars().count())
-                .sum::<usize>();
-        (chars as u64).div_ceil(4).max(1)
+        use super::media::marker;
+        let texts = self.messages.iter().flat_map(|m| m.texts.iter());
+        if !texts.clone().any(|t| marker::has_media(t)) {
+            let chars: usize = self.system.as_ref().map_or(0, |s| s.chars().count())
+                + texts.map(|t| t.chars().count()).sum::<usize>();
+            return (chars as u64).div_ceil(4).max(1);
+        }
+        let system = self.system.as_deref().map_or(0, marker::estimated_tokens);
+        (system + texts.map(|t| marker::estimated_tokens(t)).sum::<u64>()).max(1)
     }
 }
 

@@ -315,6 +315,7 @@ fn join_at_cache_points(turns: &mut [Turn], messages: &[Value]) {
         }
         let mut texts: Vec<String> = Vec::new();
         let mut blocks = 0;
+        let mut seen_media = 0;
         // Whether the last content block was a text, and whether a cachePoint followed it.
         let (mut after_text, mut after_point) = (false, false);
         for block in content {
@@ -334,6 +335,12 @@ fn join_at_cache_points(turns: &mut [Turn], messages: &[Value]) {
                     texts.push(text);
                 }
                 None => {
+                    if block.get("image").is_some() || block.get("document").is_some() {
+                        if let Some(media) = turn.media.get_mut(seen_media) {
+                            media.after = texts.len();
+                        }
+                        seen_media += 1;
+                    }
                     blocks += 1;
                     after_text = false;
                 }
@@ -400,6 +407,7 @@ pub(crate) fn parse_messages(messages: &[Value]) -> Result<Vec<Turn>, ApiError> 
             .and_then(Value::as_array)
             .ok_or_else(|| null_member(&format!("messages.{i}.member.content")))?;
         let mut texts = Vec::new();
+        let mut media = Vec::new();
         for (j, block) in content.iter().enumerate() {
             if let Some(text) = block_text(block) {
                 if text.trim().is_empty() {
@@ -408,12 +416,16 @@ pub(crate) fn parse_messages(messages: &[Value]) -> Result<Vec<Turn>, ApiError> 
                     )));
                 }
                 texts.push(text);
+            } else if let Some(note) = super::media::block(block, role, i, j, texts.len()) {
+                media.push(note?);
             }
         }
+        super::media::check_message(&media, !texts.is_empty(), i)?;
         turns.push(Turn {
             role,
             texts,
             blocks: content.len(),
+            media,
         });
     }
     Ok(turns)

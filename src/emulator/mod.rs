@@ -56,6 +56,7 @@ mod families;
 mod json;
 mod listener;
 mod load;
+mod media;
 mod model_id;
 mod packed;
 mod prompt_cache;

@@ -358,7 +358,7 @@ impl ModelExec {
                 .iter()
                 .map(|p| match p {
                     TemplatePart::Literal(text) => text.chars().count(),
-                    TemplatePart::Column(_) => 0,
+                    TemplatePart::Column(_) | TemplatePart::Media { .. } => 0,
                 })
                 .sum(),
             PromptSource::Question { context: None, .. } => 0,
@@ -605,7 +605,10 @@ impl ExecutionPlan for ModelExec {
         } else {
             execution
         };
-        let options = session.call_options(&self.budget).executed(execution);
+        let options = session
+            .call_options(&self.budget)
+            .executed(execution)
+            .reading(context.runtime_env());
         let batch_size = context.session_config().batch_size();
         let worker = Worker {
             call: self.call.clone(),

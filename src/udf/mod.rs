@@ -5,12 +5,15 @@
 //! - [`predict`]: `predict_<model>`, a created model as a function.
 //! - AI functions, added to a session by [`crate::SessionStateBuilderBedrock::with_bedrock`]:
 //!   [`ai_complete`], [`ai_embed`], [`ai_filter`], [`ai_classify`] (async UDFs),
-//!   [`cosine_similarity`] (a plain scalar UDF) and the [`bedrock_usage`] table function.
+//!   [`cosine_similarity`] (a plain scalar UDF), [`ai_media`]'s `ai_image` and `ai_document`
+//!   (plain scalar UDFs that put images and documents in prompts) and the [`bedrock_usage`]
+//!   table function.
 
 pub mod ai_classify;
 pub mod ai_complete;
 pub mod ai_embed;
 pub mod ai_filter;
+pub mod ai_media;
 pub mod bedrock_models;
 pub mod bedrock_usage;
 pub mod call_spec;
@@ -33,8 +36,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use crate::catalog::Catalog;
 
-/// `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify` and `cosine_similarity`; the AI
-/// functions find models and engines in `catalog`.
+/// `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify`, `cosine_similarity`, `ai_image` and
+/// `ai_document`; the AI functions find models and engines in `catalog`.
 pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ai_complete::AiComplete::udf(catalog)),
@@ -42,6 +45,8 @@ pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
         Arc::new(ai_filter::AiFilter::udf(catalog)),
         Arc::new(ai_classify::AiClassify::udf(catalog)),
         Arc::new(cosine_similarity::CosineSimilarity::udf()),
+        Arc::new(ai_media::AiMedia::image()),
+        Arc::new(ai_media::AiMedia::document()),
     ]
 }
 
