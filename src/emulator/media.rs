@@ -136,3 +136,21 @@ pub(crate) fn check_message(media: &[Media], has_text: bool, i: usize) -> Result
     }
     Ok(())
 }
+
+/// Refuses images for a model that does not read them (its input modalities lack `IMAGE`).
+pub(crate) fn check_model(
+    conversation: &super::answer::Conversation,
+    model: &super::catalog::CatalogModel,
+) -> Result<(), ApiError> {
+    let images = conversation
+        .turns
+        .iter()
+        .flat_map(|t| t.media.iter())
+        .any(|m| m.kind == MediaKind::Image);
+    if images && !model.input_modalities.contains(&"IMAGE") {
+        return Err(ApiError::validation(
+            "This model doesn't support the image content block that you provided. Try again with a model that supports image input.",
+        ));
+    }
+    Ok(())
+}
