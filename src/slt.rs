@@ -117,6 +117,7 @@ pub fn emulator_model_calls_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
 /// `files_url(name) -> VARCHAR`: the `file://` URL of the file `name` of the files directory
 /// (`ai_image(files_url('red_pixel.png'))`), so a suite does not depend on where it is checked
 /// out.
+#[must_use]
 pub fn files_url_udf(dir: &Path) -> ScalarUDF {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let base = format!("file://{}", dir.display());

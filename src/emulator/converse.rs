@@ -750,9 +750,7 @@ mod tests {
         );
         let pdf = aws_smithy_types::base64::encode(b"%PDF-1.7 tiny");
         let image = json!({"image": {"format": "png", "source": {"bytes": png}}});
-        let doc = |name: &str| {
-            json!({"document": {"format": "pdf", "name": name, "source": {"bytes": pdf}}})
-        };
+        let doc = |name: &str| json!({"document": {"format": "pdf", "name": name, "source": {"bytes": pdf}}});
         let asked = |content: Value| json!({"messages": [{"role": "user", "content": content}]});
         let nova = catalog::find("amazon.nova-lite-v1:0").unwrap();
         let r = parse(
@@ -761,7 +759,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            parse(&asked(json!([{"text": "x"}, image])), titan()).unwrap_err().message,
+            parse(&asked(json!([{"text": "x"}, image])), titan())
+                .unwrap_err()
+                .message,
             "This model doesn't support the image content block that you provided. Try again with a model that supports image input."
         );
         assert_eq!(
@@ -779,15 +779,21 @@ mod tests {
             "messages.0 has a document block but no text block. A message with a document must also include a text block."
         );
         assert_eq!(
-            err(&asked(json!([{"text": "x"}, {"image": {"format": "jpeg", "source": {"bytes": png}}}]))),
+            err(&asked(
+                json!([{"text": "x"}, {"image": {"format": "jpeg", "source": {"bytes": png}}}])
+            )),
             "The image at messages.0.content.1 does not match its format 'jpeg'. Check the format and the bytes and try again."
         );
         assert_eq!(
-            err(&asked(json!([{"text": "x"}, {"image": {"format": "tiff", "source": {"bytes": png}}}]))),
+            err(&asked(
+                json!([{"text": "x"}, {"image": {"format": "tiff", "source": {"bytes": png}}}])
+            )),
             "1 validation error detected: Value 'tiff' at 'messages.0.member.content.1.member.image.format' failed to satisfy constraint: Member must satisfy enum value set: [png, jpeg, gif, webp]"
         );
         assert_eq!(
-            err(&asked(json!([{"text": "x"}, {"image": {"format": "png", "source": {"bytes": "*"}}}]))),
+            err(&asked(
+                json!([{"text": "x"}, {"image": {"format": "png", "source": {"bytes": "*"}}}])
+            )),
             "The image bytes at messages.0.content.1 are not valid base64. Encode the bytes and try again."
         );
         let many: Vec<Value> = std::iter::repeat_n(image.clone(), 21).collect();

@@ -605,16 +605,13 @@ impl ExecutionPlan for ModelExec {
         } else {
             execution
         };
-        let options = session
-            .call_options(&self.budget)
-            .executed(execution)
-            .reading(context.runtime_env());
+        let options = session.call_options(&self.budget).executed(execution);
         let batch_size = context.session_config().batch_size();
         let worker = Worker {
             call: self.call.clone(),
             args: self.args.clone(),
             schema: Arc::clone(&self.schema),
-            options,
+            options: options.reading(context.runtime_env()),
             budget: Arc::clone(&self.budget),
             metrics,
         };

@@ -38,7 +38,7 @@ pub async fn resolve(text: &str, stores: Option<&RuntimeEnv>) -> Result<String, 
         match piece {
             Piece::Text(t) => out.push_str(t),
             Piece::Inline(b) => {
-                out.push_str(&marker::inline(b.kind, b.format, b.name, &b.bytes()?))
+                out.push_str(&marker::inline(b.kind, b.format, b.name, &b.bytes()?));
             }
             Piece::Reference(r) => {
                 let stores = stores.ok_or_else(|| {

@@ -249,7 +249,7 @@ pub fn bytes_text(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 6);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -602,7 +602,7 @@ mod tests {
         assert_eq!(name_from("..."), "---");
         assert_eq!(name_from(""), "document");
         assert_eq!(bytes_text(1), "1 byte");
-        assert_eq!(bytes_text(1234567), "1,234,567 bytes");
+        assert_eq!(bytes_text(1_234_567), "1,234,567 bytes");
     }
 
     #[test]
