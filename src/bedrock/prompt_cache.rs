@@ -463,6 +463,34 @@ mod tests {
     }
 
     #[test]
+    fn heads_stop_before_an_image_and_count_it_by_its_estimate() {
+        use crate::bedrock::media::{Format, MediaKind, marker};
+        // Two prompts share a long text and the start of two different documents whose name
+        // has a space: cut back to whitespace, the head would end inside their markers; it
+        // ends before them.
+        let text = "Read the policy carefully.".repeat(200);
+        let doc = |last: u8| {
+            let mut bytes = vec![b'a'; 3000];
+            bytes.push(last);
+            marker::inline(MediaKind::Document, Format::Txt, Some("Q3 report"), &bytes)
+        };
+        let texts = [
+            format!("{text}{}", doc(b'x')),
+            format!("{text}{}", doc(b'y')),
+        ];
+        let requests: Vec<_> = texts.iter().map(|t| Some(request(None, t))).collect();
+        assert_eq!(shared_heads(&requests, 100), vec![text.len(), text.len()]);
+        let image = |last: u8| {
+            let mut bytes = b"GIF89a\x01\x00\x01\x00".to_vec();
+            bytes.extend(std::iter::repeat_n(7, 3000));
+            bytes.push(last);
+            marker::inline(MediaKind::Image, Format::Gif, None, &bytes)
+        };
+        // A 1×1 image is one token, not the thousands of characters of its base64.
+        assert_eq!(tokens(&image(1)), 1);
+    }
+
+    #[test]
     fn the_deepest_checkpoints_are_kept_and_the_tool_counts_first() {
         let long = "y".repeat(4 * 2100);
         let mut requests = vec![Some(TextRequest {
