@@ -721,6 +721,28 @@ mod tests {
     }
 
     #[test]
+    fn media_placeholders_are_inputs_of_their_kind() {
+        use crate::bedrock::media::MediaKind;
+        let t = Template::parse("Compare {{ image: photo }} with {{document:notes}} for {{who}}")
+            .unwrap();
+        assert_eq!(t.columns(), vec!["photo", "notes", "who"]);
+        assert_eq!(t.media("photo"), Some(MediaKind::Image));
+        assert_eq!(t.media("notes"), Some(MediaKind::Document));
+        assert_eq!(t.media("who"), None);
+        assert_eq!(
+            Template::parse("{{image:x}} and {{x}}")
+                .unwrap_err()
+                .to_string(),
+            "Parameter 'prompt_template' uses the column 'x' both as text, {{x}}, and as an image or document: a column is one or the other (select it twice under two names)"
+        );
+        assert_eq!(
+            Template::parse("See {{video:x}}").unwrap_err().to_string(),
+            "Parameter 'prompt_template' has the placeholder {{video:x}} at character 5: 'video' is not a kind of placeholder; write {{column}}, {{image:column}} or {{document:column}}"
+        );
+        assert!(Template::parse("{{image:}}").is_err());
+    }
+
+    #[test]
     fn templates_render_several_columns_and_nulls() {
         let m = spec(&[
             ("engine", s("e")),
