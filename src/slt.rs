@@ -3,8 +3,9 @@
 //!
 //! [`SltDriver`] starts one emulator for a whole suite; every file gets a fresh
 //! [`BedrockContext`] (a [`BedrockSltDb`]) whose engines default to that emulator, with an
-//! optional directory served as the `files` schema, the functions `emulator_model_calls()`,
-//! `emulator_embedding_calls()`, `emulator_batch_jobs()` and `emulator_batch_records()`, and the emulator's S3 endpoint as
+//! optional directory served as the `files` schema (and `files_url('name')`, the `file://` URL
+//! of a file in it), the functions `emulator_model_calls()`, `emulator_embedding_calls()`,
+//! `emulator_batch_jobs()` and `emulator_batch_records()`, and the emulator's S3 endpoint as
 //! the default of `batch_s3_endpoint_url` (its bucket `bedrock-batch` takes batch jobs' files).
 //! The same driver runs this project's own `sql-tests/` and `datafusion-bedrock slt FILES…`.
 //!
@@ -109,6 +110,39 @@ pub fn emulator_model_calls_udf(stats: Arc<EmulatorStats>) -> ScalarUDF {
             .sum();
             let total = i64::try_from(calls).unwrap_or(i64::MAX);
             Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(total))))
+        }),
+    )
+}
+
+/// `files_url(name) -> VARCHAR`: the `file://` URL of the file `name` of the files directory
+/// (`ai_image(files_url('red_pixel.png'))`), so a suite does not depend on where it is checked
+/// out.
+#[must_use]
+pub fn files_url_udf(dir: &Path) -> ScalarUDF {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let base = format!("file://{}", dir.display());
+    create_udf(
+        "files_url",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let url = |name: Option<&str>| name.map(|n| format!("{base}/{n}"));
+            Ok(match args.first() {
+                Some(ColumnarValue::Scalar(ScalarValue::Utf8(name))) => {
+                    ColumnarValue::Scalar(ScalarValue::Utf8(url(name.as_deref())))
+                }
+                Some(ColumnarValue::Array(names)) => {
+                    let names = datafusion::arrow::array::AsArray::as_string::<i32>(names);
+                    ColumnarValue::Array(Arc::new(
+                        names
+                            .iter()
+                            .map(url)
+                            .collect::<datafusion::arrow::array::StringArray>(),
+                    ))
+                }
+                _ => ColumnarValue::Scalar(ScalarValue::Utf8(None)),
+            })
         }),
     )
 }
@@ -337,6 +371,7 @@ async fn connect(
         ctx = ctx.with_default_s3_endpoint(s3_url);
     }
     if let Some(dir) = &files_dir {
+        ctx.session().register_udf(files_url_udf(dir));
         // A suite's data must all load: a file that does not is an error, not a warning.
         if let Some((file, e)) = ctx
             .register_files_dir(dir)

@@ -37,6 +37,7 @@ pub mod engine;
 pub mod families;
 mod identity;
 pub mod limiter;
+pub mod media;
 pub mod params;
 pub mod prompt_cache;
 pub mod redact;

@@ -183,9 +183,10 @@ pub fn cached_tokens_usd(
     (read_tokens as f64 * c.read_factor + write_tokens as f64 * write) * input_per_1k / 1000.0
 }
 
-/// Estimated tokens of a text: one per started group of four characters.
+/// Estimated tokens of a text: one per started group of four characters, its images and
+/// documents by their own estimates (see [`media`](super::media)).
 fn tokens(text: &str) -> u64 {
-    (text.chars().count() as u64).div_ceil(4)
+    super::media::marker::estimated_tokens(text)
 }
 
 /// The text of a request's prompt that a head may be cut from: the first text of its only
@@ -250,7 +251,8 @@ fn shared_heads(requests: &[Option<TextRequest>], min_chars: usize) -> Vec<usize
         }
         if end - start > 1 {
             for &(row, text) in &order[start..end] {
-                heads[row] = snapped(text, head);
+                // Never inside an image's or document's marker: the head is sent as blocks.
+                heads[row] = super::media::marker::safe_cut(text, snapped(text, head));
             }
         }
         start = end;
@@ -458,6 +460,34 @@ mod tests {
         assert_eq!(heads, vec![expected, expected, expected]);
         assert_eq!(common_prefix("héllo", "hélp"), "hél".len());
         assert_eq!(snapped("abc", 3), 3);
+    }
+
+    #[test]
+    fn heads_stop_before_an_image_and_count_it_by_its_estimate() {
+        use crate::bedrock::media::{Format, MediaKind, marker};
+        // Two prompts share a long text and the start of two different documents whose name
+        // has a space: cut back to whitespace, the head would end inside their markers; it
+        // ends before them.
+        let text = "Read the policy carefully.".repeat(200);
+        let doc = |last: u8| {
+            let mut bytes = vec![b'a'; 3000];
+            bytes.push(last);
+            marker::inline(MediaKind::Document, Format::Txt, Some("Q3 report"), &bytes)
+        };
+        let texts = [
+            format!("{text}{}", doc(b'x')),
+            format!("{text}{}", doc(b'y')),
+        ];
+        let requests: Vec<_> = texts.iter().map(|t| Some(request(None, t))).collect();
+        assert_eq!(shared_heads(&requests, 100), vec![text.len(), text.len()]);
+        let image = |last: u8| {
+            let mut bytes = b"GIF89a\x01\x00\x01\x00".to_vec();
+            bytes.extend(std::iter::repeat_n(7, 3000));
+            bytes.push(last);
+            marker::inline(MediaKind::Image, Format::Gif, None, &bytes)
+        };
+        // A 1×1 image is one token, not the thousands of characters of its base64.
+        assert_eq!(tokens(&image(1)), 1);
     }
 
     #[test]

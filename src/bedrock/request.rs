@@ -11,13 +11,28 @@ pub enum ChatRole {
     Assistant,
 }
 
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// One message of a conversation. Its `Debug` shows images and documents as
+/// `[image: png, 1,234 bytes]`, never their bytes.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Who speaks.
     pub role: ChatRole,
     /// The text blocks of the message (usually one).
     pub texts: Vec<String>,
+}
+
+impl std::fmt::Debug for ChatMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<std::borrow::Cow<'_, str>> = self
+            .texts
+            .iter()
+            .map(|t| super::media::marker::shown(t))
+            .collect();
+        f.debug_struct("ChatMessage")
+            .field("role", &self.role)
+            .field("texts", &texts)
+            .finish()
+    }
 }
 
 impl ChatMessage {
@@ -201,18 +216,20 @@ impl TextRequest {
             .then_with(|| texts(self).cmp(texts(other)))
     }
 
-    /// A rough input-token estimate (one token per four characters), used to reserve a
+    /// A rough input-token estimate (one token per four characters of text, and each image's
+    /// or document's own estimate — see [`media`](super::media)), used to reserve a
     /// tokens-per-minute budget before the service reports the real count.
     #[must_use]
     pub fn estimated_input_tokens(&self) -> u64 {
-        let chars: usize = self.system.as_ref().map_or(0, |s| s.chars().count())
-            + self
-                .messages
-                .iter()
-                .flat_map(|m| m.texts.iter())
-                .map(|t| t.chars().count())
-                .sum::<usize>();
-        (chars as u64).div_ceil(4).max(1)
+        use super::media::marker;
+        let texts = self.messages.iter().flat_map(|m| m.texts.iter());
+        if !texts.clone().any(|t| marker::has_media(t)) {
+            let chars: usize = self.system.as_ref().map_or(0, |s| s.chars().count())
+                + texts.map(|t| t.chars().count()).sum::<usize>();
+            return (chars as u64).div_ceil(4).max(1);
+        }
+        let system = self.system.as_deref().map_or(0, marker::estimated_tokens);
+        (system + texts.map(|t| marker::estimated_tokens(t)).sum::<u64>()).max(1)
     }
 }
 
@@ -273,4 +290,26 @@ pub struct CallInfo {
     pub packed_rows: u32,
     /// The first row of a packed request (the one that counts the request).
     pub packed_first: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bedrock::media::{Format, MediaKind, marker};
+
+    #[test]
+    fn debug_and_estimates_never_carry_the_bytes() {
+        let image = marker::inline(MediaKind::Image, Format::Gif, None, &[b'G'; 4000]);
+        let request = TextRequest::prompt(format!("Describe {image}"), InferenceParams::default());
+        assert_eq!(
+            format!("{:?}", request.messages[0]),
+            "ChatMessage { role: User, texts: [\"Describe [image: gif, 4,000 bytes]\"] }"
+        );
+        // "Describe " is 3 tokens; an image whose header gives no size is 1,600.
+        assert_eq!(request.estimated_input_tokens(), 3 + 1600);
+        assert_eq!(
+            TextRequest::prompt("abcdefgh", InferenceParams::default()).estimated_input_tokens(),
+            2
+        );
+    }
 }

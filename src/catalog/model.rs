@@ -125,6 +125,14 @@ pub enum TemplatePart {
     Literal(String),
     /// `{{ column }}`: the column's value.
     Column(String),
+    /// `{{image:column}}` or `{{document:column}}`: the column's value (bytes, a URL, or a
+    /// document's text) as an image or document block.
+    Media {
+        /// Image or document.
+        kind: crate::bedrock::media::MediaKind,
+        /// The column.
+        column: String,
+    },
 }
 
 /// A parsed `prompt_template`.
@@ -158,7 +166,8 @@ impl Template {
                 let close = after
                     .find("}}")
                     .ok_or_else(|| unbalanced("'{{' that is never closed", text, i))?;
-                let name = after[..close].trim();
+                let placeholder = after[..close].trim();
+                let (kind, name) = media_placeholder(placeholder, text, i)?;
                 if name.is_empty() || name.contains("{{") {
                     return Err(unbalanced("an empty or nested placeholder", text, i));
                 }
@@ -172,7 +181,13 @@ impl Template {
                 if !literal.is_empty() {
                     parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
                 }
-                parts.push(TemplatePart::Column(name.to_string()));
+                parts.push(match kind {
+                    None => TemplatePart::Column(name.to_string()),
+                    Some(kind) => TemplatePart::Media {
+                        kind,
+                        column: name.to_string(),
+                    },
+                });
                 i += 2 + close + 2;
             } else {
                 literal.push(c);
@@ -182,7 +197,24 @@ impl Template {
         if !literal.is_empty() {
             parts.push(TemplatePart::Literal(literal));
         }
-        if !parts.iter().any(|p| matches!(p, TemplatePart::Column(_))) {
+        if let Some(column) = parts.iter().find_map(|p| match p {
+            TemplatePart::Media { column, .. }
+                if parts
+                    .iter()
+                    .any(|q| matches!(q, TemplatePart::Column(c) if c == column)) =>
+            {
+                Some(column)
+            }
+            _ => None,
+        }) {
+            return Err(Error::InvalidInput(format!(
+                "Parameter 'prompt_template' uses the column '{column}' both as text, {{{{{column}}}}}, and as an image or document: a column is one or the other (select it twice under two names)"
+            )));
+        }
+        if !parts
+            .iter()
+            .any(|p| matches!(p, TemplatePart::Column(_) | TemplatePart::Media { .. }))
+        {
             return Err(Error::InvalidInput(
                 "Parameter 'prompt_template' has no {{column}} placeholder, so every row would send the same prompt: write e.g. prompt_template = 'Answer this: {{question}}'".into(),
             ));
@@ -198,13 +230,43 @@ impl Template {
     pub fn columns(&self) -> Vec<String> {
         let mut columns: Vec<String> = Vec::new();
         for part in &self.parts {
-            if let TemplatePart::Column(c) = part
+            if let TemplatePart::Column(c) | TemplatePart::Media { column: c, .. } = part
                 && !columns.contains(c)
             {
                 columns.push(c.clone());
             }
         }
         columns
+    }
+
+    /// Whether `column` is an image or a document (`{{image:column}}`, `{{document:column}}`).
+    #[must_use]
+    pub fn media(&self, column: &str) -> Option<crate::bedrock::media::MediaKind> {
+        self.parts.iter().find_map(|p| match p {
+            TemplatePart::Media { kind, column: c } if c == column => Some(*kind),
+            _ => None,
+        })
+    }
+}
+
+/// A placeholder's kind and column: `image:photo` → (image, `photo`); `photo` → (none,
+/// `photo`).
+fn media_placeholder<'a>(
+    placeholder: &'a str,
+    text: &str,
+    at: usize,
+) -> Result<(Option<crate::bedrock::media::MediaKind>, &'a str)> {
+    use crate::bedrock::media::MediaKind;
+    let Some((kind, column)) = placeholder.split_once(':') else {
+        return Ok((None, placeholder));
+    };
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "image" => Ok((Some(MediaKind::Image), column.trim())),
+        "document" => Ok((Some(MediaKind::Document), column.trim())),
+        other => Err(Error::InvalidInput(format!(
+            "Parameter 'prompt_template' has the placeholder {{{{{placeholder}}}}} at character {}: '{other}' is not a kind of placeholder; write {{{{column}}}}, {{{{image:column}}}} or {{{{document:column}}}}",
+            position(text, at)
+        ))),
     }
 }
 
@@ -487,6 +549,15 @@ impl ModelSpec {
         }
     }
 
+    /// Whether the input `column` is an image or a document of the template.
+    #[must_use]
+    pub fn media_input(&self, column: &str) -> Option<crate::bedrock::media::MediaKind> {
+        match &self.prompt {
+            PromptSource::Template(t) => t.media(column),
+            PromptSource::Question { .. } => None,
+        }
+    }
+
     /// The prompt of one row from its input values (in [`ModelSpec::input_columns`] order):
     /// `None` when every input is NULL (no request is sent); NULL inputs among others render as
     /// empty text.
@@ -508,7 +579,7 @@ impl ModelSpec {
                 .iter()
                 .map(|p| match p {
                     TemplatePart::Literal(text) => text.as_str(),
-                    TemplatePart::Column(c) => value_of(c),
+                    TemplatePart::Column(c) | TemplatePart::Media { column: c, .. } => value_of(c),
                 })
                 .collect(),
             PromptSource::Question {
@@ -647,6 +718,28 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.mode, Mode::Conversational);
+    }
+
+    #[test]
+    fn media_placeholders_are_inputs_of_their_kind() {
+        use crate::bedrock::media::MediaKind;
+        let t = Template::parse("Compare {{ image: photo }} with {{document:notes}} for {{who}}")
+            .unwrap();
+        assert_eq!(t.columns(), vec!["photo", "notes", "who"]);
+        assert_eq!(t.media("photo"), Some(MediaKind::Image));
+        assert_eq!(t.media("notes"), Some(MediaKind::Document));
+        assert_eq!(t.media("who"), None);
+        assert_eq!(
+            Template::parse("{{image:x}} and {{x}}")
+                .unwrap_err()
+                .to_string(),
+            "Parameter 'prompt_template' uses the column 'x' both as text, {{x}}, and as an image or document: a column is one or the other (select it twice under two names)"
+        );
+        assert_eq!(
+            Template::parse("See {{video:x}}").unwrap_err().to_string(),
+            "Parameter 'prompt_template' has the placeholder {{video:x}} at character 5: 'video' is not a kind of placeholder; write {{column}}, {{image:column}} or {{document:column}}"
+        );
+        assert!(Template::parse("{{image:}}").is_err());
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //!
 //! `Emulated <model id> (messages: <n>, blocks: <n>[, system: <n>]): <last user text>`
 //!
+//! Images and documents of the last user turn show in its text where they were, each as
+//! `[image: <format>, <n> bytes]` or `[document: <format> "<name>", <n> bytes]` with a single
+//! space on either side (texts next to each other are joined by a newline):
+//! `Emulated m (messages: 1, blocks: 3): Describe this [image: png, 1,234 bytes] [document: pdf "report", 5,120 bytes]`.
+//! An image counts `width × height / 750` input tokens (at most 1,600; 1,600 when its header
+//! gives no size), a document one token per 4 bytes of text formats and per 8 bytes of others.
+//!
 //! Two documented rules stand in for a model's judgement, so yes/no and labelling prompts can be
 //! tested end to end. They look only at the request's system prompt and its last user text:
 //!
@@ -31,12 +38,26 @@ pub(crate) enum Role {
     Assistant,
 }
 
-/// One turn of a conversation: its text blocks and how many blocks of any kind it had.
+/// One turn of a conversation: its text blocks, how many blocks of any kind it had, and its
+/// images and documents.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Turn {
     pub role: Role,
     pub texts: Vec<String>,
     pub blocks: usize,
+    pub media: Vec<Media>,
+}
+
+/// An image or a document a turn carried.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Media {
+    pub kind: crate::bedrock::media::MediaKind,
+    /// How many of the turn's texts came before it.
+    pub after: usize,
+    /// `[image: png, 1,234 bytes]`.
+    pub description: String,
+    /// Its input tokens.
+    pub tokens: u32,
 }
 
 impl Turn {
@@ -45,6 +66,7 @@ impl Turn {
             role: Role::User,
             texts: vec![text.into()],
             blocks: 1,
+            media: Vec::new(),
         }
     }
 
@@ -53,6 +75,7 @@ impl Turn {
             role: Role::Assistant,
             texts: vec![text.into()],
             blocks: 1,
+            media: Vec::new(),
         }
     }
 }
@@ -83,7 +106,7 @@ impl Conversation {
             .iter()
             .rev()
             .find(|t| t.role == Role::User)
-            .map(|t| t.texts.join("\n"))
+            .map(Turn::shown)
             .unwrap_or_default()
     }
 
@@ -92,8 +115,52 @@ impl Conversation {
             .system
             .iter()
             .chain(self.turns.iter().flat_map(|t| t.texts.iter()));
-        all.map(|t| count_text_tokens(t)).sum::<u32>().max(1)
+        let media = self.turns.iter().flat_map(|t| t.media.iter());
+        (all.map(|t| count_text_tokens(t)).sum::<u32>() + media.map(|m| m.tokens).sum::<u32>())
+            .max(1)
     }
+}
+
+impl Turn {
+    /// The turn's texts joined by newlines, its images and documents described where they
+    /// were, a single space on either side.
+    fn shown(&self) -> String {
+        if self.media.is_empty() {
+            return self.texts.join("\n");
+        }
+        let mut out = String::new();
+        let mut last_was_media = false;
+        let mut media = self.media.iter().peekable();
+        for (i, text) in self.texts.iter().enumerate() {
+            while let Some(m) = media.next_if(|m| m.after <= i) {
+                push_media(&mut out, &m.description);
+                last_was_media = true;
+            }
+            if last_was_media {
+                out.push(' ');
+                out.push_str(text.trim_start());
+            } else {
+                if i > 0 {
+                    out.push('\n');
+                }
+                out.push_str(text);
+            }
+            last_was_media = false;
+        }
+        for m in media {
+            push_media(&mut out, &m.description);
+        }
+        out
+    }
+}
+
+/// Appends a media description after a single space.
+fn push_media(out: &mut String, description: &str) {
+    out.truncate(out.trim_end().len());
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push_str(description);
 }
 
 /// Why generation ended.
@@ -333,6 +400,7 @@ mod tests {
                     role: Role::User,
                     texts: vec!["And of Norway?".into(), "Answer in one word.".into()],
                     blocks: 2,
+                    media: Vec::new(),
                 },
             ],
         }

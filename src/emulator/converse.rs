@@ -250,6 +250,7 @@ pub(crate) fn parse(body: &Value, model: &CatalogModel) -> Result<ConverseReques
         system: parse_system(body.get("system"))?,
         turns,
     };
+    super::media::check_model(&conversation, model)?;
     let tool = parse_tool_choice(body.get("toolConfig"))?;
     let cache_points = CachePoints::read(body, model.id)?;
     let mut request = ConverseRequest {
@@ -315,6 +316,7 @@ fn join_at_cache_points(turns: &mut [Turn], messages: &[Value]) {
         }
         let mut texts: Vec<String> = Vec::new();
         let mut blocks = 0;
+        let mut seen_media = 0;
         // Whether the last content block was a text, and whether a cachePoint followed it.
         let (mut after_text, mut after_point) = (false, false);
         for block in content {
@@ -334,6 +336,12 @@ fn join_at_cache_points(turns: &mut [Turn], messages: &[Value]) {
                     texts.push(text);
                 }
                 None => {
+                    if block.get("image").is_some() || block.get("document").is_some() {
+                        if let Some(media) = turn.media.get_mut(seen_media) {
+                            media.after = texts.len();
+                        }
+                        seen_media += 1;
+                    }
                     blocks += 1;
                     after_text = false;
                 }
@@ -400,6 +408,7 @@ pub(crate) fn parse_messages(messages: &[Value]) -> Result<Vec<Turn>, ApiError> 
             .and_then(Value::as_array)
             .ok_or_else(|| null_member(&format!("messages.{i}.member.content")))?;
         let mut texts = Vec::new();
+        let mut media = Vec::new();
         for (j, block) in content.iter().enumerate() {
             if let Some(text) = block_text(block) {
                 if text.trim().is_empty() {
@@ -408,12 +417,16 @@ pub(crate) fn parse_messages(messages: &[Value]) -> Result<Vec<Turn>, ApiError> 
                     )));
                 }
                 texts.push(text);
+            } else if let Some(note) = super::media::block(block, role, i, j, texts.len()) {
+                media.push(note?);
             }
         }
+        super::media::check_message(&media, !texts.is_empty(), i)?;
         turns.push(Turn {
             role,
             texts,
             blocks: content.len(),
+            media,
         });
     }
     Ok(turns)
@@ -711,7 +724,7 @@ mod tests {
             "messages": [
                 {"role": "user", "content": [{"text": "a"}, {"text": "b"}]},
                 {"role": "assistant", "content": [{"text": "c"}]},
-                {"role": "user", "content": [{"text": "d"}, {"document": {"name": "x"}}]}
+                {"role": "user", "content": [{"text": "d"}, {"document": {"format": "txt", "name": "x", "source": {"bytes": "eHl6"}}}]}
             ],
             "system": [{"text": "s"}],
             "inferenceConfig": {"maxTokens": 10, "temperature": 0.5, "stopSequences": ["x"]}
@@ -720,10 +733,73 @@ mod tests {
         assert_eq!(r.conversation.turns.len(), 3);
         assert_eq!(r.conversation.blocks(), 5);
         assert_eq!(r.conversation.system, vec!["s".to_string()]);
-        assert_eq!(r.conversation.last_user_text(), "d");
+        assert_eq!(
+            r.conversation.last_user_text(),
+            "d [document: txt \"x\", 3 bytes]"
+        );
         assert_eq!(
             (r.max_tokens, r.stop_sequences),
             (Some(10), vec!["x".to_string()])
+        );
+    }
+
+    #[test]
+    fn images_and_documents_are_validated_and_described() {
+        let png = aws_smithy_types::base64::encode(
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01",
+        );
+        let pdf = aws_smithy_types::base64::encode(b"%PDF-1.7 tiny");
+        let image = json!({"image": {"format": "png", "source": {"bytes": png}}});
+        let doc = |name: &str| json!({"document": {"format": "pdf", "name": name, "source": {"bytes": pdf}}});
+        let asked = |content: Value| json!({"messages": [{"role": "user", "content": content}]});
+        let nova = catalog::find("amazon.nova-lite-v1:0").unwrap();
+        let r = parse(
+            &asked(json!([{"text": "Describe this "}, image, doc("report")])),
+            nova,
+        )
+        .unwrap();
+        assert_eq!(
+            parse(&asked(json!([{"text": "x"}, image])), titan())
+                .unwrap_err()
+                .message,
+            "This model doesn't support the image content block that you provided. Try again with a model that supports image input."
+        );
+        assert_eq!(
+            super::super::answer::compose("m", &r.conversation),
+            "Emulated m (messages: 1, blocks: 3): Describe this [image: png, 24 bytes] [document: pdf \"report\", 13 bytes]"
+        );
+        // 3 text tokens, 1 for a 1×1 image, 2 for 13 bytes of PDF.
+        assert_eq!(r.conversation.input_tokens(), 4 + 1 + 2);
+        assert_eq!(
+            err(&asked(json!([{"text": "x"}, doc("a.b")]))),
+            "The document file name can only contain alphanumeric characters, whitespace characters, hyphens, parentheses, and square brackets. The name can't contain more than one consecutive whitespace character."
+        );
+        assert_eq!(
+            err(&asked(json!([doc("a")]))),
+            "messages.0 has a document block but no text block. A message with a document must also include a text block."
+        );
+        assert_eq!(
+            err(&asked(
+                json!([{"text": "x"}, {"image": {"format": "jpeg", "source": {"bytes": png}}}])
+            )),
+            "The image at messages.0.content.1 does not match its format 'jpeg'. Check the format and the bytes and try again."
+        );
+        assert_eq!(
+            err(&asked(
+                json!([{"text": "x"}, {"image": {"format": "tiff", "source": {"bytes": png}}}])
+            )),
+            "1 validation error detected: Value 'tiff' at 'messages.0.member.content.1.member.image.format' failed to satisfy constraint: Member must satisfy enum value set: [png, jpeg, gif, webp]"
+        );
+        assert_eq!(
+            err(&asked(
+                json!([{"text": "x"}, {"image": {"format": "png", "source": {"bytes": "*"}}}])
+            )),
+            "The image bytes at messages.0.content.1 are not valid base64. Encode the bytes and try again."
+        );
+        let many: Vec<Value> = std::iter::repeat_n(image.clone(), 21).collect();
+        assert_eq!(
+            err(&asked(Value::Array(many))),
+            "Too many images in messages.0: 21. A message can include up to 20 images."
         );
     }
 

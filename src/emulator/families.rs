@@ -198,6 +198,7 @@ fn claude_turn(role: Role, content: Option<&Value>, path: &str) -> Result<Turn, 
             role,
             texts: vec![text.clone()],
             blocks: 1,
+            media: Vec::new(),
         }),
         Some(Value::Array(blocks)) => {
             let mut texts = Vec::new();
@@ -225,6 +226,7 @@ fn claude_turn(role: Role, content: Option<&Value>, path: &str) -> Result<Turn, 
                 role,
                 texts,
                 blocks: blocks.len(),
+                media: Vec::new(),
             })
         }
         Some(other) => Err(ApiError::malformed(format!(

@@ -57,6 +57,7 @@ mod json;
 mod judgement;
 mod listener;
 mod load;
+mod media;
 mod model_id;
 mod packed;
 mod prompt_cache;

@@ -548,6 +548,7 @@ mod tests {
                     role: answer::Role::User,
                     texts: vec![blocks(&["new"])],
                     blocks: 1,
+                    media: Vec::new(),
                 },
             ],
         };

@@ -441,7 +441,9 @@ impl ModelCall {
         options: &CallOptions,
     ) -> Result<Vec<RowAnswer>> {
         let options = &options.executed(self.model.execution.unwrap_or(options.execution));
-        let mut requests: Vec<Option<TextRequest>> = prompts
+        let ready = super::media::ready(prompts, self.model.target.api, options).await;
+        let mut requests: Vec<Option<TextRequest>> = ready
+            .prompts
             .iter()
             .map(|p| {
                 p.as_ref()
@@ -449,8 +451,12 @@ impl ModelCall {
             })
             .collect();
         self.place_cache_points(&mut requests);
-        let packing = self.model.params.rows_per_request.unwrap_or(1);
-        let outcomes = if packing > 1 {
+        // Rows with images or documents are not packed: a packed request is one text.
+        let packing = match self.model.params.rows_per_request.unwrap_or(1) {
+            _ if ready.any => 1,
+            k => k,
+        };
+        let mut outcomes = if packing > 1 {
             let k = usize::try_from(packing).unwrap_or(usize::MAX);
             self.generate_packed(&requests, k, options).await
         } else {
@@ -459,6 +465,11 @@ impl ModelCall {
                 .generate_with(&self.model.target, &requests, options)
                 .await
         };
+        for (outcome, failure) in outcomes.iter_mut().zip(ready.failures) {
+            if let Some(failure) = failure {
+                *outcome = Some(Err(failure));
+            }
+        }
         let mut outcomes = self.correct(&requests, outcomes, ask, options).await;
         Self::settle_refusals(&mut outcomes, options).await;
         let inputs: Vec<Option<&str>> = prompts.iter().map(Option::as_deref).collect();
@@ -475,7 +486,10 @@ impl ModelCall {
         prompts: &[Option<String>],
         options: &CallOptions,
     ) -> Result<RowAnswer> {
-        let turns: Vec<String> = prompts.iter().flatten().cloned().collect();
+        let mut turns: Vec<String> = Vec::new();
+        for prompt in prompts.iter().flatten() {
+            turns.push(self.ready_turn(prompt, options).await?);
+        }
         if turns.is_empty() {
             return Ok(RowAnswer::default());
         }
@@ -485,6 +499,19 @@ impl ModelCall {
         }];
         self.answer_one(messages, "(the whole conversation)", options)
             .await
+    }
+
+    /// A conversation's prompt with its images and documents read and checked.
+    ///
+    /// # Errors
+    /// The row's error when they cannot be sent (a conversation has no row to leave NULL).
+    async fn ready_turn(&self, prompt: &str, options: &CallOptions) -> Result<String> {
+        if !crate::bedrock::media::marker::has_media(prompt) {
+            return Ok(prompt.to_string());
+        }
+        super::media::ready_one(prompt, self.model.target.api, options)
+            .await
+            .map_err(|failure| Ask::default().row_error(&self.model, prompt, &failure))
     }
 
     /// One request of `messages`, corrected if its structure is wrong, and finished as the row
@@ -536,6 +563,7 @@ impl ModelCall {
             let oldest = history.len().saturating_sub(kept);
             history.drain(..oldest);
             let mut messages = history.clone();
+            let prompt = &self.ready_turn(prompt, options).await?;
             messages.push(ChatMessage::user(prompt.clone()));
             let answer = self.answer_one(messages, prompt, options).await?;
             let said = match (&answer.text, &answer.value) {

@@ -71,8 +71,10 @@ impl CreatedModel {
     }
 
     /// The prompts of `rows` rows from the model's input columns (in
-    /// [`ModelSpec::input_columns`] order), each cast to text as DataFusion displays it. `None`
-    /// where every input is NULL.
+    /// [`ModelSpec::input_columns`] order), each cast to text as DataFusion displays it — or,
+    /// for `{{image:col}}` and `{{document:col}}`, made an image or a document (see
+    /// [`media_column`](super::media_column); a document is named after its URL's file, else its
+    /// column). `None` where every input is NULL.
     ///
     /// # Errors
     /// A wrong number of columns, or a column that cannot be shown as text.
@@ -87,7 +89,29 @@ impl CreatedModel {
                 columns.len()
             )));
         }
-        let texts: Vec<StringArray> = columns.iter().map(text_column).collect::<Result<_>>()?;
+        let texts: Vec<StringArray> = columns
+            .iter()
+            .zip(&inputs)
+            .map(|(column, input)| match self.spec.media_input(input) {
+                None => text_column(column),
+                Some(kind) => {
+                    let who = format!(
+                        "Model '{}' input '{input}' ({{{{{}:{input}}}}})",
+                        self.spec.name,
+                        kind.name()
+                    );
+                    let name = crate::bedrock::media::format::name_from(input);
+                    let markers = super::media_column::MediaColumn {
+                        kind,
+                        who: &who,
+                        text_format: Some(crate::bedrock::media::Format::Txt),
+                        default_name: Some(&name),
+                    }
+                    .markers(column, &[], &[])?;
+                    Ok(StringArray::from(markers))
+                }
+            })
+            .collect::<Result<_>>()?;
         Ok((0..rows)
             .map(|row| {
                 let values: Vec<Option<&str>> = texts

@@ -13,6 +13,8 @@ pub mod answer;
 pub mod bound;
 pub mod call;
 pub mod created;
+pub mod media;
+pub mod media_column;
 pub mod metrics;
 pub mod packing;
 pub mod spec;

@@ -30,10 +30,12 @@ pub fn text_rows(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<String
         .collect())
 }
 
-/// A row's input, shortened for error messages (80 characters).
+/// A row's input, shortened for error messages (80 characters); images and documents show as
+/// `[image: png, 1,234 bytes]`, never their bytes.
 #[must_use]
 pub fn preview(text: &str) -> String {
     const MAX: usize = 80;
+    let text = &*crate::bedrock::media::marker::shown(text);
     if text.chars().count() <= MAX {
         text.to_string()
     } else {

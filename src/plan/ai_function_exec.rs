@@ -302,7 +302,10 @@ impl ExecutionPlan for AiFunctionExec {
         let worker = Arc::new(Worker {
             exprs: self.exprs.clone(),
             schema: self.schema(),
-            options: session.call_options(&self.budget).executed(execution),
+            options: session
+                .call_options(&self.budget)
+                .executed(execution)
+                .reading(context.runtime_env()),
             budget: Arc::clone(&self.budget),
             calls: {
                 let calls = if self.portable_metrics {

@@ -358,7 +358,7 @@ impl ModelExec {
                 .iter()
                 .map(|p| match p {
                     TemplatePart::Literal(text) => text.chars().count(),
-                    TemplatePart::Column(_) => 0,
+                    TemplatePart::Column(_) | TemplatePart::Media { .. } => 0,
                 })
                 .sum(),
             PromptSource::Question { context: None, .. } => 0,
@@ -611,7 +611,7 @@ impl ExecutionPlan for ModelExec {
             call: self.call.clone(),
             args: self.args.clone(),
             schema: Arc::clone(&self.schema),
-            options,
+            options: options.reading(context.runtime_env()),
             budget: Arc::clone(&self.budget),
             metrics,
         };

@@ -131,6 +131,7 @@ impl BedrockOptions {
             execution: self.execution,
             batch_min_rows: self.batch_min_rows,
             keep_order: !self.reorder_requests,
+            stores: None,
         }
     }
 }

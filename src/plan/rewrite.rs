@@ -88,7 +88,8 @@ fn answer(
 }
 
 /// A model's prompts are text: text, numbers, booleans, dates, times and lists render as text;
-/// structs, maps and binary values do not, and are refused at planning with the fix.
+/// structs, maps and binary values do not, and are refused at planning with the fix (binary
+/// values are welcome in `{{image:col}}` and `{{document:col}}`, checked by the caller).
 fn check_text_input(model: &str, input: &str, data_type: &DataType) -> Result<()> {
     let fix = match data_type {
         DataType::Struct(_) | DataType::Map(..) | DataType::Union(..) => format!(
@@ -98,7 +99,7 @@ fn check_text_input(model: &str, input: &str, data_type: &DataType) -> Result<()
         | DataType::LargeBinary
         | DataType::BinaryView
         | DataType::FixedSizeBinary(_) => format!(
-            "decode it to text in a subquery (CAST({input} AS VARCHAR) AS {input} for UTF-8 bytes, encode({input}, 'base64') AS {input} otherwise)"
+            "send it as an image or document with {{{{image:{input}}}}} or {{{{document:{input}}}}} in the template, or decode it to text in a subquery (CAST({input} AS VARCHAR) AS {input} for UTF-8 bytes, encode({input}, 'base64') AS {input} otherwise)"
         ),
         _ => return Ok(()),
     };
@@ -133,11 +134,12 @@ fn rewrite_join(data: Arc<LogicalPlan>, found: &Found) -> Result<LogicalPlan> {
                 )));
             }
         };
-        check_text_input(
-            &found.spec.name,
-            &input,
-            schema.qualified_field_from_column(&column)?.1.data_type(),
-        )?;
+        let data_type = schema.qualified_field_from_column(&column)?.1.data_type();
+        if found.spec.media_input(&input).is_none()
+            || !crate::inference::media_column::is_binary(data_type)
+        {
+            check_text_input(&found.spec.name, &input, data_type)?;
+        }
         args.push(Expr::Column(column.clone()));
         exprs.push(Expr::Column(column).alias_qualified(Some(found.qualifier.clone()), input));
     }

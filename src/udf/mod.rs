@@ -5,7 +5,9 @@
 //! - [`predict`]: `predict_<model>`, a created model as a function.
 //! - AI functions, added to a session by [`crate::SessionStateBuilderBedrock::with_bedrock`]:
 //!   [`ai_complete`], [`ai_embed`], [`ai_filter`], [`ai_classify`] (async UDFs),
-//!   [`cosine_similarity`] (a plain scalar UDF) and the [`bedrock_usage`] table function.
+//!   [`cosine_similarity`] (a plain scalar UDF), [`ai_media`]'s `ai_image` and `ai_document`
+//!   (plain scalar UDFs that put images and documents in prompts) and the [`bedrock_usage`]
+//!   table function.
 
 pub mod aggregates;
 pub mod ai_agg;
@@ -13,6 +15,7 @@ pub mod ai_classify;
 pub mod ai_complete;
 pub mod ai_embed;
 pub mod ai_filter;
+pub mod ai_media;
 pub mod ai_rank;
 pub mod ai_score;
 pub mod bedrock_models;
@@ -37,8 +40,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use crate::catalog::Catalog;
 
-/// `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify`, `ai_score` and `cosine_similarity`;
-/// the AI functions find models and engines in `catalog`.
+/// `ai_complete`, `ai_embed`, `ai_filter`, `ai_classify`, `ai_score`, `cosine_similarity`,
+/// `ai_image` and `ai_document`; the AI functions find models and engines in `catalog`.
 pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ai_complete::AiComplete::udf(catalog)),
@@ -47,6 +50,8 @@ pub fn scalar_functions(catalog: &Arc<Catalog>) -> Vec<Arc<ScalarUDF>> {
         Arc::new(ai_classify::AiClassify::udf(catalog)),
         Arc::new(ai_score::AiScore::udf(catalog)),
         Arc::new(cosine_similarity::CosineSimilarity::udf()),
+        Arc::new(ai_media::AiMedia::image()),
+        Arc::new(ai_media::AiMedia::document()),
     ]
 }
 

@@ -97,10 +97,14 @@ struct ModelAnswer {
 }
 
 impl ModelAnswer {
-    async fn answer(&self, options: &BedrockOptions) -> Result<RowAnswer> {
+    async fn answer(
+        &self,
+        options: &BedrockOptions,
+        stores: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    ) -> Result<RowAnswer> {
         let prompts = self.model.render(&self.inputs, 1)?;
         let budget = Arc::new(options.budget());
-        let call_options = options.call_options(&budget);
+        let call_options = options.call_options(&budget).reading(stores);
         let call = self.model.call();
         let answer = match self.model.spec().mode {
             Mode::Default | Mode::ConversationalFull => call
@@ -131,7 +135,10 @@ impl TableProvider for ModelAnswer {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let answer = self
-            .answer(&BedrockOptions::of_config(state.config_options()))
+            .answer(
+                &BedrockOptions::of_config(state.config_options()),
+                Arc::clone(state.runtime_env()),
+            )
             .await?;
         let mut columns = self.inputs.clone();
         columns.extend(self.model.output_arrays(&[answer])?);

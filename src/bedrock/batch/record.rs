@@ -46,7 +46,15 @@ pub(crate) fn model_input(
         return Err(CallFailure::fatal("InvalidRequest", NO_TOOLS));
     }
     match api {
-        Api::Converse => Ok(converse_body(request)),
+        Api::Converse => {
+            converse_body(request).map_err(|e| CallFailure::fatal("InvalidRequest", e))
+        }
+        Api::Invoke if crate::bedrock::engine::request_has_media(request) => {
+            Err(CallFailure::fatal(
+                "InvalidRequest",
+                crate::bedrock::engine::MEDIA_NEEDS_CONVERSE,
+            ))
+        }
         Api::Invoke => {
             let family = ModelFamily::from_model_id(model_id).ok_or_else(|| {
                 CallFailure::fatal(
@@ -62,18 +70,45 @@ pub(crate) fn model_input(
     }
 }
 
+/// A text's Converse content blocks as JSON: text, and its images and documents with their
+/// bytes in base64 (as the Converse API's JSON carries them).
+fn content(text: &str) -> Result<Vec<Value>, String> {
+    use crate::bedrock::media::MediaKind;
+    use crate::bedrock::media::marker::{self, Piece};
+    if !marker::has_media(text) {
+        return Ok(vec![json!({ "text": text })]);
+    }
+    let mut blocks = Vec::new();
+    for piece in marker::pieces(text)? {
+        match piece {
+            Piece::Text(t) if t.trim().is_empty() => {}
+            Piece::Text(t) => blocks.push(json!({ "text": t })),
+            Piece::Reference(r) => return Err(format!("{} was not read before sending", r.url)),
+            Piece::Inline(b) => blocks.push(match b.kind {
+                MediaKind::Image => json!({ "image": {
+                    "format": b.format.name(), "source": { "bytes": b.data } } }),
+                MediaKind::Document => json!({ "document": {
+                    "format": b.format.name(), "name": b.name.unwrap_or("document"),
+                    "source": { "bytes": b.data } } }),
+            }),
+        }
+    }
+    Ok(blocks)
+}
+
 /// A Converse request body without `modelId`, as Converse batch jobs take it.
-fn converse_body(request: &TextRequest) -> Value {
-    let messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| {
-            json!({
-                "role": match m.role { ChatRole::User => "user", ChatRole::Assistant => "assistant" },
-                "content": m.texts.iter().map(|t| json!({ "text": t })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+fn converse_body(request: &TextRequest) -> Result<Value, String> {
+    let mut messages: Vec<Value> = Vec::with_capacity(request.messages.len());
+    for m in &request.messages {
+        let mut blocks = Vec::new();
+        for text in &m.texts {
+            blocks.extend(content(text)?);
+        }
+        messages.push(json!({
+            "role": match m.role { ChatRole::User => "user", ChatRole::Assistant => "assistant" },
+            "content": blocks,
+        }));
+    }
     let mut body = json!({ "messages": messages });
     if let Some(system) = &request.system {
         body["system"] = json!([{ "text": system }]);
@@ -98,7 +133,7 @@ fn converse_body(request: &TextRequest) -> Value {
     if let Some(extra) = &p.extra {
         body["additionalModelRequestFields"] = extra.clone();
     }
-    body
+    Ok(body)
 }
 
 /// One output line: its record id and the answer or the record's failure.

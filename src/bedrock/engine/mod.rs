@@ -24,11 +24,15 @@ use super::request::TextResponse;
 use super::retry::{CallFailure, RetryPolicy};
 use super::usage::{Usage, UsageSnapshot};
 
+mod blocks;
 mod connect;
 mod fan_out;
 mod in_batch;
 mod models;
 mod sdk;
+
+pub(crate) use blocks::has_media as request_has_media;
+pub(crate) use sdk::MEDIA_NEEDS_CONVERSE;
 
 pub use super::families::EmbedOptions;
 pub use models::FoundationModelInfo;
@@ -261,6 +265,9 @@ pub struct CallOptions {
     /// `SET bedrock.reorder_requests = false`: send a batch's requests in input order
     /// instead of grouped by shared prefix.
     pub keep_order: bool,
+    /// The session's object stores, which read the URLs of `ai_image` and `ai_document`
+    /// (`None`: a call outside a session, which cannot read URLs).
+    pub stores: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
 }
 
 impl CallOptions {
@@ -271,6 +278,13 @@ impl CallOptions {
             execution,
             ..self.clone()
         }
+    }
+
+    /// The same options reading URLs through `stores` (a session's runtime environment).
+    #[must_use]
+    pub fn reading(mut self, stores: Arc<datafusion::execution::runtime_env::RuntimeEnv>) -> Self {
+        self.stores = Some(stores);
+        self
     }
 
     /// The threshold of `auto`.

@@ -19,7 +19,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::Document;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use super::{Api, Engine, ModelTarget};
+use super::{Api, Engine, ModelTarget, blocks};
 use crate::bedrock::families::{self, ModelFamily};
 use crate::bedrock::prompt_cache::{CachePoints, CacheSpot, CacheTtl};
 use crate::bedrock::request::{
@@ -27,6 +27,9 @@ use crate::bedrock::request::{
 };
 use crate::bedrock::retry::{CallFailure, FailureKind};
 use crate::error::Error;
+
+/// Why a request with images or documents is not sent through `InvokeModel`.
+pub(crate) const MEDIA_NEEDS_CONVERSE: &str = "images and documents are sent as Converse content blocks, and this model uses api = 'invoke': recreate it with api = 'converse'";
 
 impl Engine {
     /// One attempt of a text request through the target's API.
@@ -37,6 +40,9 @@ impl Engine {
     ) -> std::result::Result<TextResponse, CallFailure> {
         match target.api {
             Api::Converse => self.converse_once(&target.model_id, request).await,
+            Api::Invoke if blocks::has_media(request) => {
+                Err(CallFailure::fatal("InvalidRequest", MEDIA_NEEDS_CONVERSE))
+            }
             Api::Invoke if request.tool.is_some() => Err(CallFailure::fatal(
                 "InvalidRequest",
                 "structured output (a forced tool) needs the Converse API: use api = 'converse'",
@@ -270,13 +276,13 @@ fn has_spot(request: &TextRequest, spot: CacheSpot) -> bool {
         .is_some_and(|c| c.spots.contains(&spot))
 }
 
-/// A request's messages as Converse messages; with `point`, the checkpoint after the
-/// prompt's shared head splits the last message's first text in two blocks around it (the
-/// model reads them as one text).
+/// A request's messages as Converse messages, each text read into its text, image and
+/// document blocks; with `point`, the checkpoint after the prompt's shared head splits the
+/// last message's first text in two around it (the model reads them as one text).
 fn messages(
     request: &TextRequest,
     point: Option<&CachePointBlock>,
-) -> std::result::Result<Vec<Message>, aws_sdk_bedrockruntime::error::BuildError> {
+) -> std::result::Result<Vec<Message>, String> {
     let head = request.cache.as_ref().and_then(|c| {
         c.spots.iter().find_map(|s| match s {
             CacheSpot::PromptHead(at) => Some(*at),
@@ -296,15 +302,23 @@ fn messages(
                 (Some(point), Some(at))
                     if i == last && j == 0 && text.is_char_boundary(at) && at < text.len() =>
                 {
-                    builder = builder
-                        .content(ContentBlock::Text(text[..at].to_string()))
-                        .content(ContentBlock::CachePoint(point.clone()))
-                        .content(ContentBlock::Text(text[at..].to_string()));
+                    // A head never ends inside a marker (see `prompt_cache`).
+                    for block in blocks::content_blocks(&text[..at])? {
+                        builder = builder.content(block);
+                    }
+                    builder = builder.content(ContentBlock::CachePoint(point.clone()));
+                    for block in blocks::content_blocks(&text[at..])? {
+                        builder = builder.content(block);
+                    }
                 }
-                _ => builder = builder.content(ContentBlock::Text(text.clone())),
+                _ => {
+                    for block in blocks::content_blocks(text)? {
+                        builder = builder.content(block);
+                    }
+                }
             }
         }
-        out.push(builder.build()?);
+        out.push(builder.build().map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
