@@ -158,17 +158,7 @@ async fn pre_score(
         .iter()
         .map(|t| Some(ai_score::prompt(t, &ranking.criterion)))
         .collect();
-    let check = |answer: &str| match parse_score(answer) {
-        Some(_) => Ok(()),
-        None => Err(ai_score::NOT_A_SCORE.to_string()),
-    };
-    let ask = Ask {
-        input: "text",
-        instruction: Some(ai_score::INSTRUCTION),
-        check: Some(&check),
-        ..Ask::by(NAME)
-    };
-    call.answer_each(&prompts, &ask, options).await
+    ai_score::score_each(call, NAME, &prompts, options).await
 }
 
 /// Step 2: each group's texts, best pre-score first (ties by text; unscored texts left out),

@@ -10,7 +10,9 @@ use super::ai_complete::{MODEL_EXAMPLE, OPTIONS_EXAMPLE};
 use super::ai_filter::resolve_worded;
 use super::function::{AiBinder, AiCall, AiFunction, BindArgs};
 use super::text_call::{TextCall, TextKind};
+use crate::bedrock::engine::CallOptions;
 use crate::catalog::Catalog;
+use crate::inference::{Ask, ModelCall, RowAnswer};
 
 /// The function's name in SQL.
 pub const NAME: &str = "ai_score";
@@ -26,6 +28,31 @@ pub const NOT_A_SCORE: &str =
 #[must_use]
 pub fn prompt(text: &str, criterion: &str) -> String {
     format!("Criterion: {criterion}\nText: {text}")
+}
+
+/// Scores each prompt (made by [`prompt`]; `None` asks nothing) with `call`'s model, for
+/// `function` (named in errors): the fixed [`INSTRUCTION`], each answer checked by
+/// [`parse_score`].
+///
+/// # Errors
+/// As [`ModelCall::answer_each`].
+pub async fn score_each(
+    call: &ModelCall,
+    function: &str,
+    prompts: &[Option<String>],
+    options: &CallOptions,
+) -> Result<Vec<RowAnswer>> {
+    let check = |answer: &str| match parse_score(answer) {
+        Some(_) => Ok(()),
+        None => Err(NOT_A_SCORE.to_string()),
+    };
+    let ask = Ask {
+        input: "text",
+        instruction: Some(INSTRUCTION),
+        check: Some(&check),
+        ..Ask::by(function)
+    };
+    call.answer_each(prompts, &ask, options).await
 }
 
 /// Reads a score strictly: after trimming whitespace and a trailing `.`, a decimal number made

@@ -176,17 +176,7 @@ impl AiCall for TextCall {
                         Some(ai_score::prompt(text.as_ref()?, criterion.as_ref()?))
                     })
                     .collect();
-                let check = |answer: &str| match parse_score(answer) {
-                    Some(_) => Ok(()),
-                    None => Err(ai_score::NOT_A_SCORE.to_string()),
-                };
-                let ask = Ask {
-                    input: "text",
-                    instruction: Some(ai_score::INSTRUCTION),
-                    check: Some(&check),
-                    ..Ask::by(self.function)
-                };
-                self.call.answer_each(&prompts, &ask, options).await
+                ai_score::score_each(&self.call, self.function, &prompts, options).await
             }
             TextKind::Aggregate(_) | TextKind::Rank(_) => Err(DataFusionError::Internal(format!(
                 "{} reads lists of texts",
