@@ -1,6 +1,6 @@
 //! Images and documents in prompts: Converse `image` and `document` content blocks.
 //!
-//! - [`format`]: kinds, formats (by magic number, extension or name), Bedrock's limits,
+//! - [`format`](mod@format): kinds, formats (by magic number, extension or name), Bedrock's limits,
 //!   document names, token estimates;
 //! - [`marker`]: how a block rides inside prompt text, and how a prompt is read back into text
 //!   and blocks where the request is built;
