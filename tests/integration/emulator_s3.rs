@@ -129,3 +129,60 @@ async fn the_shell_reads_an_s3_table_with_the_store_registered_on_the_fly() {
     assert_eq!(out.status.code(), Some(0));
     s3.shutdown().await;
 }
+
+#[tokio::test]
+async fn images_and_documents_are_read_from_s3_through_the_sessions_object_store() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let photos = root.path().join("media/photos");
+    std::fs::create_dir_all(&photos).expect("bucket directory");
+    std::fs::copy("sql-tests/files/red_pixel.png", photos.join("red.png")).expect("image");
+    std::fs::copy(
+        "sql-tests/files/meeting_notes.md",
+        root.path().join("media/notes.md"),
+    )
+    .expect("document");
+    let s3 = S3Server::start(root.path(), &["media"]).await.expect("S3");
+    let emulator = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let ctx = datafusion_bedrock::BedrockContext::new().with_default_endpoint(emulator.url());
+    let session = ctx.session().clone();
+    let bucket = url::Url::parse("s3://media").expect("url");
+    session.register_object_store(&bucket, store(&s3, "media"));
+    pretty(
+        &session,
+        "CREATE ML_ENGINE e FROM bedrock USING api_key = 'k'",
+    )
+    .await;
+
+    assert_eq!(
+        pretty(
+            &session,
+            "SELECT ai_complete('amazon.nova-lite-v1:0', 'Compare ' || ai_image('s3://media/photos/red.png') || ' with ' || ai_document('s3://media/notes.md', 'Meeting notes')) AS answer"
+        )
+        .await,
+        [
+            "+---------------------------------------------------------------------------------------------------------------------------------------+",
+            "| answer                                                                                                                                |",
+            "+---------------------------------------------------------------------------------------------------------------------------------------+",
+            "| Emulated amazon.nova-lite-v1:0 (messages: 1, blocks: 4): Compare [image: png, 69 bytes] with [document: md \"Meeting notes\", 45 bytes] |",
+            "+---------------------------------------------------------------------------------------------------------------------------------------+",
+        ]
+        .join("\n")
+    );
+    // A key that is not there fails the row, naming the URL.
+    let missing = datafusion_bedrock::execute_sql(
+        &session,
+        "SELECT ai_complete('amazon.nova-lite-v1:0', 'Describe ' || ai_image('s3://media/photos/blue.png'))",
+    )
+    .await
+    .expect("plans")
+    .collect()
+    .await
+    .expect_err("the image is not there")
+    .strip_backtrace();
+    assert_eq!(
+        missing,
+        "Execution error: ai_complete: model 'amazon.nova-lite-v1:0' via engine 'e' failed for the row whose prompt is \"Describe [image: s3://media/photos/blue.png]\": InvalidInput: s3://media/photos/blue.png cannot be read: there is no object at that location"
+    );
+}

@@ -85,17 +85,34 @@ async fn read(r: &Reference<'_>, stores: &RuntimeEnv) -> Result<Vec<u8>, String>
         )
     })?;
     let path = parsed.prefix();
-    let meta = store.head(path).await.map_err(|e| unreadable(&e))?;
+    let meta = store.head(path).await.map_err(|e| store_error(url, &e))?;
     let size = usize::try_from(meta.size).unwrap_or(usize::MAX);
     if let Some(problem) = size_problem(r.kind, size) {
         return Err(format!("{url}: {problem}"));
     }
-    let got = store.get(path).await.map_err(|e| unreadable(&e))?;
+    let got = store.get(path).await.map_err(|e| store_error(url, &e))?;
     let bytes = got.bytes().await.map_err(|e| unreadable(&e))?;
     if let Some(problem) = size_problem(r.kind, bytes.len()) {
         return Err(format!("{url}: {problem}"));
     }
     Ok(bytes.to_vec())
+}
+
+/// What a store's refusal means to the user, without the client's request details (address,
+/// timing) for the cases that have a plain meaning.
+fn store_error(url: &str, e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            format!("{url} cannot be read: there is no object at that location")
+        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            format!(
+                "{url} cannot be read: the object store refused access (check the credentials of the store registered for it)"
+            )
+        }
+        other => format!("{url} cannot be read: {other}"),
+    }
 }
 
 #[cfg(test)]
