@@ -54,40 +54,42 @@ impl MediaColumn<'_> {
     ) -> Result<Vec<Option<String>>> {
         let rows = data.len();
         let at = |v: &[Option<String>], row: usize| v.get(row).cloned().flatten();
-        let mut out = Vec::with_capacity(rows);
+        // Each row's marker from its value, its name and its format; NULL gives NULL.
+        let each = |is_null: &dyn Fn(usize) -> bool,
+                    make: &dyn Fn(usize, Option<String>, Option<String>) -> Result<String>|
+         -> Result<Vec<Option<String>>> {
+            (0..rows)
+                .map(|row| {
+                    if is_null(row) {
+                        Ok(None)
+                    } else {
+                        make(row, at(names, row), at(formats, row)).map(Some)
+                    }
+                })
+                .collect()
+        };
         if is_binary(data.data_type()) {
             let bytes = cast(data, &DataType::Binary)?;
             let bytes = downcast::<BinaryArray>(&bytes)?;
-            for row in 0..rows {
-                out.push(if bytes.is_null(row) {
-                    None
-                } else {
-                    let (name, format) = (at(names, row), at(formats, row));
-                    Some(self.of_bytes(bytes.value(row), name, format, row)?)
-                });
-            }
+            each(&|row| bytes.is_null(row), &|row, name, format| {
+                self.of_bytes(bytes.value(row), name, format, row)
+            })
         } else if matches!(
             data.data_type(),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
         ) {
             let text = cast(data, &DataType::Utf8)?;
             let text = downcast::<StringArray>(&text)?;
-            for row in 0..rows {
-                out.push(if text.is_null(row) {
-                    None
-                } else {
-                    let (name, format) = (at(names, row), at(formats, row));
-                    Some(self.of_text(text.value(row), name, format, row)?)
-                });
-            }
+            each(&|row| text.is_null(row), &|row, name, format| {
+                self.of_text(text.value(row), name, format, row)
+            })
         } else {
-            return Err(DataFusionError::Execution(format!(
+            Err(DataFusionError::Execution(format!(
                 "{} takes binary data (BINARY, BLOB) or a URL text, and the value is {}: pass the bytes, or the object's URL",
                 self.who,
                 data.data_type()
-            )));
+            )))
         }
-        Ok(out)
     }
 
     fn error(&self, row: usize, problem: &str) -> DataFusionError {

@@ -379,9 +379,9 @@ fn split_context_tokens(
         option_pairs(function, &json)?;
         return Ok((None, Some(json)));
     };
+    let known = aggregate_options(function);
     for (key, value) in map {
         let lower = key.to_lowercase();
-        let known = aggregate_options(function);
         if !known.contains(&lower.as_str()) && lower != "provenance" && lower != "rows_per_request"
         {
             return Err(unknown_option(function, &key, &known));

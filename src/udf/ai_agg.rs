@@ -308,10 +308,11 @@ pub async fn reduce(
         if prompts.is_empty() {
             break;
         }
-        let texts: Vec<Option<String>> = prompts.iter().map(|(_, p)| Some(p.clone())).collect();
+        let (owners, texts): (Vec<usize>, Vec<Option<String>>) =
+            prompts.into_iter().map(|(g, p)| (g, Some(p))).unzip();
         let answers = call.answer_each(&texts, &ask, options).await?;
         let mut failed = vec![false; state.len()];
-        for ((g, _), answer) in prompts.iter().zip(answers) {
+        for (g, answer) in owners.iter().zip(answers) {
             let group = &mut state[*g];
             if let Some(meta) = &answer.meta {
                 group.meta.add(meta);
